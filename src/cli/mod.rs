@@ -1,0 +1,43 @@
+//! The `ign-edge` command line (Contract 2 of ARCHITECTURE.md): one file per subcommand,
+//! shared options in [`common`].
+
+pub mod common;
+pub mod demo;
+pub mod info;
+pub mod project;
+
+use clap::{Parser, Subcommand};
+
+/// Run Idempotent Generative Networks on small boards: project noise, corrupted images or
+/// sketches onto the learned image manifold ("make it real"), from files or a live camera.
+///
+/// Start with `ign-edge demo`, then `ign-edge info MODEL` and `ign-edge project`.
+#[derive(Parser, Debug)]
+#[command(name = "ign-edge", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    Demo(demo::DemoCmd),
+    Info(info::InfoCmd),
+    Project(project::ProjectCmd),
+}
+
+/// Run the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Demo(c) => c.run(),
+        Command::Info(c) => c.run(),
+        Command::Project(c) => c.run(),
+    }
+}
+
+/// Print an error as one line (causes joined by ": ") and return the exit code 2.
+pub fn report_error(e: &anyhow::Error) -> i32 {
+    let msg = format!("{e:#}").replace('\n', " ");
+    eprintln!("error: {msg}");
+    2
+}

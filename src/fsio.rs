@@ -1,0 +1,59 @@
+//! File output that never leaves a half-written file behind.
+
+use anyhow::{Context, Result};
+use std::io::Write;
+use std::path::Path;
+
+/// Write `bytes` to `path` atomically: write a temporary file beside it, fsync, rename over
+/// the target, fsync the folder. A crash or a full disk leaves the old file intact.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let p = dir.path().join("out.bin");
+/// ign_edge::fsio::atomic_write(&p, b"hello").unwrap();
+/// assert_eq!(std::fs::read(&p).unwrap(), b"hello");
+/// ```
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create folder", dir.display()))?;
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let res = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| {
+            format!(
+                "{}: cannot write {} bytes (disk full or read-only?); the previous file, if any, is untouched",
+                path.display(),
+                bytes.len()
+            )
+        });
+    }
+    Ok(())
+}
+
+/// Encode an RGB image as PNG and write it atomically.
+pub fn save_png(path: &Path, img: &image::RgbImage) -> Result<()> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut buf, image::ImageFormat::Png)
+        .with_context(|| format!("{}: cannot encode PNG", path.display()))?;
+    atomic_write(path, buf.get_ref())
+}

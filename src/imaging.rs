@@ -1,0 +1,225 @@
+//! Image ⇄ tensor conversion shared by the runtime and the trainer.
+//!
+//! Models see images as float32 `C×H×W` in `[-1, 1]` (Contract 1). Any PNG/JPEG of any size
+//! and colour is center-cropped to the model's aspect ratio, resized with a Lanczos filter,
+//! converted to gray or RGB and scaled; the way back clamps and rounds to 8 bits.
+//!
+//! ```
+//! use ign_edge::imaging::{image_to_chw, chw_to_image};
+//! let img = image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(40, 30, image::Rgb([255, 0, 0])));
+//! let chw = image_to_chw(&img, 1, 28, 28);
+//! assert_eq!(chw.len(), 28 * 28);
+//! // pure red in BT.601 luma is 76/255, i.e. about -0.4 on the [-1, 1] scale
+//! assert!((chw[0] - (76.0 / 127.5 - 1.0)).abs() < 0.01);
+//! let back = chw_to_image(&chw, 1, 28, 28);
+//! assert_eq!((back.width(), back.height()), (28, 28));
+//! ```
+
+use anyhow::{bail, Context, Result};
+use image::imageops::FilterType;
+use image::{DynamicImage, GenericImage, Rgb, RgbImage};
+use std::path::{Path, PathBuf};
+
+/// Image file extensions the runtime and trainer read.
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
+
+/// True when `path` has an image extension we read (case-insensitive).
+pub fn is_image_path(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        .unwrap_or(false)
+}
+
+/// Open an image file, with an error that names the file.
+pub fn open_image(path: &Path) -> Result<DynamicImage> {
+    let reader = image::ImageReader::open(path)
+        .with_context(|| format!("{}: cannot open image", path.display()))?
+        .with_guessed_format()
+        .with_context(|| format!("{}: cannot read image", path.display()))?;
+    reader.decode().map_err(|e| {
+        anyhow::anyhow!(
+            "{}: not a readable PNG/JPEG image ({e}); check the file or convert it to PNG",
+            path.display()
+        )
+    })
+}
+
+/// All image files in `dir`, recursively, in sorted order.
+pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d)
+            .with_context(|| format!("{}: cannot list folder", d.display()))?;
+        for entry in entries {
+            let p = entry?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if is_image_path(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Center-crop `img` to the aspect ratio `w:h` (largest such window).
+pub fn center_crop(img: &DynamicImage, w: u32, h: u32) -> DynamicImage {
+    let (iw, ih) = (img.width(), img.height());
+    // crop width/height with iw*h vs ih*w comparison to stay in integers
+    let (cw, ch) = if (iw as u64) * (h as u64) > (ih as u64) * (w as u64) {
+        (((ih as u64 * w as u64) / h as u64).max(1) as u32, ih)
+    } else {
+        (iw, ((iw as u64 * h as u64) / w as u64).max(1) as u32)
+    };
+    img.crop_imm((iw - cw) / 2, (ih - ch) / 2, cw, ch)
+}
+
+/// Convert an image of any size and colour to a `C×H×W` float vector in `[-1, 1]`.
+///
+/// `channels` is 1 (BT.601 luma) or 3 (RGB). Alpha is composited on black.
+pub fn image_to_chw(img: &DynamicImage, channels: usize, h: usize, w: usize) -> Vec<f32> {
+    let cropped = center_crop(img, w as u32, h as u32);
+    let resized = if cropped.width() as usize == w && cropped.height() as usize == h {
+        cropped
+    } else {
+        cropped.resize_exact(w as u32, h as u32, FilterType::Lanczos3)
+    };
+    let mut out = vec![0f32; channels * h * w];
+    if channels == 1 {
+        let g = resized.to_luma8();
+        for (o, p) in out.iter_mut().zip(g.as_raw()) {
+            *o = *p as f32 / 127.5 - 1.0;
+        }
+    } else {
+        let rgb = resized.to_rgb8();
+        let plane = h * w;
+        for (i, px) in rgb.pixels().enumerate() {
+            for c in 0..3 {
+                out[c * plane + i] = px.0[c] as f32 / 127.5 - 1.0;
+            }
+        }
+    }
+    out
+}
+
+/// Map a value in `[-1, 1]` to an 8-bit level (clamped, rounded).
+#[inline]
+pub fn to_u8(v: f32) -> u8 {
+    ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8
+}
+
+/// Convert a `C×H×W` float image in `[-1, 1]` to an 8-bit RGB image (gray is replicated).
+pub fn chw_to_image(data: &[f32], channels: usize, h: usize, w: usize) -> RgbImage {
+    let plane = h * w;
+    assert_eq!(data.len(), channels * plane, "chw_to_image: size mismatch");
+    RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        let i = y as usize * w + x as usize;
+        if channels == 1 {
+            let v = to_u8(data[i]);
+            Rgb([v, v, v])
+        } else {
+            Rgb([
+                to_u8(data[i]),
+                to_u8(data[plane + i]),
+                to_u8(data[2 * plane + i]),
+            ])
+        }
+    })
+}
+
+/// Lay out tiles (all the same size) as a grid: `rows[r][c]`, scaled by an integer `scale`
+/// with nearest-neighbour, `pad` pixels of dark gray between tiles.
+pub fn grid(rows: &[Vec<RgbImage>], scale: u32, pad: u32) -> Result<RgbImage> {
+    let Some(first) = rows.iter().flat_map(|r| r.first()).next() else {
+        bail!("grid: nothing to draw");
+    };
+    let (tw, th) = (first.width() * scale, first.height() * scale);
+    let ncols = rows.iter().map(|r| r.len()).max().unwrap_or(0) as u32;
+    let nrows = rows.len() as u32;
+    let mut out = RgbImage::from_pixel(
+        ncols * (tw + pad) + pad,
+        nrows * (th + pad) + pad,
+        Rgb([40, 40, 40]),
+    );
+    for (r, row) in rows.iter().enumerate() {
+        for (c, tile) in row.iter().enumerate() {
+            let scaled = if scale == 1 {
+                tile.clone()
+            } else {
+                image::imageops::resize(tile, tw, th, FilterType::Nearest)
+            };
+            out.copy_from(
+                &scaled,
+                pad + c as u32 * (tw + pad),
+                pad + r as u32 * (th + pad),
+            )?;
+        }
+    }
+    Ok(out)
+}
+
+/// A sensible integer upscale so that small tiles (28×28) are visible in a grid.
+pub fn default_scale(h: usize) -> u32 {
+    (112 / h.max(1)).clamp(1, 4) as u32
+}
+
+/// One RGB tile per image of a batch.
+pub fn batch_tiles(b: &crate::tensor::ImageBatch) -> Vec<RgbImage> {
+    let [n, c, h, w] = b.shape;
+    (0..n).map(|i| chw_to_image(b.image(i), c, h, w)).collect()
+}
+
+/// The projection grid: one row per image, columns `x, f(x), f²(x), ...`.
+pub fn projection_grid(
+    input: &crate::tensor::ImageBatch,
+    steps: &[crate::tensor::ImageBatch],
+) -> Result<RgbImage> {
+    let cols: Vec<Vec<RgbImage>> = std::iter::once(input)
+        .chain(steps.iter())
+        .map(batch_tiles)
+        .collect();
+    let rows: Vec<Vec<RgbImage>> = (0..input.len())
+        .map(|r| cols.iter().map(|c| c[r].clone()).collect())
+        .collect();
+    grid(&rows, default_scale(input.shape[2]), 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crop_keeps_center_of_wide_image() {
+        // left third black, middle white, right third black: the square crop is the middle
+        let img = image::GrayImage::from_fn(30, 10, |x, _| {
+            if (10..20).contains(&x) {
+                image::Luma([255])
+            } else {
+                image::Luma([0])
+            }
+        });
+        let chw = image_to_chw(&DynamicImage::ImageLuma8(img), 1, 10, 10);
+        assert!(chw.iter().all(|&v| v == 1.0), "{chw:?}");
+    }
+
+    #[test]
+    fn roundtrip_is_exact_at_native_size() {
+        let img = image::RgbImage::from_fn(8, 8, |x, y| Rgb([x as u8 * 30, y as u8 * 30, 7]));
+        let chw = image_to_chw(&DynamicImage::ImageRgb8(img.clone()), 3, 8, 8);
+        assert_eq!(chw_to_image(&chw, 3, 8, 8), img);
+    }
+
+    #[test]
+    fn grid_places_tiles() {
+        let a = RgbImage::from_pixel(2, 2, Rgb([255, 0, 0]));
+        let b = RgbImage::from_pixel(2, 2, Rgb([0, 0, 255]));
+        let g = grid(&[vec![a, b]], 1, 1).unwrap();
+        assert_eq!((g.width(), g.height()), (7, 4));
+        assert_eq!(g.get_pixel(1, 1), &Rgb([255, 0, 0]));
+        assert_eq!(g.get_pixel(4, 1), &Rgb([0, 0, 255]));
+        assert_eq!(g.get_pixel(3, 1), &Rgb([40, 40, 40]));
+    }
+}

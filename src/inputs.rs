@@ -1,0 +1,160 @@
+//! What `project` and `demo` feed the model: image files, folders, `.npy` arrays and noise.
+//!
+//! Specs: a path to a PNG/JPEG, a folder of them, a `.npy` float32 array (`N×C×H×W` or
+//! `C×H×W`), or `noise:<N>[:<seed>]` for N Gaussian noise images.
+
+use anyhow::{anyhow, bail, Context, Result};
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+use std::path::Path;
+use tract_onnx::prelude::tract_ndarray as nd;
+
+use crate::imaging;
+use crate::model::ModelInfo;
+use crate::tensor::ImageBatch;
+
+/// A batch with a label per image (file name, `noise#3`, ...).
+pub struct Inputs {
+    pub batch: ImageBatch,
+    pub labels: Vec<String>,
+}
+
+/// `n` images of `N(0, 1)` noise shaped for the model, from `seed`.
+pub fn noise_batch(info: &ModelInfo, n: usize, seed: u64) -> ImageBatch {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let len = n * info.image_len();
+    let data = (0..len).map(|_| StandardNormal.sample(&mut rng)).collect();
+    ImageBatch {
+        data,
+        shape: [n, info.channels, info.height, info.width],
+    }
+}
+
+/// Parse `noise:<N>[:<seed>]`.
+pub fn parse_noise_spec(spec: &str) -> Result<Option<(usize, u64)>> {
+    let Some(rest) = spec.strip_prefix("noise:") else {
+        return Ok(None);
+    };
+    let mut parts = rest.split(':');
+    let n = parts
+        .next()
+        .and_then(|s| s.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .ok_or_else(|| anyhow!("{spec}: expected noise:<N>[:<seed>] with N >= 1"))?;
+    let seed = match parts.next() {
+        Some(s) => s
+            .parse::<u64>()
+            .map_err(|_| anyhow!("{spec}: the seed must be a whole number"))?,
+        None => 0,
+    };
+    if parts.next().is_some() {
+        bail!("{spec}: expected noise:<N>[:<seed>]");
+    }
+    Ok(Some((n, seed)))
+}
+
+/// Read a float32 `.npy` of shape `N×C×H×W` (or `C×H×W`) that fits the model.
+pub fn read_npy(path: &Path, info: &ModelInfo) -> Result<ImageBatch> {
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("{}: cannot open .npy file", path.display()))?;
+    let arr: nd::ArrayD<f32> = ndarray_npy::ReadNpyExt::read_npy(file).map_err(|e| {
+        anyhow!(
+            "{}: not a float32 .npy array ({e}); save it with np.save(path, x.astype(np.float32))",
+            path.display()
+        )
+    })?;
+    let shape = arr.shape().to_vec();
+    let want = [info.channels, info.height, info.width];
+    let full = match shape.as_slice() {
+        [n, c, h, w] if [*c, *h, *w] == want => [*n, *c, *h, *w],
+        [c, h, w] if [*c, *h, *w] == want => [1, *c, *h, *w],
+        _ => bail!(
+            "{}: array of shape {:?} does not fit the model: expected [N, {}, {}, {}] float32",
+            path.display(),
+            shape,
+            want[0],
+            want[1],
+            want[2]
+        ),
+    };
+    let data = arr.as_standard_layout().iter().copied().collect();
+    ImageBatch::new(data, full)
+}
+
+/// Write a batch as a float32 `.npy` (`N×C×H×W`), atomically.
+pub fn write_npy(path: &Path, batch: &ImageBatch) -> Result<()> {
+    let arr = nd::Array4::from_shape_vec(batch.shape, batch.data.clone())?;
+    let mut buf = Vec::new();
+    ndarray_npy::WriteNpyExt::write_npy(&arr, &mut buf)
+        .map_err(|e| anyhow!("{}: cannot encode .npy: {e}", path.display()))?;
+    crate::fsio::atomic_write(path, &buf)
+}
+
+/// Read one image file, converted to the model's shape.
+pub fn read_image(path: &Path, info: &ModelInfo) -> Result<ImageBatch> {
+    let img = imaging::open_image(path)?;
+    let data = imaging::image_to_chw(&img, info.channels, info.height, info.width);
+    ImageBatch::new(data, [1, info.channels, info.height, info.width])
+}
+
+/// Load every spec in order into one batch.
+pub fn load_inputs(specs: &[String], info: &ModelInfo) -> Result<Inputs> {
+    if specs.is_empty() {
+        bail!("no input given: pass image files, folders, .npy files or noise:<N>[:<seed>]");
+    }
+    let mut parts = Vec::new();
+    let mut labels = Vec::new();
+    for spec in specs {
+        if let Some((n, seed)) = parse_noise_spec(spec)? {
+            parts.push(noise_batch(info, n, seed));
+            labels.extend((0..n).map(|i| format!("noise:{seed}#{i}")));
+            continue;
+        }
+        let path = Path::new(spec);
+        if !path.exists() {
+            bail!(
+                "{spec}: no such file or folder (inputs are images, folders, .npy files or noise:<N>[:<seed>])"
+            );
+        }
+        if path.is_dir() {
+            let files = imaging::list_images(path)?;
+            if files.is_empty() {
+                bail!("{spec}: no PNG or JPEG image in this folder");
+            }
+            for f in files {
+                parts.push(read_image(&f, info)?);
+                labels.push(f.display().to_string());
+            }
+        } else if path
+            .extension()
+            .map(|e| e.eq_ignore_ascii_case("npy"))
+            .unwrap_or(false)
+        {
+            let b = read_npy(path, info)?;
+            labels.extend((0..b.len()).map(|i| format!("{spec}#{i}")));
+            parts.push(b);
+        } else {
+            parts.push(read_image(path, info)?);
+            labels.push(spec.clone());
+        }
+    }
+    Ok(Inputs {
+        batch: ImageBatch::concat(&parts)?,
+        labels,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn noise_spec() {
+        assert_eq!(parse_noise_spec("noise:4").unwrap(), Some((4, 0)));
+        assert_eq!(parse_noise_spec("noise:2:9").unwrap(), Some((2, 9)));
+        assert_eq!(parse_noise_spec("a.png").unwrap(), None);
+        assert!(parse_noise_spec("noise:0").is_err());
+        assert!(parse_noise_spec("noise:x").is_err());
+        assert!(parse_noise_spec("noise:1:2:3").is_err());
+    }
+}

@@ -1,0 +1,56 @@
+//! The `ign.*` metadata keys of Contract 1.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Metadata keys written by `ign-train export` and read by the runtime.
+pub mod keys {
+    pub const DATASET: &str = "ign.dataset";
+    pub const CHANNELS: &str = "ign.channels";
+    pub const HEIGHT: &str = "ign.height";
+    pub const WIDTH: &str = "ign.width";
+    pub const VALUE_RANGE: &str = "ign.value_range";
+    pub const PRECISION: &str = "ign.precision";
+    pub const TRAINER: &str = "ign.trainer";
+    /// Name of the encoder's output tensor (the latent), for the latent tools.
+    pub const LATENT: &str = "ign.latent";
+}
+
+/// Numeric precision of a model's weights and arithmetic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Fp16,
+    Int8,
+}
+
+impl Precision {
+    /// From `ign.precision`; fp32 when absent or unknown (foreign exporters).
+    pub fn from_metadata(meta: &BTreeMap<String, String>) -> Precision {
+        match meta
+            .get(keys::PRECISION)
+            .map(|s| s.trim().to_ascii_lowercase())
+        {
+            Some(s) if s == "fp16" => Precision::Fp16,
+            Some(s) if s == "int8" => Precision::Int8,
+            _ => Precision::Fp32,
+        }
+    }
+
+    /// The lowercase name (`fp32`, `fp16`, `int8`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Fp16 => "fp16",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,373 @@
+//! Load and validate an IGN model (ONNX, Contract 1 of ARCHITECTURE.md).
+//!
+//! Stages, as in tract: bytes → protobuf (validated here) → inference model → typed model
+//! (shapes checked) → optimized plan (built per batch size by a [`crate::backend::Backend`]).
+
+pub mod metadata;
+pub mod writer;
+
+use anyhow::{anyhow, bail, Result};
+use prost::Message;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tract_onnx::pb;
+use tract_onnx::prelude::*;
+
+pub use metadata::Precision;
+
+/// An error in the user's model file: reported as one line, exit code 2.
+#[derive(Debug)]
+pub struct ModelError(pub String);
+
+impl std::fmt::Display for ModelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for ModelError {}
+
+fn model_err(path: &Path, msg: impl std::fmt::Display) -> anyhow::Error {
+    anyhow!(ModelError(format!("{}: {msg}", path.display())))
+}
+
+/// What `ign-edge info` shows, and what every other part needs to know about a model.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelInfo {
+    pub path: PathBuf,
+    /// File size in bytes.
+    pub file_bytes: u64,
+    pub input_name: String,
+    pub output_name: String,
+    /// 1 (gray) or 3 (RGB).
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    /// `None` when the batch axis is dynamic, else the fixed batch size.
+    pub fixed_batch: Option<usize>,
+    pub precision: Precision,
+    /// Number of weights (elements of all initializers).
+    pub params: u64,
+    /// Floating-point operations of one application of `f` on one image (2 per multiply-add).
+    pub flops: u64,
+    /// Operator histogram of the ONNX graph.
+    pub ops: BTreeMap<String, usize>,
+    pub opset: i64,
+    pub producer: String,
+    /// `metadata_props` (the `ign.*` keys and any others).
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl ModelInfo {
+    /// Floats in one image.
+    pub fn image_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+}
+
+/// A loaded, validated model.
+#[derive(Clone)]
+pub struct Model {
+    pub info: ModelInfo,
+    inference: InferenceModel,
+}
+
+/// Read a file's bytes with errors that say what to do.
+fn read_model_bytes(path: &Path) -> Result<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(model_err(
+            path,
+            "no such model file (pass an .onnx file, e.g. models/ign-mnist.onnx)",
+        )),
+        Err(e) => Err(model_err(path, format!("cannot read model file: {e}"))),
+    }
+}
+
+fn dims_of(v: &pb::ValueInfoProto) -> Option<(i32, Vec<Option<i64>>)> {
+    use pb::tensor_shape_proto::dimension::Value;
+    match v.r#type.as_ref()?.value.as_ref()? {
+        pb::type_proto::Value::TensorType(t) => {
+            let dims = t
+                .shape
+                .as_ref()?
+                .dim
+                .iter()
+                .map(|d| match &d.value {
+                    Some(Value::DimValue(n)) if *n > 0 => Some(*n),
+                    _ => None,
+                })
+                .collect();
+            Some((t.elem_type, dims))
+        }
+    }
+}
+
+impl Model {
+    /// Load an ONNX model and validate it against Contract 1.
+    ///
+    /// Accepts files from `ign-train` and from other exporters (PyTorch's: BatchNormalization
+    /// and Identity nodes, any input name, opsets 13 to 17, fixed or dynamic batch). Errors name
+    /// the file and say what is wrong.
+    pub fn load(path: &Path) -> Result<Model> {
+        let bytes = read_model_bytes(path)?;
+        Self::from_bytes(path, &bytes)
+    }
+
+    /// Load from bytes; `path` is used for messages and for external data.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Model> {
+        if bytes.is_empty() {
+            return Err(model_err(path, "empty file, not an ONNX model"));
+        }
+        let proto = pb::ModelProto::decode(bytes).map_err(|e| {
+            model_err(
+                path,
+                format!("not an ONNX model, or a truncated one (protobuf: {e}); re-export or re-download it"),
+            )
+        })?;
+        let graph = proto
+            .graph
+            .as_ref()
+            .filter(|g| !g.node.is_empty())
+            .ok_or_else(|| {
+                model_err(
+                    path,
+                    "not an ONNX model: no graph or an empty graph (truncated file?)",
+                )
+            })?;
+
+        // Every operator must be one tract knows.
+        let register = tract_onnx::onnx();
+        let mut ops = BTreeMap::new();
+        for n in &graph.node {
+            *ops.entry(n.op_type.clone()).or_insert(0usize) += 1;
+            let std_domain = n.domain.is_empty() || n.domain == "ai.onnx";
+            if !std_domain || !register.op_register.0.contains_key(&n.op_type) {
+                let dom = if std_domain {
+                    String::new()
+                } else {
+                    format!(" (domain {})", n.domain)
+                };
+                bail!(ModelError(format!(
+                    "{}: unsupported operator {}{dom} in node '{}'; export the model with standard ONNX operators",
+                    path.display(),
+                    n.op_type,
+                    n.name
+                )));
+            }
+        }
+
+        let init_names: std::collections::HashSet<&str> =
+            graph.initializer.iter().map(|t| t.name.as_str()).collect();
+        let inputs: Vec<&pb::ValueInfoProto> = graph
+            .input
+            .iter()
+            .filter(|i| !init_names.contains(i.name.as_str()))
+            .collect();
+        if inputs.len() != 1 {
+            bail!(ModelError(format!(
+                "{}: the model has {} inputs ({}); an IGN model has exactly one image input",
+                path.display(),
+                inputs.len(),
+                inputs
+                    .iter()
+                    .map(|i| i.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        if graph.output.len() != 1 {
+            bail!(ModelError(format!(
+                "{}: the model has {} outputs; an IGN model has exactly one image output",
+                path.display(),
+                graph.output.len()
+            )));
+        }
+        let input = inputs[0];
+        let output = &graph.output[0];
+        let metadata: BTreeMap<String, String> = proto
+            .metadata_props
+            .iter()
+            .map(|e| (e.key.clone(), e.value.clone()))
+            .collect();
+
+        let (elem, dims) = dims_of(input)
+            .ok_or_else(|| model_err(path, format!("input '{}' has no tensor type", input.name)))?;
+        if elem != pb::tensor_proto::DataType::Float as i32 {
+            bail!(ModelError(format!(
+                "{}: input '{}' is not float32 (ONNX type {elem}); IGN models take float32 NCHW images",
+                path.display(),
+                input.name
+            )));
+        }
+        if dims.len() != 4 {
+            bail!(ModelError(format!(
+                "{}: input '{}' has rank {}, expected 4 (NCHW)",
+                path.display(),
+                input.name,
+                dims.len()
+            )));
+        }
+        let meta_usize = |k: &str| metadata.get(k).and_then(|v| v.trim().parse::<usize>().ok());
+        let dim = |i: usize, key: &str, what: &str| -> Result<usize> {
+            dims[i]
+                .map(|d| d as usize)
+                .or_else(|| meta_usize(key))
+                .ok_or_else(|| {
+                    model_err(
+                        path,
+                        format!(
+                            "input '{}' has no fixed {what} and no {key} metadata",
+                            input.name
+                        ),
+                    )
+                })
+        };
+        let channels = dim(1, "ign.channels", "channel count")?;
+        let height = dim(2, "ign.height", "height")?;
+        let width = dim(3, "ign.width", "width")?;
+        if channels != 1 && channels != 3 {
+            bail!(ModelError(format!(
+                "{}: input '{}' has {channels} channels; IGN models take 1 (gray) or 3 (RGB)",
+                path.display(),
+                input.name
+            )));
+        }
+        let fixed_batch = dims[0].map(|d| d as usize);
+        if let Some((_, odims)) = dims_of(output) {
+            let known: Vec<(usize, i64)> = odims
+                .iter()
+                .enumerate()
+                .filter_map(|(i, d)| d.map(|d| (i, d)))
+                .collect();
+            let want = [
+                fixed_batch.map(|b| b as i64),
+                Some(channels as i64),
+                Some(height as i64),
+                Some(width as i64),
+            ];
+            if odims.len() != 4 || known.iter().any(|&(i, d)| i > 0 && want[i] != Some(d)) {
+                bail!(ModelError(format!(
+                    "{}: output '{}' has shape {:?} but the input is [N, {channels}, {height}, {width}]; an IGN model maps an image to an image of the same shape",
+                    path.display(),
+                    output.name,
+                    odims.iter().map(|d| d.map(|v| v.to_string()).unwrap_or("?".into())).collect::<Vec<_>>()
+                )));
+            }
+        }
+
+        let model_dir = path.parent().and_then(|p| p.to_str()).map(str::to_owned);
+        let parsed = register
+            .parse(&proto, model_dir.as_deref())
+            .map_err(|e| model_err(path, format!("tract cannot read the graph: {e}")))?;
+        let inference = parsed.model;
+        let params: u64 = graph
+            .initializer
+            .iter()
+            .map(|t| t.dims.iter().product::<i64>().max(0) as u64)
+            .sum();
+        let opset = proto
+            .opset_import
+            .iter()
+            .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+            .map(|o| o.version)
+            .unwrap_or(0);
+        let mut info = ModelInfo {
+            path: path.to_path_buf(),
+            file_bytes: bytes.len() as u64,
+            input_name: input.name.clone(),
+            output_name: output.name.clone(),
+            channels,
+            height,
+            width,
+            fixed_batch,
+            precision: Precision::from_metadata(&metadata),
+            params,
+            flops: 0,
+            ops,
+            opset,
+            producer: proto.producer_name.clone(),
+            metadata,
+        };
+        let mut model = Model { info, inference };
+        // Type the graph at batch 1: checks shapes end to end and counts FLOPs.
+        let typed = model.typed(1)?;
+        let out_fact = typed.output_fact(0)?;
+        let out_shape: Option<Vec<usize>> = out_fact.shape.as_concrete().map(|s| s.to_vec());
+        let want = vec![1, channels, height, width];
+        if out_shape.as_ref() != Some(&want) {
+            bail!(ModelError(format!(
+                "{}: output '{}' has shape {:?} but the input is {:?}; an IGN model maps an image to an image of the same shape",
+                path.display(),
+                model.info.output_name,
+                out_fact.shape,
+                want
+            )));
+        }
+        info = model.info.clone();
+        info.flops = count_flops(&typed)?;
+        model.info = info;
+        Ok(model)
+    }
+
+    /// The decluttered typed model for a concrete batch size.
+    pub fn typed(&self, batch: usize) -> Result<TypedModel> {
+        if let Some(b) = self.info.fixed_batch {
+            if b != batch {
+                bail!(ModelError(format!(
+                    "{}: the model's batch axis is fixed to {b}; cannot run a batch of {batch}",
+                    self.info.path.display()
+                )));
+            }
+        }
+        let shape = [batch, self.info.channels, self.info.height, self.info.width];
+        self.inference
+            .clone()
+            .with_input_fact(0, f32::fact(shape).into())
+            .and_then(|m| m.into_typed())
+            .and_then(|m| m.into_decluttered())
+            .map_err(|e| {
+                model_err(
+                    &self.info.path,
+                    format!(
+                        "cannot type the graph for input {shape:?}: {}",
+                        root_cause(&e)
+                    ),
+                )
+            })
+    }
+
+    /// The inference-level graph (before typing), for tools that rewrite models.
+    pub fn inference_model(&self) -> &InferenceModel {
+        &self.inference
+    }
+}
+
+fn root_cause(e: &anyhow::Error) -> String {
+    e.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// Floating-point operations of a typed model (2 per multiply-add, as tract counts them).
+pub fn count_flops(model: &TypedModel) -> Result<u64> {
+    let mut fma = 0u64;
+    for node in model.nodes() {
+        let inputs = model.node_input_facts(node.id)?;
+        // tract has no cost for transposed convolutions: every input value meets
+        // out_channels/group * kernel taps.
+        if let Some(d) = node.op_as::<tract_onnx::tract_core::ops::cnn::Deconv>() {
+            let input_elems = inputs[0].shape.volume().to_i64().unwrap_or(0).max(0) as u64;
+            let taps: usize = d.pool_spec.kernel_shape.iter().product();
+            fma += input_elems * (d.pool_spec.output_channels / d.group.max(1) * taps) as u64;
+            continue;
+        }
+        for (cost, n) in node.op.cost(&inputs)? {
+            if let tract_onnx::tract_core::ops::Cost::FMA(_) = cost {
+                fma += n.to_i64().unwrap_or(0).max(0) as u64;
+            }
+        }
+    }
+    Ok(2 * fma)
+}

@@ -1,0 +1,191 @@
+//! The `ign-edge` binary end to end: outputs, and one clear line with exit code 2 for each
+//! kind of bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn ign(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ign-edge"))
+        .args(args)
+        .current_dir(cwd)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("run ign-edge")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Assert a failure with exit code 2, one line on stderr, mentioning every `needles`.
+fn assert_clean_error(out: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line expected: {err}"
+    );
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+    for n in needles {
+        assert!(err.contains(n), "expected {n:?} in: {err}");
+    }
+}
+
+#[test]
+fn info_text_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ign(&["info", s(&fixture("tiny28.onnx"))], dir.path());
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("input.1 [N, 1, 28, 28]"), "{text}");
+    assert!(text.contains("ign.dataset = fixture"), "{text}");
+    let out = ign(
+        &["info", s(&fixture("tiny64rgb.onnx")), "--json"],
+        dir.path(),
+    );
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["channels"], 3);
+    assert_eq!(v["fixed_batch"], 1);
+    assert_eq!(v["precision"], "fp32");
+    assert!(v["flops"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn project_npy_matches_onnxruntime_and_png_grid_has_one_column_per_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let y = dir.path().join("y.npy");
+    let m = s(&fixture("tiny28.onnx")).to_string();
+    let x = s(&fixture("x28.npy")).to_string();
+    let out = ign(
+        &["project", "--model", &m, "--steps", "2", &x, "--out", s(&y)],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let model = ign_edge::model::Model::load(&fixture("tiny28.onnx")).unwrap();
+    let got = ign_edge::inputs::read_npy(&y, &model.info).unwrap();
+    let want = ign_edge::inputs::read_npy(&fixture("y28_k2.npy"), &model.info).unwrap();
+    assert!(got.max_abs_diff(&want) < 1e-4);
+
+    let png = dir.path().join("grid.png");
+    let out = ign(
+        &[
+            "project",
+            "-m",
+            &m,
+            "-k",
+            "3",
+            "noise:2:5",
+            &x,
+            "--out",
+            s(&png),
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let img = image::open(&png).unwrap();
+    // 4 rows (2 noise + 2 from the npy), 4 columns (input, f, f², f³); tiles 28*4 px + 2 px pad
+    assert_eq!((img.width(), img.height()), (4 * 114 + 2, 4 * 114 + 2));
+}
+
+#[test]
+fn demo_needs_no_argument() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ign(&["demo"], dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("[4/4] wrote ign-demo.png"), "{err}");
+    let img = image::open(dir.path().join("ign-demo.png")).unwrap();
+    assert!(img.width() > 100 && img.height() > 100);
+}
+
+#[test]
+fn bad_models_give_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let missing = d.join("nope.onnx");
+    assert_clean_error(
+        &ign(&["info", s(&missing)], d),
+        &["nope.onnx", "no such model file"],
+    );
+
+    let text = d.join("text.onnx");
+    std::fs::write(&text, "this is not a model\n").unwrap();
+    assert_clean_error(
+        &ign(&["info", s(&text)], d),
+        &["text.onnx", "not an ONNX model"],
+    );
+
+    let bytes = std::fs::read(fixture("tiny28.onnx")).unwrap();
+    let trunc = d.join("truncated.onnx");
+    std::fs::write(&trunc, &bytes[..bytes.len() / 2]).unwrap();
+    assert_clean_error(
+        &ign(&["info", s(&trunc)], d),
+        &["truncated.onnx", "truncated"],
+    );
+
+    let cases = [
+        ("two_inputs.onnx", "2 inputs"),
+        ("shape_mismatch.onnx", "same shape"),
+        (
+            "unsupported_op.onnx",
+            "unsupported operator IgnTotallyUnknownOp",
+        ),
+        ("four_channels.onnx", "4 channels"),
+    ];
+    for (f, msg) in cases {
+        let out = ign(
+            &["project", "-m", s(&fixture(f)), "noise:1", "--out", "o.png"],
+            d,
+        );
+        assert_clean_error(&out, &[f, msg]);
+        assert!(!d.join("o.png").exists());
+    }
+}
+
+#[test]
+fn bad_inputs_give_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = s(&fixture("tiny28.onnx")).to_string();
+    let junk = d.join("junk.png");
+    std::fs::write(&junk, b"\x89PNG but not really").unwrap();
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (s(&junk).into(), vec!["junk.png", "not a readable PNG/JPEG"]),
+        (
+            s(&fixture("bad_dtype.npy")).into(),
+            vec!["bad_dtype.npy", "float32"],
+        ),
+        (
+            s(&fixture("bad_shape.npy")).into(),
+            vec!["bad_shape.npy", "[1, 1, 27, 27]"],
+        ),
+        ("missing.png".into(), vec!["missing.png", "no such file"]),
+        ("noise:abc".into(), vec!["noise:abc"]),
+    ];
+    for (input, needles) in cases {
+        let out = ign(&["project", "-m", &m, &input, "--out", "o.png"], d);
+        assert_clean_error(&out, &needles);
+    }
+    let out = ign(&["project", "-m", &m, "noise:1", "--out", "o.txt"], d);
+    assert_clean_error(&out, &["o.txt", ".png"]);
+}

@@ -1,0 +1,89 @@
+//! ign-edge's outputs match onnxruntime's on committed fixtures (made by
+//! tests/fixtures/make_fixtures.py), for k = 1 and k = 2, gray 28x28 and RGB 64x64.
+
+use ign_edge::backend::{cpu::CpuBackend, Backend};
+use ign_edge::model::Model;
+use ign_edge::tensor::ImageBatch;
+use std::path::{Path, PathBuf};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn npy(name: &str, model: &Model) -> ImageBatch {
+    ign_edge::inputs::read_npy(&fixture(name), &model.info).unwrap()
+}
+
+fn check(model_file: &str, x: &str, y1: &str, y2: &str, threads: usize) {
+    let model = Model::load(&fixture(model_file)).unwrap();
+    let mut cpu = CpuBackend::new(&model, Some(threads)).unwrap();
+    let x = npy(x, &model);
+    let out = cpu.project(&x, 2).unwrap();
+    for (k, (got, want)) in out
+        .iter()
+        .zip([npy(y1, &model), npy(y2, &model)])
+        .enumerate()
+    {
+        assert_eq!(got.shape, want.shape);
+        let d = got.max_abs_diff(&want);
+        assert!(d < 1e-4, "{model_file} k={}: max diff {d}", k + 1);
+    }
+    // the reused plan gives the same numbers again
+    let again = cpu.run(&x).unwrap();
+    assert_eq!(again, out[0]);
+}
+
+#[test]
+fn gray_28_dynamic_batch_matches_onnxruntime() {
+    check("tiny28.onnx", "x28.npy", "y28_k1.npy", "y28_k2.npy", 1);
+}
+
+#[test]
+fn gray_28_matches_with_two_threads() {
+    check("tiny28.onnx", "x28.npy", "y28_k1.npy", "y28_k2.npy", 2);
+}
+
+#[test]
+fn rgb_64_fixed_batch_matches_onnxruntime() {
+    check("tiny64rgb.onnx", "x64.npy", "y64_k1.npy", "y64_k2.npy", 1);
+}
+
+#[test]
+fn batch_one_equals_the_rows_of_a_batch() {
+    let model = Model::load(&fixture("tiny28.onnx")).unwrap();
+    let mut cpu = CpuBackend::new(&model, None).unwrap();
+    let x = npy("x28.npy", &model);
+    let both = cpu.run(&x).unwrap();
+    for i in 0..2 {
+        let one = cpu.run(&x.slice(i, i + 1)).unwrap();
+        assert!(one.max_abs_diff(&both.slice(i, i + 1)) < 1e-5);
+    }
+}
+
+#[test]
+fn info_reads_shapes_metadata_params_and_flops() {
+    let m = Model::load(&fixture("tiny28.onnx")).unwrap();
+    let i = &m.info;
+    assert_eq!((i.channels, i.height, i.width), (1, 28, 28));
+    assert_eq!(i.fixed_batch, None);
+    assert_eq!(i.input_name, "input.1");
+    assert_eq!(i.metadata["ign.dataset"], "fixture");
+    assert_eq!(i.ops["BatchNormalization"], 2);
+    // conv weights 1*4*16 + 4*8*16 + 8*4*16 + 4*1*16 = 832, biases, BN 4 tensors of 4 twice
+    assert!(i.params >= 832, "{}", i.params);
+    // FLOPs: 2 * sum of MACs; conv1: 4 out ch * 14*14 * 16 = 12544 MACs
+    let macs = 4 * 14 * 14 * 16 + 8 * 7 * 7 * 4 * 16 + 8 * 7 * 7 * 4 * 16 + 4 * 14 * 14 * 16;
+    assert!(
+        i.flops >= 2 * macs as u64 && i.flops < 3 * macs as u64,
+        "flops {} vs 2*MACs {}",
+        i.flops,
+        2 * macs
+    );
+    let m = Model::load(&fixture("tiny64rgb.onnx")).unwrap();
+    assert_eq!(m.info.fixed_batch, Some(1));
+    assert_eq!(m.info.channels, 3);
+    assert_eq!(m.info.opset, 17);
+    assert!(m.info.metadata.is_empty());
+}

@@ -1,0 +1,96 @@
+//! `ign-train eval`
+
+use anyhow::{bail, Result};
+use clap::Args;
+use std::path::PathBuf;
+
+use crate::eval::{self, EvalOptions, Projector};
+use crate::noise::NoiseKind;
+
+/// Evaluate a checkpoint or an exported ONNX model on held-out data: reconstruction, the
+/// idempotence gap, a classifier-feature Fréchet distance, the class histogram of f(z), and
+/// pictures (samples.png, projections.png of noisy, half-masked and sketched test images).
+///
+/// Example: ign-train eval --model models/ign-mnist.onnx --data ../shared/data/mnist-10k --out-dir models/ign-mnist
+#[derive(Args, Debug)]
+pub struct EvalCmd {
+    /// A checkpoint file or run folder.
+    #[arg(long, conflicts_with = "model", required_unless_present = "model")]
+    pub checkpoint: Option<PathBuf>,
+    /// An exported .onnx model.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// The data (same forms as `train --data`); its test split is used.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Noise samples for the generation metrics.
+    #[arg(long, default_value_t = 1000)]
+    pub samples: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Noise kind (default: the checkpoint's, Gaussian for ONNX models).
+    #[arg(long, value_enum)]
+    pub noise: Option<NoiseKind>,
+    /// Epochs of the evaluation classifier.
+    #[arg(long, default_value_t = 3)]
+    pub classifier_epochs: usize,
+    /// Cache file of the evaluation classifier (default under runs/).
+    #[arg(long)]
+    pub classifier: Option<PathBuf>,
+    /// Folder for samples.png and projections.png.
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// Write the figures as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+impl EvalCmd {
+    pub fn run(self) -> Result<()> {
+        crate::set_threads(self.threads);
+        let (mut projector, name, shape, noise) = match (&self.checkpoint, &self.model) {
+            (Some(ck), _) => {
+                let (m, c) = crate::checkpoint::load_model(ck)?;
+                let shape = (m.config.channels, m.config.image_size);
+                let name = format!("{} (step {})", ck.display(), c.step);
+                (Projector::Candle(Box::new(m)), name, shape, c.config.noise)
+            }
+            (None, Some(p)) => {
+                let m = ign_edge::model::Model::load(p)?;
+                if m.info.height != m.info.width {
+                    bail!("{}: eval needs square images", p.display());
+                }
+                let shape = (m.info.channels, m.info.height);
+                let b = ign_edge::backend::cpu::CpuBackend::new(&m, None)?;
+                (
+                    Projector::Onnx(Box::new(b)),
+                    p.display().to_string(),
+                    shape,
+                    NoiseKind::Gaussian,
+                )
+            }
+            (None, None) => bail!("pass --checkpoint or --model"),
+        };
+        let opts =
+            EvalOptions {
+                classifier_cache: Some(self.classifier.clone().unwrap_or_else(|| {
+                    eval::default_classifier_cache(&self.data, shape.0, shape.1)
+                })),
+                data: self.data,
+                samples: self.samples,
+                seed: self.seed,
+                noise: self.noise.unwrap_or(noise),
+                classifier_epochs: self.classifier_epochs,
+                out_dir: self.out_dir,
+            };
+        let report = eval::evaluate(&mut projector, &name, &opts, shape)?;
+        print!("{}", eval::summary(&report));
+        if let Some(j) = &self.json {
+            ign_edge::fsio::atomic_write(j, serde_json::to_string_pretty(&report)?.as_bytes())?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,31 @@
+//! The `ign-train` command line: one file per subcommand.
+
+pub mod eval;
+pub mod export;
+pub mod train;
+
+use clap::{Parser, Subcommand};
+
+/// Train Idempotent Generative Networks on CPU, evaluate them, export ONNX for ign-edge.
+#[derive(Parser, Debug)]
+#[command(name = "ign-train", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    Train(train::TrainCmd),
+    Export(export::ExportCmd),
+    Eval(eval::EvalCmd),
+}
+
+/// Run the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Train(c) => c.run(),
+        Command::Export(c) => c.run(),
+        Command::Eval(c) => c.run(),
+    }
+}

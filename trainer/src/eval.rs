@@ -1,0 +1,347 @@
+//! `ign-train eval`: how good is a model, in numbers and pictures.
+//!
+//! - reconstruction L1 of held-out real images, `mean|f(x) − x|`
+//! - idempotence gap, `mean|f(f(z)) − f(z)|` on noise
+//! - a Fréchet distance in the feature space of a small classifier trained on the same labelled
+//!   data (its test accuracy is reported), for f(z), f(f(z)) and the floor test-vs-train
+//! - the class histogram of f(z), the largest class share and the mean top-1 probability
+//! - pictures: 100 samples f(z), and projections of corrupted test images (noise, a masked
+//!   half, an edge-map sketch) next to f and f(f(...)).
+
+use anyhow::{Context, Result};
+use candle_core::{Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use ign_edge::backend::Backend;
+use ign_edge::tensor::ImageBatch;
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+use crate::classifier::{self, argmax, frechet_distance, Classifier};
+use crate::data::{self, mix, DataOptions, Dataset};
+use crate::model::Ign;
+use crate::noise::{Noise, NoiseKind};
+
+/// Applies `f` to flat image buffers, from a checkpoint (candle, eval mode) or an ONNX file.
+pub enum Projector {
+    Candle(Box<Ign>),
+    Onnx(Box<ign_edge::backend::cpu::CpuBackend>),
+}
+
+impl Projector {
+    /// `f` on `n` images of `shape`, in batches of 250.
+    pub fn apply(&mut self, images: &[f32], shape: (usize, usize, usize)) -> Result<Vec<f32>> {
+        let (c, h, w) = shape;
+        let per = c * h * w;
+        let n = images.len() / per;
+        let mut out = Vec::with_capacity(images.len());
+        for start in (0..n).step_by(250) {
+            let end = (start + 250).min(n);
+            let chunk = &images[start * per..end * per];
+            match self {
+                Projector::Candle(m) => {
+                    let x = Tensor::from_slice(chunk, (end - start, c, h, w), &Device::Cpu)?;
+                    out.extend(m.forward_t(&x, false)?.flatten_all()?.to_vec1::<f32>()?);
+                }
+                Projector::Onnx(b) => {
+                    let x = ImageBatch::new(chunk.to_vec(), [end - start, c, h, w])?;
+                    out.extend(b.run(&x)?.data);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The figures of an evaluation (the `--json` schema).
+#[derive(Debug, Serialize)]
+pub struct EvalReport {
+    pub model: String,
+    pub data: String,
+    pub samples: usize,
+    pub rec_l1: f64,
+    pub idempotence_gap: f64,
+    /// `mean|f(f(f(z))) − f(f(z))|`: does a second step still move?
+    pub idempotence_gap_k2: f64,
+    pub classifier_accuracy: Option<f64>,
+    pub fd_fz: Option<f64>,
+    pub fd_ffz: Option<f64>,
+    /// Test images against train images: the best a model could hope for.
+    pub fd_test_floor: Option<f64>,
+    pub class_histogram_fz: Option<Vec<usize>>,
+    pub max_class_fraction_fz: Option<f64>,
+    pub classes_present_fz: Option<usize>,
+    pub mean_top1_prob_fz: Option<f64>,
+    pub seconds: f64,
+}
+
+/// Options of an evaluation.
+pub struct EvalOptions {
+    pub data: PathBuf,
+    pub samples: usize,
+    pub seed: u64,
+    pub noise: NoiseKind,
+    pub classifier_epochs: usize,
+    /// Where the trained classifier is cached (trained again when absent).
+    pub classifier_cache: Option<PathBuf>,
+    /// Folder for the pictures (samples.png, projections.png).
+    pub out_dir: Option<PathBuf>,
+}
+
+fn mean_abs_diff(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() as f64)
+        .sum::<f64>()
+        / a.len().max(1) as f64
+}
+
+/// Load or train the classifier for `split`.
+fn classifier_for(
+    train: &Dataset,
+    test: &Dataset,
+    opts: &EvalOptions,
+) -> Result<Option<(Classifier, f64)>> {
+    let Some(classes) = train.num_classes() else {
+        return Ok(None);
+    };
+    if let Some(cache) = &opts.classifier_cache {
+        if cache.exists() {
+            let mut vm = VarMap::new();
+            let c = Classifier::new(
+                train.channels,
+                train.height,
+                classes,
+                VarBuilder::from_varmap(&vm, candle_core::DType::F32, &Device::Cpu),
+            )?;
+            vm.load(cache).with_context(|| {
+                format!(
+                    "{}: cannot load the cached classifier (delete it to retrain)",
+                    cache.display()
+                )
+            })?;
+            let acc = classifier::accuracy(&c, test)?;
+            return Ok(Some((c, acc)));
+        }
+    }
+    eprintln!(
+        "training the evaluation classifier ({} epochs on {} images)...",
+        opts.classifier_epochs,
+        train.len()
+    );
+    let (c, vm, acc) =
+        classifier::train_classifier(train, test, opts.classifier_epochs, opts.seed)?;
+    if let Some(cache) = &opts.classifier_cache {
+        if let Some(dir) = cache.parent() {
+            std::fs::create_dir_all(dir).ok();
+        }
+        vm.save(cache)
+            .with_context(|| format!("{}: cannot save the classifier", cache.display()))?;
+    }
+    Ok(Some((c, acc)))
+}
+
+/// Corruptions of test images for the "make it real" grid.
+pub fn corrupt(kind: &str, img: &[f32], h: usize, w: usize, seed: u64) -> Vec<f32> {
+    match kind {
+        "noise" => {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            img.iter()
+                .map(|&v| {
+                    let e: f32 = StandardNormal.sample(&mut rng);
+                    (v + 0.5 * e).clamp(-1.0, 1.0)
+                })
+                .collect()
+        }
+        "mask" => {
+            // bottom half of every channel blanked to black (-1)
+            let plane = h * w;
+            img.iter()
+                .enumerate()
+                .map(|(i, &v)| if (i % plane) / w >= h / 2 { -1.0 } else { v })
+                .collect()
+        }
+        _ => {
+            // an edge-map sketch: Sobel magnitude of the first channel, thresholded to strokes
+            let px = |x: isize, y: isize| -> f32 {
+                let (x, y) = (
+                    x.clamp(0, w as isize - 1) as usize,
+                    y.clamp(0, h as isize - 1) as usize,
+                );
+                (img[y * w + x] + 1.0) / 2.0
+            };
+            let c = img.len() / (h * w);
+            let mut edge = vec![-1f32; h * w];
+            for y in 0..h as isize {
+                for x in 0..w as isize {
+                    let gx = px(x + 1, y - 1) + 2.0 * px(x + 1, y) + px(x + 1, y + 1)
+                        - px(x - 1, y - 1)
+                        - 2.0 * px(x - 1, y)
+                        - px(x - 1, y + 1);
+                    let gy = px(x - 1, y + 1) + 2.0 * px(x, y + 1) + px(x + 1, y + 1)
+                        - px(x - 1, y - 1)
+                        - 2.0 * px(x, y - 1)
+                        - px(x + 1, y - 1);
+                    if (gx * gx + gy * gy).sqrt() > 1.0 {
+                        edge[y as usize * w + x as usize] = 1.0;
+                    }
+                }
+            }
+            edge.repeat(c)
+        }
+    }
+}
+
+/// Evaluate `projector` on the data in `opts`.
+pub fn evaluate(
+    projector: &mut Projector,
+    model_name: &str,
+    opts: &EvalOptions,
+    shape: (usize, usize),
+) -> Result<EvalReport> {
+    let t0 = std::time::Instant::now();
+    let (channels, size) = shape;
+    let split = data::load(
+        &opts.data,
+        &DataOptions {
+            image_size: Some(size),
+            channels: Some(channels),
+            ..Default::default()
+        },
+    )?;
+    let (train, test) = (&split.train, &split.test);
+    let sh = (channels, size, size);
+    let per = channels * size * size;
+
+    let x = &test.images;
+    let fx = projector.apply(x, sh)?;
+    let rec_l1 = mean_abs_diff(&fx, x);
+
+    let noise = Noise::new(opts.noise, train);
+    let z = noise.sample_vec(opts.samples, mix(opts.seed, 0, 0xe7a1));
+    let fz = projector.apply(&z, sh)?;
+    let ffz = projector.apply(&fz, sh)?;
+    let fffz = projector.apply(&ffz, sh)?;
+    let idempotence_gap = mean_abs_diff(&ffz, &fz);
+    let idempotence_gap_k2 = mean_abs_diff(&fffz, &ffz);
+
+    let mut report = EvalReport {
+        model: model_name.to_string(),
+        data: split.description.clone(),
+        samples: opts.samples,
+        rec_l1,
+        idempotence_gap,
+        idempotence_gap_k2,
+        classifier_accuracy: None,
+        fd_fz: None,
+        fd_ffz: None,
+        fd_test_floor: None,
+        class_histogram_fz: None,
+        max_class_fraction_fz: None,
+        classes_present_fz: None,
+        mean_top1_prob_fz: None,
+        seconds: 0.0,
+    };
+    if let Some((clf, acc)) = classifier_for(train, test, opts)? {
+        let n_ref = train.len().min(5000);
+        let (f_train, _) = clf.features_probs(&train.images[..n_ref * per], sh)?;
+        let (f_test, _) = clf.features_probs(&test.images, sh)?;
+        let (f_fz, p_fz) = clf.features_probs(&fz, sh)?;
+        let (f_ffz, _) = clf.features_probs(&ffz, sh)?;
+        let mut hist = vec![0usize; clf.classes];
+        let mut top1 = 0.0;
+        for p in &p_fz {
+            let k = argmax(p);
+            hist[k] += 1;
+            top1 += p[k] as f64;
+        }
+        report.classifier_accuracy = Some(acc);
+        report.fd_fz = Some(frechet_distance(&f_fz, &f_train));
+        report.fd_ffz = Some(frechet_distance(&f_ffz, &f_train));
+        report.fd_test_floor = Some(frechet_distance(&f_test, &f_train));
+        report.max_class_fraction_fz =
+            Some(*hist.iter().max().unwrap() as f64 / opts.samples.max(1) as f64);
+        report.classes_present_fz = Some(hist.iter().filter(|&&c| c > 0).count());
+        report.class_histogram_fz = Some(hist);
+        report.mean_top1_prob_fz = Some(top1 / p_fz.len().max(1) as f64);
+    }
+
+    if let Some(dir) = &opts.out_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create folder", dir.display()))?;
+        // 10x10 samples f(z)
+        let tiles = |buf: &[f32], n: usize| -> Vec<image::RgbImage> {
+            (0..n)
+                .map(|i| {
+                    ign_edge::imaging::chw_to_image(
+                        &buf[i * per..(i + 1) * per],
+                        channels,
+                        size,
+                        size,
+                    )
+                })
+                .collect()
+        };
+        let n = opts.samples.min(100);
+        let t = tiles(&fz, n);
+        let rows: Vec<Vec<image::RgbImage>> = t.chunks(10).map(|c| c.to_vec()).collect();
+        let g = ign_edge::imaging::grid(&rows, ign_edge::imaging::default_scale(size).min(2), 1)?;
+        ign_edge::fsio::save_png(&dir.join("samples.png"), &g)?;
+        // make it real: original, corrupted, f, f(f)
+        let mut rows = Vec::new();
+        for (ki, kind) in ["noise", "mask", "sketch"].iter().enumerate() {
+            for j in 0..4.min(test.len()) {
+                let i = (j * 37 + ki * 11) % test.len();
+                let orig = test.image(i);
+                let c = corrupt(kind, orig, size, size, mix(opts.seed, i as u64, ki as u64));
+                let f1 = projector.apply(&c, sh)?;
+                let f2 = projector.apply(&f1, sh)?;
+                rows.push(
+                    [orig, &c[..], &f1[..], &f2[..]]
+                        .iter()
+                        .map(|b| ign_edge::imaging::chw_to_image(b, channels, size, size))
+                        .collect(),
+                );
+            }
+        }
+        let g = ign_edge::imaging::grid(&rows, ign_edge::imaging::default_scale(size), 2)?;
+        ign_edge::fsio::save_png(&dir.join("projections.png"), &g)?;
+    }
+    report.seconds = t0.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Human-readable summary lines of a report.
+pub fn summary(r: &EvalReport) -> String {
+    let mut s = format!(
+        "model {}\ndata  {}\nreconstruction L1 (test)      {:.4}\nidempotence gap |f(f(z))-f(z)| {:.4}  (k=2->3: {:.4})\n",
+        r.model, r.data, r.rec_l1, r.idempotence_gap, r.idempotence_gap_k2
+    );
+    if let (Some(acc), Some(fz), Some(ffz), Some(floor)) =
+        (r.classifier_accuracy, r.fd_fz, r.fd_ffz, r.fd_test_floor)
+    {
+        s += &format!(
+            "classifier test accuracy      {:.3}\nFrechet distance f(z)         {fz:.2}\nFrechet distance f(f(z))      {ffz:.2}\nFrechet distance test (floor) {floor:.2}\n",
+            acc
+        );
+        s += &format!(
+            "f(z) classes present          {} / {}\nf(z) largest class share      {:.3}\nf(z) mean top-1 probability   {:.3}\nf(z) class histogram          {:?}\n",
+            r.classes_present_fz.unwrap_or(0),
+            r.class_histogram_fz.as_ref().map(|h| h.len()).unwrap_or(0),
+            r.max_class_fraction_fz.unwrap_or(0.0),
+            r.mean_top1_prob_fz.unwrap_or(0.0),
+            r.class_histogram_fz.clone().unwrap_or_default()
+        );
+    }
+    s
+}
+
+/// Default cache path of the classifier for a data path and shape.
+pub fn default_classifier_cache(data: &Path, channels: usize, size: usize) -> PathBuf {
+    let name = data
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "data".into());
+    PathBuf::from("runs").join(format!("classifier-{name}-{channels}x{size}.safetensors"))
+}

@@ -1,0 +1,163 @@
+//! ONNX export (Contract 1): float32 NCHW in and out, dynamic batch axis, `ign.*` metadata.
+//!
+//! BatchNorm is folded into the preceding convolution with the running statistics (the
+//! eval-mode network), so the file holds only Conv, ConvTranspose and activations.
+//! The encoder's output tensor is named `latent` and recorded as `ign.latent`.
+
+use anyhow::{Context, Result};
+use candle_nn::VarMap;
+use ign_edge::model::metadata::keys;
+use ign_edge::model::writer::{attr_float, attr_ints, Dim, OnnxWriter};
+use std::path::Path;
+
+use crate::model::{Act, LayerSpec};
+use crate::train::TrainConfig;
+
+/// BatchNorm epsilon used by candle's default config (and PyTorch's).
+pub const BN_EPS: f64 = 1e-5;
+
+fn tensor_vec(varmap: &VarMap, name: &str) -> Result<Vec<f32>> {
+    let data = varmap.data().lock().unwrap();
+    let v = data
+        .get(name)
+        .with_context(|| format!("checkpoint lacks {name}"))?;
+    Ok(v.as_tensor().flatten_all()?.to_vec1::<f32>()?)
+}
+
+/// Weights and bias of one layer with its BatchNorm folded in.
+fn folded(varmap: &VarMap, prefix: &str, spec: &LayerSpec) -> Result<(Vec<f32>, Vec<f32>)> {
+    let mut w = tensor_vec(varmap, &format!("{prefix}.conv.weight"))?;
+    let mut b = if spec.has_bias() {
+        tensor_vec(varmap, &format!("{prefix}.conv.bias"))?
+    } else {
+        vec![0.0; spec.cout]
+    };
+    if spec.batch_norm {
+        let gamma = tensor_vec(varmap, &format!("{prefix}.bn.weight"))?;
+        let beta = tensor_vec(varmap, &format!("{prefix}.bn.bias"))?;
+        let mean = tensor_vec(varmap, &format!("{prefix}.bn.running_mean"))?;
+        let var = tensor_vec(varmap, &format!("{prefix}.bn.running_var"))?;
+        let k2 = spec.kernel * spec.kernel;
+        for o in 0..spec.cout {
+            let s = gamma[o] as f64 / (var[o] as f64 + BN_EPS).sqrt();
+            b[o] = ((b[o] as f64 - mean[o] as f64) * s + beta[o] as f64) as f32;
+            // Conv weight: [out, in, k, k]; ConvTranspose weight: [in, out, k, k].
+            for i in 0..spec.cin {
+                let base = if spec.transpose {
+                    (i * spec.cout + o) * k2
+                } else {
+                    (o * spec.cin + i) * k2
+                };
+                for v in &mut w[base..base + k2] {
+                    *v = (*v as f64 * s) as f32;
+                }
+            }
+        }
+    }
+    Ok((w, b))
+}
+
+/// The ONNX bytes of the model held in `varmap`.
+pub fn onnx_bytes(config: &TrainConfig, varmap: &VarMap, step: u64) -> Result<Vec<u8>> {
+    let m = &config.model;
+    let mut w = OnnxWriter::new("ign");
+    w.producer("ign-train");
+    let shape = [
+        Dim::param("N"),
+        Dim::Fixed(m.channels),
+        Dim::Fixed(m.image_size),
+        Dim::Fixed(m.image_size),
+    ];
+    w.input_f32("x", &shape);
+    let mut cur = "x".to_string();
+    let enc = m.encoder_specs();
+    let dec = m.decoder_specs();
+    let n_enc = enc.len();
+    for (li, (part, i, spec)) in enc
+        .iter()
+        .enumerate()
+        .map(|(i, s)| ("enc", i, s))
+        .chain(dec.iter().enumerate().map(|(i, s)| ("dec", i, s)))
+        .enumerate()
+    {
+        let prefix = format!("{part}.{i}");
+        let (wt, bias) = folded(varmap, &prefix, spec)?;
+        let wdims = if spec.transpose {
+            [spec.cin, spec.cout, spec.kernel, spec.kernel]
+        } else {
+            [spec.cout, spec.cin, spec.kernel, spec.kernel]
+        };
+        let wn = w.initializer_f32(&format!("{prefix}.weight"), &wdims, &wt);
+        let bn = w.initializer_f32(&format!("{prefix}.bias"), &[spec.cout], &bias);
+        let k = spec.kernel as i64;
+        let p = spec.padding as i64;
+        let s = spec.stride as i64;
+        let attrs = vec![
+            attr_ints("kernel_shape", &[k, k]),
+            attr_ints("strides", &[s, s]),
+            attr_ints("pads", &[p, p, p, p]),
+            attr_ints("dilations", &[1, 1]),
+        ];
+        let conv_out = format!("{prefix}.conv");
+        let op = if spec.transpose {
+            "ConvTranspose"
+        } else {
+            "Conv"
+        };
+        w.node(op, &[&cur, &wn, &bn], &[&conv_out], attrs);
+        let last_enc = li + 1 == n_enc;
+        let last = li + 1 == n_enc + dec.len();
+        let out_name = if last_enc {
+            "latent".to_string()
+        } else if last {
+            "y".to_string()
+        } else {
+            format!("{prefix}.act")
+        };
+        match spec.act {
+            Act::LeakyRelu => w.node(
+                "LeakyRelu",
+                &[&conv_out],
+                &[&out_name],
+                vec![attr_float("alpha", 0.2)],
+            ),
+            Act::Relu => w.node("Relu", &[&conv_out], &[&out_name], vec![]),
+            Act::Tanh => w.node("Tanh", &[&conv_out], &[&out_name], vec![]),
+            Act::None => w.node("Identity", &[&conv_out], &[&out_name], vec![]),
+        }
+        cur = out_name;
+    }
+    w.output_f32("y", &shape);
+    w.metadata(keys::DATASET, &config.dataset_name);
+    w.metadata(keys::CHANNELS, &m.channels.to_string());
+    w.metadata(keys::HEIGHT, &m.image_size.to_string());
+    w.metadata(keys::WIDTH, &m.image_size.to_string());
+    w.metadata(keys::VALUE_RANGE, "-1,1");
+    w.metadata(keys::PRECISION, "fp32");
+    w.metadata(keys::LATENT, "latent");
+    w.metadata(
+        keys::TRAINER,
+        &format!(
+            "ign-train {}; steps={step}; seed={}; width={}; batch={}; noise={:?}",
+            env!("CARGO_PKG_VERSION"),
+            config.seed,
+            m.width,
+            config.batch,
+            config.noise
+        ),
+    );
+    Ok(w.to_bytes())
+}
+
+/// Export the model of a checkpoint (file or run folder) to `out`.
+pub fn export(checkpoint: &Path, out: &Path) -> Result<()> {
+    let file = if checkpoint.is_dir() {
+        checkpoint.join(crate::checkpoint::CHECKPOINT_FILE)
+    } else {
+        checkpoint.to_path_buf()
+    };
+    let ck = crate::checkpoint::load(&file)?;
+    let (_, varmap) = ck.model()?;
+    let bytes = onnx_bytes(&ck.config, &varmap, ck.step)?;
+    ign_edge::fsio::atomic_write(out, &bytes)
+}

@@ -1,0 +1,148 @@
+//! The IGN objective: reconstruction, idempotence and tightness, with the tanh clamp.
+//!
+//! Per step, with `x` real and `z` noise (FIELD-NOTES §1):
+//! - `fx = f(x)`, `fz = f(z)`, `f_z = stopgrad(fz)`
+//! - `ff_z = f(f_z)`: gradient reaches the weights through this outer application only
+//! - `f_fz = f_frozen(fz)`: frozen weights, gradient flows only through `fz` (the inner `f`)
+//! - `L_rec = D(fx, x)`, `L_idem = D(f_fz, fz)`, `L_tight = -D(ff_z, f_z)`
+//! - clamp per sample: `L_tight = tanh(L_tight / (a·L_rec)) · a·L_rec`
+//!
+//! Choice where the reimplementations differ: the clamp scale is the *per-sample* `L_rec(x_i)`
+//! of the real image at the same batch position, as in the paper's listing, and it is not
+//! detached (the paper's listing does not detach it either).
+
+use candle_core::{Result, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::model::Ign;
+
+/// The distance `D` between two image batches, per sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum Distance {
+    /// Mean absolute error (the paper's choice).
+    L1,
+    /// Mean squared error.
+    L2,
+}
+
+/// Weights and settings of the objective; defaults are the paper's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LossConfig {
+    pub lambda_rec: f64,
+    pub lambda_idem: f64,
+    pub lambda_tight: f64,
+    /// The tightness clamp `a`.
+    pub tight_clamp: f64,
+    pub distance: Distance,
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        LossConfig {
+            lambda_rec: 20.0,
+            lambda_idem: 20.0,
+            lambda_tight: 2.5,
+            tight_clamp: 1.5,
+            distance: Distance::L1,
+        }
+    }
+}
+
+/// The terms of one step, as plain numbers for logging.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct LossTerms {
+    pub total: f32,
+    pub rec: f32,
+    pub idem: f32,
+    pub tight: f32,
+}
+
+/// `D(a, b)` per sample: a `[B]` tensor.
+pub fn distance_per_sample(a: &Tensor, b: &Tensor, d: Distance) -> Result<Tensor> {
+    let diff = (a - b)?;
+    let e = match d {
+        // |d| with the subgradient 0 at d = 0, as in PyTorch: candle's own `abs` takes +1
+        // there, which pushes pixels where f(f(z)) equals f(z) exactly (dead regions).
+        Distance::L1 => diff.mul(&diff.sign()?.detach())?,
+        Distance::L2 => diff.sqr()?,
+    };
+    e.flatten_from(1)?.mean(1)
+}
+
+/// The tanh clamp of the tightness term, per sample: `tanh(t / (a·r)) · a·r`.
+pub fn clamp_tight(tight: &Tensor, rec: &Tensor, a: f64) -> Result<Tensor> {
+    let scale = (rec * a)?;
+    tight.div(&scale)?.tanh()?.mul(&scale)
+}
+
+/// The IGN loss for a real batch `x` and a noise batch `z`.
+///
+/// `model` and `frozen` must hold the same weights; `frozen` must be built from detached
+/// tensors (see [`crate::train::frozen_copy`]) so that no gradient reaches the weights through it.
+pub fn ign_loss(
+    model: &Ign,
+    frozen: &Ign,
+    x: &Tensor,
+    z: &Tensor,
+    cfg: &LossConfig,
+) -> Result<(Tensor, LossTerms)> {
+    let fx = model.forward_t(x, true)?;
+    let fz = model.forward_t(z, true)?;
+    let f_z = fz.detach();
+    let ff_z = model.forward_t(&f_z, true)?;
+    let f_fz = frozen.forward_t(&fz, true)?;
+
+    let rec = distance_per_sample(&fx, x, cfg.distance)?;
+    let idem = distance_per_sample(&f_fz, &fz, cfg.distance)?.mean_all()?;
+    let tight_raw = distance_per_sample(&ff_z, &f_z, cfg.distance)?.neg()?;
+    let tight = clamp_tight(&tight_raw, &rec, cfg.tight_clamp)?.mean_all()?;
+    let rec = rec.mean_all()?;
+
+    let total =
+        ((&rec * cfg.lambda_rec)? + (&idem * cfg.lambda_idem)? + (&tight * cfg.lambda_tight)?)?;
+    let terms = LossTerms {
+        total: total.to_dtype(candle_core::DType::F32)?.to_scalar()?,
+        rec: rec.to_dtype(candle_core::DType::F32)?.to_scalar()?,
+        idem: idem.to_dtype(candle_core::DType::F32)?.to_scalar()?,
+        tight: tight.to_dtype(candle_core::DType::F32)?.to_scalar()?,
+    };
+    Ok((total, terms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn t(v: &[f32], shape: (usize, usize, usize, usize)) -> Tensor {
+        Tensor::from_slice(v, shape, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn distances_per_sample_on_fixed_tensors() {
+        let a = t(&[0.0, 1.0, -1.0, 0.5, 0.0, 0.0, 0.0, 0.0], (2, 1, 2, 2));
+        let b = t(&[0.0, 0.0, 0.0, 0.0, 1.0, 1.0, -1.0, 1.0], (2, 1, 2, 2));
+        let l1 = distance_per_sample(&a, &b, Distance::L1)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(l1, vec![2.5 / 4.0, 1.0]);
+        let l2 = distance_per_sample(&a, &b, Distance::L2)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(l2, vec![2.25 / 4.0, 1.0]);
+    }
+
+    #[test]
+    fn clamp_is_identity_for_small_and_saturates_for_large() {
+        let rec = Tensor::new(&[1.0f32, 1.0], &Device::Cpu).unwrap();
+        let tight = Tensor::new(&[-0.001f32, -100.0], &Device::Cpu).unwrap();
+        let c = clamp_tight(&tight, &rec, 1.5)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert!((c[0] + 0.001).abs() < 1e-6, "{c:?}");
+        assert!((c[1] + 1.5).abs() < 1e-6, "{c:?}");
+    }
+}

@@ -1,0 +1,334 @@
+//! The IGN network: a DCGAN encoder-decoder, image in, same-shape image out.
+//!
+//! Encoder = DCGAN discriminator without its head (strided convs, LeakyReLU 0.2, BatchNorm after
+//! the first), down to a `latent × 1 × 1` code; decoder = DCGAN generator (transposed convs, BN +
+//! ReLU, Tanh at the end). Parameter names follow the module tree:
+//! `enc.<i>.conv.weight`, `enc.<i>.bn.running_mean`, `dec.<i>.conv.bias`, ...
+
+use anyhow::{bail, Result};
+use candle_core::{Module, ModuleT, Tensor};
+use candle_nn::{BatchNorm, Conv2d, ConvTranspose2d, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+/// Shape and width of a model.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// 1 (gray) or 3 (RGB).
+    pub channels: usize,
+    /// Square image size: 28, 32 or 64.
+    pub image_size: usize,
+    /// Channels of the first layer (DCGAN's `ndf`/`ngf`; 64 in the paper).
+    pub width: usize,
+}
+
+/// The activation after a layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    LeakyRelu,
+    Relu,
+    Tanh,
+    None,
+}
+
+/// One layer of the network, enough to build it in candle and to write it as ONNX.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerSpec {
+    pub transpose: bool,
+    pub cin: usize,
+    pub cout: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub batch_norm: bool,
+    pub act: Act,
+}
+
+impl LayerSpec {
+    fn conv(cin: usize, cout: usize, k: usize, s: usize, p: usize, bn: bool, act: Act) -> Self {
+        LayerSpec {
+            transpose: false,
+            cin,
+            cout,
+            kernel: k,
+            stride: s,
+            padding: p,
+            batch_norm: bn,
+            act,
+        }
+    }
+    fn convt(cin: usize, cout: usize, k: usize, s: usize, p: usize, bn: bool, act: Act) -> Self {
+        LayerSpec {
+            transpose: true,
+            ..Self::conv(cin, cout, k, s, p, bn, act)
+        }
+    }
+    /// Layers followed by BatchNorm carry no bias (the BN shift replaces it).
+    pub fn has_bias(&self) -> bool {
+        !self.batch_norm
+    }
+    /// Output spatial size for input size `n`.
+    pub fn out_size(&self, n: usize) -> usize {
+        if self.transpose {
+            (n - 1) * self.stride + self.kernel - 2 * self.padding
+        } else {
+            (n + 2 * self.padding - self.kernel) / self.stride + 1
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Channels of the latent code.
+    pub fn latent_channels(&self) -> usize {
+        self.encoder_specs().last().map(|l| l.cout).unwrap_or(0)
+    }
+
+    /// Check that the size and channels are supported.
+    pub fn validate(&self) -> Result<()> {
+        if ![1, 3].contains(&self.channels) {
+            bail!("channels must be 1 or 3, not {}", self.channels);
+        }
+        if ![28, 32, 64].contains(&self.image_size) {
+            bail!(
+                "image size {} is not supported: use 28, 32 or 64 (--image-size)",
+                self.image_size
+            );
+        }
+        if self.width == 0 {
+            bail!("width must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The encoder layers (image → `latent×1×1`).
+    pub fn encoder_specs(&self) -> Vec<LayerSpec> {
+        let (c, w) = (self.channels, self.width);
+        use Act::*;
+        match self.image_size {
+            28 => vec![
+                LayerSpec::conv(c, w, 4, 2, 1, false, LeakyRelu),
+                LayerSpec::conv(w, 2 * w, 4, 2, 1, true, LeakyRelu),
+                LayerSpec::conv(2 * w, 4 * w, 3, 2, 1, true, LeakyRelu),
+                LayerSpec::conv(4 * w, 4 * w, 4, 1, 0, false, None),
+            ],
+            32 => vec![
+                LayerSpec::conv(c, w, 4, 2, 1, false, LeakyRelu),
+                LayerSpec::conv(w, 2 * w, 4, 2, 1, true, LeakyRelu),
+                LayerSpec::conv(2 * w, 4 * w, 4, 2, 1, true, LeakyRelu),
+                LayerSpec::conv(4 * w, 4 * w, 4, 1, 0, false, None),
+            ],
+            _ => vec![
+                LayerSpec::conv(c, w, 4, 2, 1, false, LeakyRelu),
+                LayerSpec::conv(w, 2 * w, 4, 2, 1, true, LeakyRelu),
+                LayerSpec::conv(2 * w, 4 * w, 4, 2, 1, true, LeakyRelu),
+                LayerSpec::conv(4 * w, 8 * w, 4, 2, 1, true, LeakyRelu),
+                LayerSpec::conv(8 * w, 8 * w, 4, 1, 0, false, None),
+            ],
+        }
+    }
+
+    /// The decoder layers (`latent×1×1` → image).
+    pub fn decoder_specs(&self) -> Vec<LayerSpec> {
+        let (c, w) = (self.channels, self.width);
+        use Act::*;
+        match self.image_size {
+            28 => vec![
+                LayerSpec::convt(4 * w, 4 * w, 4, 1, 0, true, Relu),
+                LayerSpec::convt(4 * w, 2 * w, 3, 2, 1, true, Relu),
+                LayerSpec::convt(2 * w, w, 4, 2, 1, true, Relu),
+                LayerSpec::convt(w, c, 4, 2, 1, false, Tanh),
+            ],
+            32 => vec![
+                LayerSpec::convt(4 * w, 4 * w, 4, 1, 0, true, Relu),
+                LayerSpec::convt(4 * w, 2 * w, 4, 2, 1, true, Relu),
+                LayerSpec::convt(2 * w, w, 4, 2, 1, true, Relu),
+                LayerSpec::convt(w, c, 4, 2, 1, false, Tanh),
+            ],
+            _ => vec![
+                LayerSpec::convt(8 * w, 8 * w, 4, 1, 0, true, Relu),
+                LayerSpec::convt(8 * w, 4 * w, 4, 2, 1, true, Relu),
+                LayerSpec::convt(4 * w, 2 * w, 4, 2, 1, true, Relu),
+                LayerSpec::convt(2 * w, w, 4, 2, 1, true, Relu),
+                LayerSpec::convt(w, c, 4, 2, 1, false, Tanh),
+            ],
+        }
+    }
+
+    /// Number of trainable parameters (BN running statistics excluded).
+    pub fn num_params(&self) -> usize {
+        self.encoder_specs()
+            .iter()
+            .chain(self.decoder_specs().iter())
+            .map(|l| {
+                l.cin * l.cout * l.kernel * l.kernel
+                    + if l.has_bias() { l.cout } else { 0 }
+                    + if l.batch_norm { 2 * l.cout } else { 0 }
+            })
+            .sum()
+    }
+}
+
+enum ConvKind {
+    Conv(Conv2d),
+    Transpose(ConvTranspose2d),
+}
+
+struct Block {
+    conv: ConvKind,
+    bn: Option<BatchNorm>,
+    act: Act,
+}
+
+impl Block {
+    fn new(spec: &LayerSpec, vb: VarBuilder) -> Result<Self> {
+        let vbc = vb.pp("conv");
+        let conv = if spec.transpose {
+            let cfg = candle_nn::ConvTranspose2dConfig {
+                padding: spec.padding,
+                stride: spec.stride,
+                ..Default::default()
+            };
+            let t = if spec.has_bias() {
+                candle_nn::conv_transpose2d(spec.cin, spec.cout, spec.kernel, cfg, vbc)?
+            } else {
+                candle_nn::conv_transpose2d_no_bias(spec.cin, spec.cout, spec.kernel, cfg, vbc)?
+            };
+            ConvKind::Transpose(t)
+        } else {
+            let cfg = candle_nn::Conv2dConfig {
+                padding: spec.padding,
+                stride: spec.stride,
+                ..Default::default()
+            };
+            let c = if spec.has_bias() {
+                candle_nn::conv2d(spec.cin, spec.cout, spec.kernel, cfg, vbc)?
+            } else {
+                candle_nn::conv2d_no_bias(spec.cin, spec.cout, spec.kernel, cfg, vbc)?
+            };
+            ConvKind::Conv(c)
+        };
+        let bn = if spec.batch_norm {
+            Some(candle_nn::batch_norm(
+                spec.cout,
+                candle_nn::BatchNormConfig::default(),
+                vb.pp("bn"),
+            )?)
+        } else {
+            None
+        };
+        Ok(Block {
+            conv,
+            bn,
+            act: spec.act,
+        })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let mut y = match &self.conv {
+            ConvKind::Conv(c) => c.forward(x)?,
+            ConvKind::Transpose(c) => c.forward(x)?,
+        };
+        if let Some(bn) = &self.bn {
+            y = bn.forward_t(&y, train)?;
+        }
+        match self.act {
+            Act::LeakyRelu => candle_nn::ops::leaky_relu(&y, 0.2),
+            Act::Relu => y.relu(),
+            Act::Tanh => y.tanh(),
+            Act::None => Ok(y),
+        }
+    }
+}
+
+/// The network `f`.
+pub struct Ign {
+    pub config: ModelConfig,
+    enc: Vec<Block>,
+    dec: Vec<Block>,
+}
+
+impl Ign {
+    /// Build the network, creating or fetching parameters through `vb`.
+    pub fn new(config: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+        config.validate()?;
+        let enc = config
+            .encoder_specs()
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Block::new(s, vb.pp("enc").pp(i)))
+            .collect::<Result<_>>()?;
+        let dec = config
+            .decoder_specs()
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Block::new(s, vb.pp("dec").pp(i)))
+            .collect::<Result<_>>()?;
+        Ok(Ign {
+            config: config.clone(),
+            enc,
+            dec,
+        })
+    }
+
+    /// Image → latent (`[B, latent, 1, 1]`).
+    pub fn encode(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.enc
+            .iter()
+            .try_fold(x.clone(), |h, b| b.forward_t(&h, train))
+    }
+
+    /// Latent → image.
+    pub fn decode(&self, z: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.dec
+            .iter()
+            .try_fold(z.clone(), |h, b| b.forward_t(&h, train))
+    }
+
+    /// `f(x)`. `train` selects batch statistics (true) or running statistics (false) in BN.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.decode(&self.encode(x, train)?, train)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_produce_the_right_sizes() {
+        for (size, lat) in [(28, 256), (32, 256), (64, 512)] {
+            let cfg = ModelConfig {
+                channels: 1,
+                image_size: size,
+                width: 64,
+            };
+            let mut n = size;
+            for l in cfg.encoder_specs() {
+                n = l.out_size(n);
+            }
+            assert_eq!(n, 1, "size {size}: latent is 1x1");
+            assert_eq!(cfg.latent_channels(), lat);
+            for l in cfg.decoder_specs() {
+                n = l.out_size(n);
+            }
+            assert_eq!(n, size);
+        }
+    }
+
+    #[test]
+    fn paper_sized_mnist_model_has_about_2_95m_params() {
+        let cfg = ModelConfig {
+            channels: 1,
+            image_size: 28,
+            width: 64,
+        };
+        let p = cfg.num_params();
+        assert!((2_900_000..3_000_000).contains(&p), "{p}");
+        let faces = ModelConfig {
+            channels: 3,
+            image_size: 64,
+            width: 64,
+        };
+        let p = faces.num_params();
+        assert!((13_500_000..14_300_000).contains(&p), "{p}");
+    }
+}

@@ -1,0 +1,378 @@
+//! The training loop: data → IGN loss → Adam, with progress, samples, logs and checkpoints.
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::checkpoint::{self, CHECKPOINT_FILE};
+use crate::data::{self, mix, BatchSampler, DataOptions, Dataset};
+use crate::loss::{ign_loss, LossConfig, LossTerms};
+use crate::model::{Ign, ModelConfig};
+use crate::noise::{Noise, NoiseKind};
+use crate::optim::{Adam, AdamConfig};
+use crate::samples;
+
+/// Everything that defines a run; saved in every checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub model: ModelConfig,
+    pub loss: LossConfig,
+    pub adam: AdamConfig,
+    pub noise: NoiseKind,
+    pub batch: usize,
+    pub seed: u64,
+    /// Where the data came from (informational).
+    pub data: String,
+    /// Which dataset name goes into the exported model's metadata.
+    pub dataset_name: String,
+}
+
+/// Options of one training invocation that are not part of the run's identity.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub out: PathBuf,
+    /// Train until this many steps in total (a resumed run counts its earlier steps).
+    pub steps: u64,
+    pub resume: bool,
+    pub sample_every: u64,
+    pub checkpoint_every: u64,
+    /// Hide the progress bar (tests).
+    pub quiet: bool,
+}
+
+/// The frozen copy of `f`: same weights (shared storage, so it always holds the current
+/// values) but detached tensors, so that no gradient reaches the weights through it. BatchNorm
+/// running statistics are copies, so the frozen forward passes do not disturb them.
+pub fn frozen_copy(varmap: &VarMap, cfg: &ModelConfig) -> Result<Ign> {
+    let dtype = varmap
+        .all_vars()
+        .first()
+        .map(|v| v.dtype())
+        .unwrap_or(DType::F32);
+    let map: HashMap<String, Tensor> = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            let t = if k.ends_with("running_mean") || k.ends_with("running_var") {
+                v.as_tensor().copy()
+            } else {
+                Ok(v.as_detached_tensor())
+            };
+            t.map(|t| (k.clone(), t))
+        })
+        .collect::<candle_core::Result<_>>()?;
+    Ign::new(cfg, VarBuilder::from_tensors(map, dtype, &Device::Cpu))
+}
+
+/// DCGAN initialisation from `seed`: conv weights `N(0, 0.02)`, BN scale `N(1, 0.02)`, biases 0.
+pub fn init_weights(varmap: &VarMap, seed: u64) -> Result<()> {
+    let data = varmap.data().lock().unwrap();
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(mix(seed, 0, 0x1417));
+    for name in names {
+        let var = &data[name];
+        let n = var.elem_count();
+        let vals: Vec<f32> = if name.ends_with("conv.weight") {
+            let d = Normal::new(0.0f32, 0.02).unwrap();
+            (0..n).map(|_| d.sample(&mut rng)).collect()
+        } else if name.ends_with("bn.weight") {
+            let d = Normal::new(1.0f32, 0.02).unwrap();
+            (0..n).map(|_| d.sample(&mut rng)).collect()
+        } else if name.ends_with("running_var") {
+            vec![1.0; n]
+        } else {
+            vec![0.0; n]
+        };
+        var.set(&Tensor::from_vec(vals, var.shape(), &Device::Cpu)?.to_dtype(var.dtype())?)?;
+    }
+    Ok(())
+}
+
+/// The trainable variables (BN running statistics excluded), by name.
+pub fn trainable_vars(varmap: &VarMap) -> Vec<(String, candle_core::Var)> {
+    varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| !k.ends_with("running_mean") && !k.ends_with("running_var"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// A live training session: model, frozen copy, optimizer, data and noise.
+pub struct Trainer {
+    pub config: TrainConfig,
+    pub varmap: VarMap,
+    pub model: Ign,
+    frozen: Ign,
+    pub adam: Adam,
+    pub step: u64,
+    sampler: BatchSampler,
+    noise: Noise,
+    pub train: Dataset,
+    pub test: Dataset,
+}
+
+impl Trainer {
+    /// A fresh run (weights initialised from the seed).
+    pub fn new(config: TrainConfig, train: Dataset, test: Dataset) -> Result<Self> {
+        let varmap = VarMap::new();
+        let model = Ign::new(
+            &config.model,
+            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+        )?;
+        init_weights(&varmap, config.seed)?;
+        let frozen = frozen_copy(&varmap, &config.model)?;
+        let adam = Adam::new(trainable_vars(&varmap), config.adam.clone())?;
+        let noise = Noise::new(config.noise, &train);
+        Ok(Trainer {
+            sampler: BatchSampler::new(train.len(), config.seed),
+            config,
+            varmap,
+            model,
+            frozen,
+            adam,
+            step: 0,
+            noise,
+            train,
+            test,
+        })
+    }
+
+    /// Continue the run saved in `ck`.
+    pub fn resume(ck: &checkpoint::Checkpoint, train: Dataset, test: Dataset) -> Result<Self> {
+        let mut t = Trainer::new(ck.config.clone(), train, test)?;
+        ck.restore_weights(&t.varmap)?;
+        t.adam.load_state(&ck.tensors, ck.adam_t)?;
+        t.step = ck.step;
+        Ok(t)
+    }
+
+    /// The noise batch of a given step (a pure function of seed and step).
+    pub fn noise_batch(&self, step: u64, n: usize) -> Result<Tensor> {
+        self.noise
+            .sample(n, mix(self.config.seed, step, 0x2), &Device::Cpu)
+    }
+
+    /// Noise for samples and evaluation (fixed per seed, independent of the training stream).
+    pub fn eval_noise(&self, n: usize, seed: u64) -> Result<Tensor> {
+        self.noise.sample(n, mix(seed, 0, 0xe7a1), &Device::Cpu)
+    }
+
+    /// One optimisation step.
+    pub fn step_once(&mut self) -> Result<LossTerms> {
+        let idx = self.sampler.indices(self.step, self.config.batch);
+        let x = self.train.batch(&idx, &Device::Cpu)?;
+        let z = self.noise_batch(self.step, self.config.batch)?;
+        let (loss, terms) = ign_loss(&self.model, &self.frozen, &x, &z, &self.config.loss)?;
+        if !terms.total.is_finite() {
+            bail!(
+                "loss became {} at step {}: lower --lr or check the data",
+                terms.total,
+                self.step
+            );
+        }
+        let grads = loss.backward()?;
+        self.adam.step(&grads)?;
+        self.step += 1;
+        Ok(terms)
+    }
+
+    /// Save a checkpoint of the current state.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        checkpoint::save(
+            path,
+            &self.config,
+            self.step,
+            &self.varmap,
+            Some(&self.adam),
+        )
+    }
+}
+
+/// Load the data, create or resume the run in `opts.out`, and train until `opts.steps`.
+///
+/// Writes into the run folder: `checkpoint.safetensors`, `log.csv`, `loss.png`,
+/// `samples/step-NNNNNNN.png` and `samples/latest.png` (rows: x, f(x), z, f(z), f(f(z))).
+/// SIGINT/SIGTERM save a checkpoint before exiting.
+pub fn run(
+    config: TrainConfig,
+    data_path: &Path,
+    data_opts: &DataOptions,
+    opts: &RunOptions,
+) -> Result<Trainer> {
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("{}: cannot create the run folder", opts.out.display()))?;
+    let ck_path = opts.out.join(CHECKPOINT_FILE);
+    let existing = ck_path.exists();
+    if existing && !opts.resume {
+        bail!(
+            "{}: a run already exists here; pass --resume to continue it, or choose another --out",
+            ck_path.display()
+        );
+    }
+    let ck = if existing {
+        Some(checkpoint::load(&ck_path)?)
+    } else {
+        None
+    };
+    // A resumed run keeps its own model and data settings.
+    let mut data_opts = data_opts.clone();
+    let config = match &ck {
+        Some(ck) => {
+            if ck.config != config {
+                eprintln!(
+                    "resuming {}: using the checkpoint's settings (seed {}, batch {}, width {})",
+                    ck_path.display(),
+                    ck.config.seed,
+                    ck.config.batch,
+                    ck.config.model.width
+                );
+            }
+            data_opts.image_size = Some(ck.config.model.image_size);
+            data_opts.channels = Some(ck.config.model.channels);
+            ck.config.clone()
+        }
+        None => config,
+    };
+    let split = data::load(data_path, &data_opts)?;
+    if (split.train.channels, split.train.height)
+        != (config.model.channels, config.model.image_size)
+    {
+        bail!(
+            "{}: images are {}x{}x{}, the model expects {}x{}x{} (set --image-size/--channels)",
+            data_path.display(),
+            split.train.channels,
+            split.train.height,
+            split.train.width,
+            config.model.channels,
+            config.model.image_size,
+            config.model.image_size
+        );
+    }
+    let mut trainer = match &ck {
+        Some(ck) => Trainer::resume(ck, split.train, split.test)?,
+        None => Trainer::new(config, split.train, split.test)?,
+    };
+    if trainer.step >= opts.steps {
+        eprintln!(
+            "{}: already at step {} of {}; nothing to do (raise --steps to train longer)",
+            opts.out.display(),
+            trainer.step,
+            opts.steps
+        );
+        return Ok(trainer);
+    }
+    if !opts.quiet {
+        eprintln!(
+            "training {} params ({}x{}x{}, width {}) on {} — {} train / {} test images, batch {}, from step {} to {}",
+            trainer.config.model.num_params(),
+            trainer.config.model.channels,
+            trainer.config.model.image_size,
+            trainer.config.model.image_size,
+            trainer.config.model.width,
+            split.description,
+            trainer.train.len(),
+            trainer.test.len(),
+            trainer.config.batch,
+            trainer.step,
+            opts.steps
+        );
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("cannot install the signal handler")?;
+    }
+
+    let log_path = opts.out.join("log.csv");
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("{}: cannot open the log", log_path.display()))?;
+    if log.metadata()?.len() == 0 {
+        writeln!(log, "step,total,rec,idem,tight,seconds")?;
+    }
+    let bar = if opts.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(opts.steps).with_style(
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+            )
+            .unwrap(),
+        )
+    };
+    bar.set_position(trainer.step);
+    let t0 = Instant::now();
+    let first = trainer.step;
+    let mut last_saved = trainer.step;
+    while trainer.step < opts.steps {
+        let ts = Instant::now();
+        let terms = trainer.step_once()?;
+        let dt = ts.elapsed().as_secs_f64();
+        writeln!(
+            log,
+            "{},{:.6},{:.6},{:.6},{:.6},{:.4}",
+            trainer.step, terms.total, terms.rec, terms.idem, terms.tight, dt
+        )?;
+        let ips = (trainer.step - first) as f64 * trainer.config.batch as f64
+            / t0.elapsed().as_secs_f64();
+        bar.set_position(trainer.step);
+        bar.set_message(format!(
+            "loss {:.3} rec {:.3} idem {:.3} tight {:.3} | {ips:.0} img/s",
+            terms.total, terms.rec, terms.idem, terms.tight
+        ));
+        let interrupted = stop.load(Ordering::Relaxed);
+        let done = trainer.step >= opts.steps;
+        if opts.sample_every > 0 && (trainer.step % opts.sample_every == 0 || done) {
+            log.flush()?;
+            samples::write_samples(&trainer, &opts.out)?;
+            samples::write_loss_plot(&log_path, &opts.out.join("loss.png"))?;
+        }
+        if interrupted
+            || done
+            || (opts.checkpoint_every > 0 && trainer.step % opts.checkpoint_every == 0)
+        {
+            log.flush()?;
+            trainer.save(&ck_path)?;
+            last_saved = trainer.step;
+        }
+        if interrupted {
+            bar.abandon_with_message(format!(
+                "interrupted: checkpoint saved at step {} in {} (continue with --resume)",
+                trainer.step,
+                ck_path.display()
+            ));
+            std::process::exit(130);
+        }
+    }
+    debug_assert_eq!(last_saved, trainer.step);
+    bar.finish();
+    if !opts.quiet {
+        eprintln!(
+            "done: step {} in {:.1} s; checkpoint {}; samples {}",
+            trainer.step,
+            t0.elapsed().as_secs_f64(),
+            ck_path.display(),
+            opts.out.join("samples/latest.png").display()
+        );
+    }
+    Ok(trainer)
+}
