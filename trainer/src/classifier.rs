@@ -14,6 +14,9 @@ use crate::optim::{Adam, AdamConfig};
 /// Width of the feature vector used for the Fréchet distance.
 pub const FEATURES: usize = 128;
 
+/// Per-image feature vectors and class probabilities.
+pub type FeaturesProbs = (Vec<Vec<f32>>, Vec<Vec<f32>>);
+
 /// conv(32) → pool → conv(64) → pool → linear(128) → linear(classes).
 pub struct Classifier {
     c1: Conv2d,
@@ -57,7 +60,7 @@ impl Classifier {
         &self,
         images: &[f32],
         shape: (usize, usize, usize),
-    ) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>)> {
+    ) -> Result<FeaturesProbs> {
         let (c, h, w) = shape;
         let n = images.len() / (c * h * w);
         let (mut feats, mut probs) = (Vec::with_capacity(n), Vec::with_capacity(n));

@@ -528,51 +528,6 @@ pub fn mix(seed: u64, counter: u64, stream: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn idx_bytes(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {
-        let mut v = magic.to_be_bytes().to_vec();
-        for d in dims {
-            v.extend(d.to_be_bytes());
-        }
-        v.extend_from_slice(data);
-        v
-    }
-
-    #[test]
-    fn parses_idx_and_scales() {
-        let b = idx_bytes(IDX_IMAGES_MAGIC, &[1, 2, 2], &[0, 255, 0, 255]);
-        let a = parse_idx(&b, IDX_IMAGES_MAGIC).unwrap();
-        assert_eq!(a.dims, vec![1, 2, 2]);
-        assert_eq!(a.data, vec![0, 255, 0, 255]);
-    }
-
-    #[test]
-    fn rejects_wrong_magic_and_truncation() {
-        let b = idx_bytes(IDX_LABELS_MAGIC, &[4], &[1, 2, 3, 4]);
-        let e = parse_idx(&b, IDX_IMAGES_MAGIC).unwrap_err().to_string();
-        assert!(e.contains("magic number 0x00000801"), "{e}");
-        let b = idx_bytes(IDX_IMAGES_MAGIC, &[2, 2, 2], &[1, 2, 3]);
-        let e = parse_idx(&b, IDX_IMAGES_MAGIC).unwrap_err().to_string();
-        assert!(e.contains("truncated"), "{e}");
-    }
-
-    #[test]
-    fn sampler_is_a_pure_function_of_step() {
-        let mut a = BatchSampler::new(10, 3);
-        let seq: Vec<_> = (0..7).map(|s| a.indices(s, 4)).collect();
-        let mut b = BatchSampler::new(10, 3);
-        assert_eq!(b.indices(5, 4), seq[5]);
-        assert_eq!(b.indices(2, 4), seq[2]);
-        // each epoch is a permutation
-        let mut first: Vec<usize> = seq.iter().flatten().take(10).copied().collect();
-        first.sort();
-        assert_eq!(first, (0..10).collect::<Vec<_>>());
-    }
-}
-
 /// The `(channels, size)` that `load` will produce for `path`, reading only file headers.
 pub fn peek_shape(path: &Path, opts: &DataOptions) -> Result<(usize, usize)> {
     if !path.exists() {
@@ -621,5 +576,50 @@ pub fn peek_shape(path: &Path, opts: &DataOptions) -> Result<(usize, usize)> {
             }
             Ok((opts.channels.unwrap_or(1), opts.image_size.unwrap_or(h)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idx_bytes(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {
+        let mut v = magic.to_be_bytes().to_vec();
+        for d in dims {
+            v.extend(d.to_be_bytes());
+        }
+        v.extend_from_slice(data);
+        v
+    }
+
+    #[test]
+    fn parses_idx_and_scales() {
+        let b = idx_bytes(IDX_IMAGES_MAGIC, &[1, 2, 2], &[0, 255, 0, 255]);
+        let a = parse_idx(&b, IDX_IMAGES_MAGIC).unwrap();
+        assert_eq!(a.dims, vec![1, 2, 2]);
+        assert_eq!(a.data, vec![0, 255, 0, 255]);
+    }
+
+    #[test]
+    fn rejects_wrong_magic_and_truncation() {
+        let b = idx_bytes(IDX_LABELS_MAGIC, &[4], &[1, 2, 3, 4]);
+        let e = parse_idx(&b, IDX_IMAGES_MAGIC).unwrap_err().to_string();
+        assert!(e.contains("magic number 0x00000801"), "{e}");
+        let b = idx_bytes(IDX_IMAGES_MAGIC, &[2, 2, 2], &[1, 2, 3]);
+        let e = parse_idx(&b, IDX_IMAGES_MAGIC).unwrap_err().to_string();
+        assert!(e.contains("truncated"), "{e}");
+    }
+
+    #[test]
+    fn sampler_is_a_pure_function_of_step() {
+        let mut a = BatchSampler::new(10, 3);
+        let seq: Vec<_> = (0..7).map(|s| a.indices(s, 4)).collect();
+        let mut b = BatchSampler::new(10, 3);
+        assert_eq!(b.indices(5, 4), seq[5]);
+        assert_eq!(b.indices(2, 4), seq[2]);
+        // each epoch is a permutation
+        let mut first: Vec<usize> = seq.iter().flatten().take(10).copied().collect();
+        first.sort();
+        assert_eq!(first, (0..10).collect::<Vec<_>>());
     }
 }

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod data;
 pub mod eval;
 pub mod export;
+pub mod fastconv;
 pub mod loss;
 pub mod model;
 pub mod noise;

@@ -6,7 +6,7 @@
 //! `enc.<i>.conv.weight`, `enc.<i>.bn.running_mean`, `dec.<i>.conv.bias`, ...
 
 use anyhow::{bail, Result};
-use candle_core::{Module, ModuleT, Tensor};
+use candle_core::{ModuleT, Tensor};
 use candle_nn::{BatchNorm, Conv2d, ConvTranspose2d, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -174,6 +174,8 @@ enum ConvKind {
 
 struct Block {
     conv: ConvKind,
+    stride: usize,
+    padding: usize,
     bn: Option<BatchNorm>,
     act: Act,
 }
@@ -217,15 +219,27 @@ impl Block {
         };
         Ok(Block {
             conv,
+            stride: spec.stride,
+            padding: spec.padding,
             bn,
             act: spec.act,
         })
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let mut y = match &self.conv {
-            ConvKind::Conv(c) => c.forward(x)?,
-            ConvKind::Transpose(c) => c.forward(x)?,
+        let (y, bias) = match &self.conv {
+            ConvKind::Conv(c) => (
+                crate::fastconv::conv2d(x, c.weight(), self.stride, self.padding)?,
+                c.bias(),
+            ),
+            ConvKind::Transpose(c) => (
+                crate::fastconv::conv_transpose2d(x, c.weight(), self.stride, self.padding)?,
+                c.bias(),
+            ),
+        };
+        let mut y = match bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?)?,
+            None => y,
         };
         if let Some(bn) = &self.bn {
             y = bn.forward_t(&y, train)?;

@@ -1,5 +1,6 @@
 //! The `ign-train` command line: one file per subcommand.
 
+pub mod bench_step;
 pub mod eval;
 pub mod export;
 pub mod train;
@@ -19,6 +20,7 @@ pub enum Command {
     Train(train::TrainCmd),
     Export(export::ExportCmd),
     Eval(eval::EvalCmd),
+    BenchStep(bench_step::BenchStepCmd),
 }
 
 /// Run the parsed command.
@@ -27,5 +29,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(c) => c.run(),
         Command::Export(c) => c.run(),
         Command::Eval(c) => c.run(),
+        Command::BenchStep(c) => c.run(),
     }
 }

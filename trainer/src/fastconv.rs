@@ -1,0 +1,570 @@
+//! Fast CPU convolutions for training: im2col/col2im around one matrix product per image,
+//! images spread over threads.
+//!
+//! candle's CPU `conv_transpose2d` is a direct loop parallelised over output channels only,
+//! and the input gradient of `conv2d` goes through it; an IGN step does 4 forward passes and
+//! a backward pass of an encoder-decoder, so most of the step time was spent there.
+//!
+//! Every op here is one of three kernels on a convolution "geometry" that maps a large image
+//! (`ci × h × w`) to a small one (`co × oh × ow`) with a `co × ci × k × k` kernel:
+//!
+//! | op                | forward           | input gradient     | weight gradient          |
+//! |-------------------|-------------------|--------------------|--------------------------|
+//! | `conv2d`          | `fwd(x, w)`       | `bwd_data(g, w)`   | `bwd_weight(x, g)`       |
+//! | `conv_transpose2d`| `bwd_data(x, w)`  | `fwd(g, w)`        | `bwd_weight(g, x)`       |
+//!
+//! A transposed convolution is the adjoint of the convolution with the same kernel, and its
+//! `ci × co × k × k` weight is exactly that convolution's `co' × ci' × k × k` weight.
+//! Only groups = 1, dilation = 1 and square kernels (the DCGAN layers) are supported.
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Use these kernels (true, the default) or candle's own convolutions (false).
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// Whether the fast kernels are in use.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// A float type the kernels run on (f32 for training, f64 for gradient checks).
+pub trait Float:
+    Copy + Default + Send + Sync + 'static + std::ops::AddAssign + candle_core::WithDType
+{
+}
+impl Float for f32 {}
+impl Float for f64 {}
+
+/// Sizes of a convolution from a large image to a small one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geom {
+    pub batch: usize,
+    pub ci: usize,
+    pub h: usize,
+    pub w: usize,
+    pub co: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+impl Geom {
+    /// Geometry of a convolution of `[b, ci, h, w]` by `co × ci × k × k`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv(
+        b: usize,
+        ci: usize,
+        h: usize,
+        w: usize,
+        co: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Self {
+        Geom {
+            batch: b,
+            ci,
+            h,
+            w,
+            co,
+            k,
+            stride,
+            pad,
+            oh: (h + 2 * pad - k) / stride + 1,
+            ow: (w + 2 * pad - k) / stride + 1,
+        }
+    }
+    fn cols_rows(&self) -> usize {
+        self.ci * self.k * self.k
+    }
+    fn small(&self) -> usize {
+        self.oh * self.ow
+    }
+    fn big(&self) -> usize {
+        self.h * self.w
+    }
+}
+
+/// `c (m×n) [+]= a (m×kk) · b (kk×n)`, operands given by row and column strides.
+#[allow(clippy::too_many_arguments)]
+fn matmul<T: Float>(
+    m: usize,
+    n: usize,
+    kk: usize,
+    c: &mut [T],
+    accumulate: bool,
+    a: &[T],
+    a_rs: isize,
+    a_cs: isize,
+    b: &[T],
+    b_rs: isize,
+    b_cs: isize,
+) {
+    debug_assert!(c.len() >= m * n);
+    // SAFETY: the strides and sizes describe sub-ranges of the given slices (checked by the
+    // callers' construction and the debug assertion above); dst does not alias the inputs.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            kk,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            T::from_f64(1.0),
+            T::from_f64(1.0),
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// The output columns `ox` whose input column `ox·s − p + kw` falls inside `0..w`.
+#[inline]
+fn valid_range(out: usize, inp: usize, s: usize, p: usize, kk: usize) -> (usize, usize) {
+    // ix = ox*s + kk - p must be in [0, inp)
+    let lo = if kk >= p { 0 } else { (p - kk).div_ceil(s) };
+    let hi = if inp + p > kk {
+        ((inp + p - kk - 1) / s + 1).min(out)
+    } else {
+        0
+    };
+    (lo.min(hi), hi)
+}
+
+/// Unfold one image `ci × h × w` into patches: row `(ci·k + kh)·k + kw` of `cols` (rows
+/// `row_stride` apart) holds the `oh·ow` inputs that tap meets (zero padding).
+fn im2col<T: Float>(x: &[T], g: &Geom, cols: &mut [T], row_stride: usize) {
+    let (k, s, p) = (g.k, g.stride, g.pad);
+    for ci in 0..g.ci {
+        let plane = &x[ci * g.big()..(ci + 1) * g.big()];
+        for kh in 0..k {
+            let (y0, y1) = valid_range(g.oh, g.h, s, p, kh);
+            for kw in 0..k {
+                let (x0, x1) = valid_range(g.ow, g.w, s, p, kw);
+                let row = &mut cols[((ci * k + kh) * k + kw) * row_stride..][..g.small()];
+                for oy in 0..g.oh {
+                    let dst = &mut row[oy * g.ow..(oy + 1) * g.ow];
+                    if oy < y0 || oy >= y1 {
+                        dst.fill(T::default());
+                        continue;
+                    }
+                    let iy = oy * s + kh - p;
+                    let src = &plane[iy * g.w..(iy + 1) * g.w];
+                    dst[..x0].fill(T::default());
+                    dst[x1..].fill(T::default());
+                    let first = x0 * s + kw - p;
+                    if s == 1 {
+                        dst[x0..x1].copy_from_slice(&src[first..first + (x1 - x0)]);
+                    } else {
+                        for (d, v) in dst[x0..x1].iter_mut().zip(src[first..].iter().step_by(s)) {
+                            *d = *v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Fold patches back (rows `row_stride` apart), adding overlapping contributions into `x`
+/// (`ci × h × w`, zeroed first).
+fn col2im<T: Float>(cols: &[T], g: &Geom, x: &mut [T], row_stride: usize) {
+    let (k, s, p) = (g.k, g.stride, g.pad);
+    x.fill(T::default());
+    for ci in 0..g.ci {
+        let plane = &mut x[ci * g.big()..(ci + 1) * g.big()];
+        for kh in 0..k {
+            let (y0, y1) = valid_range(g.oh, g.h, s, p, kh);
+            for kw in 0..k {
+                let (x0, x1) = valid_range(g.ow, g.w, s, p, kw);
+                let row = &cols[((ci * k + kh) * k + kw) * row_stride..][..g.small()];
+                for oy in y0..y1 {
+                    let iy = oy * s + kh - p;
+                    let dst = &mut plane[iy * g.w..(iy + 1) * g.w];
+                    let first = x0 * s + kw - p;
+                    let src = &row[oy * g.ow + x0..oy * g.ow + x1];
+                    if s == 1 {
+                        for (d, v) in dst[first..first + src.len()].iter_mut().zip(src) {
+                            *d += *v;
+                        }
+                    } else {
+                        for (d, v) in dst[first..].iter_mut().step_by(s).zip(src) {
+                            *d += *v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Split `0..batch` into one contiguous range per worker thread.
+fn chunks(batch: usize) -> Vec<(usize, usize)> {
+    let threads = rayon::current_num_threads().max(1);
+    let per = batch.div_ceil(threads).max(1);
+    (0..batch)
+        .step_by(per)
+        .map(|s| (s, (s + per).min(batch)))
+        .collect()
+}
+
+/// im2col of images `b0..b1` side by side: `(ci·k·k) × ((b1−b0)·oh·ow)`.
+fn im2col_many<T: Float>(x: &[T], g: &Geom, b0: usize, b1: usize) -> Vec<T> {
+    let (r, n, nb) = (g.cols_rows(), g.small(), b1 - b0);
+    let mut wide = vec![T::default(); r * nb * n];
+    for b in b0..b1 {
+        im2col(
+            &x[b * g.ci * g.big()..(b + 1) * g.ci * g.big()],
+            g,
+            &mut wide[(b - b0) * n..],
+            nb * n,
+        );
+    }
+    wide
+}
+
+/// `[b, c, n]` images `b0..b1` → `c × ((b1−b0)·n)`.
+fn gather_channels<T: Float>(y: &[T], c: usize, n: usize, b0: usize, b1: usize) -> Vec<T> {
+    let nb = b1 - b0;
+    let mut out = vec![T::default(); c * nb * n];
+    for b in b0..b1 {
+        for ch in 0..c {
+            out[ch * nb * n + (b - b0) * n..][..n].copy_from_slice(&y[(b * c + ch) * n..][..n]);
+        }
+    }
+    out
+}
+
+/// Convolution forward: `x [b, ci, h, w]`, `w [co, ci, k, k]` → `[b, co, oh, ow]`.
+///
+/// Each thread unfolds its images side by side and does one wide matrix product.
+pub fn fwd<T: Float>(x: &[T], w: &[T], g: &Geom) -> Vec<T> {
+    let (r, n) = (g.cols_rows(), g.small());
+    let parts: Vec<(usize, Vec<T>)> = chunks(g.batch)
+        .into_par_iter()
+        .map(|(b0, b1)| {
+            let nb = b1 - b0;
+            let cols = im2col_many(x, g, b0, b1);
+            let mut out = vec![T::default(); g.co * nb * n];
+            matmul(
+                g.co,
+                nb * n,
+                r,
+                &mut out,
+                false,
+                w,
+                r as isize,
+                1,
+                &cols,
+                (nb * n) as isize,
+                1,
+            );
+            (b0, out)
+        })
+        .collect();
+    let mut y = vec![T::default(); g.batch * g.co * n];
+    for (b0, out) in parts {
+        let nb = out.len() / (g.co * n);
+        for b in 0..nb {
+            for c in 0..g.co {
+                y[((b0 + b) * g.co + c) * n..][..n]
+                    .copy_from_slice(&out[c * nb * n + b * n..][..n]);
+            }
+        }
+    }
+    y
+}
+
+/// Convolution input gradient: `dy [b, co, oh, ow]`, `w [co, ci, k, k]` → `[b, ci, h, w]`.
+pub fn bwd_data<T: Float>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
+    let (r, n) = (g.cols_rows(), g.small());
+    let parts: Vec<(usize, Vec<T>)> = chunks(g.batch)
+        .into_par_iter()
+        .map(|(b0, b1)| {
+            let nb = b1 - b0;
+            let dyw = gather_channels(dy, g.co, n, b0, b1);
+            // cols (r × nb·n) = wᵀ (r × co) · dy (co × nb·n)
+            let mut cols = vec![T::default(); r * nb * n];
+            matmul(
+                r,
+                nb * n,
+                g.co,
+                &mut cols,
+                false,
+                w,
+                1,
+                r as isize,
+                &dyw,
+                (nb * n) as isize,
+                1,
+            );
+            let mut dx = vec![T::default(); nb * g.ci * g.big()];
+            for b in 0..nb {
+                col2im(
+                    &cols[b * n..],
+                    g,
+                    &mut dx[b * g.ci * g.big()..(b + 1) * g.ci * g.big()],
+                    nb * n,
+                );
+            }
+            (b0, dx)
+        })
+        .collect();
+    let mut dx = vec![T::default(); g.batch * g.ci * g.big()];
+    for (b0, part) in parts {
+        dx[b0 * g.ci * g.big()..][..part.len()].copy_from_slice(&part);
+    }
+    dx
+}
+
+/// Convolution weight gradient: `x [b, ci, h, w]`, `dy [b, co, oh, ow]` → `[co, ci, k, k]`.
+pub fn bwd_weight<T: Float>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
+    let (r, n) = (g.cols_rows(), g.small());
+    let partial: Vec<Vec<T>> = chunks(g.batch)
+        .into_par_iter()
+        .map(|(b0, b1)| {
+            let nb = b1 - b0;
+            let cols = im2col_many(x, g, b0, b1);
+            let dyw = gather_channels(dy, g.co, n, b0, b1);
+            // acc (co × r) = dy (co × nb·n) · colsᵀ (nb·n × r)
+            let mut acc = vec![T::default(); g.co * r];
+            matmul(
+                g.co,
+                r,
+                nb * n,
+                &mut acc,
+                false,
+                &dyw,
+                (nb * n) as isize,
+                1,
+                &cols,
+                1,
+                (nb * n) as isize,
+            );
+            acc
+        })
+        .collect();
+    let mut out = vec![T::default(); g.co * r];
+    for p in partial {
+        for (o, v) in out.iter_mut().zip(p) {
+            *o += v;
+        }
+    }
+    out
+}
+
+fn contiguous<'a, T: Float>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
+    let data = s.as_slice::<T>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("fastconv: inputs must be contiguous"),
+    }
+}
+
+fn run2<F32Fn, F64Fn>(
+    s1: &CpuStorage,
+    l1: &Layout,
+    s2: &CpuStorage,
+    l2: &Layout,
+    f32fn: F32Fn,
+    f64fn: F64Fn,
+) -> Result<CpuStorage>
+where
+    F32Fn: FnOnce(&[f32], &[f32]) -> Vec<f32>,
+    F64Fn: FnOnce(&[f64], &[f64]) -> Vec<f64>,
+{
+    match (s1, s2) {
+        (CpuStorage::F32(_), CpuStorage::F32(_)) => Ok(CpuStorage::F32(f32fn(
+            contiguous(s1, l1)?,
+            contiguous(s2, l2)?,
+        ))),
+        (CpuStorage::F64(_), CpuStorage::F64(_)) => Ok(CpuStorage::F64(f64fn(
+            contiguous(s1, l1)?,
+            contiguous(s2, l2)?,
+        ))),
+        _ => candle_core::bail!("fastconv: f32 or f64 inputs of one dtype"),
+    }
+}
+
+/// Apply a kernel to two tensors (made contiguous) and wrap the result.
+fn apply_kernel(
+    a: &Tensor,
+    b: &Tensor,
+    out_shape: (usize, usize, usize, usize),
+    kernel: fn(&[f32], &[f32], &Geom) -> Vec<f32>,
+    kernel64: fn(&[f64], &[f64], &Geom) -> Vec<f64>,
+    g: &Geom,
+) -> Result<Tensor> {
+    let a = a.contiguous()?;
+    let b = b.contiguous()?;
+    match a.dtype() {
+        candle_core::DType::F64 => {
+            let v = kernel64(
+                &a.flatten_all()?.to_vec1()?,
+                &b.flatten_all()?.to_vec1()?,
+                g,
+            );
+            Tensor::from_vec(v, out_shape, a.device())
+        }
+        _ => {
+            let v = kernel(
+                &a.flatten_all()?.to_vec1()?,
+                &b.flatten_all()?.to_vec1()?,
+                g,
+            );
+            Tensor::from_vec(v, out_shape, a.device())
+        }
+    }
+}
+
+struct Conv2dOp {
+    stride: usize,
+    pad: usize,
+}
+
+impl Conv2dOp {
+    fn geom(&self, x: &[usize], w: &[usize]) -> Result<Geom> {
+        let (&[b, ci, h, wd], &[co, ci2, k, k2]) = (x, w) else {
+            candle_core::bail!("fastconv conv2d: expected 4-d input and kernel");
+        };
+        if ci != ci2 || k != k2 {
+            candle_core::bail!("fastconv conv2d: input {x:?} and kernel {w:?} do not match");
+        }
+        Ok(Geom::conv(b, ci, h, wd, co, k, self.stride, self.pad))
+    }
+}
+
+impl CustomOp2 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "fast-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.geom(l1.dims(), l2.dims())?;
+        let out = run2(s1, l1, s2, l2, |x, w| fwd(x, w, &g), |x, w| fwd(x, w, &g))?;
+        Ok((out, Shape::from((g.batch, g.co, g.oh, g.ow))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = self.geom(x.dims(), w.dims())?;
+        let dx = apply_kernel(grad, w, (g.batch, g.ci, g.h, g.w), bwd_data, bwd_data, &g)?;
+        let dw = apply_kernel(x, grad, (g.co, g.ci, g.k, g.k), bwd_weight, bwd_weight, &g)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+struct ConvTranspose2dOp {
+    stride: usize,
+    pad: usize,
+}
+
+impl ConvTranspose2dOp {
+    /// The geometry of the adjoint convolution (from this op's output to its input).
+    fn geom(&self, x: &[usize], w: &[usize]) -> Result<Geom> {
+        let (&[b, ci, h, wd], &[ci2, co, k, k2]) = (x, w) else {
+            candle_core::bail!("fastconv conv_transpose2d: expected 4-d input and kernel");
+        };
+        if ci != ci2 || k != k2 {
+            candle_core::bail!(
+                "fastconv conv_transpose2d: input {x:?} and kernel {w:?} do not match"
+            );
+        }
+        let oh = (h - 1) * self.stride + k - 2 * self.pad;
+        let ow = (wd - 1) * self.stride + k - 2 * self.pad;
+        let g = Geom::conv(b, co, oh, ow, ci, k, self.stride, self.pad);
+        if (g.oh, g.ow) != (h, wd) {
+            candle_core::bail!(
+                "fastconv conv_transpose2d: geometry {x:?} k{k} s{} p{} is not invertible",
+                self.stride,
+                self.pad
+            );
+        }
+        Ok(g)
+    }
+}
+
+impl CustomOp2 for ConvTranspose2dOp {
+    fn name(&self) -> &'static str {
+        "fast-conv-transpose2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.geom(l1.dims(), l2.dims())?;
+        let out = run2(
+            s1,
+            l1,
+            s2,
+            l2,
+            |x, w| bwd_data(x, w, &g),
+            |x, w| bwd_data(x, w, &g),
+        )?;
+        Ok((out, Shape::from((g.batch, g.ci, g.h, g.w))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = self.geom(x.dims(), w.dims())?;
+        let dx = apply_kernel(grad, w, (g.batch, g.co, g.oh, g.ow), fwd, fwd, &g)?;
+        let dw = apply_kernel(grad, x, (g.co, g.ci, g.k, g.k), bwd_weight, bwd_weight, &g)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// `conv2d(x, w)` (no bias) with the fast kernels, or candle's when disabled.
+pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
+    if enabled() && x.device().is_cpu() {
+        x.apply_op2(w, Conv2dOp { stride, pad })
+    } else {
+        x.conv2d(w, pad, stride, 1, 1)
+    }
+}
+
+/// `conv_transpose2d(x, w)` (no bias, no output padding) with the fast kernels, or candle's.
+pub fn conv_transpose2d(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
+    if enabled() && x.device().is_cpu() {
+        x.apply_op2(w, ConvTranspose2dOp { stride, pad })
+    } else {
+        x.conv_transpose2d(w, pad, 0, stride, 1)
+    }
+}

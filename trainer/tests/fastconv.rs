@@ -1,0 +1,96 @@
+//! The fast convolutions equal candle's own, forward and gradients, on the shapes of every
+//! layer of the shipped architectures (and a few odd ones).
+
+use candle_core::{DType, Device, Tensor, Var};
+use ign_train::fastconv;
+
+fn rand(shape: &[usize], seed: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut s = seed;
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            s = ign_train::data::mix(s, 7, 1);
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
+    let d = (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap();
+    let m = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+    d.to_scalar::<f32>().unwrap() / m.to_scalar::<f32>().unwrap().max(1e-6)
+}
+
+/// (transpose, batch, cin, cout, size, k, stride, pad)
+type Case = (bool, usize, usize, usize, usize, usize, usize, usize);
+
+const CASES: &[Case] = &[
+    // 28x28 encoder (width 8) and decoder
+    (false, 3, 1, 8, 28, 4, 2, 1),
+    (false, 3, 8, 16, 14, 4, 2, 1),
+    (false, 3, 16, 32, 7, 3, 2, 1),
+    (false, 3, 32, 32, 4, 4, 1, 0),
+    (true, 3, 32, 32, 1, 4, 1, 0),
+    (true, 3, 32, 16, 4, 3, 2, 1),
+    (true, 3, 16, 8, 7, 4, 2, 1),
+    (true, 3, 8, 1, 14, 4, 2, 1),
+    // 64x64 RGB first and last layers, 32x32 middle
+    (false, 2, 3, 8, 64, 4, 2, 1),
+    (true, 2, 8, 3, 32, 4, 2, 1),
+    (false, 2, 8, 16, 32, 4, 2, 1),
+    (true, 2, 16, 8, 8, 4, 2, 1),
+    // odd sizes
+    (false, 1, 2, 3, 9, 3, 1, 1),
+    (true, 1, 3, 2, 5, 3, 1, 1),
+];
+
+#[test]
+fn forward_and_gradients_match_candle() {
+    for (i, &(t, b, ci, co, n, k, s, p)) in CASES.iter().enumerate() {
+        let x = Var::from_tensor(&rand(&[b, ci, n, n], i as u64)).unwrap();
+        let wshape = if t { [ci, co, k, k] } else { [co, ci, k, k] };
+        let w = Var::from_tensor(&rand(&wshape, 100 + i as u64)).unwrap();
+        let run = |fast: bool| {
+            fastconv::set_enabled(fast);
+            let y = if t {
+                fastconv::conv_transpose2d(x.as_tensor(), w.as_tensor(), s, p).unwrap()
+            } else {
+                fastconv::conv2d(x.as_tensor(), w.as_tensor(), s, p).unwrap()
+            };
+            // a loss that weights every output differently
+            let r = rand(y.dims(), 999);
+            let loss = (&y * &r).unwrap().sum_all().unwrap();
+            let g = loss.backward().unwrap();
+            (
+                y,
+                g.get(x.as_tensor()).unwrap().clone(),
+                g.get(w.as_tensor()).unwrap().clone(),
+            )
+        };
+        let (yc, gxc, gwc) = run(false);
+        let (yf, gxf, gwf) = run(true);
+        assert_eq!(yc.dims(), yf.dims(), "case {i}");
+        for (what, a, c) in [("y", &yf, &yc), ("dx", &gxf, &gxc), ("dw", &gwf, &gwc)] {
+            let r = max_rel(a, c);
+            assert!(r < 1e-4, "case {i} {what}: relative error {r}");
+        }
+    }
+    fastconv::set_enabled(true);
+}
+
+#[test]
+fn f64_is_supported_for_gradient_checks() {
+    let x = rand(&[2, 3, 8, 8], 1).to_dtype(DType::F64).unwrap();
+    let w = rand(&[4, 3, 4, 4], 2).to_dtype(DType::F64).unwrap();
+    let y = fastconv::conv2d(&x, &w, 2, 1).unwrap();
+    assert_eq!(y.dims(), &[2, 4, 4, 4]);
+    assert_eq!(y.dtype(), DType::F64);
+}
