@@ -12,6 +12,7 @@
 //! # anyhow::Ok(())
 //! ```
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod draw;
 pub mod fsio;

@@ -1,6 +1,7 @@
 //! The `ign-edge` command line (Contract 2 of ARCHITECTURE.md): one file per subcommand,
 //! shared options in [`common`].
 
+pub mod bench;
 pub mod common;
 pub mod demo;
 pub mod info;
@@ -22,6 +23,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     Demo(demo::DemoCmd),
+    Bench(bench::BenchCmd),
     Info(info::InfoCmd),
     Project(project::ProjectCmd),
 }
@@ -30,6 +32,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(c) => c.run(),
+        Command::Bench(c) => c.run(),
         Command::Info(c) => c.run(),
         Command::Project(c) => c.run(),
     }

@@ -1,0 +1,221 @@
+//! `ign-edge bench`: latency of models on this machine, with a stable JSON report.
+//!
+//! JSON schema (version 1), stable for scripts:
+//! ```text
+//! { "schema": 1, "tool": "ign-edge", "version": "...",
+//!   "machine": { "arch", "cpu", "cores", "features": [..], "kernel", "board" },
+//!   "results": [ { "model", "model_file", "precision", "backend", "threads", "steps", "batch",
+//!                  "load_ms", "first_inference_ms", "load_to_first_output_ms",
+//!                  "latency": { "n", "p50_us", "p90_us", "p99_us", "max_us", "mean_us", "std_us" },
+//!                  "images_per_s", "flops", "gflops_per_s", "peak_rss_bytes" } ] }
+//! ```
+//! `latency` is the time of one call that applies f `steps` times to a batch of `batch`.
+
+pub mod machine;
+pub mod stats;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::backend::{cpu::CpuBackend, Backend};
+use crate::inputs::noise_batch;
+use crate::model::{Model, Precision};
+pub use machine::Machine;
+pub use stats::Latency;
+
+/// One configuration to measure.
+#[derive(Clone, Debug)]
+pub struct ModelCase {
+    pub model: PathBuf,
+    pub precision: Precision,
+    pub threads: usize,
+    pub steps: usize,
+    pub batch: usize,
+}
+
+/// How long to measure each configuration.
+#[derive(Clone, Debug)]
+pub struct Budget {
+    pub warmup: usize,
+    pub iterations: usize,
+    /// When set, run for this long instead of a fixed count.
+    pub duration: Option<Duration>,
+}
+
+/// The figures of one configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ModelResult {
+    pub model: String,
+    pub model_file: String,
+    pub precision: Precision,
+    pub backend: String,
+    pub threads: usize,
+    pub steps: usize,
+    pub batch: usize,
+    pub load_ms: f64,
+    pub first_inference_ms: f64,
+    pub load_to_first_output_ms: f64,
+    pub latency: Latency,
+    pub images_per_s: f64,
+    /// FLOPs of one timed call (batch × steps × FLOPs of f).
+    pub flops: u64,
+    pub gflops_per_s: f64,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// A whole report.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub schema: u32,
+    pub tool: String,
+    pub version: String,
+    pub machine: Machine,
+    pub results: Vec<ModelResult>,
+}
+
+/// Measure one configuration.
+pub fn run_case(case: &ModelCase, budget: &Budget) -> Result<ModelResult> {
+    if case.precision != Precision::Fp32 {
+        bail!(
+            "{}: precision {} is not benchmarked by this build yet; use fp32",
+            case.model.display(),
+            case.precision
+        );
+    }
+    let t0 = Instant::now();
+    let model = Model::load(&case.model)?;
+    let mut backend = CpuBackend::new(&model, Some(case.threads))?;
+    backend.prepare(case.batch)?;
+    let load = t0.elapsed();
+    let x = noise_batch(&model.info, case.batch, 1);
+    let t1 = Instant::now();
+    backend.project(&x, case.steps)?;
+    let first = t1.elapsed();
+    for _ in 0..budget.warmup {
+        backend.project(&x, case.steps)?;
+    }
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    loop {
+        let t = Instant::now();
+        backend.project(&x, case.steps)?;
+        samples.push(t.elapsed().as_secs_f64());
+        let done = match budget.duration {
+            Some(d) => start.elapsed() >= d && samples.len() >= 3,
+            None => samples.len() >= budget.iterations.max(1),
+        };
+        if done {
+            break;
+        }
+    }
+    let latency = Latency::from_secs(&samples);
+    let flops = model.info.flops * (case.batch * case.steps) as u64;
+    let p50_s = latency.p50_us / 1e6;
+    Ok(ModelResult {
+        model: model
+            .info
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        model_file: case.model.display().to_string(),
+        precision: case.precision,
+        backend: backend.name(),
+        threads: case.threads,
+        steps: case.steps,
+        batch: case.batch,
+        load_ms: load.as_secs_f64() * 1e3,
+        first_inference_ms: first.as_secs_f64() * 1e3,
+        load_to_first_output_ms: (load + first).as_secs_f64() * 1e3,
+        images_per_s: case.batch as f64 / p50_s,
+        gflops_per_s: flops as f64 / p50_s / 1e9,
+        latency,
+        flops,
+        peak_rss_bytes: machine::peak_rss_bytes(),
+    })
+}
+
+/// The results as an aligned text table.
+pub fn table(results: &[ModelResult]) -> String {
+    let mut s = format!(
+        "{:<22} {:>5} {:>3} {:>2} {:>3} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>8} {:>9}\n",
+        "model",
+        "prec",
+        "thr",
+        "k",
+        "bat",
+        "load ms",
+        "1st ms",
+        "p50 us",
+        "p90 us",
+        "p99 us",
+        "mean±std",
+        "img/s",
+        "GFLOP/s"
+    );
+    for r in results {
+        let l = &r.latency;
+        s += &format!(
+            "{:<22} {:>5} {:>3} {:>2} {:>3} {:>9.1} {:>9.2} {:>9.1} {:>9.1} {:>9.1} {:>10} {:>8.0} {:>9.2}\n",
+            r.model,
+            r.precision.as_str(),
+            r.threads,
+            r.steps,
+            r.batch,
+            r.load_ms,
+            r.first_inference_ms,
+            l.p50_us,
+            l.p90_us,
+            l.p99_us,
+            format!("{:.0}±{:.0}", l.mean_us, l.std_us),
+            r.images_per_s,
+            r.gflops_per_s
+        );
+    }
+    s
+}
+
+/// Compare with a baseline report: the regressions of p50 beyond `tolerance` (0.1 = 10%).
+pub fn regressions(current: &Report, baseline: &Report, tolerance: f64) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in &current.results {
+        let Some(b) = baseline.results.iter().find(|b| {
+            b.model == r.model
+                && b.precision == r.precision
+                && b.threads == r.threads
+                && b.steps == r.steps
+                && b.batch == r.batch
+        }) else {
+            continue;
+        };
+        let ratio = r.latency.p50_us / b.latency.p50_us;
+        if ratio > 1.0 + tolerance {
+            out.push(format!(
+                "{} {} threads={} k={} batch={}: p50 {:.1} us vs baseline {:.1} us (+{:.0}%)",
+                r.model,
+                r.precision,
+                r.threads,
+                r.steps,
+                r.batch,
+                r.latency.p50_us,
+                b.latency.p50_us,
+                (ratio - 1.0) * 100.0
+            ));
+        }
+    }
+    out
+}
+
+/// Read a report written with `--json`.
+pub fn read_report(path: &Path) -> Result<Report> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read baseline report", path.display()))?;
+    serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: not an ign-edge bench JSON report (schema 1)",
+            path.display()
+        )
+    })
+}

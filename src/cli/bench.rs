@@ -1,0 +1,161 @@
+//! `ign-edge bench`
+
+use anyhow::{bail, Result};
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::bench::{self, Budget, Machine, ModelCase, Report};
+use crate::model::Precision;
+
+/// Measure model latency on this machine: load time, first inference, then timed runs
+/// (p50/p90/p99/max, mean±std, images/s, GFLOP/s, peak RSS) for every model × precision ×
+/// threads × steps given. Compare with an earlier run with --baseline.
+///
+/// Examples:
+///   ign-edge bench
+///   ign-edge bench --model models/ign-mnist.onnx --threads 1 --threads 4 --json bench.json
+///   ign-edge bench --baseline bench.json --tolerance 0.1
+#[derive(Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub struct BenchCmd {
+    /// Models (default: the shipped models under models/).
+    #[arg(long = "model", short = 'm')]
+    pub models: Vec<PathBuf>,
+    /// Precisions (default: fp32).
+    #[arg(long = "precision", value_enum)]
+    pub precisions: Vec<Precision>,
+    /// Thread counts (default: 1 and all cores).
+    #[arg(long = "threads")]
+    pub threads: Vec<usize>,
+    /// Applications of f per call (sweep with several --steps).
+    #[arg(long = "steps", short = 'k')]
+    pub steps: Vec<usize>,
+    /// Images per call.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Timed runs per configuration.
+    #[arg(long, default_value_t = 200)]
+    pub iterations: usize,
+    /// Run each configuration for this many seconds instead of --iterations.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Untimed runs before timing.
+    #[arg(long, default_value_t = 10)]
+    pub warmup: usize,
+    /// Write the report as JSON (stable schema, see the README).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Compare with an earlier JSON report; exit 1 when a p50 regresses beyond --tolerance.
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// Allowed p50 regression against the baseline (0.1 = 10%).
+    #[arg(long, default_value_t = 0.1)]
+    pub tolerance: f64,
+}
+
+fn default_models() -> Vec<PathBuf> {
+    ["models/ign-mnist.onnx", "models/ign-fashion.onnx"]
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+        .collect()
+}
+
+impl BenchCmd {
+    pub fn run(self) -> Result<()> {
+        let models = if self.models.is_empty() {
+            default_models()
+        } else {
+            self.models.clone()
+        };
+        if models.is_empty() {
+            bail!("no model to benchmark: pass --model FILE.onnx (models/ has none here)");
+        }
+        let precisions = if self.precisions.is_empty() {
+            vec![Precision::Fp32]
+        } else {
+            self.precisions.clone()
+        };
+        let cores = crate::backend::cpu::available_cores();
+        let mut threads = if self.threads.is_empty() {
+            vec![1, cores]
+        } else {
+            self.threads.clone()
+        };
+        threads.dedup();
+        let steps = if self.steps.is_empty() {
+            vec![1]
+        } else {
+            self.steps.clone()
+        };
+        let budget = Budget {
+            warmup: self.warmup,
+            iterations: self.iterations,
+            duration: self.duration.map(Duration::from_secs_f64),
+        };
+        let machine = Machine::detect();
+        eprintln!(
+            "machine: {} ({}, {} cores, {}){}",
+            machine.cpu,
+            machine.arch,
+            machine.cores,
+            machine.features.join(" "),
+            machine
+                .board
+                .as_ref()
+                .map(|b| format!(", board {b}"))
+                .unwrap_or_default()
+        );
+        let mut results = Vec::new();
+        for m in &models {
+            for &p in &precisions {
+                for &t in &threads {
+                    for &k in &steps {
+                        let case = ModelCase {
+                            model: m.clone(),
+                            precision: p,
+                            threads: t,
+                            steps: k,
+                            batch: self.batch,
+                        };
+                        results.push(bench::run_case(&case, &budget)?);
+                    }
+                }
+            }
+        }
+        print!("{}", bench::table(&results));
+        let report = Report {
+            schema: 1,
+            tool: "ign-edge".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            machine,
+            results,
+        };
+        if let Some(j) = &self.json {
+            crate::fsio::atomic_write(j, serde_json::to_string_pretty(&report)?.as_bytes())?;
+            eprintln!("wrote {}", j.display());
+        }
+        if let Some(b) = &self.baseline {
+            let base = bench::read_report(b)?;
+            let regs = bench::regressions(&report, &base, self.tolerance);
+            if !regs.is_empty() {
+                for r in &regs {
+                    eprintln!("regression: {r}");
+                }
+                bail!(
+                    "{} configuration(s) slower than {} by more than {:.0}%",
+                    regs.len(),
+                    b.display(),
+                    self.tolerance * 100.0
+                );
+            }
+            eprintln!(
+                "no p50 regression beyond {:.0}% against {}",
+                self.tolerance * 100.0,
+                b.display()
+            );
+        }
+        Ok(())
+    }
+}
