@@ -1,20 +1,20 @@
 //! ONNX export (Contract 1): float32 NCHW in and out, dynamic batch axis, `ign.*` metadata.
 //!
 //! BatchNorm is folded into the preceding convolution with the running statistics (the
-//! eval-mode network), so the file holds only Conv, ConvTranspose and activations.
+//! eval-mode network). LayerNorm (the default) is written with standard ops: ReduceMean, Sub,
+//! Mul, Add, Sqrt, Div, then a per-channel scale and shift.
 //! The encoder's output tensor is named `latent` and recorded as `ign.latent`.
 
 use anyhow::{Context, Result};
 use candle_nn::VarMap;
 use ign_edge::model::metadata::keys;
-use ign_edge::model::writer::{attr_float, attr_ints, Dim, OnnxWriter};
+use ign_edge::model::writer::{attr_float, attr_int, attr_ints, Dim, OnnxWriter};
 use std::path::Path;
 
-use crate::model::{Act, LayerSpec};
+use crate::model::{Act, LayerSpec, Norm, NORM_EPS};
 use crate::train::TrainConfig;
 
-/// BatchNorm epsilon used by candle's default config (and PyTorch's).
-pub const BN_EPS: f64 = 1e-5;
+const BN_EPS: f64 = NORM_EPS;
 
 fn tensor_vec(varmap: &VarMap, name: &str) -> Result<Vec<f32>> {
     let data = varmap.data().lock().unwrap();
@@ -25,14 +25,19 @@ fn tensor_vec(varmap: &VarMap, name: &str) -> Result<Vec<f32>> {
 }
 
 /// Weights and bias of one layer with its BatchNorm folded in.
-fn folded(varmap: &VarMap, prefix: &str, spec: &LayerSpec) -> Result<(Vec<f32>, Vec<f32>)> {
+fn folded(
+    varmap: &VarMap,
+    prefix: &str,
+    spec: &LayerSpec,
+    norm: Norm,
+) -> Result<(Vec<f32>, Vec<f32>)> {
     let mut w = tensor_vec(varmap, &format!("{prefix}.conv.weight"))?;
     let mut b = if spec.has_bias() {
         tensor_vec(varmap, &format!("{prefix}.conv.bias"))?
     } else {
         vec![0.0; spec.cout]
     };
-    if spec.batch_norm {
+    if spec.norm && norm == Norm::Batch {
         let gamma = tensor_vec(varmap, &format!("{prefix}.bn.weight"))?;
         let beta = tensor_vec(varmap, &format!("{prefix}.bn.bias"))?;
         let mean = tensor_vec(varmap, &format!("{prefix}.bn.running_mean"))?;
@@ -55,6 +60,33 @@ fn folded(varmap: &VarMap, prefix: &str, spec: &LayerSpec) -> Result<(Vec<f32>, 
         }
     }
     Ok((w, b))
+}
+
+/// Write a per-sample LayerNorm over (C, H, W) with per-channel affine; returns its output.
+fn layer_norm(
+    w: &mut OnnxWriter,
+    varmap: &VarMap,
+    prefix: &str,
+    input: &str,
+    channels: usize,
+) -> Result<String> {
+    let gamma = tensor_vec(varmap, &format!("{prefix}.ln.weight"))?;
+    let beta = tensor_vec(varmap, &format!("{prefix}.ln.bias"))?;
+    let g = w.initializer_f32(&format!("{prefix}.ln.weight"), &[1, channels, 1, 1], &gamma);
+    let b = w.initializer_f32(&format!("{prefix}.ln.bias"), &[1, channels, 1, 1], &beta);
+    let eps = w.initializer_f32(&format!("{prefix}.ln.eps"), &[1], &[NORM_EPS as f32]);
+    let axes = || vec![attr_ints("axes", &[1, 2, 3]), attr_int("keepdims", 1)];
+    let n = |s: &str| format!("{prefix}.ln.{s}");
+    w.node("ReduceMean", &[input], &[&n("mean")], axes());
+    w.node("Sub", &[input, &n("mean")], &[&n("centered")], vec![]);
+    w.node("Mul", &[&n("centered"), &n("centered")], &[&n("sq")], vec![]);
+    w.node("ReduceMean", &[&n("sq")], &[&n("var")], axes());
+    w.node("Add", &[&n("var"), &eps], &[&n("var_eps")], vec![]);
+    w.node("Sqrt", &[&n("var_eps")], &[&n("std")], vec![]);
+    w.node("Div", &[&n("centered"), &n("std")], &[&n("normed")], vec![]);
+    w.node("Mul", &[&n("normed"), &g], &[&n("scaled")], vec![]);
+    w.node("Add", &[&n("scaled"), &b], &[&n("out")], vec![]);
+    Ok(n("out"))
 }
 
 /// The ONNX bytes of the model held in `varmap`.
@@ -81,7 +113,7 @@ pub fn onnx_bytes(config: &TrainConfig, varmap: &VarMap, step: u64) -> Result<Ve
         .enumerate()
     {
         let prefix = format!("{part}.{i}");
-        let (wt, bias) = folded(varmap, &prefix, spec)?;
+        let (wt, bias) = folded(varmap, &prefix, spec, m.norm)?;
         let wdims = if spec.transpose {
             [spec.cin, spec.cout, spec.kernel, spec.kernel]
         } else {
@@ -98,13 +130,16 @@ pub fn onnx_bytes(config: &TrainConfig, varmap: &VarMap, step: u64) -> Result<Ve
             attr_ints("pads", &[p, p, p, p]),
             attr_ints("dilations", &[1, 1]),
         ];
-        let conv_out = format!("{prefix}.conv");
+        let mut conv_out = format!("{prefix}.conv");
         let op = if spec.transpose {
             "ConvTranspose"
         } else {
             "Conv"
         };
         w.node(op, &[&cur, &wn, &bn], &[&conv_out], attrs);
+        if spec.norm && m.norm == Norm::Layer {
+            conv_out = layer_norm(&mut w, varmap, &prefix, &conv_out, spec.cout)?;
+        }
         let last_enc = li + 1 == n_enc;
         let last = li + 1 == n_enc + dec.len();
         let out_name = if last_enc {
@@ -138,10 +173,11 @@ pub fn onnx_bytes(config: &TrainConfig, varmap: &VarMap, step: u64) -> Result<Ve
     w.metadata(
         keys::TRAINER,
         &format!(
-            "ign-train {}; steps={step}; seed={}; width={}; batch={}; noise={:?}",
+            "ign-train {}; steps={step}; seed={}; width={}; norm={:?}; batch={}; noise={:?}",
             env!("CARGO_PKG_VERSION"),
             config.seed,
             m.width,
+            m.norm,
             config.batch,
             config.noise
         ),

@@ -1,14 +1,45 @@
 //! The IGN network: a DCGAN encoder-decoder, image in, same-shape image out.
 //!
-//! Encoder = DCGAN discriminator without its head (strided convs, LeakyReLU 0.2, BatchNorm after
-//! the first), down to a `latent × 1 × 1` code; decoder = DCGAN generator (transposed convs, BN +
-//! ReLU, Tanh at the end). Parameter names follow the module tree:
-//! `enc.<i>.conv.weight`, `enc.<i>.bn.running_mean`, `dec.<i>.conv.bias`, ...
+//! Encoder = DCGAN discriminator without its head (strided convs, LeakyReLU 0.2, a normalization
+//! after the first), down to a `latent × 1 × 1` code; decoder = DCGAN generator (transposed
+//! convs, normalization + ReLU, Tanh at the end). Parameter names follow the module tree:
+//! `enc.<i>.conv.weight`, `enc.<i>.ln.weight`, `dec.<i>.bn.running_mean`, ...
+//!
+//! ## Normalization
+//! DCGAN uses BatchNorm. In IGN training every forward pass sees a batch of one kind (real
+//! images, noise, or f(noise)), so BatchNorm's batch statistics differ wildly between passes,
+//! and its running averages (what an exported, batch-1 model must use) match none of them:
+//! measured here, the eval-mode network maps every input to the same blob although the
+//! train-mode reconstruction loss was low. The default is therefore a per-sample LayerNorm over
+//! (C, H, W) with a per-channel scale and shift: it computes the same function in training and
+//! at batch 1 on a board. `--norm batch` keeps the paper's BatchNorm.
 
 use anyhow::{bail, Result};
 use candle_core::{ModuleT, Tensor};
 use candle_nn::{BatchNorm, Conv2d, ConvTranspose2d, VarBuilder};
 use serde::{Deserialize, Serialize};
+
+/// The normalization after the hidden convolutions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Norm {
+    /// Per-sample LayerNorm over (C, H, W), per-channel affine: batch-independent.
+    #[default]
+    Layer,
+    /// BatchNorm (the paper's DCGAN); exported with its running statistics.
+    Batch,
+    /// No normalization.
+    None,
+}
+
+impl Norm {
+    fn batch() -> Norm {
+        Norm::Batch
+    }
+}
+
+/// Epsilon of both normalizations (PyTorch's and candle's default).
+pub const NORM_EPS: f64 = 1e-5;
 
 /// Shape and width of a model.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,6 +50,9 @@ pub struct ModelConfig {
     pub image_size: usize,
     /// Channels of the first layer (DCGAN's `ndf`/`ngf`; 64 in the paper).
     pub width: usize,
+    /// Normalization of hidden layers (checkpoints without the key used BatchNorm).
+    #[serde(default = "Norm::batch")]
+    pub norm: Norm,
 }
 
 /// The activation after a layer.
@@ -39,7 +73,8 @@ pub struct LayerSpec {
     pub kernel: usize,
     pub stride: usize,
     pub padding: usize,
-    pub batch_norm: bool,
+    /// Followed by a normalization (BatchNorm or LayerNorm per the model's `norm`).
+    pub norm: bool,
     pub act: Act,
 }
 
@@ -52,7 +87,7 @@ impl LayerSpec {
             kernel: k,
             stride: s,
             padding: p,
-            batch_norm: bn,
+            norm: bn,
             act,
         }
     }
@@ -62,9 +97,9 @@ impl LayerSpec {
             ..Self::conv(cin, cout, k, s, p, bn, act)
         }
     }
-    /// Layers followed by BatchNorm carry no bias (the BN shift replaces it).
+    /// Layers followed by a normalization carry no bias (its shift replaces it).
     pub fn has_bias(&self) -> bool {
-        !self.batch_norm
+        !self.norm
     }
     /// Output spatial size for input size `n`.
     pub fn out_size(&self, n: usize) -> usize {
@@ -101,6 +136,24 @@ impl ModelConfig {
 
     /// The encoder layers (image → `latent×1×1`).
     pub fn encoder_specs(&self) -> Vec<LayerSpec> {
+        self.without_norm_if_none(self.encoder_specs_raw())
+    }
+
+    /// The decoder layers (`latent×1×1` → image).
+    pub fn decoder_specs(&self) -> Vec<LayerSpec> {
+        self.without_norm_if_none(self.decoder_specs_raw())
+    }
+
+    fn without_norm_if_none(&self, mut v: Vec<LayerSpec>) -> Vec<LayerSpec> {
+        if self.norm == Norm::None {
+            for l in &mut v {
+                l.norm = false;
+            }
+        }
+        v
+    }
+
+    fn encoder_specs_raw(&self) -> Vec<LayerSpec> {
         let (c, w) = (self.channels, self.width);
         use Act::*;
         match self.image_size {
@@ -126,8 +179,7 @@ impl ModelConfig {
         }
     }
 
-    /// The decoder layers (`latent×1×1` → image).
-    pub fn decoder_specs(&self) -> Vec<LayerSpec> {
+    fn decoder_specs_raw(&self) -> Vec<LayerSpec> {
         let (c, w) = (self.channels, self.width);
         use Act::*;
         match self.image_size {
@@ -161,7 +213,7 @@ impl ModelConfig {
             .map(|l| {
                 l.cin * l.cout * l.kernel * l.kernel
                     + if l.has_bias() { l.cout } else { 0 }
-                    + if l.batch_norm { 2 * l.cout } else { 0 }
+                    + if l.norm { 2 * l.cout } else { 0 }
             })
             .sum()
     }
@@ -172,16 +224,41 @@ enum ConvKind {
     Transpose(ConvTranspose2d),
 }
 
+/// A per-sample LayerNorm over (C, H, W) with a per-channel scale and shift.
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl LayerNorm {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let flat = x.flatten_from(1)?;
+        let mean = flat.mean_keepdim(1)?;
+        let centered = flat.broadcast_sub(&mean)?;
+        let var = centered.sqr()?.mean_keepdim(1)?;
+        let normed = centered.broadcast_div(&(var + NORM_EPS)?.sqrt()?)?.reshape(dims)?;
+        normed
+            .broadcast_mul(&self.weight.reshape((1, (), 1, 1))?)?
+            .broadcast_add(&self.bias.reshape((1, (), 1, 1))?)
+    }
+}
+
+enum NormLayer {
+    Batch(BatchNorm),
+    Layer(LayerNorm),
+}
+
 struct Block {
     conv: ConvKind,
     stride: usize,
     padding: usize,
-    bn: Option<BatchNorm>,
+    bn: Option<NormLayer>,
     act: Act,
 }
 
 impl Block {
-    fn new(spec: &LayerSpec, vb: VarBuilder) -> Result<Self> {
+    fn new(spec: &LayerSpec, norm: Norm, vb: VarBuilder) -> Result<Self> {
         let vbc = vb.pp("conv");
         let conv = if spec.transpose {
             let cfg = candle_nn::ConvTranspose2dConfig {
@@ -208,14 +285,23 @@ impl Block {
             };
             ConvKind::Conv(c)
         };
-        let bn = if spec.batch_norm {
-            Some(candle_nn::batch_norm(
+        let bn = match (spec.norm, norm) {
+            (false, _) | (_, Norm::None) => None,
+            (true, Norm::Batch) => Some(NormLayer::Batch(candle_nn::batch_norm(
                 spec.cout,
-                candle_nn::BatchNormConfig::default(),
+                candle_nn::BatchNormConfig {
+                    eps: NORM_EPS,
+                    ..Default::default()
+                },
                 vb.pp("bn"),
-            )?)
-        } else {
-            None
+            )?)),
+            (true, Norm::Layer) => {
+                let vb = vb.pp("ln");
+                Some(NormLayer::Layer(LayerNorm {
+                    weight: vb.get_with_hints(spec.cout, "weight", candle_nn::Init::Const(1.0))?,
+                    bias: vb.get_with_hints(spec.cout, "bias", candle_nn::Init::Const(0.0))?,
+                }))
+            }
         };
         Ok(Block {
             conv,
@@ -241,8 +327,10 @@ impl Block {
             Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?)?,
             None => y,
         };
-        if let Some(bn) = &self.bn {
-            y = bn.forward_t(&y, train)?;
+        match &self.bn {
+            Some(NormLayer::Batch(bn)) => y = bn.forward_t(&y, train)?,
+            Some(NormLayer::Layer(ln)) => y = ln.forward(&y)?,
+            None => {}
         }
         match self.act {
             Act::LeakyRelu => candle_nn::ops::leaky_relu(&y, 0.2),
@@ -268,13 +356,13 @@ impl Ign {
             .encoder_specs()
             .iter()
             .enumerate()
-            .map(|(i, s)| Block::new(s, vb.pp("enc").pp(i)))
+            .map(|(i, s)| Block::new(s, config.norm, vb.pp("enc").pp(i)))
             .collect::<Result<_>>()?;
         let dec = config
             .decoder_specs()
             .iter()
             .enumerate()
-            .map(|(i, s)| Block::new(s, vb.pp("dec").pp(i)))
+            .map(|(i, s)| Block::new(s, config.norm, vb.pp("dec").pp(i)))
             .collect::<Result<_>>()?;
         Ok(Ign {
             config: config.clone(),
@@ -297,7 +385,8 @@ impl Ign {
             .try_fold(z.clone(), |h, b| b.forward_t(&h, train))
     }
 
-    /// `f(x)`. `train` selects batch statistics (true) or running statistics (false) in BN.
+    /// `f(x)`. With BatchNorm, `train` selects batch statistics (true) or running statistics
+    /// (false); LayerNorm computes the same either way.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         self.decode(&self.encode(x, train)?, train)
     }
@@ -314,6 +403,7 @@ mod tests {
                 channels: 1,
                 image_size: size,
                 width: 64,
+                norm: Norm::Batch,
             };
             let mut n = size;
             for l in cfg.encoder_specs() {
@@ -334,6 +424,7 @@ mod tests {
             channels: 1,
             image_size: 28,
             width: 64,
+            norm: Norm::Batch,
         };
         let p = cfg.num_params();
         assert!((2_900_000..3_000_000).contains(&p), "{p}");
@@ -341,6 +432,7 @@ mod tests {
             channels: 3,
             image_size: 64,
             width: 64,
+            norm: Norm::Batch,
         };
         let p = faces.num_params();
         assert!((13_500_000..14_300_000).contains(&p), "{p}");

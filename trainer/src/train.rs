@@ -76,7 +76,8 @@ pub fn frozen_copy(varmap: &VarMap, cfg: &ModelConfig) -> Result<Ign> {
     Ign::new(cfg, VarBuilder::from_tensors(map, dtype, &Device::Cpu))
 }
 
-/// DCGAN initialisation from `seed`: conv weights `N(0, 0.02)`, BN scale `N(1, 0.02)`, biases 0.
+/// DCGAN initialisation from `seed`: conv weights `N(0, 0.02)`, norm scales `N(1, 0.02)`,
+/// biases 0.
 pub fn init_weights(varmap: &VarMap, seed: u64) -> Result<()> {
     let data = varmap.data().lock().unwrap();
     let mut names: Vec<&String> = data.keys().collect();
@@ -88,7 +89,7 @@ pub fn init_weights(varmap: &VarMap, seed: u64) -> Result<()> {
         let vals: Vec<f32> = if name.ends_with("conv.weight") {
             let d = Normal::new(0.0f32, 0.02).unwrap();
             (0..n).map(|_| d.sample(&mut rng)).collect()
-        } else if name.ends_with("bn.weight") {
+        } else if name.ends_with("bn.weight") || name.ends_with("ln.weight") {
             let d = Normal::new(1.0f32, 0.02).unwrap();
             (0..n).map(|_| d.sample(&mut rng)).collect()
         } else if name.ends_with("running_var") {

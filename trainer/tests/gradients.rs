@@ -16,6 +16,7 @@ fn tiny() -> ModelConfig {
         channels: 1,
         image_size: 28,
         width: 2,
+        norm: ign_train::model::Norm::Batch,
     }
 }
 

@@ -18,6 +18,7 @@ fn config() -> TrainConfig {
             channels: 1,
             image_size: 28,
             width: 4,
+            norm: ign_train::model::Norm::Layer,
         },
         loss: LossConfig::default(),
         adam: AdamConfig {

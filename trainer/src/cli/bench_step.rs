@@ -39,6 +39,8 @@ pub struct BenchStepCmd {
     pub steps: usize,
     #[arg(long, value_enum, default_value = "fast")]
     pub conv: ConvImpl,
+    #[arg(long, value_enum, default_value = "layer")]
+    pub norm: crate::model::Norm,
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -60,6 +62,7 @@ impl BenchStepCmd {
             channels: self.channels,
             image_size: self.image_size,
             width: self.width,
+            norm: self.norm,
         };
         model.validate()?;
         let n = (self.batch * 4).max(64);

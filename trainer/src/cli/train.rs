@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crate::data::{DataKind, DataOptions};
 use crate::loss::{Distance, LossConfig};
-use crate::model::ModelConfig;
+use crate::model::{ModelConfig, Norm};
 use crate::noise::NoiseKind;
 use crate::optim::AdamConfig;
 use crate::train::{self, RunOptions, TrainConfig};
@@ -35,6 +35,10 @@ pub struct TrainCmd {
     /// Width of the first layer (64 in the paper; 32 trains ~4x faster on a small CPU).
     #[arg(long, default_value_t = 64)]
     pub width: usize,
+    /// Normalization: layer (per-sample, the same at batch 1: default), batch (the paper's
+    /// BatchNorm; its running statistics rarely fit IGN's mixed inputs) or none.
+    #[arg(long, value_enum, default_value = "layer")]
+    pub norm: Norm,
     /// Batch size.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
@@ -114,6 +118,7 @@ impl TrainCmd {
                 channels,
                 image_size,
                 width: self.width,
+                norm: self.norm,
             },
             loss: LossConfig {
                 lambda_rec: self.lambda_rec,
