@@ -79,7 +79,12 @@ fn layer_norm(
     let n = |s: &str| format!("{prefix}.ln.{s}");
     w.node("ReduceMean", &[input], &[&n("mean")], axes());
     w.node("Sub", &[input, &n("mean")], &[&n("centered")], vec![]);
-    w.node("Mul", &[&n("centered"), &n("centered")], &[&n("sq")], vec![]);
+    w.node(
+        "Mul",
+        &[&n("centered"), &n("centered")],
+        &[&n("sq")],
+        vec![],
+    );
     w.node("ReduceMean", &[&n("sq")], &[&n("var")], axes());
     w.node("Add", &[&n("var"), &eps], &[&n("var_eps")], vec![]);
     w.node("Sqrt", &[&n("var_eps")], &[&n("std")], vec![]);

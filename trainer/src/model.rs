@@ -237,7 +237,9 @@ impl LayerNorm {
         let mean = flat.mean_keepdim(1)?;
         let centered = flat.broadcast_sub(&mean)?;
         let var = centered.sqr()?.mean_keepdim(1)?;
-        let normed = centered.broadcast_div(&(var + NORM_EPS)?.sqrt()?)?.reshape(dims)?;
+        let normed = centered
+            .broadcast_div(&(var + NORM_EPS)?.sqrt()?)?
+            .reshape(dims)?;
         normed
             .broadcast_mul(&self.weight.reshape((1, (), 1, 1))?)?
             .broadcast_add(&self.bias.reshape((1, (), 1, 1))?)

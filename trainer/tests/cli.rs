@@ -1,0 +1,143 @@
+//! `ign-train` end to end through the binary: train, export, eval, and clean errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn run(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ign-train"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run ign-train")
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn train_export_eval() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = fixture("mnist-300-images-idx3-ubyte.gz");
+    let data = data.to_str().unwrap();
+    ok(&run(
+        &[
+            "train",
+            "--data",
+            data,
+            "--width",
+            "4",
+            "--batch",
+            "8",
+            "--steps",
+            "3",
+            "--out",
+            "run",
+            "--sample-every",
+            "3",
+        ],
+        d,
+    ));
+    for f in [
+        "checkpoint.safetensors",
+        "log.csv",
+        "loss.png",
+        "samples/latest.png",
+        "samples/step-0000003.png",
+    ] {
+        assert!(d.join("run").join(f).exists(), "{f} missing");
+    }
+    let grid = image::open(d.join("run/samples/latest.png")).unwrap();
+    // 5 rows (x, f(x), z, f(z), f(f(z))) and 8 columns of 112 px tiles + 2 px padding
+    assert_eq!((grid.width(), grid.height()), (8 * 114 + 2, 5 * 114 + 2));
+    // continuing needs --resume; with it, the run goes on from step 3
+    let again = run(
+        &[
+            "train", "--data", data, "--width", "4", "--steps", "5", "--out", "run",
+        ],
+        d,
+    );
+    assert_eq!(again.status.code(), Some(2));
+    ok(&run(
+        &[
+            "train",
+            "--data",
+            data,
+            "--steps",
+            "5",
+            "--out",
+            "run",
+            "--resume",
+            "--sample-every",
+            "0",
+        ],
+        d,
+    ));
+    let log = std::fs::read_to_string(d.join("run/log.csv")).unwrap();
+    assert_eq!(log.lines().last().unwrap().split(',').next().unwrap(), "5");
+
+    ok(&run(
+        &["export", "--checkpoint", "run", "--out", "m.onnx"],
+        d,
+    ));
+    let m = ign_edge::model::Model::load(&d.join("m.onnx")).unwrap();
+    assert_eq!(m.info.metadata["ign.dataset"], "fixtures");
+    assert!(m.info.metadata["ign.trainer"].contains("steps=5"));
+
+    let out = run(
+        &[
+            "eval",
+            "--model",
+            "m.onnx",
+            "--data",
+            data,
+            "--samples",
+            "50",
+            "--classifier-epochs",
+            "15",
+            "--classifier",
+            "clf.safetensors",
+            "--out-dir",
+            "ev",
+            "--json",
+            "ev.json",
+        ],
+        d,
+    );
+    ok(&out);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("ev.json")).unwrap()).unwrap();
+    let hist = v["class_histogram_fz"].as_array().unwrap();
+    assert_eq!(hist.iter().map(|h| h.as_u64().unwrap()).sum::<u64>(), 50);
+    assert!(v["rec_l1"].as_f64().unwrap() > 0.0);
+    assert!(v["classifier_accuracy"].as_f64().unwrap() > 0.3);
+    assert!(d.join("ev/samples.png").exists() && d.join("ev/projections.png").exists());
+}
+
+#[test]
+fn bad_data_is_one_line_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        &["train", "--data", "missing-dir", "--out", "r"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("missing-dir") && err.contains("no such file"),
+        "{err}"
+    );
+}
