@@ -47,7 +47,7 @@ fn check(model: ModelConfig) {
                 } else if name.ends_with("bn.weight") || name.ends_with("ln.weight") {
                     0.8 + 0.4 * t
                 } else {
-                    return f32::NAN;
+                    f32::NAN
                 }
             })
             .collect();
