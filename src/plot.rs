@@ -89,6 +89,8 @@ pub fn line_plot(title: &str, x_label: &str, series: &[Series], w: u32, h: u32) 
         text,
     )
     .draw(&mut t);
+    let name_w = 6 * series.iter().map(|s| s.name.len()).max().unwrap_or(0) as i32;
+    let lx = (l + pw - 30 - name_w).max(l + 4);
     for (i, s) in series.iter().enumerate() {
         let c = PALETTE[i % PALETTE.len()];
         let style = PrimitiveStyle::with_stroke(c, 1);

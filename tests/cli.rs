@@ -189,3 +189,116 @@ fn bad_inputs_give_one_line_and_exit_2() {
     let out = ign(&["project", "-m", &m, "noise:1", "--out", "o.txt"], d);
     assert_clean_error(&out, &["o.txt", ".png"]);
 }
+
+#[test]
+fn bench_writes_json_csv_and_flags_a_regression() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = s(&fixture("tiny28.onnx")).to_string();
+    let args = [
+        "bench",
+        "-m",
+        &m,
+        "--threads",
+        "1",
+        "--steps",
+        "1",
+        "--steps",
+        "2",
+        "--iterations",
+        "20",
+        "--no-peak",
+        "--json",
+        "b.json",
+        "--csv",
+        "b.csv",
+        "--plot",
+        "b.png",
+        "--profile",
+    ];
+    let out = ign(&args, d);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("tiny28.onnx") && text.contains("p50 us"),
+        "{text}"
+    );
+    assert!(text.contains("profile of tiny28.onnx"), "{text}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("b.json")).unwrap()).unwrap();
+    assert_eq!(v["schema"], 1);
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[1]["steps"], 2);
+    assert_eq!(results[0]["latency"]["n"], 20);
+    assert!(results[0]["latency"]["p50_us"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        std::fs::read_to_string(d.join("b.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        3
+    );
+    assert!(image::open(d.join("b.png")).is_ok());
+
+    // a baseline 1000x faster than reality is a regression: exit non-zero, say which
+    let mut fast = v.clone();
+    for r in fast["results"].as_array_mut().unwrap() {
+        let p = r["latency"]["p50_us"].as_f64().unwrap();
+        r["latency"]["p50_us"] = serde_json::json!(p / 1000.0);
+    }
+    std::fs::write(d.join("fast.json"), fast.to_string()).unwrap();
+    let out = ign(
+        &[
+            "bench",
+            "-m",
+            &m,
+            "--threads",
+            "1",
+            "--iterations",
+            "20",
+            "--no-peak",
+            "--baseline",
+            "fast.json",
+        ],
+        d,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("regression: tiny28.onnx fp32 threads=1"),
+        "{err}"
+    );
+    let last = err.trim_end().lines().last().unwrap();
+    assert!(
+        last.starts_with("error: ") && last.contains("slower than fast.json"),
+        "{err}"
+    );
+    // and against itself with a generous tolerance it passes
+    let out = ign(
+        &[
+            "bench",
+            "-m",
+            &m,
+            "--threads",
+            "1",
+            "--iterations",
+            "20",
+            "--no-peak",
+            "--baseline",
+            "b.json",
+            "--tolerance",
+            "100",
+        ],
+        d,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -75,6 +75,48 @@ impl CpuBackend {
     }
 }
 
+/// Time spent in one kind of operator, from [`CpuBackend::profile`].
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct OpTime {
+    pub op: String,
+    pub nodes: usize,
+    pub total_us: f64,
+}
+
+impl CpuBackend {
+    /// Per-operator time of the optimized plan over `iterations` runs on `input`, grouped by
+    /// operator type, largest first.
+    pub fn profile(&mut self, input: &ImageBatch, iterations: usize) -> Result<Vec<OpTime>> {
+        let n = input.shape[0];
+        self.prepare(n)?;
+        let state = self.states.get_mut(&n).expect("prepared");
+        let t = Tensor::from_shape(&input.shape, &input.data)?;
+        let mut by_op: HashMap<String, (std::collections::HashSet<usize>, f64)> = HashMap::new();
+        for _ in 0..iterations.max(1) {
+            multithread_tract_scope(self.executor.clone(), || {
+                state.run_plan_with_eval(tvec!(t.clone().into()), |ctx, st, node, inputs| {
+                    let t0 = std::time::Instant::now();
+                    let r = tract_onnx::tract_core::plan::eval(ctx, st, node, inputs);
+                    let e = by_op.entry(node.op().name().to_string()).or_default();
+                    e.0.insert(node.id);
+                    e.1 += t0.elapsed().as_secs_f64() * 1e6;
+                    r
+                })
+            })?;
+        }
+        let mut out: Vec<OpTime> = by_op
+            .into_iter()
+            .map(|(op, (nodes, us))| OpTime {
+                op,
+                nodes: nodes.len(),
+                total_us: us / iterations.max(1) as f64,
+            })
+            .collect();
+        out.sort_by(|a, b| b.total_us.partial_cmp(&a.total_us).unwrap());
+        Ok(out)
+    }
+}
+
 impl Backend for CpuBackend {
     fn name(&self) -> String {
         format!("cpu-{}", self.model.info.precision)

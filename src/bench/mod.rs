@@ -7,11 +7,15 @@
 //!   "results": [ { "model", "model_file", "precision", "backend", "threads", "steps", "batch",
 //!                  "load_ms", "first_inference_ms", "load_to_first_output_ms",
 //!                  "latency": { "n", "p50_us", "p90_us", "p99_us", "max_us", "mean_us", "std_us" },
-//!                  "images_per_s", "flops", "gflops_per_s", "peak_rss_bytes" } ] }
+//!                  "images_per_s", "flops", "gflops_per_s", "peak_gflops_per_s",
+//!                  "fraction_of_peak", "peak_rss_bytes", "profile": [ { "op", "nodes", "total_us" } ] | null } ] }
 //! ```
+//! `peak_gflops_per_s` is what a 512×512 f32 matrix product reaches in tract with the same
+//! thread count on this machine ([`peak::matmul_peak_gflops`]).
 //! `latency` is the time of one call that applies f `steps` times to a batch of `batch`.
 
 pub mod machine;
+pub mod peak;
 pub mod stats;
 
 use anyhow::{bail, Context, Result};
@@ -35,13 +39,15 @@ pub struct ModelCase {
     pub batch: usize,
 }
 
-/// How long to measure each configuration.
+/// How long to measure each configuration, and what else to record.
 #[derive(Clone, Debug)]
 pub struct Budget {
     pub warmup: usize,
     pub iterations: usize,
     /// When set, run for this long instead of a fixed count.
     pub duration: Option<Duration>,
+    /// Record the per-operator breakdown.
+    pub profile: bool,
 }
 
 /// The figures of one configuration.
@@ -62,7 +68,17 @@ pub struct ModelResult {
     /// FLOPs of one timed call (batch × steps × FLOPs of f).
     pub flops: u64,
     pub gflops_per_s: f64,
+    #[serde(default)]
+    pub peak_gflops_per_s: Option<f64>,
+    #[serde(default)]
+    pub fraction_of_peak: Option<f64>,
     pub peak_rss_bytes: Option<u64>,
+    /// Per-operator time of one call, with `--profile`.
+    #[serde(default)]
+    pub profile: Option<Vec<crate::backend::cpu::OpTime>>,
+    /// The raw samples in microseconds (for plots; not in the JSON).
+    #[serde(skip)]
+    pub samples_us: Vec<f64>,
 }
 
 /// A whole report.
@@ -111,6 +127,11 @@ pub fn run_case(case: &ModelCase, budget: &Budget) -> Result<ModelResult> {
         }
     }
     let latency = Latency::from_secs(&samples);
+    let profile = if budget.profile {
+        Some(backend.profile(&x, 20)?)
+    } else {
+        None
+    };
     let flops = model.info.flops * (case.batch * case.steps) as u64;
     let p50_s = latency.p50_us / 1e6;
     Ok(ModelResult {
@@ -133,8 +154,99 @@ pub fn run_case(case: &ModelCase, budget: &Budget) -> Result<ModelResult> {
         gflops_per_s: flops as f64 / p50_s / 1e9,
         latency,
         flops,
+        peak_gflops_per_s: None,
+        fraction_of_peak: None,
         peak_rss_bytes: machine::peak_rss_bytes(),
+        profile,
+        samples_us: samples.iter().map(|s| s * 1e6).collect(),
     })
+}
+
+/// The results as CSV (one row per configuration).
+pub fn csv(results: &[ModelResult]) -> String {
+    let mut s = String::from("model,precision,backend,threads,steps,batch,load_ms,first_inference_ms,load_to_first_output_ms,p50_us,p90_us,p99_us,max_us,mean_us,std_us,images_per_s,flops,gflops_per_s,fraction_of_peak,peak_rss_bytes\n");
+    for r in results {
+        let l = &r.latency;
+        s += &format!(
+            "{},{},{},{},{},{},{:.3},{:.3},{:.3},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{},{:.3},{},{}\n",
+            r.model,
+            r.precision,
+            r.backend,
+            r.threads,
+            r.steps,
+            r.batch,
+            r.load_ms,
+            r.first_inference_ms,
+            r.load_to_first_output_ms,
+            l.p50_us,
+            l.p90_us,
+            l.p99_us,
+            l.max_us,
+            l.mean_us,
+            l.std_us,
+            r.images_per_s,
+            r.flops,
+            r.gflops_per_s,
+            r.fraction_of_peak.map(|f| format!("{f:.4}")).unwrap_or_default(),
+            r.peak_rss_bytes.map(|b| b.to_string()).unwrap_or_default()
+        );
+    }
+    s
+}
+
+/// A latency CDF per configuration (x: microseconds, y: fraction of runs).
+pub fn cdf_plot(results: &[ModelResult]) -> image::RgbImage {
+    let series: Vec<crate::plot::Series> = results
+        .iter()
+        .map(|r| {
+            let mut v = r.samples_us.clone();
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            let n = v.len().max(1) as f64;
+            crate::plot::Series {
+                name: format!(
+                    "{} {} t{} k{}",
+                    r.model.trim_end_matches(".onnx"),
+                    r.precision,
+                    r.threads,
+                    r.steps
+                ),
+                points: v
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &x)| (x, (i + 1) as f64 / n))
+                    .collect(),
+            }
+        })
+        .collect();
+    crate::plot::line_plot(
+        "latency CDF (fraction of runs at or below)",
+        "microseconds per call",
+        &series,
+        720,
+        420,
+    )
+}
+
+/// The per-operator breakdown as text.
+pub fn profile_table(r: &ModelResult) -> String {
+    let Some(p) = &r.profile else {
+        return String::new();
+    };
+    let total: f64 = p.iter().map(|o| o.total_us).sum();
+    let mut s = format!(
+        "profile of {} {} threads={} (per call, {:.1} us in operators)\n",
+        r.model, r.precision, r.threads, total
+    );
+    for o in p {
+        s += &format!(
+            "  {:<28} {:>3} nodes {:>9.1} us {:>5.1}%\n",
+            o.op,
+            o.nodes,
+            o.total_us,
+            100.0 * o.total_us / total.max(1e-9)
+        );
+    }
+    s
 }
 
 /// The results as an aligned text table.
@@ -158,7 +270,7 @@ pub fn table(results: &[ModelResult]) -> String {
     for r in results {
         let l = &r.latency;
         s += &format!(
-            "{:<22} {:>5} {:>3} {:>2} {:>3} {:>9.1} {:>9.2} {:>9.1} {:>9.1} {:>9.1} {:>10} {:>8.0} {:>9.2}\n",
+            "{:<22} {:>5} {:>3} {:>2} {:>3} {:>9.1} {:>9.2} {:>9.1} {:>9.1} {:>9.1} {:>10} {:>8.0} {:>9.2} {:>6}\n",
             r.model,
             r.precision.as_str(),
             r.threads,
@@ -171,7 +283,10 @@ pub fn table(results: &[ModelResult]) -> String {
             l.p99_us,
             format!("{:.0}±{:.0}", l.mean_us, l.std_us),
             r.images_per_s,
-            r.gflops_per_s
+            r.gflops_per_s,
+            r.fraction_of_peak
+                .map(|f| format!("{:.1}", f * 100.0))
+                .unwrap_or_else(|| "-".into())
         );
     }
     s

@@ -52,6 +52,18 @@ pub struct BenchCmd {
     /// Allowed p50 regression against the baseline (0.1 = 10%).
     #[arg(long, default_value_t = 0.1)]
     pub tolerance: f64,
+    /// Write the results as CSV.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// Draw a latency CDF per configuration into this PNG.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Print the per-operator time breakdown of each configuration (from tract's plan).
+    #[arg(long)]
+    pub profile: bool,
+    /// Skip measuring the machine's matmul peak (saves about a second per thread count).
+    #[arg(long)]
+    pub no_peak: bool,
 }
 
 fn default_models() -> Vec<PathBuf> {
@@ -93,6 +105,7 @@ impl BenchCmd {
             warmup: self.warmup,
             iterations: self.iterations,
             duration: self.duration.map(Duration::from_secs_f64),
+            profile: self.profile,
         };
         let machine = Machine::detect();
         eprintln!(
@@ -124,7 +137,36 @@ impl BenchCmd {
                 }
             }
         }
+        if !self.no_peak {
+            let mut peaks = std::collections::HashMap::new();
+            for &t in &threads {
+                peaks.insert(t, bench::peak::matmul_peak_gflops(t, 512)?);
+            }
+            for r in &mut results {
+                let p = peaks[&r.threads];
+                r.peak_gflops_per_s = Some(p);
+                r.fraction_of_peak = Some(r.gflops_per_s / p);
+            }
+            let mut ps: Vec<_> = peaks.into_iter().collect();
+            ps.sort_by_key(|p| p.0);
+            for (t, p) in ps {
+                eprintln!(
+                    "peak: {p:.1} GFLOP/s for a 512x512 f32 matmul in tract with {t} thread(s)"
+                );
+            }
+        }
         print!("{}", bench::table(&results));
+        for r in &results {
+            print!("{}", bench::profile_table(r));
+        }
+        if let Some(c) = &self.csv {
+            crate::fsio::atomic_write(c, bench::csv(&results).as_bytes())?;
+            eprintln!("wrote {}", c.display());
+        }
+        if let Some(p) = &self.plot {
+            crate::fsio::save_png(p, &bench::cdf_plot(&results))?;
+            eprintln!("wrote {}", p.display());
+        }
         let report = Report {
             schema: 1,
             tool: "ign-edge".into(),
