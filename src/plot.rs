@@ -111,13 +111,10 @@ pub fn line_plot(title: &str, x_label: &str, series: &[Series], w: u32, h: u32) 
             prev = Some(p);
         }
         let ly = top + 12 + 12 * i as i32;
-        let _ = Line::new(
-            Point::new(l + pw - 110, ly - 3),
-            Point::new(l + pw - 95, ly - 3),
-        )
-        .into_styled(PrimitiveStyle::with_stroke(c, 2))
-        .draw(&mut t);
-        let _ = Text::new(&s.name, Point::new(l + pw - 90, ly), text).draw(&mut t);
+        let _ = Line::new(Point::new(lx, ly - 3), Point::new(lx + 15, ly - 3))
+            .into_styled(PrimitiveStyle::with_stroke(c, 2))
+            .draw(&mut t);
+        let _ = Text::new(&s.name, Point::new(lx + 20, ly), text).draw(&mut t);
     }
     img
 }
