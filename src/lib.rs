@@ -19,5 +19,6 @@ pub mod fsio;
 pub mod imaging;
 pub mod inputs;
 pub mod model;
+pub mod pipeline;
 pub mod plot;
 pub mod tensor;

@@ -6,6 +6,7 @@ pub mod common;
 pub mod demo;
 pub mod info;
 pub mod project;
+pub mod run;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +27,7 @@ pub enum Command {
     Bench(bench::BenchCmd),
     Info(info::InfoCmd),
     Project(project::ProjectCmd),
+    Run(run::RunCmd),
 }
 
 /// Run the parsed command.
@@ -35,6 +37,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(c) => c.run(),
         Command::Info(c) => c.run(),
         Command::Project(c) => c.run(),
+        Command::Run(c) => c.run(),
     }
 }
 

@@ -1,0 +1,139 @@
+//! `ign-edge run`
+
+use anyhow::{bail, Result};
+use clap::Args;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use super::common::ModelArgs;
+use crate::pipeline::{self, preprocess::Preprocess, preprocess::Rect, sink, source};
+
+/// The live loop: read frames from a source, project each onto the model's manifold (f, and
+/// f^k with --steps), show camera | f | f^k with an overlay on a sink. Ctrl-C stops it and
+/// prints a summary (frames, fps, end-to-end latency, drops).
+///
+/// Sources: test (a synthetic moving scene), file:<image|folder|video.y4m>, y4m:- (stdin,
+/// e.g. `rpicam-vid -t 0 --codec yuv420 -o - | ffmpeg ... -f yuv4mpegpipe -`).
+/// Sinks: null, png:<dir>, gif:<file.gif>, fb[:/dev/fbN] (--fb-geometry WxH:bpp for a file).
+///
+/// Examples:
+///   ign-edge run --source test --sink gif:live.gif --frames 60
+///   ign-edge run --source file:drawings/ --paper --sink png:out --steps 2
+///   ign-edge run --source test --sink fb:/dev/fb0
+#[derive(Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub struct RunCmd {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Frame source.
+    #[arg(long, default_value = "test")]
+    pub source: String,
+    /// Display sink.
+    #[arg(long, default_value = "null")]
+    pub sink: String,
+    /// Applications of f per frame (2 or more adds an f^k panel).
+    #[arg(long, short = 'k', default_value_t = 1)]
+    pub steps: usize,
+    /// Stop after N frames (default: run until the source ends or Ctrl-C).
+    #[arg(long)]
+    pub frames: Option<u64>,
+    /// Start files and folders again at their end.
+    #[arg(long = "loop")]
+    pub looping: bool,
+    /// Dark ink on white paper: invert and stretch so a drawing looks like the training data.
+    #[arg(long)]
+    pub paper: bool,
+    /// Region of the frame fed to the model, x,y,w,h in pixels (default: centered square).
+    #[arg(long)]
+    pub roi: Option<Rect>,
+    /// Canvas size for png/gif/null sinks, WxH.
+    #[arg(long, default_value = "480x200")]
+    pub size: String,
+    /// png sink: write every Nth frame.
+    #[arg(long, default_value_t = 1)]
+    pub every: u64,
+    /// fb sink on a plain file: WxH:bpp (16, 24 or 32).
+    #[arg(long)]
+    pub fb_geometry: Option<String>,
+    /// Frame rate of the test source (0: as fast as the loop takes them).
+    #[arg(long, default_value_t = 30.0)]
+    pub fps: f64,
+    /// Write the summary as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32)> {
+    let (w, h) = s
+        .split_once('x')
+        .ok_or_else(|| anyhow::anyhow!("{s}: expected --size WxH, e.g. 640x360"))?;
+    Ok((w.trim().parse()?, h.trim().parse()?))
+}
+
+impl RunCmd {
+    pub fn run(self) -> Result<()> {
+        if self.steps == 0 {
+            bail!("--steps must be at least 1");
+        }
+        let model = self.model.load()?;
+        let mut backend = self.model.backend(&model)?;
+        let src = source::open(
+            &self.source,
+            &source::SourceOptions {
+                looping: self.looping,
+                fps: self.fps,
+            },
+        )?;
+        let sink_opts = sink::SinkOptions {
+            size: parse_size(&self.size)?,
+            every: self.every,
+            fb_geometry: self
+                .fb_geometry
+                .as_deref()
+                .map(sink::parse_geometry)
+                .transpose()?,
+        };
+        let snk = sink::open(&self.sink, &sink_opts)?;
+        let pre = Preprocess {
+            channels: model.info.channels,
+            height: model.info.height,
+            width: model.info.width,
+            roi: self.roi,
+            paper: self.paper,
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(sig, Arc::clone(&stop))?;
+        }
+        let name = model
+            .info
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        eprintln!(
+            "running {} -> {} ({}, k={}){}",
+            src.describe(),
+            snk.describe(),
+            name,
+            self.steps,
+            self.frames
+                .map(|n| format!(", {n} frames"))
+                .unwrap_or_else(|| ", Ctrl-C to stop".into())
+        );
+        let opts = pipeline::LoopOptions {
+            frames: self.frames,
+            steps: self.steps,
+            stop,
+            model_name: name,
+            precision: model.info.precision.to_string(),
+        };
+        let summary = pipeline::run_loop(src, &mut backend, &pre, snk, &opts)?;
+        eprintln!("{}", summary.line());
+        if let Some(j) = &self.json {
+            crate::fsio::atomic_write(j, serde_json::to_string_pretty(&summary)?.as_bytes())?;
+        }
+        Ok(())
+    }
+}

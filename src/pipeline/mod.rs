@@ -1,0 +1,347 @@
+//! The live loop: camera → projection → display.
+//!
+//! ```text
+//! capture thread ──> [latest-frame mailbox] ──> preprocess, f^k, compose ──> [mailbox] ──> display thread
+//!                     drops stale frames                                      drops stale pictures
+//! ```
+//! Each frame carries its capture time and sequence number, so the end-to-end latency and the
+//! drops are measured at the sink. Memory stays bounded: each mailbox holds at most one item.
+
+pub mod compose;
+pub mod frame;
+pub mod mailbox;
+pub mod overlay;
+pub mod preprocess;
+pub mod sink;
+pub mod source;
+
+use anyhow::{anyhow, Result};
+use image::RgbImage;
+use serde::Serialize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::backend::Backend;
+use crate::bench::stats::Latency;
+use crate::tensor::ImageBatch;
+use frame::Frame;
+use mailbox::Mailbox;
+use overlay::Hud;
+use preprocess::Preprocess;
+use sink::Sink;
+use source::Source;
+
+/// Settings of one run of the loop.
+pub struct LoopOptions {
+    /// Stop after this many displayed frames.
+    pub frames: Option<u64>,
+    /// Applications of f per frame.
+    pub steps: usize,
+    /// Set from a signal handler (or a test) to stop cleanly.
+    pub stop: Arc<AtomicBool>,
+    /// Shown in the overlay.
+    pub model_name: String,
+    pub precision: String,
+}
+
+/// What a run did (printed at the end; `--json` writes it).
+#[derive(Clone, Debug, Serialize, Default)]
+pub struct Summary {
+    pub source: String,
+    pub sink: String,
+    pub frames: u64,
+    pub seconds: f64,
+    pub fps: f64,
+    pub e2e: Latency,
+    /// Frames the capture mailbox replaced before the model took them.
+    pub dropped_capture: u64,
+    /// Pictures the display mailbox replaced before the sink took them.
+    pub dropped_display: u64,
+    pub capture_ms: f64,
+    pub preprocess_ms: f64,
+    pub inference_ms: f64,
+    pub compose_ms: f64,
+    pub display_ms: f64,
+    /// Sequence number of the last frame the sink showed.
+    pub last_seq: Option<u64>,
+}
+
+impl Summary {
+    /// One human line.
+    pub fn line(&self) -> String {
+        format!(
+            "{} frames in {:.1} s: {:.1} fps; end-to-end p50 {:.1} ms, p99 {:.1} ms; dropped {} at capture, {} at display; per frame: capture {:.2} ms, preprocess {:.3} ms, inference {:.2} ms, compose {:.2} ms, display {:.2} ms",
+            self.frames,
+            self.seconds,
+            self.fps,
+            self.e2e.p50_us / 1e3,
+            self.e2e.p99_us / 1e3,
+            self.dropped_capture,
+            self.dropped_display,
+            self.capture_ms,
+            self.preprocess_ms,
+            self.inference_ms,
+            self.compose_ms,
+            self.display_ms
+        )
+    }
+}
+
+/// A composed picture on its way to the sink.
+struct Picture {
+    canvas: RgbImage,
+    seq: u64,
+    captured: Instant,
+}
+
+#[derive(Default)]
+struct DisplayStats {
+    shown: u64,
+    last_seq: Option<u64>,
+    e2e: Vec<f64>,
+    display_secs: f64,
+    error: Option<anyhow::Error>,
+}
+
+fn mean_ms(total_secs: f64, n: u64) -> f64 {
+    total_secs * 1e3 / n.max(1) as f64
+}
+
+/// Run the loop until the source ends, `frames` are shown, or `stop` is set.
+pub fn run_loop(
+    mut source: Box<dyn Source>,
+    backend: &mut dyn Backend,
+    pre: &Preprocess,
+    mut sink: Box<dyn Sink>,
+    opts: &LoopOptions,
+) -> Result<Summary> {
+    let steps = opts.steps.max(1);
+    let n_panels = if steps >= 2 { 3 } else { 2 };
+    let (cw, ch) = sink.size();
+    let layout = compose::Layout::new(cw, ch, n_panels)?;
+    let source_name = source.describe();
+    let sink_name = sink.describe();
+    let live = source.live();
+
+    let frames_in: Arc<Mailbox<Frame>> = Arc::new(Mailbox::default());
+    let pictures: Arc<Mailbox<Picture>> = Arc::new(Mailbox::default());
+    let capture_error: Arc<Mutex<Option<anyhow::Error>>> = Arc::default();
+    let capture_secs = Arc::new(Mutex::new((0f64, 0u64)));
+    let done = Arc::new(AtomicBool::new(false));
+
+    let capture = {
+        let (mb, err, stop, done, cs) = (
+            frames_in.clone(),
+            capture_error.clone(),
+            opts.stop.clone(),
+            done.clone(),
+            capture_secs.clone(),
+        );
+        std::thread::Builder::new()
+            .name("capture".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) && !done.load(Ordering::Relaxed) {
+                    // recorded sources wait for the consumer: nothing is dropped
+                    if !live {
+                        while !mb.is_closed() && mb_has_item(&mb) && !stop.load(Ordering::Relaxed) {
+                            std::thread::sleep(Duration::from_micros(200));
+                        }
+                    }
+                    match source.next_frame() {
+                        Ok(Some(f)) => {
+                            let mut c = cs.lock().unwrap();
+                            c.0 += f.capture_secs;
+                            c.1 += 1;
+                            drop(c);
+                            mb.put(f);
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            *err.lock().unwrap() = Some(e);
+                            break;
+                        }
+                    }
+                }
+                mb.close();
+            })?
+    };
+
+    let stats = Arc::new(Mutex::new(DisplayStats::default()));
+    let display = {
+        let (mb, stats) = (pictures.clone(), stats.clone());
+        std::thread::Builder::new()
+            .name("display".into())
+            .spawn(move || {
+                while let Some(p) = mb.take() {
+                    let t = Instant::now();
+                    let r = sink.show(&p.canvas, p.seq);
+                    let now = Instant::now();
+                    let mut s = stats.lock().unwrap();
+                    s.display_secs += (now - t).as_secs_f64();
+                    if let Err(e) = r {
+                        s.error = Some(e);
+                        break;
+                    }
+                    s.e2e.push((now - p.captured).as_secs_f64());
+                    s.shown += 1;
+                    s.last_seq = Some(p.seq);
+                }
+                let r = sink.finish();
+                if let Err(e) = r {
+                    stats.lock().unwrap().error.get_or_insert(e);
+                }
+            })?
+    };
+
+    let shape = (pre.channels, pre.height, pre.width);
+    let mut input = ImageBatch {
+        data: vec![0.0; pre.channels * pre.height * pre.width],
+        shape: [1, pre.channels, pre.height, pre.width],
+    };
+    let (mut t_pre, mut t_inf, mut t_comp, mut processed) = (0f64, 0f64, 0f64, 0u64);
+    let mut hud = Hud {
+        model: opts.model_name.clone(),
+        precision: opts.precision.clone(),
+        steps,
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let mut result: Result<()> = Ok(());
+    let mut recent: std::collections::VecDeque<Instant> = Default::default();
+    while let Some(frame) = frames_in.take() {
+        if opts.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let t0 = Instant::now();
+        pre.run(&frame.rgb, &mut input.data);
+        let t1 = Instant::now();
+        let outs = match backend.project(&input, steps) {
+            Ok(o) => o,
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        };
+        let t2 = Instant::now();
+        // overlay figures: moving fps over the last second, running means
+        recent.push_back(t2);
+        while recent
+            .front()
+            .map(|t| (t2 - *t).as_secs_f64() > 1.0)
+            .unwrap_or(false)
+        {
+            recent.pop_front();
+        }
+        {
+            let s = stats.lock().unwrap();
+            hud.e2e_ms = s.e2e.last().map(|v| v * 1e3).unwrap_or(0.0);
+            hud.display_ms = mean_ms(s.display_secs, s.shown);
+        }
+        let c = *capture_secs.lock().unwrap();
+        hud.capture_ms = mean_ms(c.0, c.1);
+        hud.fps = recent.len() as f64;
+        hud.preprocess_ms = mean_ms(t_pre, processed);
+        hud.inference_ms = mean_ms(t_inf, processed);
+        hud.dropped = frames_in.dropped() + pictures.dropped();
+
+        let mut canvas = RgbImage::new(cw, ch);
+        compose::clear(&mut canvas);
+        let crop = pre.crop(frame.rgb.width(), frame.rgb.height());
+        compose::draw_frame_panel(&mut canvas, &frame.rgb, crop, layout.panels[0], layout.cell);
+        compose::draw_chw_panel(
+            &mut canvas,
+            &outs[0].data,
+            shape,
+            layout.panels[1],
+            layout.cell,
+        );
+        if n_panels == 3 {
+            let last = outs.last().expect("steps >= 1");
+            compose::draw_chw_panel(
+                &mut canvas,
+                &last.data,
+                shape,
+                layout.panels[2],
+                layout.cell,
+            );
+        }
+        hud.draw(&mut canvas, layout.hud_y);
+        let t3 = Instant::now();
+        t_pre += (t1 - t0).as_secs_f64();
+        t_inf += (t2 - t1).as_secs_f64();
+        t_comp += (t3 - t2).as_secs_f64();
+        processed += 1;
+        pictures.put(Picture {
+            canvas,
+            seq: frame.seq,
+            captured: frame.captured,
+        });
+        if stats.lock().unwrap().error.is_some() {
+            break;
+        }
+        if opts.frames.map(|n| processed >= n).unwrap_or(false) {
+            break;
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    // unblock and join the capture thread (it may be waiting for the consumer)
+    frames_in.close();
+    while frames_in.take_timeout(Duration::from_millis(1)).is_some() {}
+    capture
+        .join()
+        .map_err(|_| anyhow!("the capture thread panicked"))?;
+    pictures.close();
+    display
+        .join()
+        .map_err(|_| anyhow!("the display thread panicked"))?;
+    let elapsed = start.elapsed().as_secs_f64();
+    result?;
+    if let Some(e) = capture_error.lock().unwrap().take() {
+        return Err(e);
+    }
+    let mut s = stats.lock().unwrap();
+    if let Some(e) = s.error.take() {
+        return Err(e);
+    }
+    let c = *capture_secs.lock().unwrap();
+    let mut e2e = s.e2e.clone();
+    e2e.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Ok(Summary {
+        source: source_name,
+        sink: sink_name,
+        frames: s.shown,
+        seconds: elapsed,
+        fps: s.shown as f64 / elapsed.max(1e-9),
+        e2e: Latency::from_secs(&e2e),
+        dropped_capture: frames_in.dropped(),
+        dropped_display: pictures.dropped(),
+        capture_ms: mean_ms(c.0, c.1),
+        preprocess_ms: mean_ms(t_pre, processed),
+        inference_ms: mean_ms(t_inf, processed),
+        compose_ms: mean_ms(t_comp, processed),
+        display_ms: mean_ms(s.display_secs, s.shown),
+        last_seq: s.last_seq,
+    })
+}
+
+fn mb_has_item<T>(mb: &Mailbox<T>) -> bool {
+    mb.peek_full()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mailbox_keeps_only_the_latest() {
+        let m = Mailbox::default();
+        for i in 0..100 {
+            m.put(i);
+        }
+        assert_eq!(m.take(), Some(99));
+        assert_eq!(m.dropped(), 99);
+        m.close();
+        assert_eq!(m.take(), None);
+    }
+}

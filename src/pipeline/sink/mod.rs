@@ -1,0 +1,74 @@
+//! Display sinks, one file each, chosen by a spec string (`--sink SPEC`):
+//! `null`, `png:<dir>`, `gif:<file>`, `fb:<device or file>`.
+
+pub mod fb;
+pub mod gif;
+pub mod null;
+pub mod png;
+
+use anyhow::{bail, Result};
+use image::RgbImage;
+
+/// Something that shows composed pictures.
+pub trait Sink: Send {
+    /// What it is, for the summary.
+    fn describe(&self) -> String;
+    /// The canvas size it wants.
+    fn size(&self) -> (u32, u32);
+    /// Show one composed picture (`size()` pixels); `seq` is the frame's sequence number.
+    fn show(&mut self, canvas: &RgbImage, seq: u64) -> Result<()>;
+    /// Flush and close (write the GIF trailer, ...).
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Options shared by sinks.
+#[derive(Clone, Debug)]
+pub struct SinkOptions {
+    /// Canvas size for sinks without a size of their own (png, gif, null).
+    pub size: (u32, u32),
+    /// `png:`: write every Nth frame.
+    pub every: u64,
+    /// `fb:` on a plain file: `(width, height, bits per pixel)`.
+    pub fb_geometry: Option<(u32, u32, u32)>,
+}
+
+impl Default for SinkOptions {
+    fn default() -> Self {
+        SinkOptions {
+            size: (480, 200),
+            every: 1,
+            fb_geometry: None,
+        }
+    }
+}
+
+/// Parse `--fb-geometry WxH:bpp`.
+pub fn parse_geometry(s: &str) -> Result<(u32, u32, u32)> {
+    let err = || anyhow::anyhow!("{s}: expected --fb-geometry WxH:bpp, e.g. 800x480:16");
+    let (wh, bpp) = s.split_once(':').ok_or_else(err)?;
+    let (w, h) = wh.split_once('x').ok_or_else(err)?;
+    let g = (
+        w.parse().map_err(|_| err())?,
+        h.parse().map_err(|_| err())?,
+        bpp.parse().map_err(|_| err())?,
+    );
+    if g.0 == 0 || g.1 == 0 || ![16, 24, 32].contains(&g.2) {
+        bail!("{s}: width and height above 0 and 16, 24 or 32 bits per pixel");
+    }
+    Ok(g)
+}
+
+/// Open a sink from its spec.
+pub fn open(spec: &str, opts: &SinkOptions) -> Result<Box<dyn Sink>> {
+    let (kind, arg) = spec.split_once(':').unwrap_or((spec, ""));
+    match kind {
+        "null" => Ok(Box::new(null::NullSink { size: opts.size })),
+        "png" if !arg.is_empty() => Ok(Box::new(png::PngSink::new(arg.into(), opts)?)),
+        "gif" if !arg.is_empty() => Ok(Box::new(gif::GifSink::new(arg.into(), opts)?)),
+        "fb" => fb::FbSink::open(if arg.is_empty() { "/dev/fb0" } else { arg }, opts)
+            .map(|s| Box::new(s) as Box<dyn Sink>),
+        _ => bail!("{spec}: unknown sink; use null, png:<dir>, gif:<file.gif> or fb[:/dev/fbN]"),
+    }
+}

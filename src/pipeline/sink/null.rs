@@ -1,0 +1,23 @@
+//! `null`: shows nothing (headless runs, benchmarks).
+
+use anyhow::Result;
+use image::RgbImage;
+
+use super::Sink;
+
+/// Discards every picture.
+pub struct NullSink {
+    pub size: (u32, u32),
+}
+
+impl Sink for NullSink {
+    fn describe(&self) -> String {
+        "null".into()
+    }
+    fn size(&self) -> (u32, u32) {
+        self.size
+    }
+    fn show(&mut self, _canvas: &RgbImage, _seq: u64) -> Result<()> {
+        Ok(())
+    }
+}

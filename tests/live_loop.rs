@@ -1,0 +1,202 @@
+//! The live loop end to end: what reaches the display is the projection of the frame, the
+//! overlay is drawn, slow stages drop frames instead of queueing, SIGTERM stops it cleanly.
+
+use ign_edge::backend::{cpu::CpuBackend, Backend};
+use ign_edge::model::Model;
+use ign_edge::pipeline::compose::{self, Layout};
+use ign_edge::pipeline::preprocess::Preprocess;
+use ign_edge::pipeline::source::test_pattern::TestPattern;
+use ign_edge::pipeline::{run_loop, sink, source, LoopOptions};
+use ign_edge::tensor::ImageBatch;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn opts(frames: u64, steps: usize) -> LoopOptions {
+    LoopOptions {
+        frames: Some(frames),
+        steps,
+        stop: Arc::new(AtomicBool::new(false)),
+        model_name: "tiny28".into(),
+        precision: "fp32".into(),
+    }
+}
+
+fn pre(m: &Model) -> Preprocess {
+    Preprocess {
+        channels: m.info.channels,
+        height: m.info.height,
+        width: m.info.width,
+        roi: None,
+        paper: false,
+    }
+}
+
+#[test]
+fn framebuffer_file_shows_the_projection_of_the_last_frame_and_the_overlay() {
+    let model = Model::load(&fixture("tiny28.onnx")).unwrap();
+    let mut backend = CpuBackend::new(&model, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let fb = dir.path().join("fb.raw");
+    let sopts = sink::SinkOptions {
+        fb_geometry: Some((320, 120, 32)),
+        ..Default::default()
+    };
+    let snk = sink::open(&format!("fb:{}", fb.display()), &sopts).unwrap();
+    let src = source::open(
+        "test",
+        &source::SourceOptions {
+            looping: false,
+            fps: 60.0,
+        },
+    )
+    .unwrap();
+    let p = pre(&model);
+    let summary = run_loop(src, &mut backend, &p, snk, &opts(8, 2)).unwrap();
+    assert_eq!(summary.frames, 8);
+    let seq = summary.last_seq.unwrap();
+
+    // what the display must show for that frame
+    let frame = TestPattern::new(320, 240, 0.0).render(seq);
+    let mut x = ImageBatch {
+        data: vec![0.0; 28 * 28],
+        shape: [1, 1, 28, 28],
+    };
+    p.run(&frame, &mut x.data);
+    let outs = backend.project(&x, 2).unwrap();
+    let layout = Layout::new(320, 120, 3).unwrap();
+    let mut want = image::RgbImage::new(320, 120);
+    compose::draw_chw_panel(
+        &mut want,
+        &outs[0].data,
+        (1, 28, 28),
+        layout.panels[1],
+        layout.cell,
+    );
+    compose::draw_chw_panel(
+        &mut want,
+        &outs[1].data,
+        (1, 28, 28),
+        layout.panels[2],
+        layout.cell,
+    );
+
+    let raw = std::fs::read(&fb).unwrap();
+    assert_eq!(raw.len(), 320 * 120 * 4);
+    let px = |x: u32, y: u32| {
+        let i = ((y * 320 + x) * 4) as usize;
+        [raw[i + 2], raw[i + 1], raw[i]] // XRGB8888 little-endian: B, G, R, X
+    };
+    let mut differing = 0;
+    for panel in [1, 2] {
+        let (x0, y0) = layout.panels[panel];
+        for y in y0..y0 + layout.cell {
+            for x in x0..x0 + layout.cell {
+                if px(x, y) != want.get_pixel(x, y).0 {
+                    differing += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(
+        differing, 0,
+        "projection panels differ from f(frame) in {differing} pixels"
+    );
+    // the overlay bar holds bright green text pixels
+    let green = (layout.hud_y..120)
+        .flat_map(|y| (0..320).map(move |x| (x, y)))
+        .filter(|&(x, y)| px(x, y) == [120, 255, 120])
+        .count();
+    assert!(green > 200, "overlay text pixels: {green}");
+}
+
+/// A backend that sleeps before each application of f: a slow board.
+struct Slow(CpuBackend, std::time::Duration);
+
+impl Backend for Slow {
+    fn name(&self) -> String {
+        "slow".into()
+    }
+    fn run(&mut self, input: &ImageBatch) -> anyhow::Result<ImageBatch> {
+        std::thread::sleep(self.1);
+        self.0.run(input)
+    }
+}
+
+#[test]
+fn a_slow_stage_drops_stale_frames_instead_of_queueing() {
+    let model = Model::load(&fixture("tiny28.onnx")).unwrap();
+    let mut slow = Slow(
+        CpuBackend::new(&model, None).unwrap(),
+        std::time::Duration::from_millis(30),
+    );
+    // the source runs at 200 fps, the model at ~30: most frames must be dropped, not queued
+    let src = source::open(
+        "test",
+        &source::SourceOptions {
+            looping: false,
+            fps: 200.0,
+        },
+    )
+    .unwrap();
+    let snk = sink::open("null", &sink::SinkOptions::default()).unwrap();
+    let s = run_loop(src, &mut slow, &pre(&model), snk, &opts(10, 1)).unwrap();
+    assert_eq!(s.frames, 10);
+    assert!(s.dropped_capture >= 20, "dropped {}", s.dropped_capture);
+    // frames shown are fresh: the last one is far along the source's sequence
+    assert!(s.last_seq.unwrap() >= 30, "last seq {:?}", s.last_seq);
+}
+
+#[test]
+fn recorded_sources_drop_nothing() {
+    let model = Model::load(&fixture("tiny28.onnx")).unwrap();
+    let mut slow = Slow(
+        CpuBackend::new(&model, None).unwrap(),
+        std::time::Duration::from_millis(5),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..6u8 {
+        image::GrayImage::from_pixel(20, 20, image::Luma([i * 40]))
+            .save(dir.path().join(format!("{i}.png")))
+            .unwrap();
+    }
+    let src = source::open(
+        &format!("file:{}", dir.path().display()),
+        &source::SourceOptions::default(),
+    )
+    .unwrap();
+    let snk = sink::open("null", &sink::SinkOptions::default()).unwrap();
+    let mut o = opts(100, 1);
+    o.frames = None;
+    let s = run_loop(src, &mut slow, &pre(&model), snk, &o).unwrap();
+    assert_eq!((s.frames, s.dropped_capture), (6, 0));
+    assert_eq!(s.last_seq, Some(5));
+}
+
+#[test]
+fn sigterm_stops_the_binary_cleanly_with_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ign-edge"))
+        .args(["run", "--source", "test", "--sink", "null", "-m"])
+        .arg(fixture("tiny28.onnx"))
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("frames in") && err.contains("fps"), "{err}");
+}
