@@ -89,9 +89,11 @@ pub fn image_to_chw(img: &DynamicImage, channels: usize, h: usize, w: usize) -> 
     };
     let mut out = vec![0f32; channels * h * w];
     if channels == 1 {
-        let g = resized.to_luma8();
-        for (o, p) in out.iter_mut().zip(g.as_raw()) {
-            *o = *p as f32 / 127.5 - 1.0;
+        // BT.601 luma, as the live loop's preprocessing (image's to_luma8 uses Rec. 709)
+        let rgb = resized.to_rgb8();
+        for (o, p) in out.iter_mut().zip(rgb.pixels()) {
+            let y = 0.299 * p.0[0] as f32 + 0.587 * p.0[1] as f32 + 0.114 * p.0[2] as f32;
+            *o = y.round() / 127.5 - 1.0;
         }
     } else {
         let rgb = resized.to_rgb8();

@@ -43,14 +43,16 @@ pub fn parse_header(line: &str) -> Result<Header> {
         match k {
             "W" => w = v.parse().ok(),
             "H" => h = v.parse().ok(),
-            "C" => c = match v {
-                s if s.starts_with("420") => Chroma::C420,
-                "444" => Chroma::C444,
-                "mono" => Chroma::Mono,
-                other => bail!(
+            "C" => {
+                c = match v {
+                    s if s.starts_with("420") => Chroma::C420,
+                    "444" => Chroma::C444,
+                    "mono" => Chroma::Mono,
+                    other => bail!(
                     "unsupported YUV4MPEG2 colour space C{other} (use 420, 444 or mono, 8 bits)"
                 ),
-            },
+                }
+            }
             _ => {}
         }
     }
