@@ -8,9 +8,11 @@ use std::time::Duration;
 use crate::bench::{self, Budget, Machine, ModelCase, Report};
 use crate::model::Precision;
 
-/// Measure model latency on this machine: load time, first inference, then timed runs
-/// (p50/p90/p99/max, mean±std, images/s, GFLOP/s, peak RSS) for every model × precision ×
-/// threads × steps given. Compare with an earlier run with --baseline.
+/// Measure model latency on this machine, and compare with an earlier run.
+///
+/// Load time, first inference, then timed runs (p50/p90/p99/max, mean±std, images/s, GFLOP/s
+/// and its fraction of this CPU's matmul peak, peak RSS) for every model × precision ×
+/// threads × steps given.
 ///
 /// Examples:
 ///   ign-edge bench

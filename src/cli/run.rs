@@ -9,9 +9,11 @@ use std::sync::Arc;
 use super::common::ModelArgs;
 use crate::pipeline::{self, preprocess::Preprocess, preprocess::Rect, sink, source};
 
-/// The live loop: read frames from a source, project each onto the model's manifold (f, and
-/// f^k with --steps), show camera | f | f^k with an overlay on a sink. Ctrl-C stops it and
-/// prints a summary (frames, fps, end-to-end latency, drops).
+/// The live loop: camera (or file) -> projection -> display, with an overlay.
+///
+/// Reads frames from a source, projects each onto the model's manifold (f, and f^k with
+/// --steps), shows camera | f | f^k with an overlay on a sink. Ctrl-C stops it and prints a
+/// summary (frames, fps, end-to-end latency, drops).
 ///
 /// Sources: test (a synthetic moving scene), file:<image|folder|video.y4m>, y4m:- (stdin,
 /// e.g. `rpicam-vid -t 0 --codec yuv420 -o - | ffmpeg ... -f yuv4mpegpipe -`).

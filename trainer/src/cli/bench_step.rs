@@ -20,8 +20,10 @@ pub enum ConvImpl {
     Candle,
 }
 
-/// Time IGN training steps (4 forward passes + backward + Adam) and a batch-1 forward pass,
-/// on random data, so that the cost of a model size can be known before training.
+/// Time IGN training steps on this CPU.
+///
+/// Times steps (4 forward passes + backward + Adam) and a batch-1 forward pass on random
+/// data, so that the cost of a model size is known before training.
 ///
 /// Example: ign-train bench-step --width 64 --batch 64 --conv fast
 #[derive(Args, Debug)]

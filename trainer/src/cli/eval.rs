@@ -7,9 +7,11 @@ use std::path::PathBuf;
 use crate::eval::{self, EvalOptions, Projector};
 use crate::noise::NoiseKind;
 
-/// Evaluate a checkpoint or an exported ONNX model on held-out data: reconstruction, the
-/// idempotence gap, a classifier-feature Fréchet distance, the class histogram of f(z), and
-/// pictures (samples.png, projections.png of noisy, half-masked and sketched test images).
+/// Evaluate a checkpoint or an exported ONNX model on held-out data.
+///
+/// Reports reconstruction, the idempotence gap, a classifier-feature Fréchet distance, the
+/// class histogram of f(z), and writes pictures (samples.png, projections.png of noisy,
+/// half-masked and sketched test images).
 ///
 /// Example: ign-train eval --model models/ign-mnist.onnx --data ../shared/data/mnist-10k --out-dir models/ign-mnist
 #[derive(Args, Debug)]

@@ -4,7 +4,9 @@ use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
 
-/// Export a checkpoint to the ONNX file that ign-edge runs (BatchNorm folded, dynamic batch).
+/// Export a checkpoint to the ONNX file that ign-edge runs.
+///
+/// BatchNorm is folded, LayerNorm written with standard ops, the batch axis is dynamic.
 ///
 /// Example: ign-train export --checkpoint runs/mnist --out models/ign-mnist.onnx
 #[derive(Args, Debug)]
