@@ -435,76 +435,44 @@ fn apply_kernel(
     }
 }
 
-struct Conv2dOp {
+/// `conv2d` (`transpose: false`) or `conv_transpose2d` (`transpose: true`) as one custom op:
+/// both are the same three kernels on the geometry of the underlying convolution.
+struct ConvOp {
     stride: usize,
     pad: usize,
+    transpose: bool,
 }
 
-impl Conv2dOp {
-    fn geom(&self, x: &[usize], w: &[usize]) -> Result<Geom> {
-        let (&[b, ci, h, wd], &[co, ci2, k, k2]) = (x, w) else {
-            candle_core::bail!("fastconv conv2d: expected 4-d input and kernel");
-        };
-        if ci != ci2 || k != k2 {
-            candle_core::bail!("fastconv conv2d: input {x:?} and kernel {w:?} do not match");
-        }
-        Ok(Geom::conv(b, ci, h, wd, co, k, self.stride, self.pad))
-    }
-}
-
-impl CustomOp2 for Conv2dOp {
+impl ConvOp {
     fn name(&self) -> &'static str {
-        "fast-conv2d"
+        if self.transpose {
+            "fast-conv-transpose2d"
+        } else {
+            "fast-conv2d"
+        }
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let g = self.geom(l1.dims(), l2.dims())?;
-        let out = run2(s1, l1, s2, l2, |x, w| fwd(x, w, &g), |x, w| fwd(x, w, &g))?;
-        Ok((out, Shape::from((g.batch, g.co, g.oh, g.ow))))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = self.geom(x.dims(), w.dims())?;
-        let dx = apply_kernel(grad, w, (g.batch, g.ci, g.h, g.w), bwd_data, bwd_data, &g)?;
-        let dw = apply_kernel(x, grad, (g.co, g.ci, g.k, g.k), bwd_weight, bwd_weight, &g)?;
-        Ok((Some(dx), Some(dw)))
-    }
-}
-
-struct ConvTranspose2dOp {
-    stride: usize,
-    pad: usize,
-}
-
-impl ConvTranspose2dOp {
-    /// The geometry of the adjoint convolution (from this op's output to its input).
+    /// The convolution geometry; for a transposed convolution, that of its adjoint (from this
+    /// op's output to its input).
     fn geom(&self, x: &[usize], w: &[usize]) -> Result<Geom> {
-        let (&[b, ci, h, wd], &[ci2, co, k, k2]) = (x, w) else {
-            candle_core::bail!("fastconv conv_transpose2d: expected 4-d input and kernel");
+        let (&[b, ci, h, wd], &[w0, w1, k, k2]) = (x, w) else {
+            candle_core::bail!("{}: expected 4-d input and kernel", self.name());
         };
-        if ci != ci2 || k != k2 {
-            candle_core::bail!(
-                "fastconv conv_transpose2d: input {x:?} and kernel {w:?} do not match"
-            );
+        // conv weight [co, ci, k, k]; transposed-conv weight [ci, co, k, k]
+        let (wci, co) = if self.transpose { (w0, w1) } else { (w1, w0) };
+        if ci != wci || k != k2 {
+            candle_core::bail!("{}: input {x:?} and kernel {w:?} do not match", self.name());
+        }
+        if !self.transpose {
+            return Ok(Geom::conv(b, ci, h, wd, co, k, self.stride, self.pad));
         }
         let oh = (h - 1) * self.stride + k - 2 * self.pad;
         let ow = (wd - 1) * self.stride + k - 2 * self.pad;
         let g = Geom::conv(b, co, oh, ow, ci, k, self.stride, self.pad);
         if (g.oh, g.ow) != (h, wd) {
             candle_core::bail!(
-                "fastconv conv_transpose2d: geometry {x:?} k{k} s{} p{} is not invertible",
+                "{}: geometry {x:?} k{k} s{} p{} is not invertible",
+                self.name(),
                 self.stride,
                 self.pad
             );
@@ -513,9 +481,9 @@ impl ConvTranspose2dOp {
     }
 }
 
-impl CustomOp2 for ConvTranspose2dOp {
+impl CustomOp2 for ConvOp {
     fn name(&self) -> &'static str {
-        "fast-conv-transpose2d"
+        ConvOp::name(self)
     }
 
     fn cpu_fwd(
@@ -526,15 +494,20 @@ impl CustomOp2 for ConvTranspose2dOp {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = self.geom(l1.dims(), l2.dims())?;
-        let out = run2(
-            s1,
-            l1,
-            s2,
-            l2,
-            |x, w| bwd_data(x, w, &g),
-            |x, w| bwd_data(x, w, &g),
-        )?;
-        Ok((out, Shape::from((g.batch, g.ci, g.h, g.w))))
+        if self.transpose {
+            let out = run2(
+                s1,
+                l1,
+                s2,
+                l2,
+                |x, w| bwd_data(x, w, &g),
+                |x, w| bwd_data(x, w, &g),
+            )?;
+            Ok((out, Shape::from((g.batch, g.ci, g.h, g.w))))
+        } else {
+            let out = run2(s1, l1, s2, l2, |x, w| fwd(x, w, &g), |x, w| fwd(x, w, &g))?;
+            Ok((out, Shape::from((g.batch, g.co, g.oh, g.ow))))
+        }
     }
 
     fn bwd(
@@ -545,8 +518,17 @@ impl CustomOp2 for ConvTranspose2dOp {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = self.geom(x.dims(), w.dims())?;
-        let dx = apply_kernel(grad, w, (g.batch, g.co, g.oh, g.ow), fwd, fwd, &g)?;
-        let dw = apply_kernel(grad, x, (g.co, g.ci, g.k, g.k), bwd_weight, bwd_weight, &g)?;
+        let (dx, dw) = if self.transpose {
+            (
+                apply_kernel(grad, w, (g.batch, g.co, g.oh, g.ow), fwd, fwd, &g)?,
+                apply_kernel(grad, x, (g.co, g.ci, g.k, g.k), bwd_weight, bwd_weight, &g)?,
+            )
+        } else {
+            (
+                apply_kernel(grad, w, (g.batch, g.ci, g.h, g.w), bwd_data, bwd_data, &g)?,
+                apply_kernel(x, grad, (g.co, g.ci, g.k, g.k), bwd_weight, bwd_weight, &g)?,
+            )
+        };
         Ok((Some(dx), Some(dw)))
     }
 }
@@ -554,7 +536,14 @@ impl CustomOp2 for ConvTranspose2dOp {
 /// `conv2d(x, w)` (no bias) with the fast kernels, or candle's when disabled.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
     if enabled() && x.device().is_cpu() {
-        x.apply_op2(w, Conv2dOp { stride, pad })
+        x.apply_op2(
+            w,
+            ConvOp {
+                stride,
+                pad,
+                transpose: false,
+            },
+        )
     } else {
         x.conv2d(w, pad, stride, 1, 1)
     }
@@ -563,7 +552,14 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Result<Tenso
 /// `conv_transpose2d(x, w)` (no bias, no output padding) with the fast kernels, or candle's.
 pub fn conv_transpose2d(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
     if enabled() && x.device().is_cpu() {
-        x.apply_op2(w, ConvTranspose2dOp { stride, pad })
+        x.apply_op2(
+            w,
+            ConvOp {
+                stride,
+                pad,
+                transpose: true,
+            },
+        )
     } else {
         x.conv_transpose2d(w, pad, 0, stride, 1)
     }
