@@ -15,3 +15,16 @@ pub struct Frame {
     /// Time the source spent producing this frame (decode, conversion).
     pub capture_secs: f64,
 }
+
+impl Frame {
+    /// A frame whose pixels are ready now; the source started producing it at `started`.
+    pub fn ready(rgb: RgbImage, seq: u64, started: Instant) -> Frame {
+        let captured = Instant::now();
+        Frame {
+            rgb,
+            seq,
+            captured,
+            capture_secs: (captured - started).as_secs_f64(),
+        }
+    }
+}

@@ -116,12 +116,7 @@ impl Source for FileSource {
         let t0 = Instant::now();
         let img = imaging::open_image(&self.files[self.next])?;
         self.next += 1;
-        let f = Frame {
-            rgb: img.to_rgb8(),
-            seq: self.seq,
-            captured: Instant::now(),
-            capture_secs: t0.elapsed().as_secs_f64(),
-        };
+        let f = Frame::ready(img.to_rgb8(), self.seq, t0);
         self.seq += 1;
         Ok(Some(f))
     }

@@ -92,12 +92,7 @@ impl Source for TestPattern {
         }
         let t0 = Instant::now();
         let rgb = self.render(self.seq);
-        let f = Frame {
-            rgb,
-            seq: self.seq,
-            captured: Instant::now(),
-            capture_secs: t0.elapsed().as_secs_f64(),
-        };
+        let f = Frame::ready(rgb, self.seq, t0);
         self.seq += 1;
         Ok(Some(f))
     }

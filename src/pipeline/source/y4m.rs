@@ -178,12 +178,7 @@ impl Source for Y4mSource {
             )
         })?;
         let rgb = self.to_rgb();
-        let f = Frame {
-            rgb,
-            seq: self.seq,
-            captured: Instant::now(),
-            capture_secs: t0.elapsed().as_secs_f64(),
-        };
+        let f = Frame::ready(rgb, self.seq, t0);
         self.seq += 1;
         Ok(Some(f))
     }
