@@ -48,15 +48,9 @@ impl Classifier {
 
     /// Penultimate features `[B, 128]` and logits `[B, classes]`.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-        let conv = |c: &Conv2d, x: &Tensor| -> candle_core::Result<Tensor> {
-            let y = crate::fastconv::conv2d(x, c.weight(), 1, 1)?;
-            match c.bias() {
-                Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
-                None => Ok(y),
-            }
-        };
-        let h = conv(&self.c1, x)?.relu()?.max_pool2d(2)?;
-        let h = conv(&self.c2, &h)?.relu()?.max_pool2d(2)?;
+        use crate::fastconv::conv2d_layer;
+        let h = conv2d_layer(&self.c1, x)?.relu()?.max_pool2d(2)?;
+        let h = conv2d_layer(&self.c2, &h)?.relu()?.max_pool2d(2)?;
         let feat = self.fc.forward(&h.flatten_from(1)?)?.relu()?;
         let logits = self.head.forward(&feat)?;
         Ok((feat, logits))

@@ -564,3 +564,26 @@ pub fn conv_transpose2d(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Re
         x.conv_transpose2d(w, pad, 0, stride, 1)
     }
 }
+
+/// `y + bias` with the bias broadcast over `[B, C, H, W]`.
+fn add_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    match bias {
+        Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
+        None => Ok(y),
+    }
+}
+
+/// A candle `Conv2d` layer (its weight, bias, stride and padding) through [`conv2d`].
+pub fn conv2d_layer(c: &candle_nn::Conv2d, x: &Tensor) -> Result<Tensor> {
+    let cfg = c.config();
+    add_bias(conv2d(x, c.weight(), cfg.stride, cfg.padding)?, c.bias())
+}
+
+/// A candle `ConvTranspose2d` layer through [`conv_transpose2d`].
+pub fn conv_transpose2d_layer(c: &candle_nn::ConvTranspose2d, x: &Tensor) -> Result<Tensor> {
+    let cfg = c.config();
+    add_bias(
+        conv_transpose2d(x, c.weight(), cfg.stride, cfg.padding)?,
+        c.bias(),
+    )
+}

@@ -253,8 +253,6 @@ enum NormLayer {
 
 struct Block {
     conv: ConvKind,
-    stride: usize,
-    padding: usize,
     bn: Option<NormLayer>,
     act: Act,
 }
@@ -307,27 +305,15 @@ impl Block {
         };
         Ok(Block {
             conv,
-            stride: spec.stride,
-            padding: spec.padding,
             bn,
             act: spec.act,
         })
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let (y, bias) = match &self.conv {
-            ConvKind::Conv(c) => (
-                crate::fastconv::conv2d(x, c.weight(), self.stride, self.padding)?,
-                c.bias(),
-            ),
-            ConvKind::Transpose(c) => (
-                crate::fastconv::conv_transpose2d(x, c.weight(), self.stride, self.padding)?,
-                c.bias(),
-            ),
-        };
-        let mut y = match bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?)?,
-            None => y,
+        let mut y = match &self.conv {
+            ConvKind::Conv(c) => crate::fastconv::conv2d_layer(c, x)?,
+            ConvKind::Transpose(c) => crate::fastconv::conv_transpose2d_layer(c, x)?,
         };
         match &self.bn {
             Some(NormLayer::Batch(bn)) => y = bn.forward_t(&y, train)?,
