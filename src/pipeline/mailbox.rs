@@ -2,7 +2,6 @@
 //! is replaced (and counted as dropped), so memory stays bounded whatever the speed mismatch.
 
 use std::sync::{Condvar, Mutex};
-use std::time::Duration;
 
 struct Slot<T> {
     item: Option<T>,
@@ -44,7 +43,7 @@ impl<T> Mailbox<T> {
         if s.item.replace(item).is_some() {
             s.dropped += 1;
         }
-        self.ready.notify_one();
+        self.ready.notify_all();
     }
 
     /// Wait for an item; `None` once the mailbox is closed and empty.
@@ -52,6 +51,7 @@ impl<T> Mailbox<T> {
         let mut s = self.slot.lock().unwrap();
         loop {
             if let Some(item) = s.item.take() {
+                self.ready.notify_all();
                 return Some(item);
             }
             if s.closed {
@@ -61,30 +61,35 @@ impl<T> Mailbox<T> {
         }
     }
 
-    /// Wait at most `timeout` for an item.
-    pub fn take_timeout(&self, timeout: Duration) -> Option<T> {
+    /// Put `item` once the previous one was taken (back-pressure for recorded sources, which
+    /// must not drop frames). Returns at once, dropping nothing, if the mailbox is closed.
+    ///
+    /// ```
+    /// let m = std::sync::Arc::new(ign_edge::pipeline::mailbox::Mailbox::default());
+    /// m.put_when_empty(1);
+    /// let m2 = m.clone();
+    /// let producer = std::thread::spawn(move || m2.put_when_empty(2));
+    /// assert_eq!(m.take(), Some(1));
+    /// producer.join().unwrap();
+    /// assert_eq!(m.take(), Some(2));
+    /// assert_eq!(m.dropped(), 0);
+    /// ```
+    pub fn put_when_empty(&self, item: T) {
         let s = self.slot.lock().unwrap();
-        let (mut s, _) = self
+        let mut s = self
             .ready
-            .wait_timeout_while(s, timeout, |s| s.item.is_none() && !s.closed)
+            .wait_while(s, |s| s.item.is_some() && !s.closed)
             .unwrap();
-        s.item.take()
+        if !s.closed {
+            s.item = Some(item);
+            self.ready.notify_all();
+        }
     }
 
-    /// No more items will come; wakes the consumer.
+    /// No more items will come; wakes the consumer and a waiting producer.
     pub fn close(&self) {
         self.slot.lock().unwrap().closed = true;
         self.ready.notify_all();
-    }
-
-    /// True while an item waits to be taken.
-    pub fn peek_full(&self) -> bool {
-        self.slot.lock().unwrap().item.is_some()
-    }
-
-    /// True once closed.
-    pub fn is_closed(&self) -> bool {
-        self.slot.lock().unwrap().closed
     }
 
     /// Items replaced before being taken.

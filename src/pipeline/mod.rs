@@ -20,7 +20,7 @@ use image::RgbImage;
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::backend::Backend;
 use crate::bench::stats::Latency;
@@ -142,19 +142,18 @@ pub fn run_loop(
             .name("capture".into())
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) && !done.load(Ordering::Relaxed) {
-                    // recorded sources wait for the consumer: nothing is dropped
-                    if !live {
-                        while !mb.is_closed() && mb_has_item(&mb) && !stop.load(Ordering::Relaxed) {
-                            std::thread::sleep(Duration::from_micros(200));
-                        }
-                    }
                     match source.next_frame() {
                         Ok(Some(f)) => {
                             let mut c = cs.lock().unwrap();
                             c.0 += f.capture_secs;
                             c.1 += 1;
                             drop(c);
-                            mb.put(f);
+                            if live {
+                                mb.put(f);
+                            } else {
+                                // recorded sources wait for the consumer: nothing is dropped
+                                mb.put_when_empty(f);
+                            }
                         }
                         Ok(None) => break,
                         Err(e) => {
@@ -285,9 +284,8 @@ pub fn run_loop(
         }
     }
     done.store(true, Ordering::Relaxed);
-    // unblock and join the capture thread (it may be waiting for the consumer)
+    // closing wakes the capture thread if it waits for the consumer
     frames_in.close();
-    while frames_in.take_timeout(Duration::from_millis(1)).is_some() {}
     capture
         .join()
         .map_err(|_| anyhow!("the capture thread panicked"))?;
@@ -305,15 +303,13 @@ pub fn run_loop(
         return Err(e);
     }
     let c = *capture_secs.lock().unwrap();
-    let mut e2e = s.e2e.clone();
-    e2e.sort_by(|a, b| a.partial_cmp(b).unwrap());
     Ok(Summary {
         source: source_name,
         sink: sink_name,
         frames: s.shown,
         seconds: elapsed,
         fps: s.shown as f64 / elapsed.max(1e-9),
-        e2e: Latency::from_secs(&e2e),
+        e2e: Latency::from_secs(&s.e2e),
         dropped_capture: frames_in.dropped(),
         dropped_display: pictures.dropped(),
         capture_ms: mean_ms(c.0, c.1),
@@ -323,10 +319,6 @@ pub fn run_loop(
         display_ms: mean_ms(s.display_secs, s.shown),
         last_seq: s.last_seq,
     })
-}
-
-fn mb_has_item<T>(mb: &Mailbox<T>) -> bool {
-    mb.peek_full()
 }
 
 #[cfg(test)]
