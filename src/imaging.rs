@@ -65,16 +65,32 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Center-crop `img` to the aspect ratio `w:h` (largest such window).
-pub fn center_crop(img: &DynamicImage, w: u32, h: u32) -> DynamicImage {
-    let (iw, ih) = (img.width(), img.height());
-    // crop width/height with iw*h vs ih*w comparison to stay in integers
+/// The largest centered window of an `iw×ih` image with the aspect ratio `w:h`, as
+/// `(x, y, width, height)`.
+///
+/// ```
+/// assert_eq!(ign_edge::imaging::center_crop_rect(640, 480, 28, 28), (80, 0, 480, 480));
+/// ```
+pub fn center_crop_rect(iw: u32, ih: u32, w: u32, h: u32) -> (u32, u32, u32, u32) {
+    // compare iw*h with ih*w to stay in integers
     let (cw, ch) = if (iw as u64) * (h as u64) > (ih as u64) * (w as u64) {
         (((ih as u64 * w as u64) / h as u64).max(1) as u32, ih)
     } else {
         (iw, ((iw as u64 * h as u64) / w as u64).max(1) as u32)
     };
-    img.crop_imm((iw - cw) / 2, (ih - ch) / 2, cw, ch)
+    ((iw - cw) / 2, (ih - ch) / 2, cw, ch)
+}
+
+/// Center-crop `img` to the aspect ratio `w:h` (largest such window).
+pub fn center_crop(img: &DynamicImage, w: u32, h: u32) -> DynamicImage {
+    let (x, y, cw, ch) = center_crop_rect(img.width(), img.height(), w, h);
+    img.crop_imm(x, y, cw, ch)
+}
+
+/// BT.601 luma of an RGB triple (any scale in, the same scale out).
+#[inline]
+pub fn luma(r: f32, g: f32, b: f32) -> f32 {
+    0.299 * r + 0.587 * g + 0.114 * b
 }
 
 /// Convert an image of any size and colour to a `C×H×W` float vector in `[-1, 1]`.
@@ -92,7 +108,7 @@ pub fn image_to_chw(img: &DynamicImage, channels: usize, h: usize, w: usize) -> 
         // BT.601 luma, as the live loop's preprocessing (image's to_luma8 uses Rec. 709)
         let rgb = resized.to_rgb8();
         for (o, p) in out.iter_mut().zip(rgb.pixels()) {
-            let y = 0.299 * p.0[0] as f32 + 0.587 * p.0[1] as f32 + 0.114 * p.0[2] as f32;
+            let y = luma(p.0[0] as f32, p.0[1] as f32, p.0[2] as f32);
             *o = y.round() / 127.5 - 1.0;
         }
     } else {

@@ -6,6 +6,8 @@
 use anyhow::{bail, Result};
 use image::RgbImage;
 
+use crate::imaging;
+
 /// A rectangle in frame pixels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rect {
@@ -55,19 +57,8 @@ impl Preprocess {
                 h: r.h.min(fh - y),
             };
         }
-        // largest window with the model's aspect ratio, centered
-        let (mw, mh) = (self.width as u64, self.height as u64);
-        let (cw, ch) = if fw as u64 * mh > fh as u64 * mw {
-            (((fh as u64 * mw) / mh) as u32, fh)
-        } else {
-            (fw, ((fw as u64 * mh) / mw) as u32)
-        };
-        Rect {
-            x: (fw - cw) / 2,
-            y: (fh - ch) / 2,
-            w: cw.max(1),
-            h: ch.max(1),
-        }
+        let (x, y, w, h) = imaging::center_crop_rect(fw, fh, self.width as u32, self.height as u32);
+        Rect { x, y, w, h }
     }
 
     /// Fill `out` (`C×H×W`) from `frame`.
@@ -96,9 +87,7 @@ impl Preprocess {
                 let n = ((y1 - y0) * (x1 - x0)) as f32;
                 let i = oy * w + ox;
                 if c == 1 {
-                    let luma =
-                        (0.299 * acc[0] as f32 + 0.587 * acc[1] as f32 + 0.114 * acc[2] as f32) / n;
-                    out[i] = luma / 255.0;
+                    out[i] = imaging::luma(acc[0] as f32, acc[1] as f32, acc[2] as f32) / n / 255.0;
                 } else {
                     for (k, a) in acc.iter().enumerate() {
                         out[k * plane + i] = *a as f32 / n / 255.0;

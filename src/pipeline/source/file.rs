@@ -31,25 +31,17 @@ impl Source for LoopingY4m {
         self.inner.describe()
     }
     fn next_frame(&mut self) -> Result<Option<Frame>> {
-        match self.inner.next_frame()? {
-            Some(mut f) => {
-                f.seq = self.seq;
-                self.seq += 1;
-                Ok(Some(f))
-            }
-            None if self.looping => {
-                self.inner = open_y4m(&self.path)?;
-                match self.inner.next_frame()? {
-                    Some(mut f) => {
-                        f.seq = self.seq;
-                        self.seq += 1;
-                        Ok(Some(f))
-                    }
-                    None => Ok(None),
-                }
-            }
-            None => Ok(None),
+        let mut next = self.inner.next_frame()?;
+        if next.is_none() && self.looping {
+            self.inner = open_y4m(&self.path)?;
+            next = self.inner.next_frame()?;
         }
+        // numbered across loops, so the loop sees one continuous stream
+        Ok(next.map(|mut f| {
+            f.seq = self.seq;
+            self.seq += 1;
+            f
+        }))
     }
 }
 
