@@ -252,7 +252,7 @@ pub fn profile_table(r: &ModelResult) -> String {
 /// The results as an aligned text table.
 pub fn table(results: &[ModelResult]) -> String {
     let mut s = format!(
-        "{:<22} {:>5} {:>3} {:>2} {:>3} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>8} {:>9}\n",
+        "{:<22} {:>5} {:>3} {:>2} {:>3} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>8} {:>9} {:>6}\n",
         "model",
         "prec",
         "thr",
@@ -265,7 +265,8 @@ pub fn table(results: &[ModelResult]) -> String {
         "p99 us",
         "mean±std",
         "img/s",
-        "GFLOP/s"
+        "GFLOP/s",
+        "%peak"
     );
     for r in results {
         let l = &r.latency;

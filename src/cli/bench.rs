@@ -48,7 +48,7 @@ pub struct BenchCmd {
     /// Write the report as JSON (stable schema, see the README).
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Compare with an earlier JSON report; exit 1 when a p50 regresses beyond --tolerance.
+    /// Compare with an earlier JSON report; exit 2 when a p50 regresses beyond --tolerance.
     #[arg(long)]
     pub baseline: Option<PathBuf>,
     /// Allowed p50 regression against the baseline (0.1 = 10%).
