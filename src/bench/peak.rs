@@ -38,7 +38,7 @@ pub fn matmul_peak_gflops(threads: usize, n: usize) -> Result<f64> {
             times.push(t.elapsed().as_secs_f64());
         }
     }
-    times.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    let median_s = super::stats::Latency::from_secs(&times).p50_us / 1e6;
     let flops = 2.0 * (n as f64).powi(3);
-    Ok(flops / times[times.len() / 2] / 1e9)
+    Ok(flops / median_s / 1e9)
 }
