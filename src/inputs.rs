@@ -1,7 +1,8 @@
 //! What `project` and `demo` feed the model: image files, folders, `.npy` arrays and noise.
 //!
 //! Specs: a path to a PNG/JPEG, a folder of them, a `.npy` float32 array (`N×C×H×W` or
-//! `C×H×W`), or `noise:<N>[:<seed>]` for N Gaussian noise images.
+//! `C×H×W`), an IDX images file (MNIST's `*-idx3-ubyte`, gzipped or not), or
+//! `noise:<N>[:<seed>]` for N Gaussian noise images.
 
 use anyhow::{anyhow, bail, Context, Result};
 use rand::SeedableRng;
@@ -97,10 +98,44 @@ pub fn read_image(path: &Path, info: &ModelInfo) -> Result<ImageBatch> {
     ImageBatch::new(data, [1, info.channels, info.height, info.width])
 }
 
+/// Whether `path` names an IDX file (`*-ubyte`, `*-ubyte.gz`, `*.idx`, `*.idx.gz`).
+pub fn is_idx_path(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    let name = name.strip_suffix(".gz").unwrap_or(&name);
+    name.ends_with("-ubyte") || name.ends_with(".idx") || name.contains("-idx3-")
+}
+
+/// Read up to `limit` images (0: all) of an IDX images file, converted to the model's shape
+/// (resized when the model is not the file's size; gray repeated for an RGB model).
+pub fn read_idx_images(path: &Path, info: &ModelInfo, limit: usize) -> Result<ImageBatch> {
+    let arr = crate::idx::read_idx(path, crate::idx::IDX_IMAGES_MAGIC)?;
+    let (n, h, w) = (arr.dims[0], arr.dims[1], arr.dims[2]);
+    let n = if limit == 0 { n } else { n.min(limit) };
+    if n == 0 {
+        bail!("{}: the IDX file holds no image", path.display());
+    }
+    let mut data = Vec::with_capacity(n * info.image_len());
+    for i in 0..n {
+        let px = &arr.data[i * h * w..(i + 1) * h * w];
+        if (h, w, info.channels) == (info.height, info.width, 1) {
+            data.extend(px.iter().map(|&v| v as f32 / 127.5 - 1.0));
+        } else {
+            let gray = image::GrayImage::from_raw(w as u32, h as u32, px.to_vec())
+                .context("IDX image size")?;
+            let img = image::DynamicImage::ImageLuma8(gray);
+            data.extend(imaging::image_to_chw(&img, info.channels, info.height, info.width));
+        }
+    }
+    ImageBatch::new(data, [n, info.channels, info.height, info.width])
+}
+
 /// Load every spec in order into one batch.
 pub fn load_inputs(specs: &[String], info: &ModelInfo) -> Result<Inputs> {
     if specs.is_empty() {
-        bail!("no input given: pass image files, folders, .npy files or noise:<N>[:<seed>]");
+        bail!("no input given: pass image files, folders, .npy or IDX files, or noise:<N>[:<seed>]");
     }
     let mut parts = Vec::new();
     let mut labels = Vec::new();
@@ -116,7 +151,11 @@ pub fn load_inputs(specs: &[String], info: &ModelInfo) -> Result<Inputs> {
                 "{spec}: no such file or folder (inputs are images, folders, .npy files or noise:<N>[:<seed>])"
             );
         }
-        if path.is_dir() {
+        if is_idx_path(path) {
+            let b = read_idx_images(path, info, 0)?;
+            labels.extend((0..b.len()).map(|i| format!("{spec}#{i}")));
+            parts.push(b);
+        } else if path.is_dir() {
             let files = imaging::list_images(path)?;
             if files.is_empty() {
                 bail!("{spec}: no PNG or JPEG image in this folder");

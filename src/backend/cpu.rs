@@ -16,6 +16,14 @@ pub struct CpuBackend {
     states: HashMap<usize, TypedSimpleState>,
     executor: Executor,
     threads: usize,
+    /// Run the plan in fp16 arithmetic (tract's `f32_to_f16` transform).
+    half: bool,
+}
+
+/// Whether this CPU has native fp16 arithmetic (aarch64 `asimdhp`, e.g. Cortex-A76 in the
+/// Raspberry Pi 5 and RK3588; not the Pi 4's A72, not x86).
+pub fn cpu_has_fp16() -> bool {
+    tract_linalg::has_fp16()
 }
 
 /// The number of CPU cores available to this process.
@@ -28,7 +36,17 @@ pub fn available_cores() -> usize {
 impl CpuBackend {
     /// Build the backend with `threads` worker threads for tract's matrix products
     /// (`None` or 1: single-threaded, which is fastest at batch 1 on small models).
+    ///
+    /// An fp16 model runs in fp16 arithmetic where the CPU has it ([`cpu_has_fp16`]) and in
+    /// fp32 elsewhere (tract's emulated fp16 is ~100x slower); see [`CpuBackend::notice`].
     pub fn new(model: &Model, threads: Option<usize>) -> Result<Self> {
+        let half = model.info.precision == crate::model::Precision::Fp16 && cpu_has_fp16();
+        Self::with_arithmetic(model, threads, half)
+    }
+
+    /// Like [`CpuBackend::new`], choosing fp16 arithmetic (`half`) or fp32 explicitly, on any
+    /// CPU (fp16 without hardware support is emulated: slow but exact, for fidelity checks).
+    pub fn with_arithmetic(model: &Model, threads: Option<usize>, half: bool) -> Result<Self> {
         let threads = threads.unwrap_or(1).max(1);
         let executor = if threads > 1 {
             Executor::multithread(threads)
@@ -40,6 +58,7 @@ impl CpuBackend {
             states: HashMap::new(),
             executor,
             threads,
+            half,
         };
         b.prepare(model.info.fixed_batch.unwrap_or(1))?;
         Ok(b)
@@ -50,10 +69,36 @@ impl CpuBackend {
         self.threads
     }
 
+    /// The arithmetic the plan runs in: `fp32`, `fp16` or `int8` (int8 convolutions with
+    /// float islands between them).
+    pub fn arithmetic(&self) -> &'static str {
+        match self.model.info.precision {
+            crate::model::Precision::Int8 => "int8",
+            _ if self.half => "fp16",
+            _ => "fp32",
+        }
+    }
+
+    /// A one-line notice when the model does not run in its own precision (an fp16 model on a
+    /// CPU without fp16 arithmetic).
+    pub fn notice(&self) -> Option<String> {
+        (self.model.info.precision == crate::model::Precision::Fp16 && !self.half).then(|| {
+            format!(
+                "notice: {}: this CPU has no fp16 arithmetic (aarch64 asimdhp), so the fp16 weights run in fp32",
+                self.model.info.path.display()
+            )
+        })
+    }
+
     /// Optimize the plan for `batch` now (otherwise done on first use).
     pub fn prepare(&mut self, batch: usize) -> Result<()> {
         if !self.states.contains_key(&batch) {
-            let typed = self.model.typed(batch)?;
+            let mut typed = self.model.typed(batch)?;
+            if self.half {
+                let t = tract_onnx::tract_core::transform::get_transform("f32_to_f16")?
+                    .ok_or_else(|| anyhow::anyhow!("tract has no f32_to_f16 transform"))?;
+                t.transform(&mut typed)?;
+            }
             let plan = typed
                 .into_optimized()
                 .and_then(|m| m.into_runnable())
@@ -90,7 +135,7 @@ impl CpuBackend {
         let n = input.shape[0];
         self.prepare(n)?;
         let state = self.states.get_mut(&n).expect("prepared");
-        let t = Tensor::from_shape(&input.shape, &input.data)?;
+        let t = input_tensor(state, input)?;
         let mut by_op: HashMap<String, (std::collections::HashSet<usize>, f64)> = HashMap::new();
         for _ in 0..iterations.max(1) {
             multithread_tract_scope(self.executor.clone(), || {
@@ -117,9 +162,23 @@ impl CpuBackend {
     }
 }
 
+/// The input as the plan wants it (f16 after the `f32_to_f16` transform, else f32).
+fn input_tensor(state: &TypedSimpleState, input: &ImageBatch) -> Result<Tensor> {
+    let t = Tensor::from_shape(&input.shape, &input.data)?;
+    let dt = state.model().input_fact(0)?.datum_type;
+    Ok(if dt == f32::datum_type() {
+        t
+    } else {
+        t.cast_to_dt(dt)?.into_owned()
+    })
+}
+
 impl Backend for CpuBackend {
     fn name(&self) -> String {
-        format!("cpu-{}", self.model.info.precision)
+        match (self.model.info.precision.as_str(), self.arithmetic()) {
+            (p, a) if p == a || p == "int8" => format!("cpu-{p}"),
+            (p, a) => format!("cpu-{p}-as-{a}"),
+        }
     }
 
     fn run(&mut self, input: &ImageBatch) -> Result<ImageBatch> {
@@ -136,9 +195,10 @@ impl Backend for CpuBackend {
         }
         self.prepare(n)?;
         let state = self.states.get_mut(&n).expect("prepared");
-        let t = Tensor::from_shape(&input.shape, &input.data)?;
+        let t = input_tensor(state, input)?;
         let out = multithread_tract_scope(self.executor.clone(), || state.run(tvec!(t.into())))?;
-        let view = out[0].to_plain_array_view::<f32>()?;
+        let out = out[0].cast_to::<f32>()?;
+        let view = out.to_plain_array_view::<f32>()?;
         let data: Vec<f32> = match view.as_slice() {
             Some(s) => s.to_vec(),
             None => view.iter().copied().collect(),

@@ -5,7 +5,7 @@ use clap::Args;
 use std::path::{Path, PathBuf};
 
 use crate::backend::cpu::CpuBackend;
-use crate::model::Model;
+use crate::model::{Model, ModelError, Precision};
 
 /// The model shipped with the repository and embedded in the binary.
 pub const DEFAULT_MODEL: &str = "models/ign-mnist.onnx";
@@ -25,20 +25,33 @@ pub struct ModelArgs {
     /// Worker threads for tract's matrix kernels (1 is fastest at batch 1 on small models).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Precision to run: the model's variant file beside it (M.fp16.onnx, M.int8.onnx, made by
+    /// `ign-edge quantize`) or, when there is none, a conversion on the fly (int8 then
+    /// calibrates on noise only).
+    #[arg(long, value_enum)]
+    pub precision: Option<Precision>,
 }
 
 impl ModelArgs {
-    /// Load the chosen model, or the bundled one.
+    /// Load the chosen model (or the bundled one) in the chosen precision.
     pub fn load(&self) -> Result<Model> {
-        match &self.model {
-            Some(p) => Model::load(p),
-            None => load_default_model(),
+        let model = match &self.model {
+            Some(p) => Model::load(p)?,
+            None => load_default_model()?,
+        };
+        match self.precision {
+            Some(p) if p != model.info.precision => in_precision(model, p),
+            _ => Ok(model),
         }
     }
 
-    /// The CPU backend for a loaded model.
+    /// The CPU backend for a loaded model (prints a notice when an fp16 model runs in fp32).
     pub fn backend(&self, model: &Model) -> Result<CpuBackend> {
-        CpuBackend::new(model, Some(self.threads))
+        let b = CpuBackend::new(model, Some(self.threads))?;
+        if let Some(n) = b.notice() {
+            eprintln!("{n}");
+        }
+        Ok(b)
     }
 }
 
@@ -50,4 +63,56 @@ pub fn load_default_model() -> Result<Model> {
     } else {
         Model::from_bytes(Path::new("<bundled ign-mnist.onnx>"), EMBEDDED_MODEL)
     }
+}
+
+/// `path` with `.onnx` replaced by `.<precision>.onnx` (models/ign-mnist.int8.onnx).
+pub fn variant_path(path: &Path, precision: Precision) -> std::path::PathBuf {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!("{stem}.{precision}.onnx"))
+}
+
+/// The fp32 `model` in `precision`: its variant file if there is one, else converted now.
+fn in_precision(model: Model, precision: Precision) -> Result<Model> {
+    let path = model.info.path.clone();
+    if model.info.precision != Precision::Fp32 {
+        anyhow::bail!(ModelError(format!(
+            "{}: this model is {}; pass its fp32 original to run it in {precision}",
+            path.display(),
+            model.info.precision
+        )));
+    }
+    let variant = variant_path(&path, precision);
+    if variant.exists() {
+        let v = Model::load(&variant)?;
+        if v.info.precision != precision {
+            anyhow::bail!(ModelError(format!(
+                "{}: expected an {precision} model (ign.precision), found {}; re-run ign-edge quantize",
+                variant.display(),
+                v.info.precision
+            )));
+        }
+        return Ok(v);
+    }
+    if precision == Precision::Fp32 {
+        return Ok(model);
+    }
+    let bytes = if path.exists() {
+        std::fs::read(&path)?
+    } else {
+        EMBEDDED_MODEL.to_vec()
+    };
+    if precision == Precision::Int8 {
+        eprintln!(
+            "notice: no {}: quantizing to int8 now, calibrated on noise only; `ign-edge quantize --precision int8 --calib <real images>` makes a better file",
+            variant.display()
+        );
+    }
+    let opts = crate::quantize::QuantizeOptions {
+        precision,
+        measure: false,
+        methods: vec![crate::quantize::calib::RangeMethod::Percentile(99.99)],
+        ..Default::default()
+    };
+    let q = crate::quantize::quantize_bytes(&path, &bytes, &opts)?;
+    Model::from_bytes(&variant, &q.bytes)
 }

@@ -6,6 +6,7 @@ pub mod common;
 pub mod demo;
 pub mod info;
 pub mod project;
+pub mod quantize;
 pub mod run;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,7 @@ pub enum Command {
     Bench(bench::BenchCmd),
     Info(info::InfoCmd),
     Project(project::ProjectCmd),
+    Quantize(quantize::QuantizeCmd),
     Run(run::RunCmd),
 }
 
@@ -37,6 +39,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(c) => c.run(),
         Command::Info(c) => c.run(),
         Command::Project(c) => c.run(),
+        Command::Quantize(c) => c.run(),
         Command::Run(c) => c.run(),
     }
 }

@@ -99,6 +99,17 @@ impl OnnxWriter {
             .push(value_info(name, pb::tensor_proto::DataType::Float, dims));
     }
 
+    /// Declare a float32 graph output whose shape the reader infers.
+    pub fn output_f32_any_shape(&mut self, name: &str) {
+        let mut v = value_info(name, pb::tensor_proto::DataType::Float, &[]);
+        if let Some(pb::type_proto::Value::TensorType(t)) =
+            v.r#type.as_mut().and_then(|t| t.value.as_mut())
+        {
+            t.shape = None;
+        }
+        self.graph.output.push(v);
+    }
+
     fn push_init(&mut self, t: pb::TensorProto) -> String {
         let name = t.name.clone();
         self.graph.initializer.push(t);

@@ -7,15 +7,14 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use flate2::read::GzDecoder;
 use ign_edge::imaging;
+pub use ign_edge::idx::{
+    parse_idx, read_idx, read_maybe_gz, IdxArray, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC,
+};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// Magic number of an IDX file of unsigned bytes with 3 dimensions (images).
-pub const IDX_IMAGES_MAGIC: u32 = 0x0000_0803;
-/// Magic number of an IDX file of unsigned bytes with 1 dimension (labels).
-pub const IDX_LABELS_MAGIC: u32 = 0x0000_0801;
 
 /// An in-memory image set.
 #[derive(Clone, Debug)]
@@ -278,70 +277,6 @@ fn split_single(all: Dataset, path: &Path, opts: &DataOptions) -> Result<Split> 
         ),
         train,
         test,
-    })
-}
-
-/// Read a whole file, transparently gunzipping it when it starts with the gzip magic.
-pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| {
-                anyhow::anyhow!("{}: corrupt or truncated gzip data ({e})", path.display())
-            })?;
-        Ok(out)
-    } else {
-        Ok(raw)
-    }
-}
-
-/// A parsed IDX array of unsigned bytes.
-#[derive(Debug)]
-pub struct IdxArray {
-    pub dims: Vec<usize>,
-    pub data: Vec<u8>,
-}
-
-/// Parse an IDX file of unsigned bytes, checking the magic number and the length.
-pub fn read_idx(path: &Path, expected_magic: u32) -> Result<IdxArray> {
-    let bytes = read_maybe_gz(path)?;
-    parse_idx(&bytes, expected_magic).with_context(|| path.display().to_string())
-}
-
-/// Parse IDX bytes (see [`read_idx`]).
-pub fn parse_idx(bytes: &[u8], expected_magic: u32) -> Result<IdxArray> {
-    if bytes.len() < 4 {
-        bail!("not an IDX file: only {} bytes", bytes.len());
-    }
-    let magic = u32::from_be_bytes(bytes[0..4].try_into().unwrap());
-    if magic != expected_magic {
-        let what = if expected_magic == IDX_IMAGES_MAGIC {
-            "images"
-        } else {
-            "labels"
-        };
-        bail!(
-            "not an IDX {what} file: magic number 0x{magic:08x}, expected 0x{expected_magic:08x}"
-        );
-    }
-    let ndims = (magic & 0xff) as usize;
-    let header = 4 + 4 * ndims;
-    if bytes.len() < header {
-        bail!("truncated IDX header");
-    }
-    let dims: Vec<usize> = (0..ndims)
-        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
-        .collect();
-    let want: usize = dims.iter().product();
-    let have = bytes.len() - header;
-    if have < want {
-        bail!("truncated IDX file: header says {dims:?} = {want} bytes of data, found {have}");
-    }
-    Ok(IdxArray {
-        dims,
-        data: bytes[header..header + want].to_vec(),
     })
 }
 

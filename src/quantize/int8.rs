@@ -1,0 +1,366 @@
+//! int8 post-training quantization to standard ONNX operators (QOperator form).
+//!
+//! Every `Conv` becomes `QuantizeLinear → QLinearConv → DequantizeLinear`:
+//! - weights: int8, symmetric, one scale per output channel (zero point 0);
+//! - activations: uint8, one scale and zero point per tensor, from the calibration ranges;
+//! - bias: int32 at scale `x_scale · w_scale[c]`.
+//!
+//! Between convolutions the graph stays in float ("float islands"): LayerNorm needs a mean and
+//! a variance, and ONNX has no quantized LeakyRelu or Tanh. A `Relu` whose output only feeds
+//! convolutions is folded away: with a zero point of 0, `QuantizeLinear` saturates negatives
+//! to 0, so `Q(x) = Q(relu(x))` exactly.
+//!
+//! Both tract (integer kernels) and onnxruntime (its U8S8 kernels) run the result.
+
+use anyhow::{bail, Context, Result};
+use std::collections::{BTreeMap, HashMap};
+use tract_onnx::pb;
+
+use super::graph::{float_initializer, graph_mut, Names};
+use crate::model::writer::attr_int;
+
+/// Activation range `(min, max)` per tensor name.
+pub type Ranges = BTreeMap<String, (f32, f32)>;
+
+/// The tensors whose ranges the quantizer needs: the input and output of every `Conv` with
+/// constant weights, in graph order, without repeats.
+pub fn calibration_tensors(model: &pb::ModelProto) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let Some(graph) = model.graph.as_ref() else { return out };
+    for n in graph.node.iter().filter(|n| is_quantizable_conv(graph, n)) {
+        for t in [&n.input[0], &n.output[0]] {
+            if !out.contains(t) {
+                out.push(t.clone());
+            }
+        }
+    }
+    out
+}
+
+fn is_quantizable_conv(graph: &pb::GraphProto, n: &pb::NodeProto) -> bool {
+    n.op_type == "Conv" && n.input.len() >= 2 && graph.initializer.iter().any(|t| t.name == n.input[1])
+}
+
+/// uint8 scale and zero point of a range (widened to hold 0).
+pub fn u8_params(min: f32, max: f32) -> (f32, u8) {
+    let (min, max) = (min.min(0.0), max.max(0.0));
+    let scale = if max - min > 1e-12 { (max - min) / 255.0 } else { 1.0 };
+    let zp = (-min / scale).round().clamp(0.0, 255.0) as u8;
+    (scale, zp)
+}
+
+/// Per-output-channel symmetric int8 weights: `(values, scales)`.
+pub fn i8_per_channel(w: &[f32], channels: usize) -> (Vec<i8>, Vec<f32>) {
+    let per = w.len() / channels.max(1);
+    let mut q = Vec::with_capacity(w.len());
+    let mut scales = Vec::with_capacity(channels);
+    for c in 0..channels {
+        let row = &w[c * per..(c + 1) * per];
+        let m = row.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let s = if m > 0.0 { m / 127.0 } else { 1.0 };
+        scales.push(s);
+        q.extend(row.iter().map(|v| (v / s).round().clamp(-127.0, 127.0) as i8));
+    }
+    (q, scales)
+}
+
+fn scalar_f32(name: &str, v: f32) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.into(),
+        data_type: pb::tensor_proto::DataType::Float as i32,
+        raw_data: v.to_le_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
+fn scalar_u8(name: &str, v: u8) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.into(),
+        data_type: pb::tensor_proto::DataType::Uint8 as i32,
+        raw_data: vec![v],
+        ..Default::default()
+    }
+}
+
+fn tensor_of(name: &str, dims: &[usize], dt: pb::tensor_proto::DataType, raw: Vec<u8>) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.into(),
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: dt as i32,
+        raw_data: raw,
+        ..Default::default()
+    }
+}
+
+/// Which integer operator the convolutions become.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    /// `QLinearConv`: uint8 in, uint8 out (requantized), then `DequantizeLinear`.
+    QLinearConv,
+    /// `ConvInteger`: uint8 in, int32 out, rescaled per channel in float (no output range).
+    #[default]
+    ConvInteger,
+}
+
+/// What the quantizer did, for the report.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Int8Summary {
+    /// Convolutions now on integer kernels (QLinearConv or ConvInteger).
+    pub integer_convs: usize,
+    /// Relu nodes folded into the next QuantizeLinear.
+    pub folded_relus: usize,
+    /// QuantizeLinear / DequantizeLinear pairs at float-island borders.
+    pub quantize_nodes: usize,
+    pub dequantize_nodes: usize,
+}
+
+/// Quantize every constant-weight `Conv` of `model` (a float graph with no `ConvTranspose`
+/// left; see [`super::deconv`]) using `ranges` for the activations.
+pub fn quantize(model: &pb::ModelProto, ranges: &Ranges, scheme: Scheme) -> Result<(pb::ModelProto, Int8Summary)> {
+    let mut proto = model.clone();
+    let graph = graph_mut(&mut proto)?;
+    if graph.node.iter().any(|n| n.op_type == "ConvTranspose") {
+        bail!("ConvTranspose left in the graph: rewrite it first (quantize::deconv)");
+    }
+    let mut names = Names::of(graph);
+    let outputs: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
+    // Who produces and who consumes each tensor.
+    let mut producer: HashMap<String, usize> = HashMap::new();
+    let mut consumers: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, n) in graph.node.iter().enumerate() {
+        for o in &n.output {
+            producer.insert(o.clone(), i);
+        }
+        for inp in &n.input {
+            consumers.entry(inp.clone()).or_default().push(i);
+        }
+    }
+    let conv_ids: Vec<usize> =
+        (0..graph.node.len()).filter(|&i| is_quantizable_conv(graph, &graph.node[i])).collect();
+    // Relu nodes that only feed quantized convs: fold them into the QuantizeLinear.
+    let mut folded: HashMap<usize, String> = HashMap::new(); // relu node -> its input
+    for &ci in &conv_ids {
+        let x = &graph.node[ci].input[0];
+        if let Some(&pi) = producer.get(x) {
+            let p = &graph.node[pi];
+            let only_convs = consumers.get(x).is_some_and(|cs| cs.iter().all(|c| conv_ids.contains(c)));
+            if p.op_type == "Relu" && only_convs && !outputs.contains(x) {
+                folded.insert(pi, p.input[0].clone());
+            }
+        }
+    }
+
+    let nodes = std::mem::take(&mut graph.node);
+    let mut new_nodes = Vec::with_capacity(nodes.len() + 3 * conv_ids.len());
+    let mut quantized: HashMap<String, (String, String, String)> = HashMap::new(); // x -> (xq, scale, zp)
+    let mut summary = Int8Summary::default();
+    for (i, node) in nodes.into_iter().enumerate() {
+        if folded.contains_key(&i) {
+            summary.folded_relus += 1;
+            continue;
+        }
+        if !conv_ids.contains(&i) {
+            new_nodes.push(node);
+            continue;
+        }
+        let x = node.input[0].clone();
+        let y = node.output[0].clone();
+        let range = |t: &str| {
+            ranges.get(t).copied().with_context(|| format!("no calibration range for tensor '{t}'"))
+        };
+        // Quantized input, shared by every conv reading the same tensor.
+        if !quantized.contains_key(&x) {
+            let (mn, mx) = range(&x)?;
+            let (s, zp) = u8_params(mn, mx);
+            let src = match producer.get(&x).and_then(|p| folded.get(p)) {
+                Some(relu_in) => {
+                    debug_assert_eq!(zp, 0, "a Relu output has min 0");
+                    relu_in.clone()
+                }
+                None => x.clone(),
+            };
+            let s_name = names.fresh(&format!("{x}.scale"));
+            let zp_name = names.fresh(&format!("{x}.zero_point"));
+            let xq = names.fresh(&format!("{x}.quantized"));
+            graph.initializer.push(scalar_f32(&s_name, s));
+            graph.initializer.push(scalar_u8(&zp_name, zp));
+            new_nodes.push(pb::NodeProto {
+                name: names.fresh(&format!("{x}.quantize")),
+                op_type: "QuantizeLinear".into(),
+                input: vec![src, s_name.clone(), zp_name.clone()],
+                output: vec![xq.clone()],
+                ..Default::default()
+            });
+            summary.quantize_nodes += 1;
+            quantized.insert(x.clone(), (xq, s_name, zp_name));
+        }
+        let (xq, xs_name, xzp_name) = quantized[&x].clone();
+        let (xmn, xmx) = range(&x)?;
+        let (xs, _) = u8_params(xmn, xmx);
+
+        let w = float_initializer(graph, &node.input[1])?.context("conv weights")?;
+        let cout = w.dims[0];
+        let (wq, ws) = i8_per_channel(&w.data, cout);
+        let wq_name = names.fresh(&format!("{}.int8", node.input[1]));
+        let ws_name = names.fresh(&format!("{}.scale", node.input[1]));
+        let wzp_name = names.fresh(&format!("{}.zero_point", node.input[1]));
+        graph.initializer.push(tensor_of(
+            &wq_name,
+            &w.dims,
+            pb::tensor_proto::DataType::Int8,
+            wq.iter().map(|&v| v as u8).collect(),
+        ));
+        graph.initializer.push(tensor_of(
+            &ws_name,
+            &[cout],
+            pb::tensor_proto::DataType::Float,
+            ws.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ));
+        graph.initializer.push(tensor_of(&wzp_name, &[cout], pb::tensor_proto::DataType::Int8, vec![0; cout]));
+
+        let bias = match node.input.get(2).filter(|s| !s.is_empty()) {
+            Some(b_name) => Some((b_name.clone(), float_initializer(graph, b_name)?.context("conv bias")?.data)),
+            None => None,
+        };
+        let mut attrs: Vec<pb::AttributeProto> = node.attribute.clone();
+        if !attrs.iter().any(|a| a.name == "group") {
+            attrs.push(attr_int("group", 1));
+        }
+        let base = if node.name.is_empty() { y.clone() } else { node.name.clone() };
+        match scheme {
+            Scheme::QLinearConv => {
+                let (ymn, ymx) = range(&y)?;
+                let (ys, yzp) = u8_params(ymn, ymx);
+                let ys_name = names.fresh(&format!("{y}.scale"));
+                let yzp_name = names.fresh(&format!("{y}.zero_point"));
+                graph.initializer.push(scalar_f32(&ys_name, ys));
+                graph.initializer.push(scalar_u8(&yzp_name, yzp));
+                let mut inputs = vec![xq, xs_name, xzp_name, wq_name, ws_name, wzp_name, ys_name.clone(), yzp_name.clone()];
+                if let Some((b_name, b)) = &bias {
+                    let bq: Vec<i32> = b
+                        .iter()
+                        .zip(&ws)
+                        .map(|(v, s)| (*v as f64 / (xs as f64 * *s as f64)).round().clamp(i32::MIN as f64, i32::MAX as f64) as i32)
+                        .collect();
+                    let bq_name = names.fresh(&format!("{b_name}.int32"));
+                    graph.initializer.push(tensor_of(
+                        &bq_name,
+                        &[cout],
+                        pb::tensor_proto::DataType::Int32,
+                        bq.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    ));
+                    inputs.push(bq_name);
+                }
+                let yq = names.fresh(&format!("{y}.quantized"));
+                new_nodes.push(pb::NodeProto {
+                    name: names.fresh(&format!("{base}.qlinear")),
+                    op_type: "QLinearConv".into(),
+                    input: inputs,
+                    output: vec![yq.clone()],
+                    attribute: attrs,
+                    ..Default::default()
+                });
+                new_nodes.push(pb::NodeProto {
+                    name: names.fresh(&format!("{y}.dequantize")),
+                    op_type: "DequantizeLinear".into(),
+                    input: vec![yq, ys_name, yzp_name],
+                    output: vec![y],
+                    ..Default::default()
+                });
+            }
+            Scheme::ConvInteger => {
+                // int32 accumulators, rescaled in float: y = acc · (x_scale · w_scale[c]) + b[c].
+                let acc = names.fresh(&format!("{y}.int32"));
+                new_nodes.push(pb::NodeProto {
+                    name: names.fresh(&format!("{base}.integer")),
+                    op_type: "ConvInteger".into(),
+                    input: vec![xq, wq_name, xzp_name],
+                    output: vec![acc.clone()],
+                    attribute: attrs,
+                    ..Default::default()
+                });
+                let accf = names.fresh(&format!("{y}.int32_as_float"));
+                new_nodes.push(pb::NodeProto {
+                    name: names.fresh(&format!("{y}.cast")),
+                    op_type: "Cast".into(),
+                    input: vec![acc],
+                    output: vec![accf.clone()],
+                    attribute: vec![attr_int("to", pb::tensor_proto::DataType::Float as i64)],
+                    ..Default::default()
+                });
+                let scale: Vec<f32> = ws.iter().map(|w| w * xs).collect();
+                let sc_name = names.fresh(&format!("{y}.rescale"));
+                graph.initializer.push(tensor_of(
+                    &sc_name,
+                    &[1, cout, 1, 1],
+                    pb::tensor_proto::DataType::Float,
+                    scale.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ));
+                let scaled = if bias.is_some() { names.fresh(&format!("{y}.rescaled")) } else { y.clone() };
+                new_nodes.push(pb::NodeProto {
+                    name: names.fresh(&format!("{y}.rescale_mul")),
+                    op_type: "Mul".into(),
+                    input: vec![accf, sc_name],
+                    output: vec![scaled.clone()],
+                    ..Default::default()
+                });
+                if let Some((b_name, b)) = &bias {
+                    let bn = names.fresh(&format!("{b_name}.per_channel"));
+                    graph.initializer.push(tensor_of(
+                        &bn,
+                        &[1, cout, 1, 1],
+                        pb::tensor_proto::DataType::Float,
+                        b.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    ));
+                    new_nodes.push(pb::NodeProto {
+                        name: names.fresh(&format!("{y}.bias_add")),
+                        op_type: "Add".into(),
+                        input: vec![scaled, bn],
+                        output: vec![y],
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        summary.integer_convs += 1;
+        if scheme == Scheme::QLinearConv {
+            summary.dequantize_nodes += 1;
+        }
+    }
+    graph.node = new_nodes;
+    // Drop the float weights nothing reads any more.
+    let used: std::collections::HashSet<&String> = graph.node.iter().flat_map(|n| n.input.iter()).collect();
+    let keep: Vec<bool> = graph.initializer.iter().map(|t| used.contains(&t.name)).collect();
+    let mut k = keep.iter();
+    graph.initializer.retain(|_| *k.next().unwrap());
+    Ok((proto, summary))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn u8_params_hold_zero_exactly() {
+        let (s, zp) = u8_params(-1.0, 1.0);
+        assert!((s - 2.0 / 255.0).abs() < 1e-7);
+        assert_eq!(zp, 128);
+        // A Relu output: zero point 0, so QuantizeLinear's saturation is the Relu.
+        assert_eq!(u8_params(0.0, 3.0).1, 0);
+        assert_eq!(u8_params(0.5, 3.0).1, 0);
+        assert_eq!(u8_params(-3.0, -0.5).1, 255);
+    }
+
+    #[test]
+    fn per_channel_weights_round_trip_within_half_a_step() {
+        let w = [0.5f32, -1.0, 0.25, 0.0, 0.01, -0.02, 0.04, 0.0];
+        let (q, s) = i8_per_channel(&w, 2);
+        assert_eq!(q[1], -127);
+        assert_eq!(q[6], 127);
+        for (i, (&v, &qv)) in w.iter().zip(&q).enumerate() {
+            let back = qv as f32 * s[i / 4];
+            assert!((back - v).abs() <= s[i / 4] / 2.0 + 1e-9, "{i}: {v} vs {back}");
+        }
+    }
+}

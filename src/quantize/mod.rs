@@ -1,0 +1,336 @@
+//! `ign-edge quantize`: fp32 ONNX → fp16 or int8 ONNX, in Rust, with a fidelity report.
+//!
+//! - [`deconv`]: `ConvTranspose` → `Conv` + `DepthToSpace` (+ `Slice`), exact in fp32, so that
+//!   every layer can run on integer kernels;
+//! - [`fp16`]: weights stored as half floats;
+//! - [`calib`]: calibration set and activation statistics;
+//! - [`int8`]: QLinearConv graph from the ranges;
+//! - [`fidelity`]: PSNR, errors, idempotence gap and latency against fp32.
+//!
+//! The output is deterministic: the same model and data give a byte-identical file.
+
+pub mod calib;
+pub mod deconv;
+pub mod fidelity;
+pub mod fp16;
+pub mod graph;
+pub mod int8;
+
+use anyhow::{anyhow, bail, Context, Result};
+use prost::Message;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use tract_onnx::pb;
+
+use crate::backend::cpu::CpuBackend;
+use crate::model::{metadata::keys, Model, ModelError, Precision};
+use calib::{CalibSet, CalibSizes, RangeMethod};
+use fidelity::SetFidelity;
+
+/// What to make and from which data.
+#[derive(Clone, Debug)]
+pub struct QuantizeOptions {
+    pub precision: Precision,
+    /// Calibration data spec (IDX file, image folder, `.npy`, `noise:<N>`); int8 only.
+    pub calib: Option<String>,
+    pub sizes: CalibSizes,
+    /// Range methods tried for int8; the best on held-out data wins.
+    pub methods: Vec<RangeMethod>,
+    /// Batch-1 runs per model for the latency comparison.
+    pub latency_runs: usize,
+    /// Measure the fidelity report (skipped for conversions on the fly).
+    pub measure: bool,
+    /// The integer convolution operator.
+    pub scheme: int8::Scheme,
+}
+
+impl Default for QuantizeOptions {
+    fn default() -> Self {
+        QuantizeOptions {
+            precision: Precision::Int8,
+            calib: None,
+            sizes: CalibSizes::default(),
+            methods: vec![
+                RangeMethod::MinMax,
+                RangeMethod::Percentile(99.99),
+                RangeMethod::Percentile(99.9),
+            ],
+            latency_runs: 200,
+            measure: true,
+            scheme: int8::Scheme::default(),
+        }
+    }
+}
+
+/// One int8 range method tried, and its held-out fidelity.
+#[derive(Clone, Debug, Serialize)]
+pub struct Candidate {
+    pub method: String,
+    /// Mean PSNR of `f` over the held-out real images and noise.
+    pub psnr_f_db: f64,
+}
+
+/// The fidelity report (`--report`, and the printed table).
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub model: PathBuf,
+    pub precision: Precision,
+    /// What the runtime's arithmetic is on this machine (fp16 runs as fp32 without asimdhp).
+    pub arithmetic: String,
+    pub file_bytes: u64,
+    pub fp32_file_bytes: u64,
+    pub size_ratio: f64,
+    pub calibration: Option<String>,
+    pub method: Option<String>,
+    pub candidates: Vec<Candidate>,
+    /// Largest difference between the original float graph and the one with every
+    /// ConvTranspose rewritten as Conv + DepthToSpace (int8 only).
+    pub rewrite_max_abs_error: Option<f64>,
+    pub int8: Option<int8::Int8Summary>,
+    /// Fidelity on held-out real images (when the calibration data has real images).
+    pub real: Option<SetFidelity>,
+    /// Fidelity on held-out Gaussian noise.
+    pub noise: SetFidelity,
+    /// Batch-1 median latency (µs), same run, alternating blocks.
+    pub latency_p50_us: f64,
+    pub fp32_latency_p50_us: f64,
+    pub latency_ratio: f64,
+    /// Numerics measured with fp16 arithmetic (emulated on CPUs without it).
+    pub fidelity_arithmetic: String,
+}
+
+/// The quantized model and its report (when measured).
+pub struct Quantized {
+    pub bytes: Vec<u8>,
+    pub report: Option<Report>,
+}
+
+fn set_metadata(proto: &mut pb::ModelProto, key: &str, value: &str) {
+    match proto.metadata_props.iter_mut().find(|e| e.key == key) {
+        Some(e) => e.value = value.to_string(),
+        None => proto.metadata_props.push(pb::StringStringEntryProto {
+            key: key.to_string(),
+            value: value.to_string(),
+        }),
+    }
+}
+
+fn load_variant(path: &Path, bytes: &[u8]) -> Result<Model> {
+    Model::from_bytes(path, bytes).context("the quantized model does not load back (a bug: please report it)")
+}
+
+/// Quantize the fp32 model at `path` (see the module docs).
+pub fn quantize(path: &Path, opts: &QuantizeOptions) -> Result<Quantized> {
+    let bytes = std::fs::read(path).map_err(|e| anyhow!(ModelError(format!("{}: cannot read model file: {e}", path.display()))))?;
+    quantize_bytes(path, &bytes, opts)
+}
+
+/// [`quantize`] for a model already in memory (`path` names it in messages).
+pub fn quantize_bytes(path: &Path, bytes: &[u8], opts: &QuantizeOptions) -> Result<Quantized> {
+    let model = Model::from_bytes(path, &bytes)?;
+    if model.info.precision != Precision::Fp32 {
+        bail!(ModelError(format!(
+            "{}: already {} (ign.precision); quantize the fp32 model instead",
+            path.display(),
+            model.info.precision
+        )));
+    }
+    let proto = pb::ModelProto::decode(bytes).context("decode")?;
+    let out_path = path.with_extension(format!("{}.onnx", opts.precision));
+    let mut candidates = Vec::new();
+    let (variant_bytes, calibration, method, rewrite_err, summary, calib_set) = match opts.precision {
+        Precision::Fp32 => bail!("--precision fp32: the model already is fp32; pick fp16 or int8"),
+        Precision::Fp16 => {
+            let mut p = proto.clone();
+            fp16::weights_to_fp16(&mut p).with_context(|| path.display().to_string())?;
+            set_metadata(&mut p, keys::PRECISION, "fp16");
+            p.producer_name = "ign-edge quantize".into();
+            let set = calib::build(&model, opts.calib.as_deref(), opts.sizes)?;
+            (p.encode_to_vec(), None, None, None, None, set)
+        }
+        Precision::Int8 => {
+            let mut float = proto.clone();
+            let rewritten = deconv::rewrite_conv_transpose(&mut float).with_context(|| path.display().to_string())?;
+            let set = calib::build(&model, opts.calib.as_deref(), opts.sizes)?;
+            // Prove the rewrite on this model before quantizing it.
+            let rewrite_err = if rewritten > 0 {
+                let m = load_variant(path, &float.encode_to_vec())?;
+                let mut a = CpuBackend::new(&model, None)?;
+                let mut b = CpuBackend::new(&m, None)?;
+                let x = held_all(&set)?;
+                let (ya, yb) = (crate::backend::Backend::run(&mut a, &x)?, crate::backend::Backend::run(&mut b, &x)?);
+                let err = ya.max_abs_diff(&yb) as f64;
+                if err > 1e-4 {
+                    bail!("{}: the ConvTranspose rewrite changed the output by {err} (a bug: please report it)", path.display());
+                }
+                Some(err)
+            } else {
+                None
+            };
+            let tensors = int8::calibration_tensors(&float);
+            let values = calib::observe(&float, &tensors, &set.fit)?;
+            let mut best: Option<(f64, Vec<u8>, RangeMethod, int8::Int8Summary)> = None;
+            let mut reference = CpuBackend::new(&model, None)?;
+            let held = held_all(&set)?;
+            let want = crate::backend::Backend::run(&mut reference, &held)?;
+            for &m in &opts.methods {
+                let ranges: int8::Ranges = tensors
+                    .iter()
+                    .zip(&values)
+                    .map(|(t, v)| (t.clone(), m.range(v)))
+                    .collect();
+                let (mut q, summary) = int8::quantize(&float, &ranges, opts.scheme)?;
+                set_metadata(&mut q, keys::PRECISION, "int8");
+                set_metadata(&mut q, "ign.quantization", &format!("int8 {:?}, per-channel weights, activations by {m}; calibration: {}", opts.scheme, set.description));
+                q.producer_name = "ign-edge quantize".into();
+                let qb = q.encode_to_vec();
+                let qm = load_variant(&out_path, &qb)?;
+                let mut qb_backend = CpuBackend::new(&qm, None)?;
+                let got = crate::backend::Backend::run(&mut qb_backend, &held)?;
+                let p = fidelity::psnr(&want.data, &got.data);
+                candidates.push(Candidate { method: m.to_string(), psnr_f_db: p });
+                if best.as_ref().is_none_or(|b| p > b.0) {
+                    best = Some((p, qb, m, summary));
+                }
+            }
+            let (_, qb, m, summary) = best.context("no range method given")?;
+            (qb, Some(set.description.clone()), Some(m.to_string()), rewrite_err, Some(summary), set)
+        }
+    };
+    if !opts.measure {
+        return Ok(Quantized {
+            bytes: variant_bytes,
+            report: None,
+        });
+    }
+    let variant = load_variant(&out_path, &variant_bytes)?;
+    let report = measure(
+        &model,
+        &variant,
+        &calib_set,
+        opts,
+        Measured {
+            fp32_file_bytes: bytes.len() as u64,
+            file_bytes: variant_bytes.len() as u64,
+            calibration: if opts.precision == Precision::Int8 { calibration } else { None },
+            method,
+            candidates,
+            rewrite_err,
+            summary,
+        },
+    )?;
+    Ok(Quantized {
+        bytes: variant_bytes,
+        report: Some(report),
+    })
+}
+
+fn held_all(set: &CalibSet) -> Result<crate::tensor::ImageBatch> {
+    let mut parts = vec![];
+    if let Some(r) = &set.held_real {
+        parts.push(r.clone());
+    }
+    parts.push(set.held_noise.clone());
+    crate::tensor::ImageBatch::concat(&parts)
+}
+
+struct Measured {
+    fp32_file_bytes: u64,
+    file_bytes: u64,
+    calibration: Option<String>,
+    method: Option<String>,
+    candidates: Vec<Candidate>,
+    rewrite_err: Option<f64>,
+    summary: Option<int8::Int8Summary>,
+}
+
+fn measure(model: &Model, variant: &Model, set: &CalibSet, opts: &QuantizeOptions, m: Measured) -> Result<Report> {
+    let mut reference = CpuBackend::new(model, None)?;
+    // Fidelity in the variant's own arithmetic (fp16 emulated where the CPU lacks it)...
+    let half = variant.info.precision == Precision::Fp16;
+    let mut exact = CpuBackend::with_arithmetic(variant, None, half)?;
+    let real = match &set.held_real {
+        Some(x) => Some(fidelity::compare_on(&mut reference, &mut exact, x)?),
+        None => None,
+    };
+    let noise = fidelity::compare_on(&mut reference, &mut exact, &set.held_noise)?;
+    // ...latency as the runtime will run it here.
+    let mut runtime = CpuBackend::new(variant, None)?;
+    let (fp32_us, us) = fidelity::latency_pair(&mut reference, &mut runtime, &set.held_noise, opts.latency_runs)?;
+    Ok(Report {
+        model: model.info.path.clone(),
+        precision: variant.info.precision,
+        arithmetic: runtime.arithmetic().to_string(),
+        file_bytes: m.file_bytes,
+        fp32_file_bytes: m.fp32_file_bytes,
+        size_ratio: m.file_bytes as f64 / m.fp32_file_bytes as f64,
+        calibration: m.calibration,
+        method: m.method,
+        candidates: m.candidates,
+        rewrite_max_abs_error: m.rewrite_err,
+        int8: m.summary,
+        real,
+        noise,
+        latency_p50_us: us,
+        fp32_latency_p50_us: fp32_us,
+        latency_ratio: us / fp32_us,
+        fidelity_arithmetic: exact.arithmetic().to_string(),
+    })
+}
+
+/// The report as an aligned table.
+pub fn table(r: &Report) -> String {
+    let mut s = String::new();
+    let line = |s: &mut String, k: &str, v: String| s.push_str(&format!("  {k:<28} {v}\n"));
+    s.push_str(&format!("{} vs fp32 ({})\n", r.precision, r.model.display()));
+    if let Some(c) = &r.calibration {
+        line(&mut s, "calibration", c.clone());
+    }
+    for c in &r.candidates {
+        line(&mut s, &format!("range {}", c.method), format!("held-out PSNR f {:.2} dB", c.psnr_f_db));
+    }
+    if let Some(m) = &r.method {
+        line(&mut s, "chosen", m.clone());
+    }
+    if let Some(e) = r.rewrite_max_abs_error {
+        line(&mut s, "deconv rewrite (fp32)", format!("max |Δ| {e:.2e}"));
+    }
+    if let Some(q) = &r.int8 {
+        line(
+            &mut s,
+            "graph",
+            format!(
+                "{} integer convs, {} Relu folded, {} Quantize / {} Dequantize",
+                q.integer_convs, q.folded_relus, q.quantize_nodes, q.dequantize_nodes
+            ),
+        );
+    }
+    s.push_str(&format!(
+        "  {:<12} {:>7} {:>10} {:>10} {:>11} {:>11} {:>10} {:>10}\n",
+        "inputs", "images", "PSNR f", "PSNR f∘f", "max|Δ| f", "max|Δ| f∘f", "idem gap", "fp32 gap"
+    ));
+    let row = |s: &mut String, name: &str, f: &SetFidelity| {
+        s.push_str(&format!(
+            "  {:<12} {:>7} {:>7.2} dB {:>7.2} dB {:>11.4} {:>11.4} {:>10.4} {:>10.4}\n",
+            name, f.images, f.psnr_f_db, f.psnr_ff_db, f.max_abs_f, f.max_abs_ff, f.idem_gap, f.idem_gap_fp32
+        ))
+    };
+    if let Some(f) = &r.real {
+        row(&mut s, "real", f);
+    }
+    row(&mut s, "noise", &r.noise);
+    line(
+        &mut s,
+        "file",
+        format!("{} bytes = {:.1}% of fp32 ({} bytes)", r.file_bytes, 100.0 * r.size_ratio, r.fp32_file_bytes),
+    );
+    line(
+        &mut s,
+        "latency batch 1 (p50)",
+        format!(
+            "{:.1} us vs fp32 {:.1} us = {:.2}x ({} arithmetic)",
+            r.latency_p50_us, r.fp32_latency_p50_us, r.latency_ratio, r.arithmetic
+        ),
+    );
+    s
+}
