@@ -74,4 +74,3 @@ pub fn parse_idx(bytes: &[u8], expected_magic: u32) -> Result<IdxArray> {
         data: bytes[header..header + want].to_vec(),
     })
 }
-

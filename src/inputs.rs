@@ -126,7 +126,12 @@ pub fn read_idx_images(path: &Path, info: &ModelInfo, limit: usize) -> Result<Im
             let gray = image::GrayImage::from_raw(w as u32, h as u32, px.to_vec())
                 .context("IDX image size")?;
             let img = image::DynamicImage::ImageLuma8(gray);
-            data.extend(imaging::image_to_chw(&img, info.channels, info.height, info.width));
+            data.extend(imaging::image_to_chw(
+                &img,
+                info.channels,
+                info.height,
+                info.width,
+            ));
         }
     }
     ImageBatch::new(data, [n, info.channels, info.height, info.width])
@@ -135,7 +140,9 @@ pub fn read_idx_images(path: &Path, info: &ModelInfo, limit: usize) -> Result<Im
 /// Load every spec in order into one batch.
 pub fn load_inputs(specs: &[String], info: &ModelInfo) -> Result<Inputs> {
     if specs.is_empty() {
-        bail!("no input given: pass image files, folders, .npy or IDX files, or noise:<N>[:<seed>]");
+        bail!(
+            "no input given: pass image files, folders, .npy or IDX files, or noise:<N>[:<seed>]"
+        );
     }
     let mut parts = Vec::new();
     let mut labels = Vec::new();

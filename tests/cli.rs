@@ -302,3 +302,76 @@ fn bench_writes_json_csv_and_flags_a_regression() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn quantize_writes_the_variant_that_project_then_picks() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::copy(fixture("tiny28.onnx"), d.join("m.onnx")).unwrap();
+    let out = ign(
+        &[
+            "quantize",
+            "-m",
+            "m.onnx",
+            "--precision",
+            "int8",
+            "--calib",
+            "noise:32",
+            "--report",
+            "r.json",
+            "--latency-runs",
+            "25",
+        ],
+        d,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("PSNR f") && text.contains("m.int8.onnx"),
+        "{text}"
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("r.json")).unwrap()).unwrap();
+    assert_eq!(r["precision"], "int8");
+    assert!(r["noise"]["psnr_f_db"].as_f64().unwrap() > 20.0, "{r}");
+    // project --precision int8 uses m.int8.onnx (no "quantizing now" notice)
+    let out = ign(
+        &[
+            "project",
+            "-m",
+            "m.onnx",
+            "--precision",
+            "int8",
+            "noise:2",
+            "--out",
+            "p.png",
+        ],
+        d,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        !err.contains("quantizing") && err.contains("cpu-int8"),
+        "{err}"
+    );
+    // bad input: an int8 file cannot be quantized again, nor overwrite its source
+    let out = ign(&["quantize", "-m", "m.int8.onnx", "--precision", "fp16"], d);
+    assert_clean_error(&out, &["m.int8.onnx", "fp32"]);
+    let out = ign(
+        &[
+            "quantize",
+            "-m",
+            "m.onnx",
+            "--precision",
+            "fp16",
+            "--out",
+            "m.onnx",
+        ],
+        d,
+    );
+    assert_clean_error(&out, &["m.onnx", "overwrite"]);
+}

@@ -14,7 +14,12 @@ const DIGITS: &str = "trainer/tests/fixtures/mnist-300-images-idx3-ubyte.gz";
 
 fn ops(bytes: &[u8]) -> Vec<String> {
     let p = pb::ModelProto::decode(bytes).unwrap();
-    p.graph.unwrap().node.into_iter().map(|n| n.op_type).collect()
+    p.graph
+        .unwrap()
+        .node
+        .into_iter()
+        .map(|n| n.op_type)
+        .collect()
 }
 
 fn opts(precision: Precision, calib: Option<&str>) -> QuantizeOptions {
@@ -47,12 +52,30 @@ fn fidelity(bytes: &[u8], half: bool) -> (f64, f64) {
 fn int8_runs_every_conv_on_integer_kernels_and_stays_close() {
     let q = quantize::quantize(Path::new(MODEL), &opts(Precision::Int8, Some(DIGITS))).unwrap();
     let ops = ops(&q.bytes);
-    assert!(!ops.iter().any(|o| o == "ConvTranspose" || o == "Conv"), "{ops:?}");
-    assert_eq!(ops.iter().filter(|o| *o == "QLinearConv").count(), 8, "{ops:?}");
+    // 4 convs + 4 transposed convs: the two dense ones as MatMulInteger, the rest ConvInteger.
+    assert!(
+        !ops.iter()
+            .any(|o| o == "ConvTranspose" || o == "Conv" || o == "MatMul"),
+        "{ops:?}"
+    );
+    assert_eq!(
+        ops.iter().filter(|o| *o == "ConvInteger").count(),
+        6,
+        "{ops:?}"
+    );
+    assert_eq!(
+        ops.iter().filter(|o| *o == "MatMulInteger").count(),
+        2,
+        "{ops:?}"
+    );
     let report = q.report.unwrap();
     assert!(report.rewrite_max_abs_error.unwrap() < 1e-5);
     assert!(report.candidates.len() >= 2);
-    assert!(report.size_ratio < 0.3, "int8 file is {:.2} of fp32", report.size_ratio);
+    assert!(
+        report.size_ratio < 0.3,
+        "int8 file is {:.2} of fp32",
+        report.size_ratio
+    );
     let model = Model::from_bytes(Path::new("m.int8.onnx"), &q.bytes).unwrap();
     assert_eq!(model.info.precision, Precision::Int8);
     // Judged here on images the calibration held out, and on fresh noise.
@@ -61,19 +84,29 @@ fn int8_runs_every_conv_on_integer_kernels_and_stays_close() {
     assert!(noise > 28.0, "PSNR of f on noise {noise:.1} dB");
     // Deterministic: the same inputs give the same bytes.
     let again = quantize::quantize(Path::new(MODEL), &opts(Precision::Int8, Some(DIGITS))).unwrap();
-    assert!(again.bytes == q.bytes, "int8 output differs between two runs");
+    assert!(
+        again.bytes == q.bytes,
+        "int8 output differs between two runs"
+    );
 }
 
 #[test]
 fn fp16_halves_the_file_and_keeps_45_db() {
     let q = quantize::quantize(Path::new(MODEL), &opts(Precision::Fp16, None)).unwrap();
     let report = q.report.unwrap();
-    assert!(report.size_ratio < 0.55, "fp16 file is {:.2} of fp32", report.size_ratio);
+    assert!(
+        report.size_ratio < 0.55,
+        "fp16 file is {:.2} of fp32",
+        report.size_ratio
+    );
     assert_eq!(report.fidelity_arithmetic, "fp16");
     let model = Model::from_bytes(Path::new("m.fp16.onnx"), &q.bytes).unwrap();
     assert_eq!(model.info.precision, Precision::Fp16);
     let (real, noise) = fidelity(&q.bytes, true);
-    assert!(real > 45.0 && noise > 45.0, "fp16 PSNR {real:.1} / {noise:.1} dB");
+    assert!(
+        real > 45.0 && noise > 45.0,
+        "fp16 PSNR {real:.1} / {noise:.1} dB"
+    );
     // Without fp16 hardware the runtime runs the same file in fp32: closer still.
     let (real32, _) = fidelity(&q.bytes, false);
     assert!(real32 >= real - 0.5, "{real32} vs {real}");
@@ -82,24 +115,58 @@ fn fp16_halves_the_file_and_keeps_45_db() {
 #[test]
 fn pytorch_style_graphs_quantize_too() {
     // BatchNormalization after convs, Relu before a ConvTranspose, Identity, input.1.
-    let q = quantize::quantize(Path::new("tests/fixtures/tiny28.onnx"), &opts(Precision::Int8, None)).unwrap();
+    let q = quantize::quantize(
+        Path::new("tests/fixtures/tiny28.onnx"),
+        &opts(Precision::Int8, None),
+    )
+    .unwrap();
     let report = q.report.unwrap();
     let summary = report.int8.unwrap();
-    assert_eq!(summary.qlinear_convs, 4);
+    assert_eq!(summary.integer_convs, 4);
     assert!(summary.folded_relus >= 1);
-    assert!(report.noise.psnr_f_db > 25.0, "{:.1} dB", report.noise.psnr_f_db);
+    assert!(
+        report.noise.psnr_f_db > 25.0,
+        "{:.1} dB",
+        report.noise.psnr_f_db
+    );
     // Fixed-batch RGB 64x64 with stride-2 deconvs.
-    let q = quantize::quantize(Path::new("tests/fixtures/tiny64rgb.onnx"), &opts(Precision::Int8, Some("noise:32"))).unwrap();
+    let q = quantize::quantize(
+        Path::new("tests/fixtures/tiny64rgb.onnx"),
+        &opts(Precision::Int8, Some("noise:32")),
+    )
+    .unwrap();
     assert!(q.report.unwrap().noise.psnr_f_db > 25.0);
+}
+
+#[test]
+fn qlinearconv_scheme_requantizes_between_layers() {
+    let mut o = opts(Precision::Int8, Some(DIGITS));
+    o.scheme = quantize::int8::Scheme::QLinearConv;
+    o.methods = vec![quantize::calib::RangeMethod::MinMax];
+    let q = quantize::quantize(Path::new(MODEL), &o).unwrap();
+    let ops = ops(&q.bytes);
+    assert_eq!(
+        ops.iter().filter(|o| *o == "QLinearConv").count(),
+        6,
+        "{ops:?}"
+    );
+    let (real, _) = fidelity(&q.bytes, false);
+    assert!(real > 28.0, "{real:.1} dB");
 }
 
 #[test]
 fn an_already_quantized_model_is_refused_with_the_fix() {
     let dir = tempfile::tempdir().unwrap();
-    let q = quantize::quantize(Path::new("tests/fixtures/tiny28.onnx"), &opts(Precision::Fp16, None)).unwrap();
+    let q = quantize::quantize(
+        Path::new("tests/fixtures/tiny28.onnx"),
+        &opts(Precision::Fp16, None),
+    )
+    .unwrap();
     let p = dir.path().join("t.fp16.onnx");
     std::fs::write(&p, &q.bytes).unwrap();
-    let err = quantize::quantize(&p, &opts(Precision::Int8, None)).err().unwrap();
+    let err = quantize::quantize(&p, &opts(Precision::Int8, None))
+        .err()
+        .unwrap();
     let msg = format!("{err:#}");
     assert!(msg.contains("t.fp16.onnx") && msg.contains("fp32"), "{msg}");
 }

@@ -18,7 +18,7 @@ pub mod machine;
 pub mod peak;
 pub mod stats;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -33,7 +33,8 @@ pub use stats::Latency;
 #[derive(Clone, Debug)]
 pub struct ModelCase {
     pub model: PathBuf,
-    pub precision: Precision,
+    /// Run the model in this precision (its variant file, or converted on load); `None`: as is.
+    pub precision: Option<Precision>,
     pub threads: usize,
     pub steps: usize,
     pub batch: usize,
@@ -93,15 +94,12 @@ pub struct Report {
 
 /// Measure one configuration.
 pub fn run_case(case: &ModelCase, budget: &Budget) -> Result<ModelResult> {
-    if case.precision != Precision::Fp32 {
-        bail!(
-            "{}: precision {} is not benchmarked by this build yet; use fp32",
-            case.model.display(),
-            case.precision
-        );
-    }
     let t0 = Instant::now();
     let model = Model::load(&case.model)?;
+    let model = match case.precision {
+        Some(p) if p != model.info.precision => crate::quantize::in_precision(model, p)?,
+        _ => model,
+    };
     let mut backend = CpuBackend::new(&model, Some(case.threads))?;
     backend.prepare(case.batch)?;
     let load = t0.elapsed();
@@ -141,8 +139,8 @@ pub fn run_case(case: &ModelCase, budget: &Budget) -> Result<ModelResult> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        model_file: case.model.display().to_string(),
-        precision: case.precision,
+        model_file: model.info.path.display().to_string(),
+        precision: model.info.precision,
         backend: backend.name(),
         threads: case.threads,
         steps: case.steps,

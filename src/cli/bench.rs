@@ -24,7 +24,9 @@ pub struct BenchCmd {
     /// Models (default: the shipped models under models/).
     #[arg(long = "model", short = 'm')]
     pub models: Vec<PathBuf>,
-    /// Precisions (default: fp32).
+    /// Precisions (default: each model's own, plus its int8 variant file and, on CPUs with
+    /// fp16 arithmetic, its fp16 one, when they exist beside it). A precision without a
+    /// variant file is converted on load (int8 then calibrates on noise).
     #[arg(long = "precision", value_enum)]
     pub precisions: Vec<Precision>,
     /// Thread counts (default: 1 and all cores).
@@ -86,10 +88,21 @@ impl BenchCmd {
         if models.is_empty() {
             bail!("no model to benchmark: pass --model FILE.onnx (models/ has none here)");
         }
-        let precisions = if self.precisions.is_empty() {
-            vec![Precision::Fp32]
-        } else {
-            self.precisions.clone()
+        let precisions_of = |m: &PathBuf| -> Vec<Option<Precision>> {
+            if !self.precisions.is_empty() {
+                return self.precisions.iter().map(|&p| Some(p)).collect();
+            }
+            let mut v = vec![None];
+            let mut natives = vec![Precision::Int8];
+            if crate::backend::cpu::cpu_has_fp16() {
+                natives.push(Precision::Fp16);
+            }
+            for p in natives {
+                if crate::quantize::variant_path(m, p).exists() {
+                    v.push(Some(p));
+                }
+            }
+            v
         };
         let cores = crate::backend::cpu::available_cores();
         let mut threads = if self.threads.is_empty() {
@@ -124,7 +137,7 @@ impl BenchCmd {
         );
         let mut results = Vec::new();
         for m in &models {
-            for &p in &precisions {
+            for p in precisions_of(m) {
                 for &t in &threads {
                     for &k in &steps {
                         let case = ModelCase {

@@ -5,7 +5,7 @@ use clap::Args;
 use std::path::{Path, PathBuf};
 
 use crate::backend::cpu::CpuBackend;
-use crate::model::{Model, ModelError, Precision};
+use crate::model::{Model, Precision};
 
 /// The model shipped with the repository and embedded in the binary.
 pub const DEFAULT_MODEL: &str = "models/ign-mnist.onnx";
@@ -40,7 +40,7 @@ impl ModelArgs {
             None => load_default_model()?,
         };
         match self.precision {
-            Some(p) if p != model.info.precision => in_precision(model, p),
+            Some(p) if p != model.info.precision => crate::quantize::in_precision(model, p),
             _ => Ok(model),
         }
     }
@@ -63,56 +63,4 @@ pub fn load_default_model() -> Result<Model> {
     } else {
         Model::from_bytes(Path::new("<bundled ign-mnist.onnx>"), EMBEDDED_MODEL)
     }
-}
-
-/// `path` with `.onnx` replaced by `.<precision>.onnx` (models/ign-mnist.int8.onnx).
-pub fn variant_path(path: &Path, precision: Precision) -> std::path::PathBuf {
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!("{stem}.{precision}.onnx"))
-}
-
-/// The fp32 `model` in `precision`: its variant file if there is one, else converted now.
-fn in_precision(model: Model, precision: Precision) -> Result<Model> {
-    let path = model.info.path.clone();
-    if model.info.precision != Precision::Fp32 {
-        anyhow::bail!(ModelError(format!(
-            "{}: this model is {}; pass its fp32 original to run it in {precision}",
-            path.display(),
-            model.info.precision
-        )));
-    }
-    let variant = variant_path(&path, precision);
-    if variant.exists() {
-        let v = Model::load(&variant)?;
-        if v.info.precision != precision {
-            anyhow::bail!(ModelError(format!(
-                "{}: expected an {precision} model (ign.precision), found {}; re-run ign-edge quantize",
-                variant.display(),
-                v.info.precision
-            )));
-        }
-        return Ok(v);
-    }
-    if precision == Precision::Fp32 {
-        return Ok(model);
-    }
-    let bytes = if path.exists() {
-        std::fs::read(&path)?
-    } else {
-        EMBEDDED_MODEL.to_vec()
-    };
-    if precision == Precision::Int8 {
-        eprintln!(
-            "notice: no {}: quantizing to int8 now, calibrated on noise only; `ign-edge quantize --precision int8 --calib <real images>` makes a better file",
-            variant.display()
-        );
-    }
-    let opts = crate::quantize::QuantizeOptions {
-        precision,
-        measure: false,
-        methods: vec![crate::quantize::calib::RangeMethod::Percentile(99.99)],
-        ..Default::default()
-    };
-    let q = crate::quantize::quantize_bytes(&path, &bytes, &opts)?;
-    Model::from_bytes(&variant, &q.bytes)
 }

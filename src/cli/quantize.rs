@@ -60,7 +60,7 @@ impl QuantizeCmd {
         let out = self
             .out
             .clone()
-            .unwrap_or_else(|| super::common::variant_path(&self.model, self.precision));
+            .unwrap_or_else(|| quantize::variant_path(&self.model, self.precision));
         if out == self.model {
             bail!(ModelError(format!(
                 "{}: --out would overwrite the fp32 model; pick another file",
@@ -79,11 +79,6 @@ impl QuantizeCmd {
             scheme: self.scheme,
             ..Default::default()
         };
-        eprintln!(
-            "quantizing {} to {} ...",
-            self.model.display(),
-            self.precision
-        );
         let q = quantize::quantize(&self.model, &opts)?;
         fsio::atomic_write(&out, &q.bytes)?;
         let report = q.report.expect("measured");

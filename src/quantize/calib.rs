@@ -54,23 +54,25 @@ pub fn build(model: &Model, spec: Option<&str>, sizes: CalibSizes) -> Result<Cal
     let mut f32_backend = CpuBackend::new(model, None)?;
     let (real, noise_fit, noise_seed, what) = match spec {
         None => (None, sizes.noise, 1, "noise (no --calib given)".to_string()),
-        Some(s) => match inputs::parse_noise_spec(s)? {
-            Some((n, seed)) => (None, n, seed, format!("noise:{n}:{seed}")),
-            None => {
-                let all = inputs::load_inputs(&[s.to_string()], info)
-                    .with_context(|| format!("calibration data {s}"))?
-                    .batch;
-                if all.len() < 2 {
-                    bail!("{s}: calibration needs at least 2 images (some are held out), found {}", all.len());
+        Some(s) => {
+            match inputs::parse_noise_spec(s)? {
+                Some((n, seed)) => (None, n, seed, format!("noise:{n}:{seed}")),
+                None => {
+                    let all = inputs::load_inputs(&[s.to_string()], info)
+                        .with_context(|| format!("calibration data {s}"))?
+                        .batch;
+                    if all.len() < 2 {
+                        bail!("{s}: calibration needs at least 2 images (some are held out), found {}", all.len());
+                    }
+                    // Hold out the last images, fit on the ones before.
+                    let held = sizes.held.min(all.len() / 5).max(1);
+                    let fit_n = (all.len() - held).min(sizes.real);
+                    let fit = all.slice(0, fit_n);
+                    let held_real = all.slice(all.len() - held, all.len());
+                    (Some((fit, held_real)), sizes.noise, 1, s.to_string())
                 }
-                // Hold out the last images, fit on the ones before.
-                let held = sizes.held.min(all.len() / 5).max(1);
-                let fit_n = (all.len() - held).min(sizes.real);
-                let fit = all.slice(0, fit_n);
-                let held_real = all.slice(all.len() - held, all.len());
-                (Some((fit, held_real)), sizes.noise, 1, s.to_string())
             }
-        },
+        }
     };
     let z = inputs::noise_batch(info, noise_fit, noise_seed);
     let fz = f32_backend.run(&z)?;
@@ -78,7 +80,11 @@ pub fn build(model: &Model, spec: Option<&str>, sizes: CalibSizes) -> Result<Cal
     let mut held_real = None;
     let mut description = String::new();
     if let Some((fit, held)) = real {
-        description.push_str(&format!("{} real images of {what} (+{} held out), ", fit.len(), held.len()));
+        description.push_str(&format!(
+            "{} real images of {what} (+{} held out), ",
+            fit.len(),
+            held.len()
+        ));
         parts.push(fit);
         held_real = Some(held);
     }
@@ -96,24 +102,53 @@ pub fn build(model: &Model, spec: Option<&str>, sizes: CalibSizes) -> Result<Cal
     })
 }
 
-/// Every value that each of `tensors` takes over `batch` (run in chunks), sorted ascending.
-///
-/// The float graph is run by tract with the tensors made graph outputs.
-pub fn observe(model: &pb::ModelProto, tensors: &[String], batch: &ImageBatch) -> Result<Vec<Vec<f32>>> {
+/// The float graph with `tensors` as its outputs, planned by tract for batches of `batch`.
+fn plan_with_outputs(
+    model: &pb::ModelProto,
+    tensors: &[String],
+    shape: [usize; 4],
+) -> Result<Arc<TypedRunnableModel>> {
     let mut proto = model.clone();
     let graph = proto.graph.as_mut().context("model has no graph")?;
     let mut w = crate::model::writer::OnnxWriter::new("outputs");
     for t in tensors {
         w.output_f32_any_shape(t);
     }
-    graph.output = w.into_model().graph.unwrap().output;
+    graph.output = w.into_model().graph.context("graph")?.output;
+    Ok(tract_onnx::onnx()
+        .model_for_proto_model(&proto)?
+        .with_input_fact(0, f32::fact(shape).into())?
+        .into_optimized()?
+        .into_runnable()?)
+}
+
+/// The shape of each of `tensors` for one image `x` (batch 1).
+pub fn shapes(
+    model: &pb::ModelProto,
+    tensors: &[String],
+    x: &ImageBatch,
+) -> Result<super::dense::Shapes> {
+    let one = x.slice(0, 1);
+    let plan = plan_with_outputs(model, tensors, one.shape)?;
+    let out = plan.run(tvec!(Tensor::from_shape(&one.shape, &one.data)?.into()))?;
+    Ok(tensors
+        .iter()
+        .cloned()
+        .zip(out.iter().map(|t| t.shape().to_vec()))
+        .collect())
+}
+
+/// Every value that each of `tensors` takes over `batch` (run in chunks), sorted ascending.
+///
+/// The float graph is run by tract with the tensors made graph outputs.
+pub fn observe(
+    model: &pb::ModelProto,
+    tensors: &[String],
+    batch: &ImageBatch,
+) -> Result<Vec<Vec<f32>>> {
     let chunk = 64.min(batch.len()).max(1);
     let [_, c, h, wd] = batch.shape;
-    let plan = tract_onnx::onnx()
-        .model_for_proto_model(&proto)?
-        .with_input_fact(0, f32::fact([chunk, c, h, wd]).into())?
-        .into_optimized()?
-        .into_runnable()?;
+    let plan = plan_with_outputs(model, tensors, [chunk, c, h, wd])?;
     let mut values: Vec<Vec<f32>> = vec![Vec::new(); tensors.len()];
     let mut start = 0;
     while start < batch.len() {

@@ -17,7 +17,9 @@
 use anyhow::{bail, Context, Result};
 use tract_onnx::pb;
 
-use super::graph::{attr_int, attr_ints, attr_str, f32_tensor, float_initializer, graph_mut, i64_tensor, Names};
+use super::graph::{
+    attr_int, attr_ints, attr_str, f32_tensor, float_initializer, graph_mut, i64_tensor, Names,
+};
 use crate::model::writer::{attr_int as mk_int, attr_ints as mk_ints, attr_string};
 
 /// How one spatial axis of a transposed convolution maps onto a stride-1 convolution.
@@ -37,7 +39,13 @@ struct AxisPlan {
 }
 
 impl AxisPlan {
-    fn new(kernel: usize, stride: usize, pad_begin: i64, pad_end: i64, out_pad: i64) -> Result<AxisPlan> {
+    fn new(
+        kernel: usize,
+        stride: usize,
+        pad_begin: i64,
+        pad_end: i64,
+        out_pad: i64,
+    ) -> Result<AxisPlan> {
         let s = stride as i64;
         let mut d_min = i64::MAX;
         let mut d_max = i64::MIN;
@@ -97,7 +105,11 @@ pub fn rewrite_conv_transpose(model: &mut pb::ModelProto) -> Result<usize> {
             out_nodes.push(node);
             continue;
         }
-        let label = if node.name.is_empty() { node.output[0].clone() } else { node.name.clone() };
+        let label = if node.name.is_empty() {
+            node.output[0].clone()
+        } else {
+            node.name.clone()
+        };
         let new = rewrite_one(graph, &mut names, &node)
             .with_context(|| format!("ConvTranspose node '{label}'"))?;
         out_nodes.extend(new);
@@ -107,7 +119,11 @@ pub fn rewrite_conv_transpose(model: &mut pb::ModelProto) -> Result<usize> {
     Ok(count)
 }
 
-fn rewrite_one(graph: &mut pb::GraphProto, names: &mut Names, node: &pb::NodeProto) -> Result<Vec<pb::NodeProto>> {
+fn rewrite_one(
+    graph: &mut pb::GraphProto,
+    names: &mut Names,
+    node: &pb::NodeProto,
+) -> Result<Vec<pb::NodeProto>> {
     if let Some(ap) = attr_str(node, "auto_pad") {
         if !ap.is_empty() && ap != "NOTSET" {
             bail!("auto_pad {ap} is not supported; export with explicit pads");
@@ -125,7 +141,10 @@ fn rewrite_one(graph: &mut pb::GraphProto, names: &mut Names, node: &pb::NodePro
     let w = float_initializer(graph, &node.input[1])?
         .with_context(|| format!("weights '{}' are not a constant", node.input[1]))?;
     if w.dims.len() != 4 {
-        bail!("only 2-D transposed convolutions are supported (weights {:?})", w.dims);
+        bail!(
+            "only 2-D transposed convolutions are supported (weights {:?})",
+            w.dims
+        );
     }
     let (cin, cout, kh, kw) = (w.dims[0], w.dims[1], w.dims[2], w.dims[3]);
     let bias = match node.input.get(2).filter(|s| !s.is_empty()) {
@@ -163,28 +182,41 @@ fn rewrite_one(graph: &mut pb::GraphProto, names: &mut Names, node: &pb::NodePro
                     for c in 0..cout {
                         let o = (ry * s + rx) * cout + c;
                         for ci in 0..cin {
-                            k[((o * cin + ci) * th + ty) * tw + tx] = w.data[((ci * cout + c) * kh + ky) * kw + kx];
+                            k[((o * cin + ci) * th + ty) * tw + tx] =
+                                w.data[((ci * cout + c) * kh + ky) * kw + kx];
                         }
                     }
                 }
             }
         }
     }
-    let base = if node.name.is_empty() { node.output[0].as_str() } else { node.name.as_str() };
+    let base = if node.name.is_empty() {
+        node.output[0].as_str()
+    } else {
+        node.name.as_str()
+    };
     let k_name = names.fresh(&format!("{}.subpixel", node.input[1]));
-    graph.initializer.push(f32_tensor(&k_name, &[phases * cout, cin, th, tw], &k));
+    graph
+        .initializer
+        .push(f32_tensor(&k_name, &[phases * cout, cin, th, tw], &k));
     let mut conv_inputs = vec![node.input[0].clone(), k_name];
     if let Some(b) = bias {
         let b_name = names.fresh(&format!("{}.subpixel", node.input[2]));
         let tiled: Vec<f32> = (0..phases).flat_map(|_| b.iter().copied()).collect();
-        graph.initializer.push(f32_tensor(&b_name, &[phases * cout], &tiled));
+        graph
+            .initializer
+            .push(f32_tensor(&b_name, &[phases * cout], &tiled));
         conv_inputs.push(b_name);
     }
 
     let final_out = node.output[0].clone();
     let needs_d2s = s > 1;
     let needs_crop = ph.crop > 0 || pw.crop > 0;
-    let conv_out = if needs_d2s || needs_crop { names.fresh(&format!("{base}.subpixel")) } else { final_out.clone() };
+    let conv_out = if needs_d2s || needs_crop {
+        names.fresh(&format!("{base}.subpixel"))
+    } else {
+        final_out.clone()
+    };
     let mut out = vec![pb::NodeProto {
         name: names.fresh(&format!("{base}.subpixel_conv")),
         op_type: "Conv".into(),
@@ -200,7 +232,11 @@ fn rewrite_one(graph: &mut pb::GraphProto, names: &mut Names, node: &pb::NodePro
     }];
     let mut last = conv_out;
     if needs_d2s {
-        let d2s_out = if needs_crop { names.fresh(&format!("{base}.d2s")) } else { final_out.clone() };
+        let d2s_out = if needs_crop {
+            names.fresh(&format!("{base}.d2s"))
+        } else {
+            final_out.clone()
+        };
         out.push(pb::NodeProto {
             name: names.fresh(&format!("{base}.depth_to_space")),
             op_type: "DepthToSpace".into(),
@@ -218,7 +254,9 @@ fn rewrite_one(graph: &mut pb::GraphProto, names: &mut Names, node: &pb::NodePro
         // A negative end counts from the end: the crop does not depend on the input size.
         let end = |crop: usize| if crop == 0 { i64::MAX } else { -(crop as i64) };
         graph.initializer.push(i64_tensor(&starts, &[2], &[0, 0]));
-        graph.initializer.push(i64_tensor(&ends, &[2], &[end(ph.crop), end(pw.crop)]));
+        graph
+            .initializer
+            .push(i64_tensor(&ends, &[2], &[end(ph.crop), end(pw.crop)]));
         graph.initializer.push(i64_tensor(&axes, &[2], &[2, 3]));
         out.push(pb::NodeProto {
             name: names.fresh(&format!("{base}.crop")),
@@ -252,10 +290,20 @@ mod tests {
     fn model(case: &Case, seed: u64) -> Vec<u8> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut w = OnnxWriter::new("deconv");
-        w.input_f32("x", &[Dim::param("N"), Dim::Fixed(case.cin), Dim::Fixed(case.hw[0]), Dim::Fixed(case.hw[1])]);
+        w.input_f32(
+            "x",
+            &[
+                Dim::param("N"),
+                Dim::Fixed(case.cin),
+                Dim::Fixed(case.hw[0]),
+                Dim::Fixed(case.hw[1]),
+            ],
+        );
         let n = case.cin * case.cout * case.k[0] * case.k[1];
         let wd: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let bd: Vec<f32> = (0..case.cout).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let bd: Vec<f32> = (0..case.cout)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
         let wn = w.initializer_f32("w", &[case.cin, case.cout, case.k[0], case.k[1]], &wd);
         let bn = w.initializer_f32("b", &[case.cout], &bd);
         w.node(
@@ -283,45 +331,128 @@ mod tests {
             .unwrap()
             .into_runnable()
             .unwrap();
-        plan.run(tvec!(x.clone().into())).unwrap().remove(0).into_tensor()
+        plan.run(tvec!(x.clone().into()))
+            .unwrap()
+            .remove(0)
+            .into_tensor()
     }
 
     #[test]
     fn subpixel_rewrite_equals_conv_transpose() {
         let cases = [
             // The shipped decoders: k4s1p0 (1→4), k3s2p1 (4→7), k4s2p1 (7→14, 14→28).
-            Case { cin: 3, cout: 2, k: [4, 4], s: 1, pads: [0; 4], out_pad: [0, 0], hw: [1, 1] },
-            Case { cin: 3, cout: 4, k: [3, 3], s: 2, pads: [1; 4], out_pad: [0, 0], hw: [4, 4] },
-            Case { cin: 2, cout: 3, k: [4, 4], s: 2, pads: [1; 4], out_pad: [0, 0], hw: [7, 7] },
+            Case {
+                cin: 3,
+                cout: 2,
+                k: [4, 4],
+                s: 1,
+                pads: [0; 4],
+                out_pad: [0, 0],
+                hw: [1, 1],
+            },
+            Case {
+                cin: 3,
+                cout: 4,
+                k: [3, 3],
+                s: 2,
+                pads: [1; 4],
+                out_pad: [0, 0],
+                hw: [4, 4],
+            },
+            Case {
+                cin: 2,
+                cout: 3,
+                k: [4, 4],
+                s: 2,
+                pads: [1; 4],
+                out_pad: [0, 0],
+                hw: [7, 7],
+            },
             // Odd shapes: output padding, asymmetric pads, stride 3, rectangular kernels/inputs.
-            Case { cin: 2, cout: 2, k: [3, 3], s: 2, pads: [1; 4], out_pad: [1, 1], hw: [5, 6] },
-            Case { cin: 1, cout: 2, k: [5, 3], s: 3, pads: [2, 1, 1, 0], out_pad: [0, 2], hw: [4, 3] },
-            Case { cin: 2, cout: 1, k: [2, 2], s: 2, pads: [0; 4], out_pad: [0, 0], hw: [3, 5] },
-            Case { cin: 2, cout: 2, k: [3, 3], s: 1, pads: [1, 0, 2, 1], out_pad: [0, 0], hw: [6, 4] },
+            Case {
+                cin: 2,
+                cout: 2,
+                k: [3, 3],
+                s: 2,
+                pads: [1; 4],
+                out_pad: [1, 1],
+                hw: [5, 6],
+            },
+            Case {
+                cin: 1,
+                cout: 2,
+                k: [5, 3],
+                s: 3,
+                pads: [2, 1, 1, 0],
+                out_pad: [0, 2],
+                hw: [4, 3],
+            },
+            Case {
+                cin: 2,
+                cout: 1,
+                k: [2, 2],
+                s: 2,
+                pads: [0; 4],
+                out_pad: [0, 0],
+                hw: [3, 5],
+            },
+            Case {
+                cin: 2,
+                cout: 2,
+                k: [3, 3],
+                s: 1,
+                pads: [1, 0, 2, 1],
+                out_pad: [0, 0],
+                hw: [6, 4],
+            },
         ];
         for (i, case) in cases.iter().enumerate() {
             let bytes = model(case, i as u64);
             let mut proto = pb::ModelProto::decode(&bytes[..]).unwrap();
             assert_eq!(rewrite_conv_transpose(&mut proto).unwrap(), 1);
-            let ops: Vec<&str> = proto.graph.as_ref().unwrap().node.iter().map(|n| n.op_type.as_str()).collect();
+            let ops: Vec<&str> = proto
+                .graph
+                .as_ref()
+                .unwrap()
+                .node
+                .iter()
+                .map(|n| n.op_type.as_str())
+                .collect();
             assert!(!ops.contains(&"ConvTranspose"), "case {i}: {ops:?}");
             let rewritten = proto.encode_to_vec();
             let mut rng = rand::rngs::StdRng::seed_from_u64(100 + i as u64);
             let shape = [2, case.cin, case.hw[0], case.hw[1]];
-            let xs: Vec<f32> = (0..shape.iter().product()).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let xs: Vec<f32> = (0..shape.iter().product())
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
             let x = Tensor::from_shape(&shape, &xs).unwrap();
             let want = run(&bytes, &x);
             let got = run(&rewritten, &x);
             assert_eq!(want.shape(), got.shape(), "case {i}");
-            let (a, b) = (want.as_slice::<f32>().unwrap(), got.as_slice::<f32>().unwrap());
-            let err = a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+            let (a, b) = (
+                want.as_slice::<f32>().unwrap(),
+                got.as_slice::<f32>().unwrap(),
+            );
+            let err = a
+                .iter()
+                .zip(b)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0f32, f32::max);
             assert!(err < 1e-5, "case {i}: max error {err}");
         }
     }
 
     #[test]
     fn unsupported_forms_name_the_problem() {
-        let case = Case { cin: 1, cout: 1, k: [3, 3], s: 2, pads: [1; 4], out_pad: [0, 0], hw: [4, 4] };
+        let case = Case {
+            cin: 1,
+            cout: 1,
+            k: [3, 3],
+            s: 2,
+            pads: [1; 4],
+            out_pad: [0, 0],
+            hw: [4, 4],
+        };
         let mut proto = pb::ModelProto::decode(&model(&case, 0)[..]).unwrap();
         let node = &mut proto.graph.as_mut().unwrap().node[0];
         node.attribute.push(mk_int("group", 2));

@@ -50,7 +50,11 @@ pub struct SetFidelity {
 }
 
 /// `f` and `f∘f` of both models on `x`, compared.
-pub fn compare_on(reference: &mut dyn Backend, variant: &mut dyn Backend, x: &ImageBatch) -> Result<SetFidelity> {
+pub fn compare_on(
+    reference: &mut dyn Backend,
+    variant: &mut dyn Backend,
+    x: &ImageBatch,
+) -> Result<SetFidelity> {
     let r = reference.project(x, 2)?;
     let v = variant.project(x, 2)?;
     let gap = |s: &[ImageBatch]| {
@@ -72,7 +76,12 @@ pub fn compare_on(reference: &mut dyn Backend, variant: &mut dyn Backend, x: &Im
     })
 }
 
-fn timed(backend: &mut dyn Backend, x: &ImageBatch, runs: usize, times: &mut Vec<f64>) -> Result<()> {
+fn timed(
+    backend: &mut dyn Backend,
+    x: &ImageBatch,
+    runs: usize,
+    times: &mut Vec<f64>,
+) -> Result<()> {
     for _ in 0..runs {
         let t0 = Instant::now();
         backend.run(x)?;
@@ -83,7 +92,12 @@ fn timed(backend: &mut dyn Backend, x: &ImageBatch, runs: usize, times: &mut Vec
 
 /// Batch-1 latency medians (µs) of two backends, `runs` each, measured in alternating blocks
 /// so that both see the same machine load.
-pub fn latency_pair(a: &mut dyn Backend, b: &mut dyn Backend, x: &ImageBatch, runs: usize) -> Result<(f64, f64)> {
+pub fn latency_pair(
+    a: &mut dyn Backend,
+    b: &mut dyn Backend,
+    x: &ImageBatch,
+    runs: usize,
+) -> Result<(f64, f64)> {
     let one = x.slice(0, 1);
     for _ in 0..10 {
         a.run(&one)?;

@@ -48,7 +48,10 @@ pub fn decode_f32(t: &pb::TensorProto) -> Result<FloatTensor> {
 
 /// The graph of a model (an error when it has none).
 pub fn graph_mut(model: &mut pb::ModelProto) -> Result<&mut pb::GraphProto> {
-    model.graph.as_mut().ok_or_else(|| anyhow!("model has no graph"))
+    model
+        .graph
+        .as_mut()
+        .ok_or_else(|| anyhow!("model has no graph"))
 }
 
 /// The float initializer called `name`, if there is one.
@@ -111,7 +114,12 @@ impl Names {
     /// Every name in use in `graph`: inputs, outputs, initializers, node outputs and names.
     pub fn of(graph: &pb::GraphProto) -> Names {
         let mut used = HashSet::new();
-        for v in graph.input.iter().chain(&graph.output).chain(&graph.value_info) {
+        for v in graph
+            .input
+            .iter()
+            .chain(&graph.output)
+            .chain(&graph.value_info)
+        {
             used.insert(v.name.clone());
         }
         for t in &graph.initializer {

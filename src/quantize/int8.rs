@@ -26,7 +26,9 @@ pub type Ranges = BTreeMap<String, (f32, f32)>;
 /// constant weights, in graph order, without repeats.
 pub fn calibration_tensors(model: &pb::ModelProto) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    let Some(graph) = model.graph.as_ref() else { return out };
+    let Some(graph) = model.graph.as_ref() else {
+        return out;
+    };
     for n in graph.node.iter().filter(|n| is_quantizable_conv(graph, n)) {
         for t in [&n.input[0], &n.output[0]] {
             if !out.contains(t) {
@@ -38,13 +40,24 @@ pub fn calibration_tensors(model: &pb::ModelProto) -> Vec<String> {
 }
 
 fn is_quantizable_conv(graph: &pb::GraphProto, n: &pb::NodeProto) -> bool {
-    n.op_type == "Conv" && n.input.len() >= 2 && graph.initializer.iter().any(|t| t.name == n.input[1])
+    let const_weights = || {
+        n.input.len() >= 2
+            && graph
+                .initializer
+                .iter()
+                .any(|t| t.name == n.input[1] && (n.op_type == "Conv" || t.dims.len() == 2))
+    };
+    (n.op_type == "Conv" || n.op_type == "MatMul") && const_weights()
 }
 
 /// uint8 scale and zero point of a range (widened to hold 0).
 pub fn u8_params(min: f32, max: f32) -> (f32, u8) {
     let (min, max) = (min.min(0.0), max.max(0.0));
-    let scale = if max - min > 1e-12 { (max - min) / 255.0 } else { 1.0 };
+    let scale = if max - min > 1e-12 {
+        (max - min) / 255.0
+    } else {
+        1.0
+    };
     let zp = (-min / scale).round().clamp(0.0, 255.0) as u8;
     (scale, zp)
 }
@@ -59,7 +72,10 @@ pub fn i8_per_channel(w: &[f32], channels: usize) -> (Vec<i8>, Vec<f32>) {
         let m = row.iter().fold(0f32, |a, v| a.max(v.abs()));
         let s = if m > 0.0 { m / 127.0 } else { 1.0 };
         scales.push(s);
-        q.extend(row.iter().map(|v| (v / s).round().clamp(-127.0, 127.0) as i8));
+        q.extend(
+            row.iter()
+                .map(|v| (v / s).round().clamp(-127.0, 127.0) as i8),
+        );
     }
     (q, scales)
 }
@@ -82,7 +98,12 @@ fn scalar_u8(name: &str, v: u8) -> pb::TensorProto {
     }
 }
 
-fn tensor_of(name: &str, dims: &[usize], dt: pb::tensor_proto::DataType, raw: Vec<u8>) -> pb::TensorProto {
+fn tensor_of(
+    name: &str,
+    dims: &[usize],
+    dt: pb::tensor_proto::DataType,
+    raw: Vec<u8>,
+) -> pb::TensorProto {
     pb::TensorProto {
         name: name.into(),
         dims: dims.iter().map(|&d| d as i64).collect(),
@@ -117,7 +138,11 @@ pub struct Int8Summary {
 
 /// Quantize every constant-weight `Conv` of `model` (a float graph with no `ConvTranspose`
 /// left; see [`super::deconv`]) using `ranges` for the activations.
-pub fn quantize(model: &pb::ModelProto, ranges: &Ranges, scheme: Scheme) -> Result<(pb::ModelProto, Int8Summary)> {
+pub fn quantize(
+    model: &pb::ModelProto,
+    ranges: &Ranges,
+    scheme: Scheme,
+) -> Result<(pb::ModelProto, Int8Summary)> {
     let mut proto = model.clone();
     let graph = graph_mut(&mut proto)?;
     if graph.node.iter().any(|n| n.op_type == "ConvTranspose") {
@@ -136,15 +161,18 @@ pub fn quantize(model: &pb::ModelProto, ranges: &Ranges, scheme: Scheme) -> Resu
             consumers.entry(inp.clone()).or_default().push(i);
         }
     }
-    let conv_ids: Vec<usize> =
-        (0..graph.node.len()).filter(|&i| is_quantizable_conv(graph, &graph.node[i])).collect();
+    let conv_ids: Vec<usize> = (0..graph.node.len())
+        .filter(|&i| is_quantizable_conv(graph, &graph.node[i]))
+        .collect();
     // Relu nodes that only feed quantized convs: fold them into the QuantizeLinear.
     let mut folded: HashMap<usize, String> = HashMap::new(); // relu node -> its input
     for &ci in &conv_ids {
         let x = &graph.node[ci].input[0];
         if let Some(&pi) = producer.get(x) {
             let p = &graph.node[pi];
-            let only_convs = consumers.get(x).is_some_and(|cs| cs.iter().all(|c| conv_ids.contains(c)));
+            let only_convs = consumers
+                .get(x)
+                .is_some_and(|cs| cs.iter().all(|c| conv_ids.contains(c)));
             if p.op_type == "Relu" && only_convs && !outputs.contains(x) {
                 folded.insert(pi, p.input[0].clone());
             }
@@ -167,7 +195,10 @@ pub fn quantize(model: &pb::ModelProto, ranges: &Ranges, scheme: Scheme) -> Resu
         let x = node.input[0].clone();
         let y = node.output[0].clone();
         let range = |t: &str| {
-            ranges.get(t).copied().with_context(|| format!("no calibration range for tensor '{t}'"))
+            ranges
+                .get(t)
+                .copied()
+                .with_context(|| format!("no calibration range for tensor '{t}'"))
         };
         // Quantized input, shared by every conv reading the same tensor.
         if !quantized.contains_key(&x) {
@@ -199,6 +230,11 @@ pub fn quantize(model: &pb::ModelProto, ranges: &Ranges, scheme: Scheme) -> Resu
         let (xmn, xmx) = range(&x)?;
         let (xs, _) = u8_params(xmn, xmx);
 
+        if node.op_type == "MatMul" {
+            emit_matmul_integer(graph, &mut names, &mut new_nodes, &node, &xq, &xzp_name, xs)?;
+            summary.integer_convs += 1;
+            continue;
+        }
         let w = float_initializer(graph, &node.input[1])?.context("conv weights")?;
         let cout = w.dims[0];
         let (wq, ws) = i8_per_channel(&w.data, cout);
@@ -217,17 +253,29 @@ pub fn quantize(model: &pb::ModelProto, ranges: &Ranges, scheme: Scheme) -> Resu
             pb::tensor_proto::DataType::Float,
             ws.iter().flat_map(|v| v.to_le_bytes()).collect(),
         ));
-        graph.initializer.push(tensor_of(&wzp_name, &[cout], pb::tensor_proto::DataType::Int8, vec![0; cout]));
+        graph.initializer.push(tensor_of(
+            &wzp_name,
+            &[cout],
+            pb::tensor_proto::DataType::Int8,
+            vec![0; cout],
+        ));
 
         let bias = match node.input.get(2).filter(|s| !s.is_empty()) {
-            Some(b_name) => Some((b_name.clone(), float_initializer(graph, b_name)?.context("conv bias")?.data)),
+            Some(b_name) => Some((
+                b_name.clone(),
+                float_initializer(graph, b_name)?.context("conv bias")?.data,
+            )),
             None => None,
         };
         let mut attrs: Vec<pb::AttributeProto> = node.attribute.clone();
         if !attrs.iter().any(|a| a.name == "group") {
             attrs.push(attr_int("group", 1));
         }
-        let base = if node.name.is_empty() { y.clone() } else { node.name.clone() };
+        let base = if node.name.is_empty() {
+            y.clone()
+        } else {
+            node.name.clone()
+        };
         match scheme {
             Scheme::QLinearConv => {
                 let (ymn, ymx) = range(&y)?;
@@ -236,12 +284,26 @@ pub fn quantize(model: &pb::ModelProto, ranges: &Ranges, scheme: Scheme) -> Resu
                 let yzp_name = names.fresh(&format!("{y}.zero_point"));
                 graph.initializer.push(scalar_f32(&ys_name, ys));
                 graph.initializer.push(scalar_u8(&yzp_name, yzp));
-                let mut inputs = vec![xq, xs_name, xzp_name, wq_name, ws_name, wzp_name, ys_name.clone(), yzp_name.clone()];
+                let mut inputs = vec![
+                    xq,
+                    xs_name,
+                    xzp_name,
+                    wq_name,
+                    ws_name,
+                    wzp_name,
+                    ys_name.clone(),
+                    yzp_name.clone(),
+                ];
                 if let Some((b_name, b)) = &bias {
                     let bq: Vec<i32> = b
                         .iter()
                         .zip(&ws)
-                        .map(|(v, s)| (*v as f64 / (xs as f64 * *s as f64)).round().clamp(i32::MIN as f64, i32::MAX as f64) as i32)
+                        .map(|(v, s)| {
+                            (*v as f64 / (xs as f64 * *s as f64))
+                                .round()
+                                .clamp(i32::MIN as f64, i32::MAX as f64)
+                                as i32
+                        })
                         .collect();
                     let bq_name = names.fresh(&format!("{b_name}.int32"));
                     graph.initializer.push(tensor_of(
@@ -297,7 +359,11 @@ pub fn quantize(model: &pb::ModelProto, ranges: &Ranges, scheme: Scheme) -> Resu
                     pb::tensor_proto::DataType::Float,
                     scale.iter().flat_map(|v| v.to_le_bytes()).collect(),
                 ));
-                let scaled = if bias.is_some() { names.fresh(&format!("{y}.rescaled")) } else { y.clone() };
+                let scaled = if bias.is_some() {
+                    names.fresh(&format!("{y}.rescaled"))
+                } else {
+                    y.clone()
+                };
                 new_nodes.push(pb::NodeProto {
                     name: names.fresh(&format!("{y}.rescale_mul")),
                     op_type: "Mul".into(),
@@ -330,11 +396,85 @@ pub fn quantize(model: &pb::ModelProto, ranges: &Ranges, scheme: Scheme) -> Resu
     }
     graph.node = new_nodes;
     // Drop the float weights nothing reads any more.
-    let used: std::collections::HashSet<&String> = graph.node.iter().flat_map(|n| n.input.iter()).collect();
-    let keep: Vec<bool> = graph.initializer.iter().map(|t| used.contains(&t.name)).collect();
+    let used: std::collections::HashSet<&String> =
+        graph.node.iter().flat_map(|n| n.input.iter()).collect();
+    let keep: Vec<bool> = graph
+        .initializer
+        .iter()
+        .map(|t| used.contains(&t.name))
+        .collect();
     let mut k = keep.iter();
     graph.initializer.retain(|_| *k.next().unwrap());
     Ok((proto, summary))
+}
+
+/// `MatMul(x, B)` with constant `B [K, M]` → `MatMulInteger` (int8 per-column `B`) → float.
+fn emit_matmul_integer(
+    graph: &mut pb::GraphProto,
+    names: &mut Names,
+    new_nodes: &mut Vec<pb::NodeProto>,
+    node: &pb::NodeProto,
+    xq: &str,
+    xzp: &str,
+    xs: f32,
+) -> Result<()> {
+    let b = float_initializer(graph, &node.input[1])?.context("matmul weights")?;
+    let (k, m) = (b.dims[0], b.dims[1]);
+    // Quantize per column: rows of the transpose.
+    let mut t = vec![0f32; k * m];
+    for i in 0..k {
+        for j in 0..m {
+            t[j * k + i] = b.data[i * m + j];
+        }
+    }
+    let (tq, scales) = i8_per_channel(&t, m);
+    let mut bq = vec![0u8; k * m];
+    for i in 0..k {
+        for j in 0..m {
+            bq[i * m + j] = tq[j * k + i] as u8;
+        }
+    }
+    let y = node.output[0].clone();
+    let bq_name = names.fresh(&format!("{}.int8", node.input[1]));
+    graph.initializer.push(tensor_of(
+        &bq_name,
+        &[k, m],
+        pb::tensor_proto::DataType::Int8,
+        bq,
+    ));
+    let acc = names.fresh(&format!("{y}.int32"));
+    new_nodes.push(pb::NodeProto {
+        name: names.fresh(&format!("{y}.integer")),
+        op_type: "MatMulInteger".into(),
+        input: vec![xq.to_string(), bq_name, xzp.to_string()],
+        output: vec![acc.clone()],
+        ..Default::default()
+    });
+    let accf = names.fresh(&format!("{y}.int32_as_float"));
+    new_nodes.push(pb::NodeProto {
+        name: names.fresh(&format!("{y}.cast")),
+        op_type: "Cast".into(),
+        input: vec![acc],
+        output: vec![accf.clone()],
+        attribute: vec![attr_int("to", pb::tensor_proto::DataType::Float as i64)],
+        ..Default::default()
+    });
+    let sc_name = names.fresh(&format!("{y}.rescale"));
+    let sc: Vec<f32> = scales.iter().map(|s| s * xs).collect();
+    graph.initializer.push(tensor_of(
+        &sc_name,
+        &[m],
+        pb::tensor_proto::DataType::Float,
+        sc.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    ));
+    new_nodes.push(pb::NodeProto {
+        name: names.fresh(&format!("{y}.rescale_mul")),
+        op_type: "Mul".into(),
+        input: vec![accf, sc_name],
+        output: vec![y],
+        ..Default::default()
+    });
+    Ok(())
 }
 
 #[cfg(test)]
@@ -360,7 +500,10 @@ mod tests {
         assert_eq!(q[6], 127);
         for (i, (&v, &qv)) in w.iter().zip(&q).enumerate() {
             let back = qv as f32 * s[i / 4];
-            assert!((back - v).abs() <= s[i / 4] / 2.0 + 1e-9, "{i}: {v} vs {back}");
+            assert!(
+                (back - v).abs() <= s[i / 4] / 2.0 + 1e-9,
+                "{i}: {v} vs {back}"
+            );
         }
     }
 }

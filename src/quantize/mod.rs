@@ -11,6 +11,7 @@
 
 pub mod calib;
 pub mod deconv;
+pub mod dense;
 pub mod fidelity;
 pub mod fp16;
 pub mod graph;
@@ -116,12 +117,18 @@ fn set_metadata(proto: &mut pb::ModelProto, key: &str, value: &str) {
 }
 
 fn load_variant(path: &Path, bytes: &[u8]) -> Result<Model> {
-    Model::from_bytes(path, bytes).context("the quantized model does not load back (a bug: please report it)")
+    Model::from_bytes(path, bytes)
+        .context("the quantized model does not load back (a bug: please report it)")
 }
 
 /// Quantize the fp32 model at `path` (see the module docs).
 pub fn quantize(path: &Path, opts: &QuantizeOptions) -> Result<Quantized> {
-    let bytes = std::fs::read(path).map_err(|e| anyhow!(ModelError(format!("{}: cannot read model file: {e}", path.display()))))?;
+    let bytes = std::fs::read(path).map_err(|e| {
+        anyhow!(ModelError(format!(
+            "{}: cannot read model file: {e}",
+            path.display()
+        )))
+    })?;
     quantize_bytes(path, &bytes, opts)
 }
 
@@ -138,7 +145,8 @@ pub fn quantize_bytes(path: &Path, bytes: &[u8], opts: &QuantizeOptions) -> Resu
     let proto = pb::ModelProto::decode(bytes).context("decode")?;
     let out_path = path.with_extension(format!("{}.onnx", opts.precision));
     let mut candidates = Vec::new();
-    let (variant_bytes, calibration, method, rewrite_err, summary, calib_set) = match opts.precision {
+    let (variant_bytes, calibration, method, rewrite_err, summary, calib_set) = match opts.precision
+    {
         Precision::Fp32 => bail!("--precision fp32: the model already is fp32; pick fp16 or int8"),
         Precision::Fp16 => {
             let mut p = proto.clone();
@@ -150,15 +158,23 @@ pub fn quantize_bytes(path: &Path, bytes: &[u8], opts: &QuantizeOptions) -> Resu
         }
         Precision::Int8 => {
             let mut float = proto.clone();
-            let rewritten = deconv::rewrite_conv_transpose(&mut float).with_context(|| path.display().to_string())?;
             let set = calib::build(&model, opts.calib.as_deref(), opts.sizes)?;
+            // Dense layers first (they include the 1x1 → 4x4 ConvTranspose), then sub-pixel.
+            let shapes = calib::shapes(&float, &dense::conv_inputs(&float), &set.held_noise)?;
+            let dense_layers = dense::rewrite_dense(&mut float, &shapes)?;
+            let rewritten = dense_layers
+                + deconv::rewrite_conv_transpose(&mut float)
+                    .with_context(|| path.display().to_string())?;
             // Prove the rewrite on this model before quantizing it.
             let rewrite_err = if rewritten > 0 {
                 let m = load_variant(path, &float.encode_to_vec())?;
                 let mut a = CpuBackend::new(&model, None)?;
                 let mut b = CpuBackend::new(&m, None)?;
                 let x = held_all(&set)?;
-                let (ya, yb) = (crate::backend::Backend::run(&mut a, &x)?, crate::backend::Backend::run(&mut b, &x)?);
+                let (ya, yb) = (
+                    crate::backend::Backend::run(&mut a, &x)?,
+                    crate::backend::Backend::run(&mut b, &x)?,
+                );
                 let err = ya.max_abs_diff(&yb) as f64;
                 if err > 1e-4 {
                     bail!("{}: the ConvTranspose rewrite changed the output by {err} (a bug: please report it)", path.display());
@@ -181,20 +197,37 @@ pub fn quantize_bytes(path: &Path, bytes: &[u8], opts: &QuantizeOptions) -> Resu
                     .collect();
                 let (mut q, summary) = int8::quantize(&float, &ranges, opts.scheme)?;
                 set_metadata(&mut q, keys::PRECISION, "int8");
-                set_metadata(&mut q, "ign.quantization", &format!("int8 {:?}, per-channel weights, activations by {m}; calibration: {}", opts.scheme, set.description));
+                set_metadata(
+                    &mut q,
+                    "ign.quantization",
+                    &format!(
+                        "int8 {:?}, per-channel weights, activations by {m}; calibration: {}",
+                        opts.scheme, set.description
+                    ),
+                );
                 q.producer_name = "ign-edge quantize".into();
                 let qb = q.encode_to_vec();
                 let qm = load_variant(&out_path, &qb)?;
                 let mut qb_backend = CpuBackend::new(&qm, None)?;
                 let got = crate::backend::Backend::run(&mut qb_backend, &held)?;
                 let p = fidelity::psnr(&want.data, &got.data);
-                candidates.push(Candidate { method: m.to_string(), psnr_f_db: p });
+                candidates.push(Candidate {
+                    method: m.to_string(),
+                    psnr_f_db: p,
+                });
                 if best.as_ref().is_none_or(|b| p > b.0) {
                     best = Some((p, qb, m, summary));
                 }
             }
             let (_, qb, m, summary) = best.context("no range method given")?;
-            (qb, Some(set.description.clone()), Some(m.to_string()), rewrite_err, Some(summary), set)
+            (
+                qb,
+                Some(set.description.clone()),
+                Some(m.to_string()),
+                rewrite_err,
+                Some(summary),
+                set,
+            )
         }
     };
     if !opts.measure {
@@ -212,7 +245,11 @@ pub fn quantize_bytes(path: &Path, bytes: &[u8], opts: &QuantizeOptions) -> Resu
         Measured {
             fp32_file_bytes: bytes.len() as u64,
             file_bytes: variant_bytes.len() as u64,
-            calibration: if opts.precision == Precision::Int8 { calibration } else { None },
+            calibration: if opts.precision == Precision::Int8 {
+                calibration
+            } else {
+                None
+            },
             method,
             candidates,
             rewrite_err,
@@ -244,7 +281,13 @@ struct Measured {
     summary: Option<int8::Int8Summary>,
 }
 
-fn measure(model: &Model, variant: &Model, set: &CalibSet, opts: &QuantizeOptions, m: Measured) -> Result<Report> {
+fn measure(
+    model: &Model,
+    variant: &Model,
+    set: &CalibSet,
+    opts: &QuantizeOptions,
+    m: Measured,
+) -> Result<Report> {
     let mut reference = CpuBackend::new(model, None)?;
     // Fidelity in the variant's own arithmetic (fp16 emulated where the CPU lacks it)...
     let half = variant.info.precision == Precision::Fp16;
@@ -256,7 +299,12 @@ fn measure(model: &Model, variant: &Model, set: &CalibSet, opts: &QuantizeOption
     let noise = fidelity::compare_on(&mut reference, &mut exact, &set.held_noise)?;
     // ...latency as the runtime will run it here.
     let mut runtime = CpuBackend::new(variant, None)?;
-    let (fp32_us, us) = fidelity::latency_pair(&mut reference, &mut runtime, &set.held_noise, opts.latency_runs)?;
+    let (fp32_us, us) = fidelity::latency_pair(
+        &mut reference,
+        &mut runtime,
+        &set.held_noise,
+        opts.latency_runs,
+    )?;
     Ok(Report {
         model: model.info.path.clone(),
         precision: variant.info.precision,
@@ -282,12 +330,20 @@ fn measure(model: &Model, variant: &Model, set: &CalibSet, opts: &QuantizeOption
 pub fn table(r: &Report) -> String {
     let mut s = String::new();
     let line = |s: &mut String, k: &str, v: String| s.push_str(&format!("  {k:<28} {v}\n"));
-    s.push_str(&format!("{} vs fp32 ({})\n", r.precision, r.model.display()));
+    s.push_str(&format!(
+        "{} vs fp32 ({})\n",
+        r.precision,
+        r.model.display()
+    ));
     if let Some(c) = &r.calibration {
         line(&mut s, "calibration", c.clone());
     }
     for c in &r.candidates {
-        line(&mut s, &format!("range {}", c.method), format!("held-out PSNR f {:.2} dB", c.psnr_f_db));
+        line(
+            &mut s,
+            &format!("range {}", c.method),
+            format!("held-out PSNR f {:.2} dB", c.psnr_f_db),
+        );
     }
     if let Some(m) = &r.method {
         line(&mut s, "chosen", m.clone());
@@ -312,7 +368,14 @@ pub fn table(r: &Report) -> String {
     let row = |s: &mut String, name: &str, f: &SetFidelity| {
         s.push_str(&format!(
             "  {:<12} {:>7} {:>7.2} dB {:>7.2} dB {:>11.4} {:>11.4} {:>10.4} {:>10.4}\n",
-            name, f.images, f.psnr_f_db, f.psnr_ff_db, f.max_abs_f, f.max_abs_ff, f.idem_gap, f.idem_gap_fp32
+            name,
+            f.images,
+            f.psnr_f_db,
+            f.psnr_ff_db,
+            f.max_abs_f,
+            f.max_abs_ff,
+            f.idem_gap,
+            f.idem_gap_fp32
         ))
     };
     if let Some(f) = &r.real {
@@ -322,7 +385,12 @@ pub fn table(r: &Report) -> String {
     line(
         &mut s,
         "file",
-        format!("{} bytes = {:.1}% of fp32 ({} bytes)", r.file_bytes, 100.0 * r.size_ratio, r.fp32_file_bytes),
+        format!(
+            "{} bytes = {:.1}% of fp32 ({} bytes)",
+            r.file_bytes,
+            100.0 * r.size_ratio,
+            r.fp32_file_bytes
+        ),
     );
     line(
         &mut s,
@@ -333,4 +401,60 @@ pub fn table(r: &Report) -> String {
         ),
     );
     s
+}
+
+/// `path` with `.onnx` replaced by `.<precision>.onnx` (models/ign-mnist.int8.onnx).
+pub fn variant_path(path: &Path, precision: Precision) -> std::path::PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!("{stem}.{precision}.onnx"))
+}
+
+/// The fp32 `model` in `precision`: its variant file if there is one (see [`variant_path`]),
+/// else converted now (int8 then calibrates on noise, with a notice).
+pub fn in_precision(model: Model, precision: Precision) -> Result<Model> {
+    let path = model.info.path.clone();
+    if model.info.precision != Precision::Fp32 {
+        bail!(ModelError(format!(
+            "{}: this model is {}; pass its fp32 original to run it in {precision}",
+            path.display(),
+            model.info.precision
+        )));
+    }
+    let variant = variant_path(&path, precision);
+    if variant.exists() {
+        let v = Model::load(&variant)?;
+        if v.info.precision != precision {
+            bail!(ModelError(format!(
+                "{}: expected an {precision} model (ign.precision), found {}; re-run ign-edge quantize",
+                variant.display(),
+                v.info.precision
+            )));
+        }
+        return Ok(v);
+    }
+    if precision == Precision::Fp32 {
+        return Ok(model);
+    }
+    let bytes = if path.exists() {
+        std::fs::read(&path)?
+    } else {
+        crate::cli::common::EMBEDDED_MODEL.to_vec()
+    };
+    if precision == Precision::Int8 {
+        eprintln!(
+            "notice: no {}: quantizing to int8 now, calibrated on noise only; `ign-edge quantize --precision int8 --calib <real images>` makes a better file",
+            variant.display()
+        );
+    }
+    let opts = QuantizeOptions {
+        precision,
+        measure: false,
+        methods: vec![RangeMethod::Percentile(99.99)],
+        ..Default::default()
+    };
+    let q = quantize_bytes(&path, &bytes, &opts)?;
+    Model::from_bytes(&variant, &q.bytes)
 }

@@ -6,15 +6,14 @@
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use flate2::read::GzDecoder;
-use ign_edge::imaging;
 pub use ign_edge::idx::{
     parse_idx, read_idx, read_maybe_gz, IdxArray, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC,
 };
+use ign_edge::imaging;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-
 
 /// An in-memory image set.
 #[derive(Clone, Debug)]

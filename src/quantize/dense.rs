@@ -1,0 +1,172 @@
+//! Rewrite convolutions that are really fully connected layers as `MatMul`.
+//!
+//! In a DCGAN-style IGN the encoder's last `Conv` (kernel = its whole 4×4 input, output 1×1)
+//! and the decoder's first `ConvTranspose` (1×1 latent in, 4×4 out) are dense layers. As
+//! convolutions they pay for an im2col and, for the transposed one, a 16× larger product
+//! over the zero padding; as `MatMul` they are one small matrix product, which also has an
+//! integer form (`MatMulInteger`). Exact in fp32.
+
+use anyhow::{Context, Result};
+use std::collections::HashMap;
+use tract_onnx::pb;
+
+use super::graph::{
+    attr_int, attr_ints, attr_str, f32_tensor, float_initializer, graph_mut, i64_tensor, Names,
+};
+
+/// Spatial size `[H, W]` of each tensor that feeds a convolution, from a calibration run.
+pub type Shapes = HashMap<String, Vec<usize>>;
+
+/// The inputs whose shape [`rewrite_dense`] needs: the data input of every Conv/ConvTranspose.
+pub fn conv_inputs(model: &pb::ModelProto) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(g) = &model.graph {
+        for n in &g.node {
+            if (n.op_type == "Conv" || n.op_type == "ConvTranspose") && !out.contains(&n.input[0]) {
+                out.push(n.input[0].clone());
+            }
+        }
+    }
+    out
+}
+
+fn plain(node: &pb::NodeProto) -> bool {
+    let no_pad = attr_ints(node, "pads").is_none_or(|p| p.iter().all(|&v| v == 0));
+    let auto_pad =
+        attr_str(node, "auto_pad").is_none_or(|a| a.is_empty() || a == "NOTSET" || a == "VALID");
+    let dil = attr_ints(node, "dilations").is_none_or(|d| d.iter().all(|&v| v == 1));
+    let out_pad = attr_ints(node, "output_padding").is_none_or(|p| p.iter().all(|&v| v == 0));
+    no_pad
+        && auto_pad
+        && dil
+        && out_pad
+        && attr_int(node, "group").unwrap_or(1) == 1
+        && attr_ints(node, "output_shape").is_none()
+}
+
+/// Rewrite every dense-layer convolution of `model` (shapes from `shapes`, `[N, C, H, W]` per
+/// input tensor); returns how many were rewritten.
+pub fn rewrite_dense(model: &mut pb::ModelProto, shapes: &Shapes) -> Result<usize> {
+    let graph = graph_mut(model)?;
+    let mut names = Names::of(graph);
+    let nodes = std::mem::take(&mut graph.node);
+    let mut out = Vec::with_capacity(nodes.len());
+    let mut count = 0;
+    for node in nodes {
+        let is_conv = node.op_type == "Conv";
+        if !(is_conv || node.op_type == "ConvTranspose") || !plain(&node) {
+            out.push(node);
+            continue;
+        }
+        let (Some(shape), Some(w)) = (
+            shapes.get(&node.input[0]),
+            float_initializer(graph, &node.input[1])?,
+        ) else {
+            out.push(node);
+            continue;
+        };
+        if shape.len() != 4 || w.dims.len() != 4 {
+            out.push(node);
+            continue;
+        }
+        let (h, wd) = (shape[2], shape[3]);
+        let dense = if is_conv {
+            [w.dims[2], w.dims[3]] == [h, wd]
+        } else {
+            (h, wd) == (1, 1)
+        };
+        if !dense {
+            out.push(node);
+            continue;
+        }
+        let base = if node.name.is_empty() {
+            node.output[0].clone()
+        } else {
+            node.name.clone()
+        };
+        let bias = match node.input.get(2).filter(|s| !s.is_empty()) {
+            Some(b) => Some(
+                float_initializer(graph, b)?
+                    .context("bias is not a constant")?
+                    .data,
+            ),
+            None => None,
+        };
+        // B: [K, M] with x flattened to [N, K].
+        let (k, m, b_data, out_shape): (usize, usize, Vec<f32>, Vec<i64>) = if is_conv {
+            let (cout, kk) = (w.dims[0], w.dims[1] * w.dims[2] * w.dims[3]);
+            let mut t = vec![0f32; kk * cout];
+            for o in 0..cout {
+                for i in 0..kk {
+                    t[i * cout + o] = w.data[o * kk + i];
+                }
+            }
+            (kk, cout, t, vec![-1, cout as i64, 1, 1])
+        } else {
+            let (cin, cout, kh, kw) = (w.dims[0], w.dims[1], w.dims[2], w.dims[3]);
+            (
+                cin,
+                cout * kh * kw,
+                w.data.clone(),
+                vec![-1, cout as i64, kh as i64, kw as i64],
+            )
+        };
+        let b_name = names.fresh(&format!("{}.dense", node.input[1]));
+        graph
+            .initializer
+            .push(f32_tensor(&b_name, &[k, m], &b_data));
+        let flat_shape = names.fresh(&format!("{base}.flat_shape"));
+        graph
+            .initializer
+            .push(i64_tensor(&flat_shape, &[2], &[-1, k as i64]));
+        let out_shape_name = names.fresh(&format!("{base}.out_shape"));
+        graph
+            .initializer
+            .push(i64_tensor(&out_shape_name, &[4], &out_shape));
+        let flat = names.fresh(&format!("{base}.flat"));
+        let prod = names.fresh(&format!("{base}.matmul"));
+        out.push(pb::NodeProto {
+            name: names.fresh(&format!("{base}.flatten")),
+            op_type: "Reshape".into(),
+            input: vec![node.input[0].clone(), flat_shape],
+            output: vec![flat.clone()],
+            ..Default::default()
+        });
+        out.push(pb::NodeProto {
+            name: names.fresh(&format!("{base}.dense")),
+            op_type: "MatMul".into(),
+            input: vec![flat, b_name],
+            output: vec![prod.clone()],
+            ..Default::default()
+        });
+        let final_out = node.output[0].clone();
+        let shaped = if bias.is_some() {
+            names.fresh(&format!("{base}.shaped"))
+        } else {
+            final_out.clone()
+        };
+        out.push(pb::NodeProto {
+            name: names.fresh(&format!("{base}.unflatten")),
+            op_type: "Reshape".into(),
+            input: vec![prod, out_shape_name],
+            output: vec![shaped.clone()],
+            ..Default::default()
+        });
+        if let Some(b) = bias {
+            let bn = names.fresh(&format!("{}.per_channel", node.input[2]));
+            graph
+                .initializer
+                .push(f32_tensor(&bn, &[1, b.len(), 1, 1], &b));
+            out.push(pb::NodeProto {
+                name: names.fresh(&format!("{base}.bias")),
+                op_type: "Add".into(),
+                input: vec![shaped, bn],
+                output: vec![final_out],
+                ..Default::default()
+            });
+        }
+        count += 1;
+    }
+    graph.node = out;
+    Ok(count)
+}
