@@ -193,6 +193,26 @@ impl Backend for CpuBackend {
                 info.width
             );
         }
+        if let Some(b) = info.fixed_batch {
+            if n != b {
+                // A fixed-batch model runs the images in chunks of its batch (the last padded).
+                let mut data = Vec::with_capacity(input.data.len());
+                for start in (0..n).step_by(b) {
+                    let end = (start + b).min(n);
+                    let mut chunk = input.slice(start, end);
+                    if end - start < b {
+                        let pad = chunk.image(0).to_vec();
+                        for _ in end - start..b {
+                            chunk.data.extend_from_slice(&pad);
+                        }
+                        chunk.shape[0] = b;
+                    }
+                    let y = self.run(&chunk)?;
+                    data.extend_from_slice(&y.data[..(end - start) * input.image_len()]);
+                }
+                return ImageBatch::new(data, input.shape);
+            }
+        }
         self.prepare(n)?;
         let state = self.states.get_mut(&n).expect("prepared");
         let t = input_tensor(state, input)?;

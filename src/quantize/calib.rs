@@ -115,20 +115,26 @@ fn plan_with_outputs(
         w.output_f32_any_shape(t);
     }
     graph.output = w.into_model().graph.context("graph")?.output;
-    Ok(tract_onnx::onnx()
+    tract_onnx::onnx()
         .model_for_proto_model(&proto)?
         .with_input_fact(0, f32::fact(shape).into())?
         .into_optimized()?
-        .into_runnable()?)
+        .into_runnable()
 }
 
-/// The shape of each of `tensors` for one image `x` (batch 1).
+/// The shape of each of `tensors` for the first image of `x` (at batch 1, or at the model's
+/// `fixed_batch`).
 pub fn shapes(
     model: &pb::ModelProto,
     tensors: &[String],
     x: &ImageBatch,
+    fixed_batch: Option<usize>,
 ) -> Result<super::dense::Shapes> {
-    let one = x.slice(0, 1);
+    let n = fixed_batch.unwrap_or(1);
+    let one = ImageBatch::new(
+        x.image(0).repeat(n),
+        [n, x.shape[1], x.shape[2], x.shape[3]],
+    )?;
     let plan = plan_with_outputs(model, tensors, one.shape)?;
     let out = plan.run(tvec!(Tensor::from_shape(&one.shape, &one.data)?.into()))?;
     Ok(tensors
@@ -140,13 +146,15 @@ pub fn shapes(
 
 /// Every value that each of `tensors` takes over `batch` (run in chunks), sorted ascending.
 ///
-/// The float graph is run by tract with the tensors made graph outputs.
+/// The float graph is run by tract with the tensors made graph outputs; `fixed_batch` is the
+/// model's batch size when its graph fixes it (chunks are then that size).
 pub fn observe(
     model: &pb::ModelProto,
     tensors: &[String],
     batch: &ImageBatch,
+    fixed_batch: Option<usize>,
 ) -> Result<Vec<Vec<f32>>> {
-    let chunk = 64.min(batch.len()).max(1);
+    let chunk = fixed_batch.unwrap_or(64.min(batch.len()).max(1));
     let [_, c, h, wd] = batch.shape;
     let plan = plan_with_outputs(model, tensors, [chunk, c, h, wd])?;
     let mut values: Vec<Vec<f32>> = vec![Vec::new(); tensors.len()];

@@ -430,8 +430,8 @@ mod tests {
             let got = run(&rewritten, &x);
             assert_eq!(want.shape(), got.shape(), "case {i}");
             let (a, b) = (
-                want.as_slice::<f32>().unwrap(),
-                got.as_slice::<f32>().unwrap(),
+                want.to_plain_array_view::<f32>().unwrap(),
+                got.to_plain_array_view::<f32>().unwrap(),
             );
             let err = a
                 .iter()

@@ -134,7 +134,7 @@ pub fn quantize(path: &Path, opts: &QuantizeOptions) -> Result<Quantized> {
 
 /// [`quantize`] for a model already in memory (`path` names it in messages).
 pub fn quantize_bytes(path: &Path, bytes: &[u8], opts: &QuantizeOptions) -> Result<Quantized> {
-    let model = Model::from_bytes(path, &bytes)?;
+    let model = Model::from_bytes(path, bytes)?;
     if model.info.precision != Precision::Fp32 {
         bail!(ModelError(format!(
             "{}: already {} (ign.precision); quantize the fp32 model instead",
@@ -160,7 +160,12 @@ pub fn quantize_bytes(path: &Path, bytes: &[u8], opts: &QuantizeOptions) -> Resu
             let mut float = proto.clone();
             let set = calib::build(&model, opts.calib.as_deref(), opts.sizes)?;
             // Dense layers first (they include the 1x1 → 4x4 ConvTranspose), then sub-pixel.
-            let shapes = calib::shapes(&float, &dense::conv_inputs(&float), &set.held_noise)?;
+            let shapes = calib::shapes(
+                &float,
+                &dense::conv_inputs(&float),
+                &set.held_noise,
+                model.info.fixed_batch,
+            )?;
             let dense_layers = dense::rewrite_dense(&mut float, &shapes)?;
             let rewritten = dense_layers
                 + deconv::rewrite_conv_transpose(&mut float)
@@ -184,7 +189,7 @@ pub fn quantize_bytes(path: &Path, bytes: &[u8], opts: &QuantizeOptions) -> Resu
                 None
             };
             let tensors = int8::calibration_tensors(&float);
-            let values = calib::observe(&float, &tensors, &set.fit)?;
+            let values = calib::observe(&float, &tensors, &set.fit, model.info.fixed_batch)?;
             let mut best: Option<(f64, Vec<u8>, RangeMethod, int8::Int8Summary)> = None;
             let mut reference = CpuBackend::new(&model, None)?;
             let held = held_all(&set)?;
