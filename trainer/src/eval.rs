@@ -73,6 +73,15 @@ pub struct EvalReport {
     pub max_class_fraction_fz: Option<f64>,
     pub classes_present_fz: Option<usize>,
     pub mean_top1_prob_fz: Option<f64>,
+    /// With a reference model (`--reference`, e.g. the fp32 original of an int8 model): the
+    /// fraction of noise samples whose f(z) gets the same top-1 class under both.
+    #[serde(default)]
+    pub reference: Option<String>,
+    #[serde(default)]
+    pub top1_agreement_fz: Option<f64>,
+    /// The same on f(x) of the real test images.
+    #[serde(default)]
+    pub top1_agreement_fx: Option<f64>,
     pub seconds: f64,
 }
 
@@ -87,6 +96,12 @@ pub struct EvalOptions {
     pub classifier_cache: Option<PathBuf>,
     /// Folder for the pictures (samples.png, projections.png).
     pub out_dir: Option<PathBuf>,
+}
+
+/// A second model to compare top-1 classes with, and its name.
+pub struct Reference<'a> {
+    pub projector: &'a mut Projector,
+    pub name: String,
 }
 
 fn mean_abs_diff(a: &[f32], b: &[f32]) -> f64 {
@@ -199,6 +214,7 @@ pub fn evaluate(
     model_name: &str,
     opts: &EvalOptions,
     shape: (usize, usize),
+    reference: Option<Reference>,
 ) -> Result<EvalReport> {
     let t0 = std::time::Instant::now();
     let (channels, size) = shape;
@@ -241,6 +257,9 @@ pub fn evaluate(
         max_class_fraction_fz: None,
         classes_present_fz: None,
         mean_top1_prob_fz: None,
+        reference: None,
+        top1_agreement_fz: None,
+        top1_agreement_fx: None,
         seconds: 0.0,
     };
     if let Some((clf, acc)) = classifier_for(train, test, opts)? {
@@ -265,6 +284,24 @@ pub fn evaluate(
         report.classes_present_fz = Some(hist.iter().filter(|&&c| c > 0).count());
         report.class_histogram_fz = Some(hist);
         report.mean_top1_prob_fz = Some(top1 / p_fz.len().max(1) as f64);
+        if let Some(r) = reference {
+            let agreement = |a: &[Vec<f32>], b: &[Vec<f32>]| {
+                let same = a
+                    .iter()
+                    .zip(b)
+                    .filter(|(p, q)| argmax(p) == argmax(q))
+                    .count();
+                same as f64 / a.len().max(1) as f64
+            };
+            let fz_ref = r.projector.apply(&z, sh)?;
+            let (_, p_ref) = clf.features_probs(&fz_ref, sh)?;
+            report.top1_agreement_fz = Some(agreement(&p_fz, &p_ref));
+            let fx_ref = r.projector.apply(x, sh)?;
+            let (_, p_fx) = clf.features_probs(&fx, sh)?;
+            let (_, p_fx_ref) = clf.features_probs(&fx_ref, sh)?;
+            report.top1_agreement_fx = Some(agreement(&p_fx, &p_fx_ref));
+            report.reference = Some(r.name);
+        }
     }
 
     if let Some(dir) = &opts.out_dir {
@@ -333,6 +370,10 @@ pub fn summary(r: &EvalReport) -> String {
             r.mean_top1_prob_fz.unwrap_or(0.0),
             r.class_histogram_fz.clone().unwrap_or_default()
         );
+    }
+    if let (Some(a), Some(b), Some(name)) = (r.top1_agreement_fz, r.top1_agreement_fx, &r.reference)
+    {
+        s += &format!("top-1 agreement with {name}: f(z) {a:.3}, f(x) of test images {b:.3}\n");
     }
     s
 }

@@ -96,9 +96,22 @@ fn train_export_eval() {
     assert_eq!(m.info.metadata["ign.dataset"], "fixtures");
     assert!(m.info.metadata["ign.trainer"].contains("steps=5"));
 
+    // The fp16 copy serves as the reference model whose top-1 classes eval compares.
+    let fp16 = ign_edge::quantize::quantize(
+        &d.join("m.onnx"),
+        &ign_edge::quantize::QuantizeOptions {
+            precision: ign_edge::model::Precision::Fp16,
+            measure: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    std::fs::write(d.join("m.fp16.onnx"), &fp16.bytes).unwrap();
     let out = run(
         &[
             "eval",
+            "--reference",
+            "m.fp16.onnx",
             "--model",
             "m.onnx",
             "--data",
@@ -123,6 +136,8 @@ fn train_export_eval() {
     assert_eq!(hist.iter().map(|h| h.as_u64().unwrap()).sum::<u64>(), 50);
     assert!(v["rec_l1"].as_f64().unwrap() > 0.0);
     assert!(v["classifier_accuracy"].as_f64().unwrap() > 0.3);
+    assert!(v["top1_agreement_fz"].as_f64().unwrap() >= 0.9, "{v}");
+    assert!(v["top1_agreement_fx"].as_f64().unwrap() >= 0.9, "{v}");
     assert!(d.join("ev/samples.png").exists() && d.join("ev/projections.png").exists());
 }
 

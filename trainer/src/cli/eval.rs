@@ -45,6 +45,10 @@ pub struct EvalCmd {
     /// Write the figures as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// A reference .onnx model (e.g. the fp32 original of an int8 or fp16 file): report how
+    /// often f(z) gets the same top-1 class under both.
+    #[arg(long)]
+    pub reference: Option<PathBuf>,
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -88,7 +92,27 @@ impl EvalCmd {
                 classifier_epochs: self.classifier_epochs,
                 out_dir: self.out_dir,
             };
-        let report = eval::evaluate(&mut projector, &name, &opts, shape)?;
+        let mut reference = match &self.reference {
+            Some(p) => {
+                let m = ign_edge::model::Model::load(p)?;
+                if (m.info.channels, m.info.height) != shape {
+                    bail!(
+                        "{}: the reference model's shape differs from the evaluated one",
+                        p.display()
+                    );
+                }
+                Some((
+                    Projector::Onnx(Box::new(ign_edge::backend::cpu::CpuBackend::new(&m, None)?)),
+                    p.display().to_string(),
+                ))
+            }
+            None => None,
+        };
+        let reference = reference.as_mut().map(|(projector, name)| eval::Reference {
+            projector,
+            name: name.clone(),
+        });
+        let report = eval::evaluate(&mut projector, &name, &opts, shape, reference)?;
         print!("{}", eval::summary(&report));
         if let Some(j) = &self.json {
             ign_edge::fsio::atomic_write(j, serde_json::to_string_pretty(&report)?.as_bytes())?;
