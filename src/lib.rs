@@ -14,6 +14,7 @@
 pub mod backend;
 pub mod bench;
 pub mod cli;
+pub mod cores;
 pub mod draw;
 pub mod fsio;
 pub mod idx;

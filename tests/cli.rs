@@ -375,3 +375,45 @@ fn quantize_writes_the_variant_that_project_then_picks() {
     );
     assert_clean_error(&out, &["m.onnx", "overwrite"]);
 }
+
+#[test]
+fn bench_pipeline_suite_runs_the_live_loop_pinned() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = s(&fixture("tiny28.onnx")).to_string();
+    let out = ign(
+        &[
+            "bench",
+            "--pipeline",
+            "-m",
+            &m,
+            "--threads",
+            "1",
+            "--frames",
+            "30",
+            "--cores",
+            "all",
+            "--json",
+            "p.json",
+        ],
+        d,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("pinned to cores"), "{err}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("e2e p50") && text.contains("tiny28.onnx"),
+        "{text}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("p.json")).unwrap()).unwrap();
+    let p = &v["pipeline"][0]["summary"];
+    let shown = p["frames"].as_u64().unwrap();
+    assert!(shown > 0 && shown <= 30, "{p}");
+    assert!(p["inference_ms"].as_f64().unwrap() > 0.0, "{p}");
+    assert!(p["e2e"]["p50_us"].as_f64().unwrap() > 0.0, "{p}");
+    // a core list that does not parse is one clear line
+    let out = ign(&["bench", "-m", &m, "--cores", "4-x"], d);
+    assert_clean_error(&out, &["4-x", "--cores"]);
+}

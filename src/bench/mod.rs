@@ -16,6 +16,7 @@
 
 pub mod machine;
 pub mod peak;
+pub mod pipeline;
 pub mod stats;
 
 use anyhow::{Context, Result};
@@ -90,6 +91,9 @@ pub struct Report {
     pub version: String,
     pub machine: Machine,
     pub results: Vec<ModelResult>,
+    /// The pipeline suite (`--pipeline`): one live-loop run per configuration.
+    #[serde(default)]
+    pub pipeline: Vec<pipeline::PipelineResult>,
 }
 
 /// Measure one configuration.

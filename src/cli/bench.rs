@@ -68,6 +68,23 @@ pub struct BenchCmd {
     /// Skip measuring the machine's matmul peak (saves about a second per thread count).
     #[arg(long)]
     pub no_peak: bool,
+    /// Run the pipeline suite instead: the live loop (--source, --sink) for --frames frames
+    /// per configuration, with fps, per-stage latency, end-to-end p50/p99 and drops.
+    #[arg(long)]
+    pub pipeline: bool,
+    /// Pipeline suite: frames per configuration.
+    #[arg(long, default_value_t = 300)]
+    pub frames: u64,
+    /// Pipeline suite: frame source (the test scene at full speed by default).
+    #[arg(long, default_value = "test")]
+    pub source: String,
+    /// Pipeline suite: sink.
+    #[arg(long, default_value = "null")]
+    pub sink: String,
+    /// Pin to these CPU cores: all, big (the fastest cores, e.g. RK3588's Cortex-A76 4-7),
+    /// little, or a list such as 4-7.
+    #[arg(long)]
+    pub cores: Option<String>,
 }
 
 fn default_models() -> Vec<PathBuf> {
@@ -122,6 +139,10 @@ impl BenchCmd {
             duration: self.duration.map(Duration::from_secs_f64),
             profile: self.profile,
         };
+        if let Some(spec) = &self.cores {
+            let cores = crate::cores::pin_spec(spec)?;
+            eprintln!("pinned to cores {cores:?}");
+        }
         let machine = Machine::detect();
         eprintln!(
             "machine: {} ({}, {} cores, {}){}",
@@ -136,7 +157,27 @@ impl BenchCmd {
                 .unwrap_or_default()
         );
         let mut results = Vec::new();
-        for m in &models {
+        let mut pipeline = Vec::new();
+        for m in models.iter().filter(|_| self.pipeline) {
+            for p in precisions_of(m) {
+                for &t in &threads {
+                    for &k in &steps {
+                        pipeline.push(bench::pipeline::run_pipeline(
+                            &bench::pipeline::PipelineCase {
+                                model: m.clone(),
+                                precision: p,
+                                threads: t,
+                                steps: k,
+                                frames: self.frames,
+                                source: self.source.clone(),
+                                sink: self.sink.clone(),
+                            },
+                        )?);
+                    }
+                }
+            }
+        }
+        for m in models.iter().filter(|_| !self.pipeline) {
             for p in precisions_of(m) {
                 for &t in &threads {
                     for &k in &steps {
@@ -152,7 +193,7 @@ impl BenchCmd {
                 }
             }
         }
-        if !self.no_peak {
+        if !self.no_peak && !self.pipeline {
             let mut peaks = std::collections::HashMap::new();
             for &t in &threads {
                 peaks.insert(t, bench::peak::matmul_peak_gflops(t, 512)?);
@@ -170,7 +211,11 @@ impl BenchCmd {
                 );
             }
         }
-        print!("{}", bench::table(&results));
+        if self.pipeline {
+            print!("{}", bench::pipeline::table(&pipeline));
+        } else {
+            print!("{}", bench::table(&results));
+        }
         for r in &results {
             print!("{}", bench::profile_table(r));
         }
@@ -188,6 +233,7 @@ impl BenchCmd {
             version: env!("CARGO_PKG_VERSION").into(),
             machine,
             results,
+            pipeline,
         };
         if let Some(j) = &self.json {
             crate::fsio::atomic_write(j, serde_json::to_string_pretty(&report)?.as_bytes())?;

@@ -46,7 +46,7 @@ pub struct LoopOptions {
 }
 
 /// What a run did (printed at the end; `--json` writes it).
-#[derive(Clone, Debug, Serialize, Default)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, Default)]
 pub struct Summary {
     pub source: String,
     pub sink: String,
