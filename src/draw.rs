@@ -42,4 +42,26 @@ impl DrawTarget for ImageTarget<'_> {
         }
         Ok(())
     }
+
+    /// Rectangles (backgrounds, bars) are filled row by row on the raw buffer.
+    fn fill_solid(
+        &mut self,
+        area: &embedded_graphics::primitives::Rectangle,
+        color: Self::Color,
+    ) -> Result<(), Self::Error> {
+        let area = area.intersection(&self.bounding_box());
+        let Some(br) = area.bottom_right() else {
+            return Ok(());
+        };
+        let w = self.0.width() as usize;
+        let (x0, x1) = (area.top_left.x as usize, br.x as usize + 1);
+        let rgb = [color.r(), color.g(), color.b()];
+        let raw: &mut [u8] = self.0.as_mut();
+        for y in area.top_left.y as usize..=br.y as usize {
+            for p in raw[(y * w + x0) * 3..(y * w + x1) * 3].chunks_exact_mut(3) {
+                p.copy_from_slice(&rgb);
+            }
+        }
+        Ok(())
+    }
 }

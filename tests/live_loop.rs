@@ -63,7 +63,7 @@ fn framebuffer_file_shows_the_projection_of_the_last_frame_and_the_overlay() {
     let seq = summary.last_seq.unwrap();
 
     // what the display must show for that frame
-    let frame = TestPattern::new(320, 240, 0.0).render(seq);
+    let frame = TestPattern::new(160, 120, 0.0).render(seq);
     let mut x = ImageBatch {
         data: vec![0.0; 28 * 28],
         shape: [1, 1, 28, 28],

@@ -64,6 +64,9 @@ pub struct RunCmd {
     /// Write the summary as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Pin to these CPU cores: all, big (e.g. RK3588's Cortex-A76 4-7), little, or a list.
+    #[arg(long)]
+    pub cores: Option<String>,
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32)> {
@@ -77,6 +80,10 @@ impl RunCmd {
     pub fn run(self) -> Result<()> {
         if self.steps == 0 {
             bail!("--steps must be at least 1");
+        }
+        if let Some(spec) = &self.cores {
+            let cores = crate::cores::pin_spec(spec)?;
+            eprintln!("pinned to cores {cores:?}");
         }
         let model = self.model.load()?;
         let mut backend = self.model.backend(&model)?;

@@ -3,7 +3,7 @@
 //! bar at the bottom for the overlay.
 
 use anyhow::{bail, Result};
-use image::{Rgb, RgbImage};
+use image::RgbImage;
 
 use super::preprocess::Rect;
 use crate::imaging::to_u8;
@@ -44,7 +44,8 @@ impl Layout {
     }
 }
 
-/// Draw the `crop` region of a camera frame into panel `at` (nearest neighbour).
+/// Draw the `crop` region of a camera frame into panel `at` (nearest neighbour), row by row
+/// on the raw buffers.
 pub fn draw_frame_panel(
     canvas: &mut RgbImage,
     frame: &RgbImage,
@@ -52,16 +53,27 @@ pub fn draw_frame_panel(
     at: (u32, u32),
     cell: u32,
 ) {
+    let cw = canvas.width() as usize;
+    let fstride = frame.width() as usize * 3;
+    let src = frame.as_raw();
+    let dst = canvas.as_mut();
+    let cell = cell as usize;
     for py in 0..cell {
-        let sy = crop.y + py * crop.h / cell;
-        for px in 0..cell {
-            let sx = crop.x + px * crop.w / cell;
-            canvas.put_pixel(at.0 + px, at.1 + py, *frame.get_pixel(sx, sy));
+        let sy = crop.y as usize + py * crop.h as usize / cell;
+        let src_row = &src[sy * fstride..(sy + 1) * fstride];
+        let start = ((at.1 as usize + py) * cw + at.0 as usize) * 3;
+        for (px, d) in dst[start..start + cell * 3].chunks_exact_mut(3).enumerate() {
+            let sx = (crop.x as usize + px * crop.w as usize / cell) * 3;
+            d.copy_from_slice(&src_row[sx..sx + 3]);
         }
     }
 }
 
-/// Draw a `C×H×W` image in [-1, 1] into panel `at` (nearest neighbour).
+/// Widest model image whose rows [`draw_chw_panel`] converts once into a stack buffer.
+const MAX_ROW: usize = 512;
+
+/// Draw a `C×H×W` image in [-1, 1] into panel `at` (nearest neighbour), row by row: each
+/// source row is converted to 8-bit once, then repeated.
 pub fn draw_chw_panel(
     canvas: &mut RgbImage,
     data: &[f32],
@@ -71,29 +83,47 @@ pub fn draw_chw_panel(
 ) {
     let (c, h, w) = shape;
     let plane = h * w;
+    let cw = canvas.width() as usize;
+    let dst = canvas.as_mut();
+    let cell = cell as usize;
+    let mut row = [[0u8; 3]; MAX_ROW];
+    let mut row_y = usize::MAX;
+    let pixel = |i: usize| -> [u8; 3] {
+        if c == 1 {
+            let v = to_u8(data[i]);
+            [v, v, v]
+        } else {
+            [
+                to_u8(data[i]),
+                to_u8(data[plane + i]),
+                to_u8(data[2 * plane + i]),
+            ]
+        }
+    };
     for py in 0..cell {
-        let sy = py as usize * h / cell as usize;
-        for px in 0..cell {
-            let sx = px as usize * w / cell as usize;
-            let i = sy * w + sx;
-            let p = if c == 1 {
-                let v = to_u8(data[i]);
-                [v, v, v]
+        let sy = py * h / cell;
+        if w <= MAX_ROW && sy != row_y {
+            for (sx, p) in row[..w].iter_mut().enumerate() {
+                *p = pixel(sy * w + sx);
+            }
+            row_y = sy;
+        }
+        let start = ((at.1 as usize + py) * cw + at.0 as usize) * 3;
+        for (px, d) in dst[start..start + cell * 3].chunks_exact_mut(3).enumerate() {
+            let sx = px * w / cell;
+            let rgb = if w <= MAX_ROW {
+                row[sx]
             } else {
-                [
-                    to_u8(data[i]),
-                    to_u8(data[plane + i]),
-                    to_u8(data[2 * plane + i]),
-                ]
+                pixel(sy * w + sx)
             };
-            canvas.put_pixel(at.0 + px, at.1 + py, Rgb(p));
+            d.copy_from_slice(&rgb);
         }
     }
 }
 
 /// Paint the canvas background.
 pub fn clear(canvas: &mut RgbImage) {
-    for p in canvas.pixels_mut() {
-        *p = Rgb([16, 16, 20]);
+    for p in canvas.as_mut().chunks_exact_mut(3) {
+        p.copy_from_slice(&[16, 16, 20]);
     }
 }

@@ -88,11 +88,12 @@ impl Summary {
     }
 }
 
-/// A composed picture on its way to the sink.
+/// A projected frame on its way to the display thread, which composes and shows it.
 struct Picture {
-    canvas: RgbImage,
-    seq: u64,
-    captured: Instant,
+    frame: Frame,
+    /// f(x), and f^k(x) when a third panel is shown.
+    outs: Vec<ImageBatch>,
+    hud: Hud,
 }
 
 #[derive(Default)]
@@ -100,6 +101,8 @@ struct DisplayStats {
     shown: u64,
     last_seq: Option<u64>,
     e2e: Vec<f64>,
+    compose_secs: f64,
+    composed: u64,
     display_secs: f64,
     error: Option<anyhow::Error>,
 }
@@ -167,24 +170,50 @@ pub fn run_loop(
     };
 
     let stats = Arc::new(Mutex::new(DisplayStats::default()));
+    let shape = (pre.channels, pre.height, pre.width);
     let display = {
-        let (mb, stats) = (pictures.clone(), stats.clone());
+        let (mb, stats, pre) = (pictures.clone(), stats.clone(), pre.clone());
         std::thread::Builder::new()
             .name("display".into())
             .spawn(move || {
+                // One canvas, reused: composing (and the sink) run beside the inference.
+                let mut canvas = RgbImage::new(cw, ch);
                 while let Some(p) = mb.take() {
                     let t = Instant::now();
-                    let r = sink.show(&p.canvas, p.seq);
+                    compose::clear(&mut canvas);
+                    let rgb = &p.frame.rgb;
+                    let crop = pre.crop(rgb.width(), rgb.height());
+                    compose::draw_frame_panel(
+                        &mut canvas,
+                        rgb,
+                        crop,
+                        layout.panels[0],
+                        layout.cell,
+                    );
+                    for (i, out) in p.outs.iter().enumerate() {
+                        compose::draw_chw_panel(
+                            &mut canvas,
+                            &out.data,
+                            shape,
+                            layout.panels[1 + i],
+                            layout.cell,
+                        );
+                    }
+                    p.hud.draw(&mut canvas, layout.hud_y);
+                    let t_shown = Instant::now();
+                    let r = sink.show(&canvas, p.frame.seq);
                     let now = Instant::now();
                     let mut s = stats.lock().unwrap();
-                    s.display_secs += (now - t).as_secs_f64();
+                    s.compose_secs += (t_shown - t).as_secs_f64();
+                    s.composed += 1;
+                    s.display_secs += (now - t_shown).as_secs_f64();
                     if let Err(e) = r {
                         s.error = Some(e);
                         break;
                     }
-                    s.e2e.push((now - p.captured).as_secs_f64());
+                    s.e2e.push((now - p.frame.captured).as_secs_f64());
                     s.shown += 1;
-                    s.last_seq = Some(p.seq);
+                    s.last_seq = Some(p.frame.seq);
                 }
                 let r = sink.finish();
                 if let Err(e) = r {
@@ -193,12 +222,11 @@ pub fn run_loop(
             })?
     };
 
-    let shape = (pre.channels, pre.height, pre.width);
     let mut input = ImageBatch {
         data: vec![0.0; pre.channels * pre.height * pre.width],
         shape: [1, pre.channels, pre.height, pre.width],
     };
-    let (mut t_pre, mut t_inf, mut t_comp, mut processed) = (0f64, 0f64, 0f64, 0u64);
+    let (mut t_pre, mut t_inf, mut processed) = (0f64, 0f64, 0u64);
     let mut hud = Hud {
         model: opts.model_name.clone(),
         precision: opts.precision.clone(),
@@ -244,37 +272,21 @@ pub fn run_loop(
         hud.inference_ms = mean_ms(t_inf, processed);
         hud.dropped = frames_in.dropped() + pictures.dropped();
 
-        let mut canvas = RgbImage::new(cw, ch);
-        compose::clear(&mut canvas);
-        let crop = pre.crop(frame.rgb.width(), frame.rgb.height());
-        compose::draw_frame_panel(&mut canvas, &frame.rgb, crop, layout.panels[0], layout.cell);
-        compose::draw_chw_panel(
-            &mut canvas,
-            &outs[0].data,
-            shape,
-            layout.panels[1],
-            layout.cell,
-        );
-        if n_panels == 3 {
-            let last = outs.last().expect("steps >= 1");
-            compose::draw_chw_panel(
-                &mut canvas,
-                &last.data,
-                shape,
-                layout.panels[2],
-                layout.cell,
-            );
-        }
-        hud.draw(&mut canvas, layout.hud_y);
-        let t3 = Instant::now();
         t_pre += (t1 - t0).as_secs_f64();
         t_inf += (t2 - t1).as_secs_f64();
-        t_comp += (t3 - t2).as_secs_f64();
         processed += 1;
+        let mut outs = outs;
+        if n_panels == 2 {
+            outs.truncate(1);
+        } else if outs.len() > 2 {
+            let last = outs.pop().expect("steps >= 2");
+            outs.truncate(1);
+            outs.push(last);
+        }
         pictures.put(Picture {
-            canvas,
-            seq: frame.seq,
-            captured: frame.captured,
+            frame,
+            outs,
+            hud: hud.clone(),
         });
         if stats.lock().unwrap().error.is_some() {
             break;
@@ -315,7 +327,7 @@ pub fn run_loop(
         capture_ms: mean_ms(c.0, c.1),
         preprocess_ms: mean_ms(t_pre, processed),
         inference_ms: mean_ms(t_inf, processed),
-        compose_ms: mean_ms(t_comp, processed),
+        compose_ms: mean_ms(s.compose_secs, s.composed),
         display_ms: mean_ms(s.display_secs, s.shown),
         last_seq: s.last_seq,
     })

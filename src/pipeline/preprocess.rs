@@ -44,6 +44,9 @@ pub struct Preprocess {
     pub paper: bool,
 }
 
+/// Sample points per axis of each output pixel's source cell.
+pub const SAMPLES: usize = 4;
+
 impl Preprocess {
     /// The region of a `fw×fh` frame that is fed to the model.
     pub fn crop(&self, fw: u32, fh: u32) -> Rect {
@@ -62,6 +65,11 @@ impl Preprocess {
     }
 
     /// Fill `out` (`C×H×W`) from `frame`.
+    ///
+    /// Each output pixel is the mean of its source cell (a box filter), sampled on at most
+    /// [`SAMPLES`]×[`SAMPLES`] points: exact for cells that small, and for a 640×480 camera
+    /// frame going to 28×28 it reads ~13 k pixels instead of 230 k (no visible difference at
+    /// the model's resolution, ~15x faster).
     pub fn run(&self, frame: &RgbImage, out: &mut [f32]) {
         let (h, w, c) = (self.height, self.width, self.channels);
         debug_assert_eq!(out.len(), c * h * w);
@@ -72,19 +80,23 @@ impl Preprocess {
         for oy in 0..h {
             let y0 = r.y as usize + oy * r.h as usize / h;
             let y1 = (r.y as usize + (oy + 1) * r.h as usize / h).max(y0 + 1);
+            let sy = (y1 - y0).div_ceil(SAMPLES);
             for ox in 0..w {
                 let x0 = r.x as usize + ox * r.w as usize / w;
                 let x1 = (r.x as usize + (ox + 1) * r.w as usize / w).max(x0 + 1);
+                let sx = (x1 - x0).div_ceil(SAMPLES);
                 let mut acc = [0u32; 3];
-                for yy in y0..y1 {
-                    let row = &raw[yy * stride..];
-                    for xx in x0..x1 {
-                        acc[0] += row[xx * 3] as u32;
-                        acc[1] += row[xx * 3 + 1] as u32;
-                        acc[2] += row[xx * 3 + 2] as u32;
+                let mut n = 0u32;
+                for yy in (y0..y1).step_by(sy) {
+                    let row = &raw[yy * stride + x0 * 3..yy * stride + x1 * 3];
+                    for px in row.chunks_exact(3).step_by(sx) {
+                        acc[0] += px[0] as u32;
+                        acc[1] += px[1] as u32;
+                        acc[2] += px[2] as u32;
+                        n += 1;
                     }
                 }
-                let n = ((y1 - y0) * (x1 - x0)) as f32;
+                let n = n as f32;
                 let i = oy * w + ox;
                 if c == 1 {
                     out[i] = imaging::luma(acc[0] as f32, acc[1] as f32, acc[2] as f32) / n / 255.0;

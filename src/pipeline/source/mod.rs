@@ -35,7 +35,7 @@ pub struct SourceOptions {
 pub fn open(spec: &str, opts: &SourceOptions) -> Result<Box<dyn Source>> {
     let (kind, arg) = spec.split_once(':').unwrap_or((spec, ""));
     match kind {
-        "test" => Ok(Box::new(test_pattern::TestPattern::new(320, 240, opts.fps))),
+        "test" => Ok(Box::new(test_pattern::TestPattern::new(160, 120, opts.fps))),
         "file" if !arg.is_empty() => file::open(std::path::Path::new(arg), opts),
         "y4m" if arg == "-" => Ok(Box::new(y4m::Y4mSource::new(
             Box::new(std::io::BufReader::new(std::io::stdin())),

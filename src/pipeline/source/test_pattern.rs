@@ -15,6 +15,7 @@ pub struct TestPattern {
     seq: u64,
     fps: f64,
     start: Option<Instant>,
+    backgrounds: Vec<RgbImage>,
 }
 
 impl TestPattern {
@@ -26,6 +27,7 @@ impl TestPattern {
             seq: 0,
             fps,
             start: None,
+            backgrounds: (0..4).map(|i| background(w, h, i + 1)).collect(),
         }
     }
 
@@ -47,28 +49,58 @@ impl TestPattern {
             .map(|&(x, y)| (cx + s * (x * ca - y * sa), cy + s * (x * sa + y * ca)))
             .collect();
         let thick = s * (0.06 + 0.015 * (t * 1.3).sin());
-        let mut noise = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        RgbImage::from_fn(self.w, self.h, |x, y| {
-            let (px, py) = (x as f32, y as f32);
-            let d = p
-                .windows(2)
-                .map(|seg| seg_dist(px, py, seg[0], seg[1]))
-                .fold(f32::MAX, f32::min);
-            let ink = (thick - d).clamp(0.0, 1.5) / 1.5;
-            noise ^= noise << 13;
-            noise ^= noise >> 7;
-            noise ^= noise << 17;
-            let n = (noise >> 58) as f32; // 0..63
-            let v = (ink * 235.0 + 10.0 + n * 0.4).min(255.0) as u8;
-            Rgb([v, v, v])
-        })
+        // Background: one of a few pre-made noise images (the noise is part of the scene, and
+        // making it per pixel per frame cost more than the model). Strokes: only in their
+        // bounding box, widened by the ink.
+        let bg = &self.backgrounds[(seq % self.backgrounds.len() as u64) as usize];
+        let mut img = bg.clone();
+        let margin = thick + 2.0;
+        let fold = |f: fn(&(f32, f32)) -> f32| {
+            p.iter()
+                .map(f)
+                .fold((f32::MAX, f32::MIN), |(a, b), v| (a.min(v), b.max(v)))
+        };
+        let ((x0, x1), (y0, y1)) = (fold(|q| q.0), fold(|q| q.1));
+        let clampx = |v: f32| v.clamp(0.0, w - 1.0) as u32;
+        let clampy = |v: f32| v.clamp(0.0, h - 1.0) as u32;
+        let far = (thick + 1.5).powi(2);
+        for y in clampy(y0 - margin)..=clampy(y1 + margin) {
+            for x in clampx(x0 - margin)..=clampx(x1 + margin) {
+                let (px, py) = (x as f32, y as f32);
+                let d2 = p
+                    .windows(2)
+                    .map(|seg| seg_dist2(px, py, seg[0], seg[1]))
+                    .fold(f32::MAX, f32::min);
+                if d2 >= far {
+                    continue;
+                }
+                let ink = (thick - d2.sqrt()).clamp(0.0, 1.5) / 1.5;
+                let px = img.get_pixel_mut(x, y);
+                let v = (ink * 235.0 + px.0[0] as f32).min(255.0) as u8;
+                *px = Rgb([v, v, v]);
+            }
+        }
+        img
     }
 }
 
-fn seg_dist(px: f32, py: f32, a: (f32, f32), b: (f32, f32)) -> f32 {
+/// Dark background with a little noise (levels 10..35).
+fn background(w: u32, h: u32, seed: u64) -> RgbImage {
+    let mut noise = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    RgbImage::from_fn(w, h, |_, _| {
+        noise ^= noise << 13;
+        noise ^= noise >> 7;
+        noise ^= noise << 17;
+        let v = 10 + ((noise >> 58) as f32 * 0.4) as u8; // 0..63 -> 10..35
+        Rgb([v, v, v])
+    })
+}
+
+/// Squared distance from a point to a segment.
+fn seg_dist2(px: f32, py: f32, a: (f32, f32), b: (f32, f32)) -> f32 {
     let (dx, dy) = (b.0 - a.0, b.1 - a.1);
     let t = (((px - a.0) * dx + (py - a.1) * dy) / (dx * dx + dy * dy)).clamp(0.0, 1.0);
-    ((px - a.0 - t * dx).powi(2) + (py - a.1 - t * dy).powi(2)).sqrt()
+    (px - a.0 - t * dx).powi(2) + (py - a.1 - t * dy).powi(2)
 }
 
 impl Source for TestPattern {
@@ -76,8 +108,10 @@ impl Source for TestPattern {
         format!("test pattern {}x{}", self.w, self.h)
     }
 
+    /// Paced (`fps > 0`) it behaves like a camera: frames the loop cannot take are dropped.
+    /// At `fps 0` each frame is made when the loop asks for it, like a recording.
     fn live(&self) -> bool {
-        true
+        self.fps > 0.0
     }
 
     fn next_frame(&mut self) -> Result<Option<Frame>> {
