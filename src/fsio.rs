@@ -57,3 +57,21 @@ pub fn save_png(path: &Path, img: &image::RgbImage) -> Result<()> {
         .with_context(|| format!("{}: cannot encode PNG", path.display()))?;
     atomic_write(path, buf.get_ref())
 }
+
+/// Encode RGB frames as an endlessly looping animated GIF (`delay_ms` per frame) and write it
+/// atomically.
+pub fn save_gif(path: &Path, frames: &[image::RgbImage], delay_ms: u32) -> Result<()> {
+    use image::codecs::gif::{GifEncoder, Repeat};
+    let mut buf = Vec::new();
+    {
+        let mut enc = GifEncoder::new_with_speed(&mut buf, 10);
+        enc.set_repeat(Repeat::Infinite)?;
+        for f in frames {
+            let rgba = image::DynamicImage::ImageRgb8(f.clone()).to_rgba8();
+            let delay = image::Delay::from_numer_denom_ms(delay_ms.max(20), 1);
+            enc.encode_frame(image::Frame::from_parts(rgba, 0, 0, delay))
+                .with_context(|| format!("{}: cannot encode GIF", path.display()))?;
+        }
+    }
+    atomic_write(path, &buf)
+}

@@ -20,6 +20,7 @@ pub mod fsio;
 pub mod idx;
 pub mod imaging;
 pub mod inputs;
+pub mod latent;
 pub mod model;
 pub mod pipeline;
 pub mod plot;

@@ -417,3 +417,75 @@ fn bench_pipeline_suite_runs_the_live_loop_pinned() {
     let out = ign(&["bench", "-m", &m, "--cores", "4-x"], d);
     assert_clean_error(&out, &["4-x", "--cores"]);
 }
+
+#[test]
+fn latent_and_refine_commands_write_their_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = ign(
+        &[
+            "latent",
+            "interpolate",
+            "noise:1:1",
+            "noise:1:2",
+            "--frames",
+            "4",
+            "--out",
+            "m.gif",
+        ],
+        d,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(image::open(d.join("m.gif")).is_ok());
+    let out = ign(
+        &[
+            "latent",
+            "arith",
+            "noise:1:1",
+            "noise:1:2",
+            "noise:1:3",
+            "--out",
+            "a.png",
+        ],
+        d,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ign(
+        &[
+            "refine", "noise:2", "--steps", "3", "--out", "s.png", "--plot", "p.png", "--csv",
+            "d.csv",
+        ],
+        d,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = std::fs::read_to_string(d.join("d.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    assert!(image::open(d.join("p.png")).is_ok() && image::open(d.join("s.png")).is_ok());
+    let out = ign(
+        &[
+            "latent",
+            "arith",
+            "-m",
+            s(&fixture("tiny28.onnx")),
+            "noise:1",
+            "noise:1",
+            "noise:1",
+            "--out",
+            "a.png",
+        ],
+        d,
+    );
+    assert_clean_error(&out, &["tiny28.onnx", "ign.latent"]);
+}

@@ -5,8 +5,10 @@ pub mod bench;
 pub mod common;
 pub mod demo;
 pub mod info;
+pub mod latent;
 pub mod project;
 pub mod quantize;
+pub mod refine;
 pub mod run;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +31,8 @@ pub enum Command {
     Info(info::InfoCmd),
     Project(project::ProjectCmd),
     Quantize(quantize::QuantizeCmd),
+    Latent(latent::LatentCmd),
+    Refine(refine::RefineCmd),
     Run(run::RunCmd),
 }
 
@@ -40,6 +44,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Info(c) => c.run(),
         Command::Project(c) => c.run(),
         Command::Quantize(c) => c.run(),
+        Command::Latent(c) => c.run(),
+        Command::Refine(c) => c.run(),
         Command::Run(c) => c.run(),
     }
 }

@@ -70,6 +70,8 @@ impl ModelInfo {
 pub struct Model {
     pub info: ModelInfo,
     inference: InferenceModel,
+    /// The file's bytes, for tools that rewrite or split the graph.
+    bytes: std::sync::Arc<[u8]>,
 }
 
 /// Read a file's bytes with errors that say what to do.
@@ -289,7 +291,11 @@ impl Model {
             producer: proto.producer_name.clone(),
             metadata,
         };
-        let mut model = Model { info, inference };
+        let mut model = Model {
+            info,
+            inference,
+            bytes: bytes.into(),
+        };
         // Type the graph at batch 1: checks shapes end to end and counts FLOPs.
         let typed = model.typed(1)?;
         let out_fact = typed.output_fact(0)?;
@@ -335,6 +341,11 @@ impl Model {
                     ),
                 )
             })
+    }
+
+    /// The ONNX file's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
     }
 
     /// The inference-level graph (before typing), for tools that rewrite models.

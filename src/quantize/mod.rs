@@ -443,11 +443,7 @@ pub fn in_precision(model: Model, precision: Precision) -> Result<Model> {
     if precision == Precision::Fp32 {
         return Ok(model);
     }
-    let bytes = if path.exists() {
-        std::fs::read(&path)?
-    } else {
-        crate::cli::common::EMBEDDED_MODEL.to_vec()
-    };
+    let bytes = model.bytes().to_vec();
     if precision == Precision::Int8 {
         eprintln!(
             "notice: no {}: quantizing to int8 now, calibrated on noise only; `ign-edge quantize --precision int8 --calib <real images>` makes a better file",
