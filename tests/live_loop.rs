@@ -54,6 +54,7 @@ fn framebuffer_file_shows_the_projection_of_the_last_frame_and_the_overlay() {
         &source::SourceOptions {
             looping: false,
             fps: 60.0,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -142,6 +143,7 @@ fn a_slow_stage_drops_stale_frames_instead_of_queueing() {
         &source::SourceOptions {
             looping: false,
             fps: 200.0,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -197,4 +199,81 @@ fn sigterm_stops_the_binary_cleanly_with_a_summary() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("frames in") && err.contains("fps"), "{err}");
+}
+
+fn ign_edge(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ign-edge"));
+    c.args(args);
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn rpicam_source_reads_i420_frames_from_rpicam_vid() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // 3 frames of 64x48 I420: Y ramps, neutral chroma; a stand-in rpicam-vid prints them.
+    let (w, h) = (64usize, 48usize);
+    let mut frames = Vec::new();
+    for k in 0..3u8 {
+        frames.extend((0..w * h).map(|i| 16 + (i % w) as u8 * 3 + k));
+        frames.extend(std::iter::repeat_n(128u8, 2 * (w / 2) * (h / 2)));
+    }
+    std::fs::write(dir.path().join("frames.bin"), &frames).unwrap();
+    let fake = dir.path().join("rpicam-vid");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\ncat '{}'\n",
+            dir.path().join("frames.bin").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = ign_edge(
+        &[
+            "run",
+            "--source",
+            "rpicam",
+            "--camera-size",
+            "64x48",
+            "--sink",
+            "null",
+            "--json",
+            &dir.path().join("s.json").display().to_string(),
+        ],
+        &[("IGN_EDGE_RPICAM_VID", fake.to_str().unwrap())],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("rpicam 64x48"), "{err}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("s.json")).unwrap()).unwrap();
+    let shown = v["frames"].as_u64().unwrap();
+    assert!((1..=3).contains(&shown), "{v}");
+
+    // missing program and missing camera: one clear line each
+    let out = ign_edge(
+        &["run", "--source", "rpicam", "--frames", "1"],
+        &[("IGN_EDGE_RPICAM_VID", "/nonexistent/rpicam-vid")],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("not found") && err.contains("rpicam-apps"),
+        "{err}"
+    );
+    let out = ign_edge(
+        &["run", "--source", "v4l2:/dev/video99", "--frames", "1"],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("/dev/video99") && err.contains("plugged in"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }

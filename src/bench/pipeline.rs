@@ -46,6 +46,7 @@ pub fn run_pipeline(case: &PipelineCase) -> Result<PipelineResult> {
         &source::SourceOptions {
             looping: true,
             fps: 0.0,
+            ..Default::default()
         },
     )?;
     let snk = sink::open(

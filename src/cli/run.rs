@@ -16,13 +16,16 @@ use crate::pipeline::{self, preprocess::Preprocess, preprocess::Rect, sink, sour
 /// summary (frames, fps, end-to-end latency, drops).
 ///
 /// Sources: test (a synthetic moving scene), file:<image|folder|video.y4m>, y4m:- (stdin,
-/// e.g. `rpicam-vid -t 0 --codec yuv420 -o - | ffmpeg ... -f yuv4mpegpipe -`).
+/// e.g. `ffmpeg ... -f yuv4mpegpipe -`), v4l2:/dev/videoN (USB webcams: YUYV or MJPEG; if the
+/// camera goes away the loop waits for it), rpicam[:<extra rpicam-vid args>] (Pi camera modules).
 /// Sinks: null, png:<dir>, gif:<file.gif>, fb[:/dev/fbN] (--fb-geometry WxH:bpp for a file).
 ///
 /// Examples:
 ///   ign-edge run --source test --sink gif:live.gif --frames 60
 ///   ign-edge run --source file:drawings/ --paper --sink png:out --steps 2
 ///   ign-edge run --source test --sink fb:/dev/fb0
+///   ign-edge run --source v4l2:/dev/video0 --camera-size 640x480 --paper --sink fb:/dev/fb0
+///   ign-edge run --source rpicam --sink fb:/dev/fb0 --steps 2
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct RunCmd {
@@ -61,6 +64,15 @@ pub struct RunCmd {
     /// Frame rate of the test source (0: as fast as the loop takes them).
     #[arg(long, default_value_t = 30.0)]
     pub fps: f64,
+    /// Camera resolution for v4l2 and rpicam, WxH.
+    #[arg(long, default_value = "640x480")]
+    pub camera_size: String,
+    /// Camera frame rate for v4l2 and rpicam (0: the camera's default; rpicam: 30).
+    #[arg(long, default_value_t = 0.0)]
+    pub camera_fps: f64,
+    /// Camera pixel format for v4l2.
+    #[arg(long, value_enum, default_value_t)]
+    pub camera_format: source::CameraFormat,
     /// Write the summary as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -87,11 +99,19 @@ impl RunCmd {
         }
         let model = self.model.load()?;
         let mut backend = self.model.backend(&model)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(sig, Arc::clone(&stop))?;
+        }
         let src = source::open(
             &self.source,
             &source::SourceOptions {
                 looping: self.looping,
                 fps: self.fps,
+                camera_size: Some(parse_size(&self.camera_size)?),
+                camera_fps: self.camera_fps,
+                camera_format: self.camera_format,
+                stop: Some(stop.clone()),
             },
         )?;
         let sink_opts = sink::SinkOptions {
@@ -111,10 +131,6 @@ impl RunCmd {
             roi: self.roi,
             paper: self.paper,
         };
-        let stop = Arc::new(AtomicBool::new(false));
-        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            signal_hook::flag::register(sig, Arc::clone(&stop))?;
-        }
         let name = model
             .info
             .path

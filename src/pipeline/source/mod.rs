@@ -1,11 +1,18 @@
 //! Frame sources, one file each, chosen by a spec string (`--source SPEC`):
-//! `test`, `file:<image|folder|video.y4m>`, `y4m:-` (stdin) or `y4m:<path>`.
+//! `test`, `file:<image|folder|video.y4m>`, `y4m:-` (stdin) or `y4m:<path>`,
+//! `v4l2:/dev/videoN` (webcams) and `rpicam` (Raspberry Pi camera modules).
 
+pub mod convert;
 pub mod file;
+pub mod rpicam;
 pub mod test_pattern;
+#[cfg(target_os = "linux")]
+pub mod v4l2;
 pub mod y4m;
 
 use anyhow::{bail, Result};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use super::frame::Frame;
 
@@ -22,6 +29,16 @@ pub trait Source: Send {
     }
 }
 
+/// Pixel format asked of a camera.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum CameraFormat {
+    /// YUYV when the camera has it (no decoding), else MJPEG.
+    #[default]
+    Auto,
+    Yuyv,
+    Mjpeg,
+}
+
 /// Options shared by sources.
 #[derive(Clone, Debug, Default)]
 pub struct SourceOptions {
@@ -29,6 +46,13 @@ pub struct SourceOptions {
     pub looping: bool,
     /// Frame rate of the synthetic `test` source (0: as fast as possible).
     pub fps: f64,
+    /// Camera resolution (default 640x480).
+    pub camera_size: Option<(u32, u32)>,
+    /// Camera frame rate (0: the camera's default).
+    pub camera_fps: f64,
+    pub camera_format: CameraFormat,
+    /// Set when the run should stop (cameras waiting to reconnect give up).
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// Open a source from its spec.
@@ -42,8 +66,14 @@ pub fn open(spec: &str, opts: &SourceOptions) -> Result<Box<dyn Source>> {
             "stdin".into(),
         )?)),
         "y4m" if !arg.is_empty() => file::open(std::path::Path::new(arg), opts),
+        #[cfg(target_os = "linux")]
+        "v4l2" => {
+            let dev = if arg.is_empty() { "/dev/video0" } else { arg };
+            Ok(Box::new(v4l2::V4l2Source::open(std::path::Path::new(dev), opts)?))
+        }
+        "rpicam" => Ok(Box::new(rpicam::RpicamSource::spawn(arg, opts)?)),
         _ => bail!(
-            "{spec}: unknown source; use test, file:<image|folder|video.y4m>, or y4m:- (stdin)"
+            "{spec}: unknown source; use test, file:<image|folder|video.y4m>, y4m:- (stdin), v4l2:/dev/videoN or rpicam"
         ),
     }
 }

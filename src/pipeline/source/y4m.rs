@@ -66,19 +66,7 @@ pub fn parse_header(line: &str) -> Result<Header> {
     }
 }
 
-/// BT.601 limited-range YCbCr → RGB.
-#[inline]
-pub fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
-    let c = (y as f32 - 16.0) * 1.164;
-    let d = u as f32 - 128.0;
-    let e = v as f32 - 128.0;
-    let cl = |x: f32| x.round().clamp(0.0, 255.0) as u8;
-    [
-        cl(c + 1.596 * e),
-        cl(c - 0.392 * d - 0.813 * e),
-        cl(c + 2.017 * d),
-    ]
-}
+pub use super::convert::yuv_to_rgb;
 
 /// Reads frames from a YUV4MPEG2 byte stream.
 pub struct Y4mSource {
