@@ -25,6 +25,7 @@ fn opts(frames: u64, steps: usize) -> LoopOptions {
         stop: Arc::new(AtomicBool::new(false)),
         model_name: "tiny28".into(),
         precision: "fp32".into(),
+        controls: None,
     }
 }
 

@@ -55,6 +55,7 @@ pub fn run_pipeline(case: &PipelineCase) -> Result<PipelineResult> {
             size: (480, 200),
             every: 1,
             fb_geometry: None,
+            http: None,
         },
     )?;
     let pre = Preprocess {
@@ -76,6 +77,7 @@ pub fn run_pipeline(case: &PipelineCase) -> Result<PipelineResult> {
         stop: Arc::new(AtomicBool::new(false)),
         model_name: name.clone(),
         precision: model.info.precision.to_string(),
+        controls: None,
     };
     use crate::backend::Backend;
     let backend_name = backend.name();

@@ -18,7 +18,9 @@ use crate::pipeline::{self, preprocess::Preprocess, preprocess::Rect, sink, sour
 /// Sources: test (a synthetic moving scene), file:<image|folder|video.y4m>, y4m:- (stdin,
 /// e.g. `ffmpeg ... -f yuv4mpegpipe -`), v4l2:/dev/videoN (USB webcams: YUYV or MJPEG; if the
 /// camera goes away the loop waits for it), rpicam[:<extra rpicam-vid args>] (Pi camera modules).
-/// Sinks: null, png:<dir>, gif:<file.gif>, fb[:/dev/fbN] (--fb-geometry WxH:bpp for a file).
+/// Sinks: null, png:<dir>, gif:<file.gif>, fb[:/dev/fbN] (--fb-geometry WxH:bpp for a file),
+/// http[:addr:port] (a web page with the stream, controls and a drawing pad; default
+/// 127.0.0.1:8080). Give --sink several times to show on several.
 ///
 /// Examples:
 ///   ign-edge run --source test --sink gif:live.gif --frames 60
@@ -26,6 +28,7 @@ use crate::pipeline::{self, preprocess::Preprocess, preprocess::Rect, sink, sour
 ///   ign-edge run --source test --sink fb:/dev/fb0
 ///   ign-edge run --source v4l2:/dev/video0 --camera-size 640x480 --paper --sink fb:/dev/fb0
 ///   ign-edge run --source rpicam --sink fb:/dev/fb0 --steps 2
+///   ign-edge run --source v4l2:/dev/video0 --sink fb:/dev/fb0 --sink http:0.0.0.0:8080 --http-token s3cret
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct RunCmd {
@@ -34,9 +37,15 @@ pub struct RunCmd {
     /// Frame source.
     #[arg(long, default_value = "test")]
     pub source: String,
-    /// Display sink.
-    #[arg(long, default_value = "null")]
-    pub sink: String,
+    /// Display sink (repeat for several).
+    #[arg(long = "sink", default_value = "null")]
+    pub sinks: Vec<String>,
+    /// http sink: require this token on every request (?token=... or Authorization: Bearer).
+    #[arg(long)]
+    pub http_token: Option<String>,
+    /// http sink: most MJPEG stream clients at once (then 503).
+    #[arg(long, default_value_t = 8)]
+    pub http_max_clients: usize,
     /// Applications of f per frame (2 or more adds an f^k panel).
     #[arg(long, short = 'k', default_value_t = 1)]
     pub steps: usize,
@@ -114,6 +123,11 @@ impl RunCmd {
                 stop: Some(stop.clone()),
             },
         )?;
+        let controls = self
+            .sinks
+            .iter()
+            .any(|s| s.starts_with("http"))
+            .then(|| sink::http::Controls::new(self.steps, self.paper));
         let sink_opts = sink::SinkOptions {
             size: parse_size(&self.size)?,
             every: self.every,
@@ -122,8 +136,14 @@ impl RunCmd {
                 .as_deref()
                 .map(sink::parse_geometry)
                 .transpose()?,
+            http: controls.as_ref().map(|c| sink::http::HttpOptions {
+                model: model.clone(),
+                token: self.http_token.clone(),
+                max_clients: self.http_max_clients.max(1),
+                controls: c.clone(),
+            }),
         };
-        let snk = sink::open(&self.sink, &sink_opts)?;
+        let snk = sink::open_all(&self.sinks, &sink_opts)?;
         let pre = Preprocess {
             channels: model.info.channels,
             height: model.info.height,
@@ -153,6 +173,7 @@ impl RunCmd {
             stop,
             model_name: name,
             precision: model.info.precision.to_string(),
+            controls,
         };
         let summary = pipeline::run_loop(src, &mut backend, &pre, snk, &opts)?;
         eprintln!("{}", summary.line());

@@ -43,6 +43,8 @@ pub struct LoopOptions {
     /// Shown in the overlay.
     pub model_name: String,
     pub precision: String,
+    /// Settings changed while running (the web page's k and paper mode).
+    pub controls: Option<Arc<sink::http::Controls>>,
 }
 
 /// What a run did (printed at the end; `--json` writes it).
@@ -119,8 +121,14 @@ pub fn run_loop(
     mut sink: Box<dyn Sink>,
     opts: &LoopOptions,
 ) -> Result<Summary> {
-    let steps = opts.steps.max(1);
-    let n_panels = if steps >= 2 { 3 } else { 2 };
+    let mut steps = opts.steps.max(1);
+    // With live controls k may change: keep the third panel (f^k) from the start.
+    let n_panels = if steps >= 2 || opts.controls.is_some() {
+        3
+    } else {
+        2
+    };
+    let mut pre = pre.clone();
     let (cw, ch) = sink.size();
     let layout = compose::Layout::new(cw, ch, n_panels)?;
     let source_name = source.describe();
@@ -200,6 +208,7 @@ pub fn run_loop(
                         );
                     }
                     p.hud.draw(&mut canvas, layout.hud_y);
+                    sink.status(&p.hud);
                     let t_shown = Instant::now();
                     let r = sink.show(&canvas, p.frame.seq);
                     let now = Instant::now();
@@ -240,6 +249,11 @@ pub fn run_loop(
         if opts.stop.load(Ordering::Relaxed) {
             break;
         }
+        if let Some(c) = &opts.controls {
+            steps = c.steps.load(Ordering::Relaxed).max(1);
+            pre.paper = c.paper.load(Ordering::Relaxed);
+            hud.steps = steps;
+        }
         let t0 = Instant::now();
         pre.run(&frame.rgb, &mut input.data);
         let t1 = Instant::now();
@@ -278,6 +292,8 @@ pub fn run_loop(
         let mut outs = outs;
         if n_panels == 2 {
             outs.truncate(1);
+        } else if outs.len() == 1 {
+            outs.push(outs[0].clone());
         } else if outs.len() > 2 {
             let last = outs.pop().expect("steps >= 2");
             outs.truncate(1);

@@ -1,10 +1,12 @@
-//! Display sinks, one file each, chosen by a spec string (`--sink SPEC`):
-//! `null`, `png:<dir>`, `gif:<file>`, `fb:<device or file>`.
+//! Display sinks, one file each, chosen by a spec string (`--sink SPEC`, several allowed):
+//! `null`, `png:<dir>`, `gif:<file>`, `fb:<device or file>`, `http:[addr:port]`.
 
 pub mod fb;
 pub mod gif;
+pub mod http;
 pub mod null;
 pub mod png;
+pub mod tee;
 
 use anyhow::{bail, Result};
 use image::RgbImage;
@@ -17,6 +19,8 @@ pub trait Sink: Send {
     fn size(&self) -> (u32, u32);
     /// Show one composed picture (`size()` pixels); `seq` is the frame's sequence number.
     fn show(&mut self, canvas: &RgbImage, seq: u64) -> Result<()>;
+    /// The overlay figures of the frame about to be shown (for sinks that report them).
+    fn status(&mut self, _hud: &crate::pipeline::overlay::Hud) {}
     /// Flush and close (write the GIF trailer, ...).
     fn finish(&mut self) -> Result<()> {
         Ok(())
@@ -24,7 +28,7 @@ pub trait Sink: Send {
 }
 
 /// Options shared by sinks.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SinkOptions {
     /// Canvas size for sinks without a size of their own (png, gif, null).
     pub size: (u32, u32),
@@ -32,6 +36,8 @@ pub struct SinkOptions {
     pub every: u64,
     /// `fb:` on a plain file: `(width, height, bits per pixel)`.
     pub fb_geometry: Option<(u32, u32, u32)>,
+    /// `http:`: the model for the pad, the token, the client limit and the loop's controls.
+    pub http: Option<http::HttpOptions>,
 }
 
 impl Default for SinkOptions {
@@ -40,6 +46,7 @@ impl Default for SinkOptions {
             size: (480, 200),
             every: 1,
             fb_geometry: None,
+            http: None,
         }
     }
 }
@@ -69,6 +76,30 @@ pub fn open(spec: &str, opts: &SinkOptions) -> Result<Box<dyn Sink>> {
         "gif" if !arg.is_empty() => Ok(Box::new(gif::GifSink::new(arg.into(), opts)?)),
         "fb" => fb::FbSink::open(if arg.is_empty() { "/dev/fb0" } else { arg }, opts)
             .map(|s| Box::new(s) as Box<dyn Sink>),
-        _ => bail!("{spec}: unknown sink; use null, png:<dir>, gif:<file.gif> or fb[:/dev/fbN]"),
+        "http" => {
+            let h = opts
+                .http
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("{spec}: the http sink is only available in `ign-edge run`"))?;
+            Ok(Box::new(http::HttpSink::start(arg, opts.size, h)?))
+        }
+        _ => bail!("{spec}: unknown sink; use null, png:<dir>, gif:<file.gif>, fb[:/dev/fbN] or http[:addr:port]"),
+    }
+}
+
+/// Open every spec; several become one [`tee::TeeSink`] (the first one sets the canvas size).
+pub fn open_all(specs: &[String], opts: &SinkOptions) -> Result<Box<dyn Sink>> {
+    let mut sinks = Vec::new();
+    for spec in specs {
+        let mut o = opts.clone();
+        if let Some(first) = sinks.first() {
+            o.size = Sink::size(first.as_ref());
+        }
+        sinks.push(open(spec, &o)?);
+    }
+    match sinks.len() {
+        0 => bail!("no sink given"),
+        1 => Ok(sinks.pop().expect("one")),
+        _ => Ok(Box::new(tee::TeeSink::new(sinks))),
     }
 }
