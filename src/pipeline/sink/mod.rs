@@ -89,7 +89,7 @@ pub fn open(spec: &str, opts: &SinkOptions) -> Result<Box<dyn Sink>> {
 
 /// Open every spec; several become one [`tee::TeeSink`] (the first one sets the canvas size).
 pub fn open_all(specs: &[String], opts: &SinkOptions) -> Result<Box<dyn Sink>> {
-    let mut sinks = Vec::new();
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     for spec in specs {
         let mut o = opts.clone();
         if let Some(first) = sinks.first() {
