@@ -13,6 +13,7 @@
 //! ```
 pub mod backend;
 pub mod bench;
+pub mod board;
 pub mod cli;
 pub mod cores;
 pub mod draw;

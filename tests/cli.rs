@@ -489,3 +489,42 @@ fn latent_and_refine_commands_write_their_files() {
     );
     assert_clean_error(&out, &["tiny28.onnx", "ign.latent"]);
 }
+
+#[test]
+fn service_config_runs_the_loop_and_boards_apply_their_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/ign-mnist.onnx");
+    std::fs::write(
+        d.join("c.toml"),
+        format!(
+            "board = \"rk3588\"\nmodel = \"{}\"\nsource = \"test\"\nsinks = [\"null\"]\nsteps = 2\nframes = 4\n",
+            model.display()
+        ),
+    )
+    .unwrap();
+    let out = ign(&["service", "--config", "c.toml", "--print"], d);
+    let cmd = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        cmd.contains("run --board rk3588") && cmd.contains("--frames 4"),
+        "{cmd}"
+    );
+    let out = ign(&["service", "--config", "c.toml"], d);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // the board's precision (fp16) and core choice were applied
+    assert!(
+        err.contains("ign-mnist.fp16") && err.contains("pinned to cores"),
+        "{err}"
+    );
+    assert!(err.contains("4 frames"), "{err}");
+    std::fs::write(d.join("bad.toml"), "bord = \"x\"\n").unwrap();
+    assert_clean_error(
+        &ign(&["service", "--config", "bad.toml"], d),
+        &["bad.toml", "bord"],
+    );
+    assert_clean_error(
+        &ign(&["run", "--board", "toaster"], d),
+        &["toaster", "rpi5"],
+    );
+}

@@ -85,6 +85,10 @@ pub struct BenchCmd {
     /// little, or a list such as 4-7.
     #[arg(long)]
     pub cores: Option<String>,
+    /// Board profile whose defaults (precision, threads, cores) fill what is not given:
+    /// rpi4, rpi5, rk3588, auto (from /proc/device-tree/model) or a board.toml.
+    #[arg(long)]
+    pub board: Option<String>,
 }
 
 fn default_models() -> Vec<PathBuf> {
@@ -96,7 +100,21 @@ fn default_models() -> Vec<PathBuf> {
 }
 
 impl BenchCmd {
-    pub fn run(self) -> Result<()> {
+    pub fn run(mut self) -> Result<()> {
+        if let Some(name) = &self.board {
+            let b = crate::board::load(name)?;
+            eprintln!("board {}: {}", b.name, b.description);
+            if self.threads.is_empty() {
+                self.threads.push(b.defaults.threads);
+            }
+            if self.precisions.is_empty() {
+                self.precisions.push(Precision::Fp32);
+                if b.defaults.precision != Precision::Fp32 {
+                    self.precisions.push(b.defaults.precision);
+                }
+            }
+            self.cores.get_or_insert(b.defaults.cores.clone());
+        }
         let models = if self.models.is_empty() {
             default_models()
         } else {
@@ -144,6 +162,14 @@ impl BenchCmd {
             eprintln!("pinned to cores {cores:?}");
         }
         let machine = Machine::detect();
+        if let Some(b) = machine.board.as_deref().and_then(crate::board::for_model) {
+            if self.board.is_none() {
+                eprintln!(
+                    "this board fits the {0} profile: add --board {0} for its defaults",
+                    b.name
+                );
+            }
+        }
         eprintln!(
             "machine: {} ({}, {} cores, {}){}",
             machine.cpu,

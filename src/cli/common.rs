@@ -22,9 +22,10 @@ pub struct ModelArgs {
     /// ONNX model file (default: the bundled models/ign-mnist.onnx).
     #[arg(long, short = 'm')]
     pub model: Option<PathBuf>,
-    /// Worker threads for tract's matrix kernels (1 is fastest at batch 1 on small models).
-    #[arg(long, default_value_t = 1)]
-    pub threads: usize,
+    /// Worker threads for tract's matrix kernels (default 1, fastest at batch 1 on small
+    /// models; or the board profile's).
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Precision to run: the model's variant file beside it (M.fp16.onnx, M.int8.onnx, made by
     /// `ign-edge quantize`) or, when there is none, a conversion on the fly (int8 then
     /// calibrates on noise only).
@@ -33,6 +34,12 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// Fill what the user left unset from a board profile's defaults.
+    pub fn apply_board(&mut self, board: &crate::board::Board) {
+        self.threads.get_or_insert(board.defaults.threads);
+        self.precision.get_or_insert(board.defaults.precision);
+    }
+
     /// Load the chosen model (or the bundled one) in the chosen precision.
     pub fn load(&self) -> Result<Model> {
         let model = match &self.model {
@@ -47,7 +54,7 @@ impl ModelArgs {
 
     /// The CPU backend for a loaded model (prints a notice when an fp16 model runs in fp32).
     pub fn backend(&self, model: &Model) -> Result<CpuBackend> {
-        let b = CpuBackend::new(model, Some(self.threads))?;
+        let b = CpuBackend::new(model, Some(self.threads.unwrap_or(1)))?;
         if let Some(n) = b.notice() {
             eprintln!("{n}");
         }

@@ -10,6 +10,7 @@ pub mod project;
 pub mod quantize;
 pub mod refine;
 pub mod run;
+pub mod service;
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +35,7 @@ pub enum Command {
     Latent(latent::LatentCmd),
     Refine(refine::RefineCmd),
     Run(run::RunCmd),
+    Service(service::ServiceCmd),
 }
 
 /// Run the parsed command.
@@ -47,6 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Latent(c) => c.run(),
         Command::Refine(c) => c.run(),
         Command::Run(c) => c.run(),
+        Command::Service(c) => c.run(),
     }
 }
 

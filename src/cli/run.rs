@@ -34,12 +34,16 @@ use crate::pipeline::{self, preprocess::Preprocess, preprocess::Rect, sink, sour
 pub struct RunCmd {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Frame source.
-    #[arg(long, default_value = "test")]
-    pub source: String,
-    /// Display sink (repeat for several).
-    #[arg(long = "sink", default_value = "null")]
+    /// Frame source (default: test, or the board profile's).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Display sink, repeat for several (default: null, or the board profile's).
+    #[arg(long = "sink")]
     pub sinks: Vec<String>,
+    /// Board profile whose defaults (source, sink, precision, threads, cores) fill what is not
+    /// given: rpi4, rpi5, rk3588, auto (from /proc/device-tree/model) or a board.toml.
+    #[arg(long)]
+    pub board: Option<String>,
     /// http sink: require this token on every request (?token=... or Authorization: Bearer).
     #[arg(long)]
     pub http_token: Option<String>,
@@ -98,9 +102,23 @@ fn parse_size(s: &str) -> Result<(u32, u32)> {
 }
 
 impl RunCmd {
-    pub fn run(self) -> Result<()> {
+    pub fn run(mut self) -> Result<()> {
         if self.steps == 0 {
             bail!("--steps must be at least 1");
+        }
+        if let Some(name) = &self.board {
+            let b = crate::board::load(name)?;
+            eprintln!("board {}: {}", b.name, b.description);
+            self.model.apply_board(&b);
+            self.source.get_or_insert(b.defaults.source.clone());
+            if self.sinks.is_empty() {
+                self.sinks.push(b.defaults.sink.clone());
+            }
+            self.cores.get_or_insert(b.defaults.cores.clone());
+        }
+        let source_spec = self.source.clone().unwrap_or_else(|| "test".into());
+        if self.sinks.is_empty() {
+            self.sinks.push("null".into());
         }
         if let Some(spec) = &self.cores {
             let cores = crate::cores::pin_spec(spec)?;
@@ -113,7 +131,7 @@ impl RunCmd {
             signal_hook::flag::register(sig, Arc::clone(&stop))?;
         }
         let src = source::open(
-            &self.source,
+            &source_spec,
             &source::SourceOptions {
                 looping: self.looping,
                 fps: self.fps,
