@@ -153,6 +153,35 @@ fn page_stream_pad_limits_and_browser() {
         assert_eq!(p, ign_edge::imaging::to_u8(*v), "pixel {i}");
     }
 
+    // an interpolation strip between two drawings starts at f(A)
+    let sketch =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("models/demo/sketch.png"))
+            .unwrap();
+    let a = std::fs::read(&digit).unwrap();
+    let mut body = (a.len() as u32).to_be_bytes().to_vec();
+    body.extend(&a);
+    body.extend(&sketch);
+    let (code, png) = request(&addr, "POST", "/api/interpolate", &body);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&png));
+    let strip = image::load_from_memory(&png).unwrap().to_rgb8();
+    assert_eq!(strip.dimensions(), (8 * 28, 28));
+    for (i, v) in want.iter().enumerate() {
+        let p = strip.get_pixel((i % 28) as u32, (i / 28) as u32).0[0] as i32;
+        assert!(
+            (p - ign_edge::imaging::to_u8(*v) as i32).abs() <= 1,
+            "pixel {i}"
+        );
+    }
+    assert_eq!(request(&addr, "POST", "/api/interpolate", b"xx").0, 400);
+
+    // the page switches the running loop to the int8 file beside the model
+    let (code, body) = request(&addr, "POST", "/api/control?precision=int8&steps=3", b"");
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["precision"], "int8", "{v}");
+    assert_eq!(v["steps"], 3);
+    assert!(v["precisions"].as_array().unwrap().len() >= 2, "{v}");
+
     // hostile uploads: too large, not an image; the loop keeps running
     let before = frames_shown(&addr);
     let (code, _) = request(&addr, "POST", "/api/project", &vec![7u8; (1 << 20) + 10]);

@@ -141,11 +141,25 @@ impl RunCmd {
                 stop: Some(stop.clone()),
             },
         )?;
-        let controls = self
-            .sinks
-            .iter()
-            .any(|s| s.starts_with("http"))
-            .then(|| sink::http::Controls::new(self.steps, self.paper));
+        // With a web page, the variants beside the model can be switched while running.
+        let web = self.sinks.iter().any(|s| s.starts_with("http"));
+        let mut variants = vec![(model.info.precision, model.clone())];
+        if web && model.info.precision == crate::model::Precision::Fp32 && model.info.path.exists()
+        {
+            for p in [crate::model::Precision::Fp16, crate::model::Precision::Int8] {
+                let vp = crate::quantize::variant_path(&model.info.path, p);
+                if vp.exists() {
+                    variants.push((p, crate::model::Model::load(&vp)?));
+                }
+            }
+        }
+        let controls = web.then(|| {
+            sink::http::Controls::new(
+                self.steps,
+                self.paper,
+                variants.iter().map(|v| v.0).collect(),
+            )
+        });
         let sink_opts = sink::SinkOptions {
             size: parse_size(&self.size)?,
             every: self.every,
@@ -193,7 +207,20 @@ impl RunCmd {
             precision: model.info.precision.to_string(),
             controls,
         };
-        let summary = pipeline::run_loop(src, &mut backend, &pre, snk, &opts)?;
+        let summary = match &opts.controls {
+            Some(c) if variants.len() > 1 => {
+                let mut backends = vec![backend];
+                for (_, m) in &variants[1..] {
+                    backends.push(self.model.backend(m)?);
+                }
+                let mut switch = sink::http::SwitchBackend {
+                    backends,
+                    controls: c.clone(),
+                };
+                pipeline::run_loop(src, &mut switch, &pre, snk, &opts)?
+            }
+            _ => pipeline::run_loop(src, &mut backend, &pre, snk, &opts)?,
+        };
         eprintln!("{}", summary.line());
         if let Some(j) = &self.json {
             crate::fsio::atomic_write(j, serde_json::to_string_pretty(&summary)?.as_bytes())?;

@@ -253,6 +253,9 @@ pub fn run_loop(
             steps = c.steps.load(Ordering::Relaxed).max(1);
             pre.paper = c.paper.load(Ordering::Relaxed);
             hud.steps = steps;
+            if let Some(p) = c.precision() {
+                hud.precision = p.to_string();
+            }
         }
         let t0 = Instant::now();
         pre.run(&frame.rgb, &mut input.data);

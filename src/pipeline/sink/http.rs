@@ -9,7 +9,10 @@
 //!   (POST an image, at most 1 MB: 413 beyond, 400 if it does not decode) and `/api/noise`
 //!   answer with a PNG of f and f∘f side by side, computed on the server's own backend so the
 //!   loop never waits for them;
-//! - `/api/control?steps=K&paper=0|1` (POST): change the running loop;
+//! - `/api/interpolate` (POST two drawings: a 4-byte big-endian length, the first image, the
+//!   second): a PNG strip of 8 points decoded between their latents (models with `ign.latent`);
+//! - `/api/control?steps=K&paper=0|1&precision=P` (POST): change the running loop (P among
+//!   the model's variants: fp32 and the `.fp16.onnx` / `.int8.onnx` files beside it);
 //! - `/stats.json` and `/metrics` (Prometheus text format).
 //!
 //! The page and pad are embedded in the binary (no build step, no CDN).
@@ -26,7 +29,7 @@ use tiny_http::{Header, Method, Request, Response, Server};
 
 use super::Sink;
 use crate::backend::{cpu::CpuBackend, Backend};
-use crate::model::Model;
+use crate::model::{Model, Precision};
 use crate::pipeline::overlay::Hud;
 use crate::tensor::ImageBatch;
 
@@ -40,14 +43,52 @@ pub const MAX_UPLOAD: usize = 1 << 20;
 pub struct Controls {
     pub steps: AtomicUsize,
     pub paper: AtomicBool,
+    /// Index into `precisions` of the variant the loop runs.
+    pub precision: AtomicUsize,
+    /// The model variants the loop can switch between (fp32 and the files beside it).
+    pub precisions: Vec<Precision>,
 }
 
 impl Controls {
-    pub fn new(steps: usize, paper: bool) -> Arc<Controls> {
+    pub fn new(steps: usize, paper: bool, precisions: Vec<Precision>) -> Arc<Controls> {
         Arc::new(Controls {
             steps: AtomicUsize::new(steps.max(1)),
             paper: AtomicBool::new(paper),
+            precision: AtomicUsize::new(0),
+            precisions,
         })
+    }
+
+    /// The variant the loop runs now.
+    pub fn precision(&self) -> Option<Precision> {
+        self.precisions
+            .get(self.precision.load(Ordering::Relaxed))
+            .copied()
+    }
+}
+
+/// Several variants of one model behind one [`Backend`]; [`Controls`] says which one runs.
+pub struct SwitchBackend {
+    pub backends: Vec<CpuBackend>,
+    pub controls: Arc<Controls>,
+}
+
+impl Backend for SwitchBackend {
+    fn name(&self) -> String {
+        let i = self
+            .controls
+            .precision
+            .load(Ordering::Relaxed)
+            .min(self.backends.len() - 1);
+        self.backends[i].name()
+    }
+    fn run(&mut self, input: &ImageBatch) -> Result<ImageBatch> {
+        let i = self
+            .controls
+            .precision
+            .load(Ordering::Relaxed)
+            .min(self.backends.len() - 1);
+        self.backends[i].run(input)
     }
 }
 
@@ -73,6 +114,8 @@ struct Stats {
     precision: String,
     steps: usize,
     paper: bool,
+    /// The variants the page can switch between.
+    precisions: Vec<Precision>,
     fps: f64,
     capture_ms: f64,
     preprocess_ms: f64,
@@ -211,8 +254,83 @@ fn projection_png(backend: &mut CpuBackend, model: &Model, x: &ImageBatch) -> Re
     Ok(png.into_inner())
 }
 
+/// The request body, at most [`MAX_UPLOAD`] bytes: `Err(status, message)` otherwise.
+fn read_upload(req: &mut Request) -> std::result::Result<Vec<u8>, (u16, String)> {
+    if req.body_length().is_some_and(|n| n > MAX_UPLOAD) {
+        return Err((413, "upload larger than 1 MB".into()));
+    }
+    let mut body = Vec::new();
+    req.as_reader()
+        .take(MAX_UPLOAD as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|_| (400, "cannot read the upload".to_string()))?;
+    if body.len() > MAX_UPLOAD {
+        return Err((413, "upload larger than 1 MB".into()));
+    }
+    Ok(body)
+}
+
+/// A drawing decoded and shaped for the model.
+fn drawing(
+    bytes: &[u8],
+    info: &crate::model::ModelInfo,
+) -> std::result::Result<ImageBatch, (u16, String)> {
+    let img = image::load_from_memory(bytes).map_err(|e| (400, format!("not an image: {e}")))?;
+    let x = crate::imaging::image_to_chw(&img, info.channels, info.height, info.width);
+    ImageBatch::new(x, [1, info.channels, info.height, info.width])
+        .map_err(|e| (400, e.to_string()))
+}
+
+/// 8 points between the latents of two drawings, as one PNG strip.
+fn interpolation_png(
+    split: &mut crate::latent::LatentSplit,
+    info: &crate::model::ModelInfo,
+    body: &[u8],
+) -> std::result::Result<Vec<u8>, (u16, String)> {
+    let bad = || {
+        (
+            400,
+            "expected a 4-byte big-endian length, the first image, then the second".to_string(),
+        )
+    };
+    if body.len() < 4 {
+        return Err(bad());
+    }
+    let n = u32::from_be_bytes([body[0], body[1], body[2], body[3]]) as usize;
+    if body.len() < 4 + n {
+        return Err(bad());
+    }
+    let (a, b) = (
+        drawing(&body[4..4 + n], info)?,
+        drawing(&body[4 + n..], info)?,
+    );
+    let internal = |e: anyhow::Error| (500, format!("{e:#}"));
+    let (la, lb) = (
+        split.encode(&a).map_err(internal)?,
+        split.encode(&b).map_err(internal)?,
+    );
+    let points: Vec<Vec<f32>> = (0..8)
+        .map(|i| crate::latent::slerp(la.get(0), lb.get(0), i as f32 / 7.0))
+        .collect();
+    let ys = split
+        .decode(&crate::latent::Latents::stack(&points, &la))
+        .map_err(internal)?;
+    let (w, h) = (info.width as u32, info.height as u32);
+    let mut out = RgbImage::new(8 * w, h);
+    for i in 0..8 {
+        let tile =
+            crate::imaging::chw_to_image(ys.image(i), info.channels, info.height, info.width);
+        image::imageops::replace(&mut out, &tile, (i as u32 * w) as i64, 0);
+    }
+    let mut png = std::io::Cursor::new(Vec::new());
+    out.write_to(&mut png, image::ImageFormat::Png)
+        .map_err(|e| (500, e.to_string()))?;
+    Ok(png.into_inner())
+}
+
 fn serve(server: &Server, shared: &Arc<Shared>, opts: HttpOptions, mut backend: CpuBackend) {
     let info = opts.model.info.clone();
+    let mut split = crate::latent::LatentSplit::new(&opts.model).ok();
     while !shared.closed.load(Ordering::Relaxed) {
         let Ok(Some(mut req)) = server.recv_timeout(Duration::from_millis(200)) else {
             continue;
@@ -272,6 +390,15 @@ fn serve(server: &Server, shared: &Arc<Shared>, opts: HttpOptions, mut backend: 
                         .paper
                         .store(p == "1" || p == "true", Ordering::Relaxed);
                 }
+                let wanted = query(req.url(), "precision");
+                if let Some(i) = wanted.as_deref().and_then(|v| {
+                    opts.controls
+                        .precisions
+                        .iter()
+                        .position(|p| p.as_str() == v)
+                }) {
+                    opts.controls.precision.store(i, Ordering::Relaxed);
+                }
                 let s = stats_now(shared, &opts.controls);
                 req.respond(
                     Response::from_string(serde_json::to_string(&s).unwrap_or_default())
@@ -280,41 +407,37 @@ fn serve(server: &Server, shared: &Arc<Shared>, opts: HttpOptions, mut backend: 
             }
             (Method::Post, "/api/project") => {
                 shared.stats.lock().unwrap().pad_requests += 1;
-                if req.body_length().is_some_and(|n| n > MAX_UPLOAD) {
-                    req.respond(text(413, "drawing larger than 1 MB"))
-                } else {
-                    let mut body = Vec::new();
-                    let read = req
-                        .as_reader()
-                        .take(MAX_UPLOAD as u64 + 1)
-                        .read_to_end(&mut body);
-                    if read.is_err() {
-                        req.respond(text(400, "cannot read the upload"))
-                    } else if body.len() > MAX_UPLOAD {
-                        req.respond(text(413, "drawing larger than 1 MB"))
-                    } else {
-                        match image::load_from_memory(&body) {
-                            Err(e) => req.respond(text(400, &format!("not an image: {e}"))),
-                            Ok(img) => {
-                                let x = crate::imaging::image_to_chw(
-                                    &img,
-                                    info.channels,
-                                    info.height,
-                                    info.width,
-                                );
-                                let x =
-                                    ImageBatch::new(x, [1, info.channels, info.height, info.width]);
-                                match x.and_then(|x| projection_png(&mut backend, &opts.model, &x))
-                                {
-                                    Ok(png) => req.respond(
-                                        Response::from_data(png)
-                                            .with_header(header("Content-Type", "image/png")),
-                                    ),
-                                    Err(e) => req.respond(text(500, &format!("{e:#}"))),
-                                }
-                            }
-                        }
+                let r = read_upload(&mut req)
+                    .and_then(|body| drawing(&body, &info))
+                    .and_then(|x| {
+                        projection_png(&mut backend, &opts.model, &x)
+                            .map_err(|e| (500, format!("{e:#}")))
+                    });
+                match r {
+                    Ok(png) => req.respond(
+                        Response::from_data(png).with_header(header("Content-Type", "image/png")),
+                    ),
+                    Err((code, msg)) => req.respond(text(code, &msg)),
+                }
+            }
+            (Method::Post, "/api/interpolate") => {
+                let r = match split.as_mut() {
+                    None => Err((
+                        400,
+                        format!(
+                            "{}: the model has no ign.latent metadata, so it cannot interpolate",
+                            info.path.display()
+                        ),
+                    )),
+                    Some(sp) => {
+                        read_upload(&mut req).and_then(|body| interpolation_png(sp, &info, &body))
                     }
+                };
+                match r {
+                    Ok(png) => req.respond(
+                        Response::from_data(png).with_header(header("Content-Type", "image/png")),
+                    ),
+                    Err((code, msg)) => req.respond(text(code, &msg)),
                 }
             }
             (Method::Get, "/api/noise") => {
@@ -340,6 +463,10 @@ fn stats_now(shared: &Shared, controls: &Controls) -> Stats {
     s.clients = shared.clients.load(Ordering::Relaxed);
     s.steps = controls.steps.load(Ordering::Relaxed);
     s.paper = controls.paper.load(Ordering::Relaxed);
+    s.precisions = controls.precisions.clone();
+    if let Some(p) = controls.precision() {
+        s.precision = p.to_string();
+    }
     s
 }
 
