@@ -13,7 +13,7 @@ models=("$@")
 [ ${#models[@]} -gt 0 ] || models=(models/ign-mnist.onnx $(ls models/ign-fashion.onnx 2>/dev/null || true))
 for m in "${models[@]}"; do
   for round in 1 2 3 4; do
-    "$BIN" bench --model "$m" --threads 1 --iterations 500 --json /tmp/ign-bench.json >/dev/null 2>&1
+    "$BIN" bench --model "$m" --precision fp32 --threads 1 --iterations 500 --no-peak --json /tmp/ign-bench.json >/dev/null 2>&1
     ign=$("$PY" -c 'import json;r=json.load(open("/tmp/ign-bench.json"))["results"][0];print(r["latency"]["p50_us"], r["load_to_first_output_ms"])')
     ort=$("$PY" benches/ort_latency.py "$m" --iterations 500 --threads 1)
     ort_p50=$(echo "$ort" | "$PY" -c 'import json,sys;print(json.load(sys.stdin)["p50_us"])')
