@@ -188,8 +188,14 @@ fn page_stream_pad_limits_and_browser() {
     assert_eq!(code, 413);
     let (code, _) = request(&addr, "POST", "/api/project", b"definitely not a png");
     assert_eq!(code, 400);
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(frames_shown(&addr) > before);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while frames_shown(&addr) <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the loop stopped after the bad uploads"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // 8 stream clients are served, the 9th is told to come back later
     let mut held = Vec::new();
