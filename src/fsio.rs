@@ -50,12 +50,17 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// An RGB image encoded as PNG.
+pub fn png_bytes(img: &image::RgbImage) -> Result<Vec<u8>> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut buf, image::ImageFormat::Png)?;
+    Ok(buf.into_inner())
+}
+
 /// Encode an RGB image as PNG and write it atomically.
 pub fn save_png(path: &Path, img: &image::RgbImage) -> Result<()> {
-    let mut buf = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut buf, image::ImageFormat::Png)
-        .with_context(|| format!("{}: cannot encode PNG", path.display()))?;
-    atomic_write(path, buf.get_ref())
+    let bytes = png_bytes(img).with_context(|| format!("{}: cannot encode PNG", path.display()))?;
+    atomic_write(path, &bytes)
 }
 
 /// Encode RGB frames as an endlessly looping animated GIF (`delay_ms` per frame) and write it

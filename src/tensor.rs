@@ -77,6 +77,11 @@ impl ImageBatch {
         })
     }
 
+    /// Mean absolute difference to `other` (same shape), the idempotence gap's measure.
+    pub fn mean_abs_diff(&self, other: &ImageBatch) -> f64 {
+        mean_abs_diff(&self.data, &other.data)
+    }
+
     /// Largest absolute difference to `other` (same shape).
     pub fn max_abs_diff(&self, other: &ImageBatch) -> f32 {
         self.data
@@ -85,4 +90,17 @@ impl ImageBatch {
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f32::max)
     }
+}
+
+/// Mean absolute difference of two equally long slices (0 for empty ones).
+///
+/// ```
+/// assert_eq!(ign_edge::tensor::mean_abs_diff(&[0.0, 1.0], &[1.0, 1.0]), 0.5);
+/// ```
+pub fn mean_abs_diff(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() as f64)
+        .sum::<f64>()
+        / a.len().max(1) as f64
 }

@@ -43,14 +43,7 @@ pub fn distances(x: &ImageBatch, seq: &[ImageBatch]) -> Vec<f64> {
         .chain(seq.iter())
         .collect::<Vec<_>>()
         .windows(2)
-        .map(|w| {
-            w[0].data
-                .iter()
-                .zip(&w[1].data)
-                .map(|(a, b)| (a - b).abs() as f64)
-                .sum::<f64>()
-                / w[0].data.len().max(1) as f64
-        })
+        .map(|w| w[0].mean_abs_diff(w[1]))
         .collect()
 }
 

@@ -27,13 +27,6 @@ pub fn psnr(a: &[f32], b: &[f32]) -> f64 {
     10.0 * (4.0 / mse).log10()
 }
 
-fn max_abs(a: &[f32], b: &[f32]) -> f64 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs() as f64)
-        .fold(0.0, f64::max)
-}
-
 /// Agreement on one set of inputs.
 #[derive(Clone, Debug, Serialize)]
 pub struct SetFidelity {
@@ -57,20 +50,13 @@ pub fn compare_on(
 ) -> Result<SetFidelity> {
     let r = reference.project(x, 2)?;
     let v = variant.project(x, 2)?;
-    let gap = |s: &[ImageBatch]| {
-        s[0].data
-            .iter()
-            .zip(&s[1].data)
-            .map(|(a, b)| (a - b).abs() as f64)
-            .sum::<f64>()
-            / s[0].data.len().max(1) as f64
-    };
+    let gap = |s: &[ImageBatch]| s[0].mean_abs_diff(&s[1]);
     Ok(SetFidelity {
         images: x.len(),
         psnr_f_db: psnr(&r[0].data, &v[0].data),
         psnr_ff_db: psnr(&r[1].data, &v[1].data),
-        max_abs_f: max_abs(&r[0].data, &v[0].data),
-        max_abs_ff: max_abs(&r[1].data, &v[1].data),
+        max_abs_f: r[0].max_abs_diff(&v[0]) as f64,
+        max_abs_ff: r[1].max_abs_diff(&v[1]) as f64,
         idem_gap: gap(&v),
         idem_gap_fp32: gap(&r),
     })

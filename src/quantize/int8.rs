@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, HashMap};
 use tract_onnx::pb;
 
-use super::graph::{float_initializer, graph_mut, Names};
+use super::graph::{f32_tensor, float_initializer, graph_mut, Names};
 use crate::model::writer::attr_int;
 
 /// Activation range `(min, max)` per tensor name.
@@ -78,15 +78,6 @@ pub fn i8_per_channel(w: &[f32], channels: usize) -> (Vec<i8>, Vec<f32>) {
         );
     }
     (q, scales)
-}
-
-fn scalar_f32(name: &str, v: f32) -> pb::TensorProto {
-    pb::TensorProto {
-        name: name.into(),
-        data_type: pb::tensor_proto::DataType::Float as i32,
-        raw_data: v.to_le_bytes().to_vec(),
-        ..Default::default()
-    }
 }
 
 fn scalar_u8(name: &str, v: u8) -> pb::TensorProto {
@@ -214,7 +205,7 @@ pub fn quantize(
             let s_name = names.fresh(&format!("{x}.scale"));
             let zp_name = names.fresh(&format!("{x}.zero_point"));
             let xq = names.fresh(&format!("{x}.quantized"));
-            graph.initializer.push(scalar_f32(&s_name, s));
+            graph.initializer.push(f32_tensor(&s_name, &[], &[s]));
             graph.initializer.push(scalar_u8(&zp_name, zp));
             new_nodes.push(pb::NodeProto {
                 name: names.fresh(&format!("{x}.quantize")),
@@ -247,12 +238,7 @@ pub fn quantize(
             pb::tensor_proto::DataType::Int8,
             wq.iter().map(|&v| v as u8).collect(),
         ));
-        graph.initializer.push(tensor_of(
-            &ws_name,
-            &[cout],
-            pb::tensor_proto::DataType::Float,
-            ws.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        ));
+        graph.initializer.push(f32_tensor(&ws_name, &[cout], &ws));
         graph.initializer.push(tensor_of(
             &wzp_name,
             &[cout],
@@ -282,7 +268,7 @@ pub fn quantize(
                 let (ys, yzp) = u8_params(ymn, ymx);
                 let ys_name = names.fresh(&format!("{y}.scale"));
                 let yzp_name = names.fresh(&format!("{y}.zero_point"));
-                graph.initializer.push(scalar_f32(&ys_name, ys));
+                graph.initializer.push(f32_tensor(&ys_name, &[], &[ys]));
                 graph.initializer.push(scalar_u8(&yzp_name, yzp));
                 let mut inputs = vec![
                     xq,
@@ -342,43 +328,25 @@ pub fn quantize(
                     attribute: attrs,
                     ..Default::default()
                 });
-                let accf = names.fresh(&format!("{y}.int32_as_float"));
-                new_nodes.push(pb::NodeProto {
-                    name: names.fresh(&format!("{y}.cast")),
-                    op_type: "Cast".into(),
-                    input: vec![acc],
-                    output: vec![accf.clone()],
-                    attribute: vec![attr_int("to", pb::tensor_proto::DataType::Float as i64)],
-                    ..Default::default()
-                });
-                let scale: Vec<f32> = ws.iter().map(|w| w * xs).collect();
-                let sc_name = names.fresh(&format!("{y}.rescale"));
-                graph.initializer.push(tensor_of(
-                    &sc_name,
-                    &[1, cout, 1, 1],
-                    pb::tensor_proto::DataType::Float,
-                    scale.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                ));
                 let scaled = if bias.is_some() {
                     names.fresh(&format!("{y}.rescaled"))
                 } else {
                     y.clone()
                 };
-                new_nodes.push(pb::NodeProto {
-                    name: names.fresh(&format!("{y}.rescale_mul")),
-                    op_type: "Mul".into(),
-                    input: vec![accf, sc_name],
-                    output: vec![scaled.clone()],
-                    ..Default::default()
-                });
+                let scale: Vec<f32> = ws.iter().map(|w| w * xs).collect();
+                emit_rescale(
+                    graph,
+                    &mut names,
+                    &mut new_nodes,
+                    &y,
+                    acc,
+                    &scale,
+                    &[1, cout, 1, 1],
+                    scaled.clone(),
+                );
                 if let Some((b_name, b)) = &bias {
                     let bn = names.fresh(&format!("{b_name}.per_channel"));
-                    graph.initializer.push(tensor_of(
-                        &bn,
-                        &[1, cout, 1, 1],
-                        pb::tensor_proto::DataType::Float,
-                        b.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                    ));
+                    graph.initializer.push(f32_tensor(&bn, &[1, cout, 1, 1], b));
                     new_nodes.push(pb::NodeProto {
                         name: names.fresh(&format!("{y}.bias_add")),
                         op_type: "Add".into(),
@@ -450,6 +418,24 @@ fn emit_matmul_integer(
         output: vec![acc.clone()],
         ..Default::default()
     });
+    let sc: Vec<f32> = scales.iter().map(|s| s * xs).collect();
+    emit_rescale(graph, names, new_nodes, &y, acc, &sc, &[m], y.clone());
+    Ok(())
+}
+
+/// `out = float(acc) · scale`: the int32 accumulator of an integer conv or matmul back in
+/// float (`Cast`, then `Mul` by a constant of shape `dims` named after `y`).
+#[allow(clippy::too_many_arguments)]
+fn emit_rescale(
+    graph: &mut pb::GraphProto,
+    names: &mut Names,
+    new_nodes: &mut Vec<pb::NodeProto>,
+    y: &str,
+    acc: String,
+    scale: &[f32],
+    dims: &[usize],
+    out: String,
+) {
     let accf = names.fresh(&format!("{y}.int32_as_float"));
     new_nodes.push(pb::NodeProto {
         name: names.fresh(&format!("{y}.cast")),
@@ -460,21 +446,14 @@ fn emit_matmul_integer(
         ..Default::default()
     });
     let sc_name = names.fresh(&format!("{y}.rescale"));
-    let sc: Vec<f32> = scales.iter().map(|s| s * xs).collect();
-    graph.initializer.push(tensor_of(
-        &sc_name,
-        &[m],
-        pb::tensor_proto::DataType::Float,
-        sc.iter().flat_map(|v| v.to_le_bytes()).collect(),
-    ));
+    graph.initializer.push(f32_tensor(&sc_name, dims, scale));
     new_nodes.push(pb::NodeProto {
         name: names.fresh(&format!("{y}.rescale_mul")),
         op_type: "Mul".into(),
         input: vec![accf, sc_name],
-        output: vec![y],
+        output: vec![out],
         ..Default::default()
     });
-    Ok(())
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use tract_onnx::pb;
 
-use crate::backend::cpu::CpuBackend;
+use crate::backend::{cpu::CpuBackend, Backend};
 use crate::model::{metadata::keys, Model, ModelError, Precision};
 use calib::{CalibSet, CalibSizes, RangeMethod};
 use fidelity::SetFidelity;
@@ -170,17 +170,13 @@ pub fn quantize_bytes(path: &Path, bytes: &[u8], opts: &QuantizeOptions) -> Resu
             let rewritten = dense_layers
                 + deconv::rewrite_conv_transpose(&mut float)
                     .with_context(|| path.display().to_string())?;
-            // Prove the rewrite on this model before quantizing it.
+            // fp32 on the held-out images: proves the rewrite, then judges each range method.
+            let held = held_all(&set)?;
+            let want = Backend::run(&mut CpuBackend::new(&model, None)?, &held)?;
             let rewrite_err = if rewritten > 0 {
                 let m = load_variant(path, &float.encode_to_vec())?;
-                let mut a = CpuBackend::new(&model, None)?;
-                let mut b = CpuBackend::new(&m, None)?;
-                let x = held_all(&set)?;
-                let (ya, yb) = (
-                    crate::backend::Backend::run(&mut a, &x)?,
-                    crate::backend::Backend::run(&mut b, &x)?,
-                );
-                let err = ya.max_abs_diff(&yb) as f64;
+                let err = want.max_abs_diff(&Backend::run(&mut CpuBackend::new(&m, None)?, &held)?)
+                    as f64;
                 if err > 1e-4 {
                     bail!("{}: the ConvTranspose rewrite changed the output by {err} (a bug: please report it)", path.display());
                 }
@@ -191,9 +187,6 @@ pub fn quantize_bytes(path: &Path, bytes: &[u8], opts: &QuantizeOptions) -> Resu
             let tensors = int8::calibration_tensors(&float);
             let values = calib::observe(&float, &tensors, &set.fit, model.info.fixed_batch)?;
             let mut best: Option<(f64, Vec<u8>, RangeMethod, int8::Int8Summary)> = None;
-            let mut reference = CpuBackend::new(&model, None)?;
-            let held = held_all(&set)?;
-            let want = crate::backend::Backend::run(&mut reference, &held)?;
             for &m in &opts.methods {
                 let ranges: int8::Ranges = tensors
                     .iter()
@@ -213,8 +206,7 @@ pub fn quantize_bytes(path: &Path, bytes: &[u8], opts: &QuantizeOptions) -> Resu
                 q.producer_name = "ign-edge quantize".into();
                 let qb = q.encode_to_vec();
                 let qm = load_variant(&out_path, &qb)?;
-                let mut qb_backend = CpuBackend::new(&qm, None)?;
-                let got = crate::backend::Backend::run(&mut qb_backend, &held)?;
+                let got = Backend::run(&mut CpuBackend::new(&qm, None)?, &held)?;
                 let p = fidelity::psnr(&want.data, &got.data);
                 candidates.push(Candidate {
                     method: m.to_string(),

@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use ign_edge::backend::Backend;
+use ign_edge::tensor::mean_abs_diff;
 use ign_edge::tensor::ImageBatch;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
@@ -102,14 +103,6 @@ pub struct EvalOptions {
 pub struct Reference<'a> {
     pub projector: &'a mut Projector,
     pub name: String,
-}
-
-fn mean_abs_diff(a: &[f32], b: &[f32]) -> f64 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs() as f64)
-        .sum::<f64>()
-        / a.len().max(1) as f64
 }
 
 /// Load or train the classifier for `split`.

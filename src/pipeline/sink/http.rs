@@ -240,18 +240,14 @@ fn authorized(req: &Request, token: &Option<String>) -> bool {
 }
 
 /// f and f∘f of one image, side by side, as PNG bytes.
-fn projection_png(backend: &mut CpuBackend, model: &Model, x: &ImageBatch) -> Result<Vec<u8>> {
+fn projection_png(backend: &mut CpuBackend, x: &ImageBatch) -> Result<Vec<u8>> {
     let ys = backend.project(x, 2)?;
-    let info = &model.info;
-    let (w, h) = (info.width as u32, info.height as u32);
-    let mut out = RgbImage::new(2 * w, h);
-    for (k, y) in ys.iter().enumerate() {
-        let tile = crate::imaging::chw_to_image(y.image(0), info.channels, info.height, info.width);
-        image::imageops::replace(&mut out, &tile, (k as u32 * w) as i64, 0);
-    }
-    let mut png = std::io::Cursor::new(Vec::new());
-    out.write_to(&mut png, image::ImageFormat::Png)?;
-    Ok(png.into_inner())
+    strip_png(ys.iter().flat_map(crate::imaging::batch_tiles).collect())
+}
+
+/// Tiles side by side at their own size, as PNG bytes.
+fn strip_png(tiles: Vec<RgbImage>) -> Result<Vec<u8>> {
+    crate::fsio::png_bytes(&crate::imaging::grid(&[tiles], 1, 0)?)
 }
 
 /// The request body, at most [`MAX_UPLOAD`] bytes: `Err(status, message)` otherwise.
@@ -315,17 +311,7 @@ fn interpolation_png(
     let ys = split
         .decode(&crate::latent::Latents::stack(&points, &la))
         .map_err(internal)?;
-    let (w, h) = (info.width as u32, info.height as u32);
-    let mut out = RgbImage::new(8 * w, h);
-    for i in 0..8 {
-        let tile =
-            crate::imaging::chw_to_image(ys.image(i), info.channels, info.height, info.width);
-        image::imageops::replace(&mut out, &tile, (i as u32 * w) as i64, 0);
-    }
-    let mut png = std::io::Cursor::new(Vec::new());
-    out.write_to(&mut png, image::ImageFormat::Png)
-        .map_err(|e| (500, e.to_string()))?;
-    Ok(png.into_inner())
+    strip_png(crate::imaging::batch_tiles(&ys)).map_err(internal)
 }
 
 fn serve(server: &Server, shared: &Arc<Shared>, opts: HttpOptions, mut backend: CpuBackend) {
@@ -410,8 +396,7 @@ fn serve(server: &Server, shared: &Arc<Shared>, opts: HttpOptions, mut backend: 
                 let r = read_upload(&mut req)
                     .and_then(|body| drawing(&body, &info))
                     .and_then(|x| {
-                        projection_png(&mut backend, &opts.model, &x)
-                            .map_err(|e| (500, format!("{e:#}")))
+                        projection_png(&mut backend, &x).map_err(|e| (500, format!("{e:#}")))
                     });
                 match r {
                     Ok(png) => req.respond(
@@ -445,7 +430,7 @@ fn serve(server: &Server, shared: &Arc<Shared>, opts: HttpOptions, mut backend: 
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0);
                 let z = crate::inputs::noise_batch(&info, 1, seed);
-                match projection_png(&mut backend, &opts.model, &z) {
+                match projection_png(&mut backend, &z) {
                     Ok(png) => req.respond(
                         Response::from_data(png).with_header(header("Content-Type", "image/png")),
                     ),

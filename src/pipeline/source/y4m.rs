@@ -106,7 +106,7 @@ impl Y4mSource {
         &self.header
     }
 
-    fn to_rgb(&self) -> RgbImage {
+    fn to_rgb(&self) -> Result<RgbImage> {
         let Header {
             width: w,
             height: h,
@@ -114,21 +114,17 @@ impl Y4mSource {
         } = self.header;
         let b = &self.buf;
         let plane = w * h;
-        RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        if let Chroma::C420 = chroma {
+            return super::convert::i420_to_rgb(b, w, h);
+        }
+        Ok(RgbImage::from_fn(w as u32, h as u32, |x, y| {
             let (x, y) = (x as usize, y as usize);
-            let yy = b[y * w + x];
             let (u, v) = match chroma {
-                Chroma::Mono => (128, 128),
                 Chroma::C444 => (b[plane + y * w + x], b[2 * plane + y * w + x]),
-                Chroma::C420 => {
-                    let cw = w.div_ceil(2);
-                    let cp = cw * h.div_ceil(2);
-                    let i = (y / 2) * cw + x / 2;
-                    (b[plane + i], b[plane + cp + i])
-                }
+                _ => (128, 128),
             };
-            Rgb(yuv_to_rgb(yy, u, v))
-        })
+            Rgb(yuv_to_rgb(b[y * w + x], u, v))
+        }))
     }
 }
 
@@ -165,7 +161,7 @@ impl Source for Y4mSource {
                 self.buf.len()
             )
         })?;
-        let rgb = self.to_rgb();
+        let rgb = self.to_rgb()?;
         let f = Frame::ready(rgb, self.seq, t0);
         self.seq += 1;
         Ok(Some(f))
