@@ -1,9 +1,11 @@
 //! Backends run `f` on a batch of images. One trait, one file per implementation, chosen by
-//! name: `cpu` (tract, fp32/fp16/int8) today; the Rockchip NPU plugs in behind the same trait.
+//! name: `cpu` (tract, fp32/fp16/int8) and `rknn` (the Rockchip NPU, feature `rknn`).
 
 pub mod cpu;
+pub mod rknn;
+pub mod select;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use crate::tensor::ImageBatch;
 
@@ -23,5 +25,28 @@ pub trait Backend {
             out.push(y);
         }
         Ok(out)
+    }
+
+    /// How many frames may be in flight at once ([`Backend::submit`]); 1 for backends that
+    /// compute in the caller's thread. The NPU backend has one per context.
+    fn depth(&self) -> usize {
+        1
+    }
+
+    /// Start `f^steps` on one frame (batch 1) without waiting; [`Backend::receive`] returns
+    /// the results in submission order. Only for backends with `depth() > 1`.
+    fn submit(&mut self, _input: &ImageBatch, _steps: usize) -> Result<()> {
+        bail!(
+            "{} computes in the caller's thread: use project",
+            self.name()
+        )
+    }
+
+    /// The oldest submitted frame's `[f(x), ..., f^steps(x)]`.
+    fn receive(&mut self) -> Result<Vec<ImageBatch>> {
+        bail!(
+            "{} computes in the caller's thread: use project",
+            self.name()
+        )
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use super::common::ModelArgs;
-use crate::backend::Backend;
+use crate::backend::select::BackendArgs;
 use crate::{fsio, imaging, inputs};
 
 /// Project images, .npy arrays or noise onto the model's manifold: f(x), f(f(x)), ...
@@ -20,6 +20,8 @@ use crate::{fsio, imaging, inputs};
 pub struct ProjectCmd {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub backend: BackendArgs,
     /// How many times to apply f (f, f², ... f^K).
     #[arg(long, short = 'k', default_value_t = 1)]
     pub steps: usize,
@@ -52,16 +54,17 @@ impl ProjectCmd {
             ),
         };
         let t0 = Instant::now();
-        let model = self.model.load()?;
-        let inp = inputs::load_inputs(&self.inputs, &model.info)?;
-        let mut backend = self.model.backend(&model)?;
-        let chunk = model.info.fixed_batch.unwrap_or(self.batch.max(1));
+        let opened = self.backend.open(&self.model)?;
+        let info = &opened.info;
+        let inp = inputs::load_inputs(&self.inputs, info)?;
+        let mut backend = opened.backend;
+        let chunk = info.fixed_batch.unwrap_or(self.batch.max(1));
         let n = inp.batch.len();
-        if let Some(fb) = model.info.fixed_batch {
+        if let Some(fb) = info.fixed_batch {
             if n % fb != 0 {
                 bail!(
                     "{}: the model's batch is fixed to {fb}; give a multiple of {fb} inputs (got {n})",
-                    model.info.path.display()
+                    info.path.display()
                 );
             }
         }

@@ -7,6 +7,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use super::common::ModelArgs;
+use crate::backend::select::BackendArgs;
+use crate::backend::Backend;
 use crate::pipeline::{self, preprocess::Preprocess, preprocess::Rect, sink, source};
 
 /// The live loop: camera (or file) -> projection -> display, with an overlay.
@@ -34,6 +36,8 @@ use crate::pipeline::{self, preprocess::Preprocess, preprocess::Rect, sink, sour
 pub struct RunCmd {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub backend: BackendArgs,
     /// Frame source (default: test, or the board profile's).
     #[arg(long)]
     pub source: Option<String>,
@@ -110,6 +114,7 @@ impl RunCmd {
             let b = crate::board::load(name)?;
             eprintln!("board {}: {}", b.name, b.description);
             self.model.apply_board(&b);
+            self.backend.apply_board(&b);
             self.source.get_or_insert(b.defaults.source.clone());
             if self.sinks.is_empty() {
                 self.sinks.push(b.defaults.sink.clone());
@@ -124,8 +129,9 @@ impl RunCmd {
             let cores = crate::cores::pin_spec(spec)?;
             eprintln!("pinned to cores {cores:?}");
         }
-        let model = self.model.load()?;
-        let mut backend = self.model.backend(&model)?;
+        let opened = self.backend.open(&self.model)?;
+        let info = opened.info.clone();
+        let mut backend = opened.backend;
         let stop = Arc::new(AtomicBool::new(false));
         for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
             signal_hook::flag::register(sig, Arc::clone(&stop))?;
@@ -143,13 +149,28 @@ impl RunCmd {
         )?;
         // With a web page, the variants beside the model can be switched while running.
         let web = self.sinks.iter().any(|s| s.starts_with("http"));
-        let mut variants = vec![(model.info.precision, model.clone())];
-        if web && model.info.precision == crate::model::Precision::Fp32 && model.info.path.exists()
-        {
-            for p in [crate::model::Precision::Fp16, crate::model::Precision::Int8] {
-                let vp = crate::quantize::variant_path(&model.info.path, p);
-                if vp.exists() {
-                    variants.push((p, crate::model::Model::load(&vp)?));
+        // The web pad runs its own CPU backend on the ONNX model (beside a .rknn one).
+        let web_model = match (&opened.model, web) {
+            (Some(m), _) => Some(m.clone()),
+            (None, true) => {
+                let onnx = info.path.with_extension("onnx");
+                Some(crate::model::Model::load(&onnx).map_err(|e| {
+                    anyhow::anyhow!(
+                        "the web sink needs the ONNX model beside {}: {e}",
+                        info.path.display()
+                    )
+                })?)
+            }
+            (None, false) => None,
+        };
+        let mut variants = vec![(info.precision, None)];
+        if let Some(model) = opened.model.as_ref().filter(|_| web) {
+            if model.info.precision == crate::model::Precision::Fp32 && model.info.path.exists() {
+                for p in [crate::model::Precision::Fp16, crate::model::Precision::Int8] {
+                    let vp = crate::quantize::variant_path(&model.info.path, p);
+                    if vp.exists() {
+                        variants.push((p, Some(crate::model::Model::load(&vp)?)));
+                    }
                 }
             }
         }
@@ -169,7 +190,7 @@ impl RunCmd {
                 .map(sink::parse_geometry)
                 .transpose()?,
             http: controls.as_ref().map(|c| sink::http::HttpOptions {
-                model: model.clone(),
+                model: web_model.clone().expect("loaded for the web sink"),
                 token: self.http_token.clone(),
                 max_clients: self.http_max_clients.max(1),
                 controls: c.clone(),
@@ -177,14 +198,13 @@ impl RunCmd {
         };
         let snk = sink::open_all(&self.sinks, &sink_opts)?;
         let pre = Preprocess {
-            channels: model.info.channels,
-            height: model.info.height,
-            width: model.info.width,
+            channels: info.channels,
+            height: info.height,
+            width: info.width,
             roi: self.roi,
             paper: self.paper,
         };
-        let name = model
-            .info
+        let name = info
             .path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -204,14 +224,14 @@ impl RunCmd {
             steps: self.steps,
             stop,
             model_name: name,
-            precision: model.info.precision.to_string(),
+            precision: info.precision.to_string(),
             controls,
         };
         let summary = match &opts.controls {
             Some(c) if variants.len() > 1 => {
                 let mut backends = vec![backend];
-                for (_, m) in &variants[1..] {
-                    backends.push(self.model.backend(m)?);
+                for m in variants[1..].iter().filter_map(|v| v.1.as_ref()) {
+                    backends.push(Box::new(self.model.backend(m)?) as Box<dyn Backend>);
                 }
                 let mut switch = sink::http::SwitchBackend {
                     backends,
@@ -219,7 +239,7 @@ impl RunCmd {
                 };
                 pipeline::run_loop(src, &mut switch, &pre, snk, &opts)?
             }
-            _ => pipeline::run_loop(src, &mut backend, &pre, snk, &opts)?,
+            _ => pipeline::run_loop(src, backend.as_mut(), &pre, snk, &opts)?,
         };
         eprintln!("{}", summary.line());
         if let Some(j) = &self.json {

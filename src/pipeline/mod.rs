@@ -109,6 +109,68 @@ struct DisplayStats {
     error: Option<anyhow::Error>,
 }
 
+/// Hands projected frames to the display thread and keeps the overlay's figures.
+struct Outbox<'a> {
+    pictures: &'a Mailbox<Picture>,
+    frames_in: &'a Mailbox<Frame>,
+    stats: &'a Mutex<DisplayStats>,
+    capture_secs: &'a Mutex<(f64, u64)>,
+    n_panels: u32,
+    hud: Hud,
+    /// Inference end times of the last second (moving fps).
+    recent: std::collections::VecDeque<Instant>,
+    t_pre: f64,
+    t_inf: f64,
+    processed: u64,
+}
+
+impl Outbox<'_> {
+    /// `frame` was preprocessed in `pre_secs` and sent to the model at `sent`; `outs` are
+    /// `[f(x), ..., f^k(x)]`.
+    fn emit(&mut self, frame: Frame, mut outs: Vec<ImageBatch>, pre_secs: f64, sent: Instant) {
+        let t2 = Instant::now();
+        self.recent.push_back(t2);
+        while self
+            .recent
+            .front()
+            .map(|t| (t2 - *t).as_secs_f64() > 1.0)
+            .unwrap_or(false)
+        {
+            self.recent.pop_front();
+        }
+        let hud = &mut self.hud;
+        {
+            let s = self.stats.lock().unwrap();
+            hud.e2e_ms = s.e2e.last().map(|v| v * 1e3).unwrap_or(0.0);
+            hud.display_ms = mean_ms(s.display_secs, s.shown);
+        }
+        let c = *self.capture_secs.lock().unwrap();
+        hud.capture_ms = mean_ms(c.0, c.1);
+        hud.fps = self.recent.len() as f64;
+        hud.preprocess_ms = mean_ms(self.t_pre, self.processed);
+        hud.inference_ms = mean_ms(self.t_inf, self.processed);
+        hud.dropped = self.frames_in.dropped() + self.pictures.dropped();
+
+        self.t_pre += pre_secs;
+        self.t_inf += (t2 - sent).as_secs_f64();
+        self.processed += 1;
+        if self.n_panels == 2 {
+            outs.truncate(1);
+        } else if outs.len() == 1 {
+            outs.push(outs[0].clone());
+        } else if outs.len() > 2 {
+            let last = outs.pop().expect("steps >= 2");
+            outs.truncate(1);
+            outs.push(last);
+        }
+        self.pictures.put(Picture {
+            frame,
+            outs,
+            hud: hud.clone(),
+        });
+    }
+}
+
 fn mean_ms(total_secs: f64, n: u64) -> f64 {
     total_secs * 1e3 / n.max(1) as f64
 }
@@ -235,16 +297,31 @@ pub fn run_loop(
         data: vec![0.0; pre.channels * pre.height * pre.width],
         shape: [1, pre.channels, pre.height, pre.width],
     };
-    let (mut t_pre, mut t_inf, mut processed) = (0f64, 0f64, 0u64);
-    let mut hud = Hud {
+    let hud = Hud {
         model: opts.model_name.clone(),
         precision: opts.precision.clone(),
         steps,
         ..Default::default()
     };
+    let mut out = Outbox {
+        pictures: &pictures,
+        frames_in: &frames_in,
+        stats: &stats,
+        capture_secs: &capture_secs,
+        n_panels,
+        hud,
+        recent: Default::default(),
+        t_pre: 0.0,
+        t_inf: 0.0,
+        processed: 0,
+    };
+    // Pipelined backends (one NPU context per core) keep up to `depth` frames in flight;
+    // results come back in frame order.
+    let depth = backend.depth().max(1);
+    let mut in_flight: std::collections::VecDeque<(Frame, f64, Instant)> = Default::default();
+    let mut submitted = 0u64;
     let start = Instant::now();
     let mut result: Result<()> = Ok(());
-    let mut recent: std::collections::VecDeque<Instant> = Default::default();
     while let Some(frame) = frames_in.take() {
         if opts.stop.load(Ordering::Relaxed) {
             break;
@@ -252,68 +329,60 @@ pub fn run_loop(
         if let Some(c) = &opts.controls {
             steps = c.steps.load(Ordering::Relaxed).max(1);
             pre.paper = c.paper.load(Ordering::Relaxed);
-            hud.steps = steps;
+            out.hud.steps = steps;
             if let Some(p) = c.precision() {
-                hud.precision = p.to_string();
+                out.hud.precision = p.to_string();
             }
         }
         let t0 = Instant::now();
         pre.run(&frame.rgb, &mut input.data);
         let t1 = Instant::now();
-        let outs = match backend.project(&input, steps) {
-            Ok(o) => o,
-            Err(e) => {
+        let pre_secs = (t1 - t0).as_secs_f64();
+        if depth == 1 {
+            match backend.project(&input, steps) {
+                Ok(o) => out.emit(frame, o, pre_secs, t1),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        } else {
+            if let Err(e) = backend.submit(&input, steps) {
                 result = Err(e);
                 break;
             }
-        };
-        let t2 = Instant::now();
-        // overlay figures: moving fps over the last second, running means
-        recent.push_back(t2);
-        while recent
-            .front()
-            .map(|t| (t2 - *t).as_secs_f64() > 1.0)
-            .unwrap_or(false)
-        {
-            recent.pop_front();
+            submitted += 1;
+            in_flight.push_back((frame, pre_secs, t1));
+            if in_flight.len() >= depth {
+                let (f, p, t) = in_flight.pop_front().expect("in flight");
+                match backend.receive() {
+                    Ok(o) => out.emit(f, o, p, t),
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
         }
-        {
-            let s = stats.lock().unwrap();
-            hud.e2e_ms = s.e2e.last().map(|v| v * 1e3).unwrap_or(0.0);
-            hud.display_ms = mean_ms(s.display_secs, s.shown);
-        }
-        let c = *capture_secs.lock().unwrap();
-        hud.capture_ms = mean_ms(c.0, c.1);
-        hud.fps = recent.len() as f64;
-        hud.preprocess_ms = mean_ms(t_pre, processed);
-        hud.inference_ms = mean_ms(t_inf, processed);
-        hud.dropped = frames_in.dropped() + pictures.dropped();
-
-        t_pre += (t1 - t0).as_secs_f64();
-        t_inf += (t2 - t1).as_secs_f64();
-        processed += 1;
-        let mut outs = outs;
-        if n_panels == 2 {
-            outs.truncate(1);
-        } else if outs.len() == 1 {
-            outs.push(outs[0].clone());
-        } else if outs.len() > 2 {
-            let last = outs.pop().expect("steps >= 2");
-            outs.truncate(1);
-            outs.push(last);
-        }
-        pictures.put(Picture {
-            frame,
-            outs,
-            hud: hud.clone(),
-        });
         if stats.lock().unwrap().error.is_some() {
             break;
         }
-        if opts.frames.map(|n| processed >= n).unwrap_or(false) {
+        let target = opts.frames.unwrap_or(u64::MAX);
+        if out.processed >= target || (depth > 1 && submitted >= target) {
             break;
         }
     }
+    // frames still on the NPU
+    while let Some((f, p, t)) = in_flight.pop_front() {
+        match backend.receive() {
+            Ok(o) if result.is_ok() => out.emit(f, o, p, t),
+            Ok(_) => {}
+            Err(e) => {
+                result = result.and(Err(e));
+            }
+        }
+    }
+    let (t_pre, t_inf, processed) = (out.t_pre, out.t_inf, out.processed);
     done.store(true, Ordering::Relaxed);
     // closing wakes the capture thread if it waits for the consumer
     frames_in.close();

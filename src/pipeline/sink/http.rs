@@ -69,7 +69,7 @@ impl Controls {
 
 /// Several variants of one model behind one [`Backend`]; [`Controls`] says which one runs.
 pub struct SwitchBackend {
-    pub backends: Vec<CpuBackend>,
+    pub backends: Vec<Box<dyn Backend>>,
     pub controls: Arc<Controls>,
 }
 
