@@ -528,3 +528,111 @@ fn service_config_runs_the_loop_and_boards_apply_their_defaults() {
         &["toaster", "rpi5"],
     );
 }
+
+#[test]
+fn rknn_prep_writes_the_calibration_set_and_the_toolkit_script() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rk");
+    let calib = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("trainer/tests/fixtures/mnist-300-images-idx3-ubyte.gz");
+    let o = ign(
+        &[
+            "rknn-prep",
+            "--model",
+            s(&fixture("tiny28.onnx")),
+            "--calib",
+            s(&calib),
+            "--count",
+            "20",
+            "--out",
+            s(&out),
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let list = std::fs::read_to_string(out.join("dataset.txt")).unwrap();
+    assert_eq!(list.lines().count(), 20);
+    // each entry: a uint8 NCHW array (rknn-toolkit2 2.x wants NCHW .npy) of one 28x28 gray image, a real digit (ink and paper)
+    let first = out.join(list.lines().next().unwrap());
+    let bytes = std::fs::read(&first).unwrap();
+    let header = String::from_utf8_lossy(&bytes[..128]);
+    assert!(
+        header.contains("'descr': '|u1'") && header.contains("(1, 1, 28, 28)"),
+        "{header}"
+    );
+    let pixels = &bytes[bytes.len() - 784..];
+    assert!(pixels.contains(&0) && pixels.iter().any(|&p| p > 200));
+    let script = std::fs::read_to_string(out.join("convert_rknn.py")).unwrap();
+    for needle in [
+        "target_platform=\"rk3588\"",
+        "mean_values=[[127.5]], std_values=[[127.5]]",
+        "input_size_list=[[1, 1, 28, 28]]",
+        "do_quantization=True, dataset=\"dataset.txt\"",
+        "export_rknn(\"tiny28.rknn\")",
+    ] {
+        assert!(script.contains(needle), "{needle} in {script}");
+    }
+    assert!(out.join("tiny28.onnx").exists());
+    // int8 without calibration data: a clear error
+    let o = ign(
+        &[
+            "rknn-prep",
+            "--model",
+            s(&fixture("tiny28.onnx")),
+            "--out",
+            s(&out),
+        ],
+        dir.path(),
+    );
+    assert_clean_error(&o, &["--calib", "--precision fp16"]);
+}
+
+#[test]
+fn rknn_backend_errors_name_the_model_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    // an ONNX model on the NPU backend
+    let o = ign(
+        &[
+            "project",
+            "--backend",
+            "rknn",
+            "-m",
+            s(&fixture("tiny28.onnx")),
+            "noise:1",
+            "-o",
+            "x.png",
+        ],
+        dir.path(),
+    );
+    assert_clean_error(&o, &["tiny28.onnx", "rknn-prep"]);
+    // a .rknn model where the NPU runtime is absent (this machine), no ONNX beside it
+    let m = dir.path().join("m.rknn");
+    std::fs::write(&m, b"not compiled").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_ign-edge"))
+        .args(["project", "-m", s(&m), "noise:1", "-o", "x.png"])
+        .current_dir(dir.path())
+        .env("IGN_EDGE_RKNN_LIB", "/nonexistent/librknnrt.so")
+        .output()
+        .unwrap();
+    let want: &[&str] = if cfg!(feature = "rknn") {
+        &["m.rknn", "librknnrt.so", "m.onnx beside it"]
+    } else {
+        &["m.rknn", "--features rknn"]
+    };
+    assert_clean_error(&o, want);
+    // the CPU backend refuses a .rknn file
+    let o = ign(
+        &[
+            "project",
+            "--backend",
+            "cpu",
+            "-m",
+            s(&m),
+            "noise:1",
+            "-o",
+            "x.png",
+        ],
+        dir.path(),
+    );
+    assert_clean_error(&o, &["m.rknn", "--backend rknn"]);
+}

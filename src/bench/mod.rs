@@ -17,6 +17,8 @@
 pub mod machine;
 pub mod peak;
 pub mod pipeline;
+#[cfg(feature = "rknn")]
+pub mod rknn;
 pub mod stats;
 
 use anyhow::{Context, Result};
@@ -78,9 +80,27 @@ pub struct ModelResult {
     /// Per-operator time of one call, with `--profile`.
     #[serde(default)]
     pub profile: Option<Vec<crate::backend::cpu::OpTime>>,
+    /// The NPU's own figures, for `--backend rknn`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub npu: Option<NpuFigures>,
     /// The raw samples in microseconds (for plots; not in the JSON).
     #[serde(skip)]
     pub samples_us: Vec<f64>,
+}
+
+/// What the NPU backend measures beside the end-to-end latency.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NpuFigures {
+    /// Contexts (NPU cores) used.
+    pub contexts: usize,
+    /// Mean wall time of `rknn_run` alone, as rknn_benchmark times it.
+    pub run_only_us: f64,
+    /// `1e6 / run_only_us`: rknn_benchmark's FPS of one context.
+    pub run_only_fps: f64,
+    /// The runtime's own mean run time (RKNN_QUERY_PERF_RUN), when it reports one.
+    pub runtime_perf_us: Option<f64>,
+    /// Mean of input conversion + inputs_set + outputs_get + dequantization per application.
+    pub io_us: f64,
 }
 
 /// A whole report.
@@ -107,7 +127,23 @@ pub fn run_case(case: &ModelCase, budget: &Budget) -> Result<ModelResult> {
     let mut backend = CpuBackend::new(&model, Some(case.threads))?;
     backend.prepare(case.batch)?;
     let load = t0.elapsed();
-    let x = noise_batch(&model.info, case.batch, 1);
+    let mut r = measure(&mut backend, &model.info, load, case, budget)?;
+    if budget.profile {
+        let x = noise_batch(&model.info, case.batch, 1);
+        r.profile = Some(backend.profile(&x, 20)?);
+    }
+    Ok(r)
+}
+
+/// Time `backend` (loaded in `load`) on noise batches: first call, warm-up, timed calls.
+pub fn measure(
+    backend: &mut dyn Backend,
+    info: &crate::model::ModelInfo,
+    load: Duration,
+    case: &ModelCase,
+    budget: &Budget,
+) -> Result<ModelResult> {
+    let x = noise_batch(info, case.batch, 1);
     let t1 = Instant::now();
     backend.project(&x, case.steps)?;
     let first = t1.elapsed();
@@ -129,22 +165,16 @@ pub fn run_case(case: &ModelCase, budget: &Budget) -> Result<ModelResult> {
         }
     }
     let latency = Latency::from_secs(&samples);
-    let profile = if budget.profile {
-        Some(backend.profile(&x, 20)?)
-    } else {
-        None
-    };
-    let flops = model.info.flops * (case.batch * case.steps) as u64;
+    let flops = info.flops * (case.batch * case.steps) as u64;
     let p50_s = latency.p50_us / 1e6;
     Ok(ModelResult {
-        model: model
-            .info
+        model: info
             .path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        model_file: model.info.path.display().to_string(),
-        precision: model.info.precision,
+        model_file: info.path.display().to_string(),
+        precision: info.precision,
         backend: backend.name(),
         threads: case.threads,
         steps: case.steps,
@@ -159,7 +189,8 @@ pub fn run_case(case: &ModelCase, budget: &Budget) -> Result<ModelResult> {
         peak_gflops_per_s: None,
         fraction_of_peak: None,
         peak_rss_bytes: machine::peak_rss_bytes(),
-        profile,
+        profile: None,
+        npu: None,
         samples_us: samples.iter().map(|s| s * 1e6).collect(),
     })
 }

@@ -5,7 +5,8 @@ use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::bench::{self, Budget, Machine, ModelCase, Report};
+use crate::backend::select::{BackendArgs, BackendKind};
+use crate::bench::{self, Budget, Machine, ModelCase, ModelResult, Report};
 use crate::model::Precision;
 
 /// Measure model latency on this machine, and compare with an earlier run.
@@ -21,9 +22,11 @@ use crate::model::Precision;
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct BenchCmd {
-    /// Models (default: the shipped models under models/).
+    /// Models (default: the shipped models under models/); .rknn models run on the NPU.
     #[arg(long = "model", short = 'm')]
     pub models: Vec<PathBuf>,
+    #[command(flatten)]
+    pub backend: BackendArgs,
     /// Precisions (default: each model's own, plus its int8 variant file and, on CPUs with
     /// fp16 arithmetic, its fp16 one, when they exist beside it). A precision without a
     /// variant file is converted on load (int8 then calibrates on noise).
@@ -203,7 +206,29 @@ impl BenchCmd {
                 }
             }
         }
+        let on_npu = |m: &PathBuf| {
+            self.backend.backend == BackendKind::Rknn
+                || m.extension()
+                    .map(|e| e.eq_ignore_ascii_case("rknn"))
+                    .unwrap_or(false)
+        };
+        if self.pipeline && models.iter().any(on_npu) {
+            bail!("the pipeline suite runs on the CPU; for the NPU, time the live loop with `ign-edge run --backend rknn --sink null --frames 300 --json run.json`");
+        }
         for m in models.iter().filter(|_| !self.pipeline) {
+            if on_npu(m) {
+                for &k in &steps {
+                    let case = ModelCase {
+                        model: m.clone(),
+                        precision: None,
+                        threads: 1,
+                        steps: k,
+                        batch: self.batch,
+                    };
+                    results.push(self.npu_case(&case, &budget)?);
+                }
+                continue;
+            }
             for p in precisions_of(m) {
                 for &t in &threads {
                     for &k in &steps {
@@ -224,7 +249,7 @@ impl BenchCmd {
             for &t in &threads {
                 peaks.insert(t, bench::peak::matmul_peak_gflops(t, 512)?);
             }
-            for r in &mut results {
+            for r in results.iter_mut().filter(|r| r.npu.is_none()) {
                 let p = peaks[&r.threads];
                 r.peak_gflops_per_s = Some(p);
                 r.fraction_of_peak = Some(r.gflops_per_s / p);
@@ -241,6 +266,8 @@ impl BenchCmd {
             print!("{}", bench::pipeline::table(&pipeline));
         } else {
             print!("{}", bench::table(&results));
+            #[cfg(feature = "rknn")]
+            print!("{}", bench::rknn::npu_lines(&results));
         }
         for r in &results {
             print!("{}", bench::profile_table(r));
@@ -286,5 +313,25 @@ impl BenchCmd {
             );
         }
         Ok(())
+    }
+
+    #[cfg(feature = "rknn")]
+    fn npu_case(&self, case: &ModelCase, budget: &Budget) -> Result<ModelResult> {
+        bench::rknn::run_case(
+            case,
+            budget,
+            &crate::backend::rknn::RknnOptions {
+                lib: self.backend.rknn_lib.clone(),
+                cores: self.backend.npu_cores.clone(),
+            },
+        )
+    }
+
+    #[cfg(not(feature = "rknn"))]
+    fn npu_case(&self, case: &ModelCase, _budget: &Budget) -> Result<ModelResult> {
+        bail!(
+            "{}: this ign-edge was built without the NPU backend; build it with `cargo build --release --features rknn`",
+            case.model.display()
+        )
     }
 }

@@ -9,6 +9,7 @@ pub mod latent;
 pub mod project;
 pub mod quantize;
 pub mod refine;
+pub mod rknn_prep;
 pub mod run;
 pub mod service;
 
@@ -34,6 +35,7 @@ pub enum Command {
     Quantize(quantize::QuantizeCmd),
     Latent(latent::LatentCmd),
     Refine(refine::RefineCmd),
+    RknnPrep(rknn_prep::RknnPrepCmd),
     Run(run::RunCmd),
     Service(service::ServiceCmd),
 }
@@ -48,6 +50,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Quantize(c) => c.run(),
         Command::Latent(c) => c.run(),
         Command::Refine(c) => c.run(),
+        Command::RknnPrep(c) => c.run(),
         Command::Run(c) => c.run(),
         Command::Service(c) => c.run(),
     }

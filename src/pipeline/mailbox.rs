@@ -61,6 +61,15 @@ impl<T> Mailbox<T> {
         }
     }
 
+    /// The item if one is waiting now, without blocking.
+    pub fn try_take(&self) -> Option<T> {
+        let item = self.slot.lock().unwrap().item.take();
+        if item.is_some() {
+            self.ready.notify_all();
+        }
+        item
+    }
+
     /// Put `item` once the previous one was taken (back-pressure for recorded sources, which
     /// must not drop frames). Returns at once, dropping nothing, if the mailbox is closed.
     ///

@@ -109,6 +109,21 @@ struct DisplayStats {
     error: Option<anyhow::Error>,
 }
 
+/// Frames on a pipelined backend: the frame, its preprocessing time, when it was sent.
+type InFlight = std::collections::VecDeque<(Frame, f64, Instant)>;
+
+/// Wait for the oldest frame in flight and hand it on.
+fn receive_oldest(
+    backend: &mut dyn Backend,
+    in_flight: &mut InFlight,
+    out: &mut Outbox,
+) -> Result<()> {
+    let (f, p, t) = in_flight.pop_front().expect("a frame in flight");
+    let o = backend.receive()?;
+    out.emit(f, o, p, t);
+    Ok(())
+}
+
 /// Hands projected frames to the display thread and keeps the overlay's figures.
 struct Outbox<'a> {
     pictures: &'a Mailbox<Picture>,
@@ -318,11 +333,34 @@ pub fn run_loop(
     // Pipelined backends (one NPU context per core) keep up to `depth` frames in flight;
     // results come back in frame order.
     let depth = backend.depth().max(1);
-    let mut in_flight: std::collections::VecDeque<(Frame, f64, Instant)> = Default::default();
+    let mut in_flight: InFlight = Default::default();
     let mut submitted = 0u64;
     let start = Instant::now();
     let mut result: Result<()> = Ok(());
-    while let Some(frame) = frames_in.take() {
+    let target = opts.frames.unwrap_or(u64::MAX);
+    loop {
+        // With frames in flight and none waiting, collect the oldest result instead of
+        // waiting for the camera: results leave as soon as the NPU is done.
+        let frame = if !in_flight.is_empty() {
+            match frames_in.try_take() {
+                Some(f) => f,
+                None => {
+                    if let Err(e) = receive_oldest(backend, &mut in_flight, &mut out) {
+                        result = Err(e);
+                        break;
+                    }
+                    if out.processed >= target {
+                        break;
+                    }
+                    continue;
+                }
+            }
+        } else {
+            match frames_in.take() {
+                Some(f) => f,
+                None => break,
+            }
+        };
         if opts.stop.load(Ordering::Relaxed) {
             break;
         }
@@ -354,20 +392,15 @@ pub fn run_loop(
             submitted += 1;
             in_flight.push_back((frame, pre_secs, t1));
             if in_flight.len() >= depth {
-                let (f, p, t) = in_flight.pop_front().expect("in flight");
-                match backend.receive() {
-                    Ok(o) => out.emit(f, o, p, t),
-                    Err(e) => {
-                        result = Err(e);
-                        break;
-                    }
+                if let Err(e) = receive_oldest(backend, &mut in_flight, &mut out) {
+                    result = Err(e);
+                    break;
                 }
             }
         }
         if stats.lock().unwrap().error.is_some() {
             break;
         }
-        let target = opts.frames.unwrap_or(u64::MAX);
         if out.processed >= target || (depth > 1 && submitted >= target) {
             break;
         }

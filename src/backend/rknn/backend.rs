@@ -276,7 +276,9 @@ impl RknnBackend {
 
     /// Like [`RknnBackend::open`], from the model's bytes (`path` names it in messages).
     pub fn from_bytes(path: &Path, bytes: &[u8], opts: &RknnOptions) -> Result<RknnBackend> {
-        let runtime = Arc::new(Runtime::load(opts.lib.as_deref())?);
+        let runtime = Arc::new(
+            Runtime::load(opts.lib.as_deref()).map_err(|e| anyhow!("{}: {e}", path.display()))?,
+        );
         let masks = opts.cores.masks();
         let stats = Arc::new(Mutex::new(NpuStats {
             per_context: vec![0; masks.len()],

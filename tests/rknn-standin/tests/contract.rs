@@ -368,3 +368,48 @@ fn auto_backend_falls_back_to_the_onnx_beside_a_rknn_model() {
     let e = bargs.open(&margs).err().unwrap().to_string();
     assert!(e.contains("rknn-prep"), "{e}");
 }
+
+#[test]
+fn live_loop_keeps_frames_in_order_across_npu_cores() {
+    use ign_edge::pipeline::preprocess::Preprocess;
+    use ign_edge::pipeline::{run_loop, sink, source, LoopOptions};
+    let _g = serial();
+    let hooks = Hooks::new();
+    let mut npu = RknnBackend::open(&rknn_file("loop", INT8, INT8), &opts("0-2")).unwrap();
+    // core 0 is slow: frames 0, 3, 6, ... finish after the frames sent after them
+    hooks.delay(1, 20_000);
+    let src = source::open(
+        "test",
+        &source::SourceOptions {
+            looping: false,
+            fps: 0.0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let snk = sink::open("null", &sink::SinkOptions::default()).unwrap();
+    let pre = Preprocess {
+        channels: 1,
+        height: 28,
+        width: 28,
+        roi: None,
+        paper: false,
+    };
+    let opts = LoopOptions {
+        frames: Some(30),
+        steps: 1,
+        stop: Default::default(),
+        model_name: "ign-mnist".into(),
+        precision: "int8".into(),
+        controls: None,
+    };
+    let s = run_loop(src, &mut npu, &pre, snk, &opts).unwrap();
+    hooks.delay(1, 0);
+    assert_eq!(s.frames + s.dropped_display, 30, "{s:?}");
+    assert_eq!(
+        s.last_seq,
+        Some(29),
+        "the last frame shown is the last frame sent"
+    );
+    assert_eq!(npu.stats().per_context, vec![10, 10, 10]);
+}
