@@ -16,6 +16,7 @@ pub mod fidelity;
 pub mod fp16;
 pub mod graph;
 pub mod int8;
+pub mod layernorm;
 
 use anyhow::{anyhow, bail, Context, Result};
 use prost::Message;

@@ -1,0 +1,248 @@
+//! Fuse ign-train's LayerNorm (nine primitive ops) into one ONNX `LayerNormalization` (opset 17).
+//!
+//! ign-train exports the per-sample LayerNorm over (C, H, W) with a per-channel scale as
+//! `ReduceMean → Sub → Mul → ReduceMean → Add(eps) → Sqrt → Div → Mul(weight) → Add(bias)`.
+//! Rockchip's compiler (rknn-toolkit2 2.5.0) cannot build that pattern (its `swap_reshape_norm`
+//! rule fails on the (C, 1, 1) scale) but builds `LayerNormalization(axis = 1)`, whose scale
+//! and bias are then the per-channel values expanded to (C, H, W). Exact up to float rounding.
+
+use anyhow::{Context, Result};
+use std::collections::HashMap;
+use tract_onnx::pb;
+
+use super::dense::Shapes;
+use super::graph::{attr_int, attr_ints, f32_tensor, float_initializer, graph_mut, Names};
+
+/// The input of every `ReduceMean`: [`fuse_layer_norms`] needs their shapes.
+pub fn norm_inputs(model: &pb::ModelProto) -> Vec<String> {
+    model
+        .graph
+        .iter()
+        .flat_map(|g| &g.node)
+        .filter(|n| n.op_type == "ReduceMean")
+        .map(|n| n.input[0].clone())
+        .collect()
+}
+
+/// One matched LayerNorm: the indices of its nine nodes and what the fused node needs.
+struct Match {
+    nodes: Vec<usize>,
+    input: String,
+    output: String,
+    eps: f32,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+fn reduces_chw(n: &pb::NodeProto) -> bool {
+    n.op_type == "ReduceMean"
+        && attr_ints(n, "axes").as_deref() == Some(&[1, 2, 3][..])
+        && attr_int(n, "keepdims").unwrap_or(1) == 1
+}
+
+fn find(graph: &pb::GraphProto, start: usize) -> Result<Option<Match>> {
+    let nodes = &graph.node;
+    let r1 = &nodes[start];
+    if !reduces_chw(r1) {
+        return Ok(None);
+    }
+    let x = &r1.input[0];
+    // the single consumer of `t` with this op type
+    let by_input = |t: &str, op: &str| -> Option<usize> {
+        nodes
+            .iter()
+            .position(|n| n.op_type == op && n.input.iter().any(|i| i == t))
+    };
+    let Some(sub) = by_input(&r1.output[0], "Sub") else {
+        return Ok(None);
+    };
+    let centered = &nodes[sub].output[0];
+    if nodes[sub].input[0] != *x {
+        return Ok(None);
+    }
+    let Some(sq) = by_input(centered, "Mul") else {
+        return Ok(None);
+    };
+    if nodes[sq].input[0] != nodes[sq].input[1] {
+        return Ok(None);
+    }
+    let Some(r2) = by_input(&nodes[sq].output[0], "ReduceMean") else {
+        return Ok(None);
+    };
+    if !reduces_chw(&nodes[r2]) {
+        return Ok(None);
+    }
+    let Some(add_eps) = by_input(&nodes[r2].output[0], "Add") else {
+        return Ok(None);
+    };
+    let eps_name = nodes[add_eps]
+        .input
+        .iter()
+        .find(|i| **i != nodes[r2].output[0])
+        .cloned()
+        .unwrap_or_default();
+    let Some(eps) = float_initializer(graph, &eps_name)? else {
+        return Ok(None);
+    };
+    let Some(sqrt) = by_input(&nodes[add_eps].output[0], "Sqrt") else {
+        return Ok(None);
+    };
+    let Some(div) = by_input(&nodes[sqrt].output[0], "Div") else {
+        return Ok(None);
+    };
+    if nodes[div].input[0] != *centered {
+        return Ok(None);
+    }
+    let Some(scale) = by_input(&nodes[div].output[0], "Mul") else {
+        return Ok(None);
+    };
+    let Some(shift) = by_input(&nodes[scale].output[0], "Add") else {
+        return Ok(None);
+    };
+    let other = |n: &pb::NodeProto, t: &str| n.input.iter().find(|i| *i != t).cloned();
+    let (Some(wn), Some(bn)) = (
+        other(&nodes[scale], &nodes[div].output[0]),
+        other(&nodes[shift], &nodes[scale].output[0]),
+    ) else {
+        return Ok(None);
+    };
+    let (Some(w), Some(b)) = (
+        float_initializer(graph, &wn)?,
+        float_initializer(graph, &bn)?,
+    ) else {
+        return Ok(None);
+    };
+    // intermediate results must not be used elsewhere
+    let inner: Vec<&String> = [start, sub, sq, r2, add_eps, sqrt, div, scale]
+        .iter()
+        .map(|&i| &nodes[i].output[0])
+        .collect();
+    let uses = |t: &String| {
+        nodes
+            .iter()
+            .map(|n| n.input.iter().filter(|i| *i == t).count())
+            .sum::<usize>()
+            + graph.output.iter().filter(|o| o.name == *t).count()
+    };
+    let expected = [1usize, 3, 1, 1, 1, 1, 1, 1];
+    if inner.iter().zip(expected).any(|(t, e)| uses(t) != e) {
+        return Ok(None);
+    }
+    Ok(Some(Match {
+        nodes: vec![start, sub, sq, r2, add_eps, sqrt, div, scale, shift],
+        input: x.clone(),
+        output: nodes[shift].output[0].clone(),
+        eps: eps.data.first().copied().unwrap_or(1e-5),
+        weight: w.data,
+        bias: b.data,
+    }))
+}
+
+/// Fuse every LayerNorm of `model` (the shapes of their inputs from `shapes`); returns how
+/// many were fused. Raises the default-domain opset to 17 when one is.
+pub fn fuse_layer_norms(model: &mut pb::ModelProto, shapes: &Shapes) -> Result<usize> {
+    let graph = graph_mut(model)?;
+    let mut names = Names::of(graph);
+    let mut matches = Vec::new();
+    for i in 0..graph.node.len() {
+        if let Some(m) = find(graph, i)? {
+            matches.push(m);
+        }
+    }
+    let mut fused: HashMap<usize, pb::NodeProto> = HashMap::new();
+    let mut drop = vec![false; graph.node.len()];
+    for m in &matches {
+        let shape = shapes
+            .get(&m.input)
+            .with_context(|| format!("no shape for LayerNorm input '{}'", m.input))?;
+        let (c, h, w) = (shape[1], shape[2], shape[3]);
+        if m.weight.len() != c || m.bias.len() != c {
+            continue;
+        }
+        let expand = |v: &[f32]| -> Vec<f32> {
+            v.iter()
+                .flat_map(|&x| std::iter::repeat_n(x, h * w))
+                .collect()
+        };
+        let base = m.output.trim_end_matches(".out").to_string();
+        let (wn, bn) = (
+            names.fresh(&format!("{base}.scale_chw")),
+            names.fresh(&format!("{base}.bias_chw")),
+        );
+        graph
+            .initializer
+            .push(f32_tensor(&wn, &[c, h, w], &expand(&m.weight)));
+        graph
+            .initializer
+            .push(f32_tensor(&bn, &[c, h, w], &expand(&m.bias)));
+        let node = pb::NodeProto {
+            name: names.fresh(&format!("{base}.layer_norm")),
+            op_type: "LayerNormalization".into(),
+            input: vec![m.input.clone(), wn, bn],
+            output: vec![m.output.clone()],
+            attribute: vec![
+                super::super::model::writer::attr_int("axis", 1),
+                super::super::model::writer::attr_float("epsilon", m.eps),
+            ],
+            ..Default::default()
+        };
+        for &i in &m.nodes {
+            drop[i] = true;
+        }
+        fused.insert(*m.nodes.last().expect("nine nodes"), node);
+    }
+    let nodes = std::mem::take(&mut graph.node);
+    graph.node = nodes
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, n)| match fused.remove(&i) {
+            Some(f) => Some(f),
+            None if drop[i] => None,
+            None => Some(n),
+        })
+        .collect();
+    let count = drop.iter().filter(|d| **d).count() / 9;
+    if count > 0 {
+        for o in &mut model.opset_import {
+            if o.domain.is_empty() || o.domain == "ai.onnx" {
+                o.version = o.version.max(17);
+            }
+        }
+    }
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{cpu::CpuBackend, Backend};
+    use crate::model::Model;
+    use prost::Message;
+
+    #[test]
+    fn fuses_the_shipped_models_layer_norms_exactly() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/ign-mnist.onnx");
+        let model = Model::load(&path).unwrap();
+        let mut proto = pb::ModelProto::decode(model.bytes()).unwrap();
+        let before = proto.graph.as_ref().unwrap().node.len();
+        let x = crate::inputs::noise_batch(&model.info, 4, 5);
+        let shapes =
+            crate::quantize::calib::shapes(&proto, &norm_inputs(&proto), &x, None).unwrap();
+        assert_eq!(fuse_layer_norms(&mut proto, &shapes).unwrap(), 5);
+        let g = proto.graph.as_ref().unwrap();
+        assert_eq!(g.node.len(), before - 5 * 8);
+        assert_eq!(
+            g.node
+                .iter()
+                .filter(|n| n.op_type == "LayerNormalization")
+                .count(),
+            5
+        );
+        assert!(!g.node.iter().any(|n| n.op_type == "ReduceMean"));
+        assert!(proto.opset_import.iter().any(|o| o.version >= 17));
+        let fused = Model::from_bytes(&path, &proto.encode_to_vec()).unwrap();
+        let want = CpuBackend::new(&model, None).unwrap().run(&x).unwrap();
+        let got = CpuBackend::new(&fused, None).unwrap().run(&x).unwrap();
+        assert!(want.max_abs_diff(&got) < 1e-5);
+    }
+}
