@@ -21,6 +21,8 @@ for a in "$@"; do
 done
 target=aarch64-unknown-linux-gnu
 cpu=$(sed -n 's/.*target-cpu=\([a-z0-9-]*\).*/\1/p' "boards/$board/board.toml" | head -1)
+# the profile's cargo features (e.g. rk3588: rknn, the NPU backend), comma-separated
+features=$(sed -n 's/^features *= *\[\(.*\)\].*/\1/p' "boards/$board/board.toml" | tr -d ' "')
 
 need_apt=()
 command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
@@ -37,13 +39,13 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-cpu=${cpu:-generic}"
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
 
-echo "== cargo build --release --target $target (board $board, target-cpu ${cpu:-generic})"
-cargo build --release --locked --target "$target" -p ign-edge
+echo "== cargo build --release --target $target (board $board, target-cpu ${cpu:-generic}, features: ${features:-none})"
+cargo build --release --locked --target "$target" -p ign-edge ${features:+--features "$features"}
 ls -l "target/$target/release/ign-edge"
 
 if [ "$run_tests" = 1 ]; then
   # qemu-user reports the host's /proc/cpuinfo, so tract takes its generic aarch64 paths;
   # numbers are checked, timings are meaningless here.
   echo "== cargo test --target $target (under qemu-user)"
-  cargo test --locked --target "$target" -p ign-edge
+  cargo test --locked --target "$target" -p ign-edge ${features:+--features "$features"}
 fi

@@ -49,7 +49,14 @@ pub const SHIPPED: &[(&str, &str)] = &[
 
 /// Parse a profile.
 pub fn parse(text: &str) -> Result<Board> {
-    Ok(toml::from_str(text)?)
+    let b: Board = toml::from_str(text)?;
+    if !["auto", "cpu", "rknn"].contains(&b.defaults.backend.as_str()) {
+        anyhow::bail!(
+            "backend = \"{}\": expected auto, cpu or rknn",
+            b.defaults.backend
+        );
+    }
+    Ok(b)
 }
 
 /// Every shipped profile.
