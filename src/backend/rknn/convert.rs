@@ -269,13 +269,7 @@ mod tests {
         let (v, shape) = image();
         for layout in [Layout::Nchw, Layout::Nhwc] {
             // write v in `layout` as float32, float16 and int8 bytes
-            let mut idx = vec![0usize; 24];
-            let mut k = 0;
-            scatter(&v, shape, layout, |i, _| {
-                idx[k] = i;
-                k += 1;
-            });
-            let mut placed = vec![0f32; 24];
+            let mut placed = [0f32; 24];
             scatter(&v, shape, layout, |i, x| placed[i] = x);
             let f32b: Vec<u8> = placed.iter().flat_map(|x| x.to_le_bytes()).collect();
             let f16b: Vec<u8> = placed

@@ -163,8 +163,14 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static RUNS: Mutex<BTreeMap<i32, u64>> = Mutex::new(BTreeMap::new());
 static DELAY_US: Mutex<BTreeMap<i32, u64>> = Mutex::new(BTreeMap::new());
 
+/// The map key of a context handle (u32 on 32-bit ARM).
+#[allow(clippy::unnecessary_cast)]
+fn key(ctx: RknnContext) -> u64 {
+    ctx as u64
+}
+
 fn get(ctx: RknnContext) -> Option<Arc<Mutex<Ctx>>> {
-    CONTEXTS.lock().unwrap().get(&(ctx as u64)).cloned()
+    CONTEXTS.lock().unwrap().get(&key(ctx)).cloned()
 }
 
 /// # Safety
@@ -216,7 +222,7 @@ pub unsafe extern "C" fn rknn_init(
 
 #[no_mangle]
 pub extern "C" fn rknn_destroy(ctx: RknnContext) -> c_int {
-    match CONTEXTS.lock().unwrap().remove(&(ctx as u64)) {
+    match CONTEXTS.lock().unwrap().remove(&key(ctx)) {
         Some(_) => SUCC,
         None => ERR_CTX_INVALID,
     }
