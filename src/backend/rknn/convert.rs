@@ -276,7 +276,7 @@ mod tests {
                 .iter()
                 .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
                 .collect();
-            let (scale, zp) = (1.0 / 127.0, 3);
+            let (scale, zp) = (1.0 / 120.0, 3);
             let i8b: Vec<u8> = placed
                 .iter()
                 .map(|x| ((x / scale).round() as i32 + zp).clamp(-128, 127) as i8 as u8)

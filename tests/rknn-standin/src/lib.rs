@@ -129,7 +129,7 @@ pub fn fake_model(onnx: &[u8], input: i32, output: i32) -> Vec<u8> {
 fn quant(type_: i32, output: bool) -> (i32, f32, i32) {
     match (type_, output) {
         (INT8, false) => (QNT_AFFINE, 2.0 / 255.0, -1),
-        (INT8, true) => (QNT_AFFINE, 1.0 / 127.0, 3),
+        (INT8, true) => (QNT_AFFINE, 1.0 / 120.0, 3),
         (UINT8, false) => (QNT_AFFINE, 2.0 / 255.0, 128),
         (UINT8, true) => (QNT_AFFINE, 2.0 / 255.0, 128),
         _ => (QNT_NONE, 1.0, 0),
