@@ -45,6 +45,12 @@ fn emulated_board_projects_the_v4l2_camera_onto_the_framebuffer() {
         "summary of 30 projected frames expected:\n{console}"
     );
 
+    // the KMS sink on virtio-gpu's CRTC
+    assert!(
+        console.contains("IGN-BOARD: drm exit 0") && console.contains("10 frames in"),
+        "the drm sink run failed:\n{console}"
+    );
+
     // the framebuffer as the guest left it: XRGB8888, geometry from sysfs
     let geo = std::fs::read_to_string(work.join("fb.txt")).unwrap();
     let nums: Vec<u32> = geo

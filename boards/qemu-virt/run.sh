@@ -4,7 +4,7 @@
 #
 #   ign-edge run --source v4l2:/dev/video0 --sink fb:/dev/fb0 --frames N
 #
-# in an initramfs, and brings back what it did: the run's console log (with its summary line)
+# in an initramfs (then 10 frames on the KMS sink, --sink drm), and brings back what it did: the run's console log (with its summary line)
 # and the framebuffer's bytes, written by the guest to a second virtio disk.
 #
 #   boards/qemu-virt/run.sh BINARY [FRAMES]
@@ -108,6 +108,9 @@ echo "IGN-BOARD: exit \$?"
 cat /tmp/summary.json 2>/dev/null | grep -E '"frames"|"fps"' | sed 's/^/IGN-BOARD: summary /'
 dd if=/dev/fb0 of=/dev/vda bs=1M 2>/dev/null
 sync
+# the same loop on the KMS sink (a dumb buffer on virtio-gpu's CRTC), as on boards without fbdev
+/bin/ign-edge run --source v4l2:/dev/video0 --sink drm --frames 10
+echo "IGN-BOARD: drm exit \$?"
 echo "IGN-BOARD: done"
 poweroff -f
 EOF

@@ -21,6 +21,8 @@ use crate::pipeline::{self, preprocess::Preprocess, preprocess::Rect, sink, sour
 /// e.g. `ffmpeg ... -f yuv4mpegpipe -`), v4l2:/dev/videoN (USB webcams: YUYV or MJPEG; if the
 /// camera goes away the loop waits for it), rpicam[:<extra rpicam-vid args>] (Pi camera modules).
 /// Sinks: null, png:<dir>, gif:<file.gif>, fb[:/dev/fbN] (--fb-geometry WxH:bpp for a file),
+/// drm[:/dev/dri/cardN] (KMS, where /dev/fb0 is absent: Pi 5, RK3588), lcd:/dev/spidevB.C[,...]
+/// (SPI LCDs, ST7789/ILI9341, feature lcd; options in `src/pipeline/sink/lcd.rs`),
 /// http[:addr:port] (a web page with the stream, controls and a drawing pad; default
 /// 127.0.0.1:8080). Give --sink several times to show on several.
 ///

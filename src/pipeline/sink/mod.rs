@@ -1,9 +1,12 @@
 //! Display sinks, one file each, chosen by a spec string (`--sink SPEC`, several allowed):
 //! `null`, `png:<dir>`, `gif:<file>`, `fb:<device or file>`, `http:[addr:port]`.
 
+#[cfg(target_os = "linux")]
+pub mod drm;
 pub mod fb;
 pub mod gif;
 pub mod http;
+pub mod lcd;
 pub mod null;
 pub mod png;
 pub mod tee;
@@ -76,6 +79,15 @@ pub fn open(spec: &str, opts: &SinkOptions) -> Result<Box<dyn Sink>> {
         "gif" if !arg.is_empty() => Ok(Box::new(gif::GifSink::new(arg.into(), opts)?)),
         "fb" => fb::FbSink::open(if arg.is_empty() { "/dev/fb0" } else { arg }, opts)
             .map(|s| Box::new(s) as Box<dyn Sink>),
+        #[cfg(target_os = "linux")]
+        "drm" => Ok(Box::new(drm::DrmSink::open(arg)?)),
+        #[cfg(all(feature = "lcd", target_os = "linux"))]
+        "lcd" => Ok(Box::new(lcd::LcdSink::open(arg.parse()?)?)),
+        #[cfg(not(all(feature = "lcd", target_os = "linux")))]
+        "lcd" => {
+            arg.parse::<lcd::LcdSpec>()?;
+            bail!("{spec}: this ign-edge was built without SPI LCD support; build it with `cargo build --release --features lcd`")
+        }
         "http" => {
             let h = opts
                 .http
@@ -83,7 +95,7 @@ pub fn open(spec: &str, opts: &SinkOptions) -> Result<Box<dyn Sink>> {
                 .ok_or_else(|| anyhow::anyhow!("{spec}: the http sink is only available in `ign-edge run`"))?;
             Ok(Box::new(http::HttpSink::start(arg, opts.size, h)?))
         }
-        _ => bail!("{spec}: unknown sink; use null, png:<dir>, gif:<file.gif>, fb[:/dev/fbN] or http[:addr:port]"),
+        _ => bail!("{spec}: unknown sink; use null, png:<dir>, gif:<file.gif>, fb[:/dev/fbN], drm[:/dev/dri/cardN], lcd:/dev/spidevB.C or http[:addr:port]"),
     }
 }
 
