@@ -518,18 +518,51 @@ impl CustomOp2 for ConvOp {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = self.geom(x.dims(), w.dims())?;
-        let (dx, dw) = if self.transpose {
-            (
-                apply_kernel(grad, w, (g.batch, g.co, g.oh, g.ow), fwd, fwd, &g)?,
-                apply_kernel(grad, x, (g.co, g.ci, g.k, g.k), bwd_weight, bwd_weight, &g)?,
-            )
+        // Only what something asks for: no weight gradient through the frozen copy (detached
+        // weights), no input gradient for data, noise or the detached f(z).
+        let dx = if !x.track_op() {
+            None
+        } else if self.transpose {
+            Some(apply_kernel(
+                grad,
+                w,
+                (g.batch, g.co, g.oh, g.ow),
+                fwd,
+                fwd,
+                &g,
+            )?)
         } else {
-            (
-                apply_kernel(grad, w, (g.batch, g.ci, g.h, g.w), bwd_data, bwd_data, &g)?,
-                apply_kernel(x, grad, (g.co, g.ci, g.k, g.k), bwd_weight, bwd_weight, &g)?,
-            )
+            Some(apply_kernel(
+                grad,
+                w,
+                (g.batch, g.ci, g.h, g.w),
+                bwd_data,
+                bwd_data,
+                &g,
+            )?)
         };
-        Ok((Some(dx), Some(dw)))
+        let dw = if !w.track_op() {
+            None
+        } else if self.transpose {
+            Some(apply_kernel(
+                grad,
+                x,
+                (g.co, g.ci, g.k, g.k),
+                bwd_weight,
+                bwd_weight,
+                &g,
+            )?)
+        } else {
+            Some(apply_kernel(
+                x,
+                grad,
+                (g.co, g.ci, g.k, g.k),
+                bwd_weight,
+                bwd_weight,
+                &g,
+            )?)
+        };
+        Ok((dx, dw))
     }
 }
 

@@ -9,6 +9,7 @@ pub mod data;
 pub mod eval;
 pub mod export;
 pub mod fastconv;
+pub mod fused;
 pub mod loss;
 pub mod model;
 pub mod noise;

@@ -317,6 +317,16 @@ impl Block {
         };
         match &self.bn {
             Some(NormLayer::Batch(bn)) => y = bn.forward_t(&y, train)?,
+            // the fused op (norm, affine and activation in one pass) unless disabled
+            Some(NormLayer::Layer(ln)) if crate::fastconv::enabled() => {
+                let act = match self.act {
+                    Act::LeakyRelu => crate::fused::NormActivation::Leaky(0.2),
+                    Act::Relu => crate::fused::NormActivation::Leaky(0.0),
+                    Act::None => crate::fused::NormActivation::Identity,
+                    Act::Tanh => return ln.forward(&y)?.tanh(),
+                };
+                return crate::fused::layer_norm_act(&y, &ln.weight, &ln.bias, act);
+            }
             Some(NormLayer::Layer(ln)) => y = ln.forward(&y)?,
             None => {}
         }

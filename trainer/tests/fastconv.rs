@@ -94,3 +94,65 @@ fn f64_is_supported_for_gradient_checks() {
     assert_eq!(y.dims(), &[2, 4, 4, 4]);
     assert_eq!(y.dtype(), DType::F64);
 }
+
+/// The fused LayerNorm + activation equals the same block written with candle's ops, forward
+/// and gradients (input, scale, shift), for each activation it serves.
+#[test]
+fn fused_norm_activation_matches_candle_ops() {
+    use ign_train::fused::{layer_norm_act, NormActivation, EPS};
+    for (i, act) in [
+        NormActivation::Leaky(0.2),
+        NormActivation::Leaky(0.0),
+        NormActivation::Identity,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let x = Var::from_tensor(&(rand(&[3, 5, 7, 6], 40 + i as u64) * 3.0).unwrap()).unwrap();
+        let w = Var::from_tensor(&rand(&[5], 50 + i as u64)).unwrap();
+        let b = Var::from_tensor(&rand(&[5], 60 + i as u64)).unwrap();
+        let reference = {
+            let flat = x.as_tensor().flatten_from(1).unwrap();
+            let mean = flat.mean_keepdim(1).unwrap();
+            let c = flat.broadcast_sub(&mean).unwrap();
+            let var = c.sqr().unwrap().mean_keepdim(1).unwrap();
+            let n = c
+                .broadcast_div(&(var + EPS).unwrap().sqrt().unwrap())
+                .unwrap()
+                .reshape((3, 5, 7, 6))
+                .unwrap();
+            let z = n
+                .broadcast_mul(&w.as_tensor().reshape((1, 5, 1, 1)).unwrap())
+                .unwrap()
+                .broadcast_add(&b.as_tensor().reshape((1, 5, 1, 1)).unwrap())
+                .unwrap();
+            match act {
+                NormActivation::Leaky(s) => candle_nn::ops::leaky_relu(&z, s).unwrap(),
+                NormActivation::Identity => z,
+            }
+        };
+        let fused = layer_norm_act(x.as_tensor(), w.as_tensor(), b.as_tensor(), act).unwrap();
+        assert!(max_rel(&fused, &reference) < 1e-5, "{act:?} forward");
+        // a loss that weighs every output differently
+        let weights = rand(&[3, 5, 7, 6], 70);
+        let gr = (&reference * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gf = (&fused * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (name, v) in [("x", &x), ("w", &w), ("b", &b)] {
+            let (a, e) = (
+                gf.get(v.as_tensor()).unwrap(),
+                gr.get(v.as_tensor()).unwrap(),
+            );
+            assert!(max_rel(a, e) < 1e-4, "{act:?} d{name}: {}", max_rel(a, e));
+        }
+    }
+}

@@ -7,16 +7,16 @@
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use ign_train::loss::{clamp_tight, distance_per_sample, ign_loss, Distance, LossConfig};
-use ign_train::model::{Ign, ModelConfig};
+use ign_train::model::{Ign, ModelConfig, Norm};
 use ign_train::train::{frozen_copy, init_weights};
 use std::collections::HashMap;
 
-fn tiny() -> ModelConfig {
+fn tiny(norm: Norm) -> ModelConfig {
     ModelConfig {
         channels: 1,
         image_size: 28,
         width: 2,
-        norm: ign_train::model::Norm::Batch,
+        norm,
     }
 }
 
@@ -83,20 +83,32 @@ fn autograd_matches_finite_differences_with_l2() {
         distance: Distance::L2,
         ..LossConfig::default()
     };
-    check(&cfg, 1e-6, 1e-5);
+    check(&cfg, 1e-6, 1e-5, Norm::Batch);
+}
+
+/// LayerNorm (the default) runs as the fused norm-activation op: its hand-written backward
+/// pass must give the same gradients as finite differences.
+#[test]
+fn fused_layer_norm_gradients_match_finite_differences() {
+    let cfg = LossConfig {
+        distance: Distance::L2,
+        ..LossConfig::default()
+    };
+    check(&cfg, 1e-6, 1e-5, Norm::Layer);
 }
 
 /// L1 (the default) has kinks where f(f(z)) = f(z) pixel-wise; a small step keeps clear of them.
 #[test]
 fn autograd_matches_finite_differences_with_l1() {
-    check(&LossConfig::default(), 1e-8, 1e-4);
+    check(&LossConfig::default(), 1e-8, 1e-4, Norm::Batch);
 }
 
-fn check(cfg: &LossConfig, eps: f64, tol: f64) {
+fn check(cfg: &LossConfig, eps: f64, tol: f64, norm: Norm) {
+    let norm_name = if norm == Norm::Layer { "ln" } else { "bn" };
     let cfg = cfg.clone();
     let varmap = VarMap::new();
     let model = Ign::new(
-        &tiny(),
+        &tiny(norm),
         VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu),
     )
     .unwrap();
@@ -106,7 +118,7 @@ fn check(cfg: &LossConfig, eps: f64, tol: f64) {
         let scaled = (v.as_tensor() * 4.0).unwrap();
         v.set(&scaled).unwrap();
     }
-    let frozen = frozen_copy(&varmap, &tiny()).unwrap();
+    let frozen = frozen_copy(&varmap, &tiny(norm)).unwrap();
     let x = rand_tensor(4, 1, 1.0);
     let z = rand_tensor(4, 2, 1.5);
 
@@ -135,15 +147,17 @@ fn check(cfg: &LossConfig, eps: f64, tol: f64) {
     let checks = [
         ("enc.0.conv.weight", 3),
         ("enc.1.conv.weight", 17),
-        ("enc.1.bn.weight", 1),
+        ("enc.1.NORM.weight", 1),
         ("enc.3.conv.bias", 2),
         ("dec.0.conv.weight", 40),
-        ("dec.1.bn.bias", 0),
+        ("dec.1.NORM.bias", 0),
         ("dec.3.conv.weight", 5),
         ("dec.3.conv.bias", 0),
     ];
     let mut max_naive_rel = 0f64;
     for (name, i) in checks {
+        let name = name.replace("NORM", norm_name);
+        let name = name.as_str();
         let var = &vars[name];
         let analytic = get_elem(grads.get(var.as_tensor()).expect(name), i);
         let naive_g = get_elem(naive_grads.get(var.as_tensor()).unwrap(), i);
@@ -154,7 +168,7 @@ fn check(cfg: &LossConfig, eps: f64, tol: f64) {
             .map(|(k, v)| (k.clone(), v.as_tensor().copy().unwrap()))
             .collect();
         let fixed = Ign::new(
-            &tiny(),
+            &tiny(norm),
             VarBuilder::from_tensors(fixed_map, DType::F64, &Device::Cpu),
         )
         .unwrap();
