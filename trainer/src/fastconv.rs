@@ -226,10 +226,38 @@ fn chunks(batch: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// im2col of images `b0..b1` side by side: `(ci·k·k) × ((b1−b0)·oh·ow)`.
-fn im2col_many<T: Float>(x: &[T], g: &Geom, b0: usize, b1: usize) -> Vec<T> {
-    let (r, n, nb) = (g.cols_rows(), g.small(), b1 - b0);
-    let mut wide = vec![T::default(); r * nb * n];
+/// Images per chunk of [`chunks`].
+fn per_chunk(batch: usize) -> usize {
+    batch.div_ceil(rayon::current_num_threads().max(1)).max(1)
+}
+
+thread_local! {
+    /// Per-thread work buffers, reused from call to call (no allocation, no zeroing).
+    static SCRATCH: [std::cell::RefCell<Vec<f64>>; 2] = Default::default();
+}
+
+/// Run `f` on this thread's work buffer `slot` holding `n` values of `T`; its contents are
+/// whatever an earlier call left, so `f` must write every value before reading it.
+fn with_scratch<T: Float, R>(slot: usize, n: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+    SCRATCH.with(|slots| {
+        let Ok(mut v) = slots[slot].try_borrow_mut() else {
+            // re-entered on this thread (not expected): a fresh buffer
+            return f(&mut vec![T::default(); n]);
+        };
+        let words = (n * std::mem::size_of::<T>()).div_ceil(8);
+        if v.len() < words {
+            v.resize(words, 0.0);
+        }
+        // SAFETY: the f64 storage is 8-byte aligned, enough for T (f32 or f64), holds at least
+        // n·size_of::<T>() bytes, and every bit pattern is a valid f32/f64.
+        let buf = unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut T, n) };
+        f(buf)
+    })
+}
+
+/// im2col of images `b0..b1` side by side into `wide`: `(ci·k·k) × ((b1−b0)·oh·ow)`.
+fn im2col_many<T: Float>(x: &[T], g: &Geom, b0: usize, b1: usize, wide: &mut [T]) {
+    let (n, nb) = (g.small(), b1 - b0);
     for b in b0..b1 {
         im2col(
             &x[b * g.ci * g.big()..(b + 1) * g.ci * g.big()],
@@ -238,19 +266,16 @@ fn im2col_many<T: Float>(x: &[T], g: &Geom, b0: usize, b1: usize) -> Vec<T> {
             nb * n,
         );
     }
-    wide
 }
 
-/// `[b, c, n]` images `b0..b1` → `c × ((b1−b0)·n)`.
-fn gather_channels<T: Float>(y: &[T], c: usize, n: usize, b0: usize, b1: usize) -> Vec<T> {
+/// `[b, c, n]` images `b0..b1` → `out`: `c × ((b1−b0)·n)`.
+fn gather_channels<T: Float>(y: &[T], c: usize, n: usize, b0: usize, b1: usize, out: &mut [T]) {
     let nb = b1 - b0;
-    let mut out = vec![T::default(); c * nb * n];
     for b in b0..b1 {
         for ch in 0..c {
             out[ch * nb * n + (b - b0) * n..][..n].copy_from_slice(&y[(b * c + ch) * n..][..n]);
         }
     }
-    out
 }
 
 /// Convolution forward: `x [b, ci, h, w]`, `w [co, ci, k, k]` → `[b, co, oh, ow]`.
@@ -258,80 +283,77 @@ fn gather_channels<T: Float>(y: &[T], c: usize, n: usize, b0: usize, b1: usize) 
 /// Each thread unfolds its images side by side and does one wide matrix product.
 pub fn fwd<T: Float>(x: &[T], w: &[T], g: &Geom) -> Vec<T> {
     let (r, n) = (g.cols_rows(), g.small());
-    let parts: Vec<(usize, Vec<T>)> = chunks(g.batch)
-        .into_par_iter()
-        .map(|(b0, b1)| {
-            let nb = b1 - b0;
-            let cols = im2col_many(x, g, b0, b1);
-            let mut out = vec![T::default(); g.co * nb * n];
-            matmul(
-                g.co,
-                nb * n,
-                r,
-                &mut out,
-                false,
-                w,
-                r as isize,
-                1,
-                &cols,
-                (nb * n) as isize,
-                1,
-            );
-            (b0, out)
-        })
-        .collect();
+    let per = per_chunk(g.batch);
     let mut y = vec![T::default(); g.batch * g.co * n];
-    for (b0, out) in parts {
-        let nb = out.len() / (g.co * n);
-        for b in 0..nb {
-            for c in 0..g.co {
-                y[((b0 + b) * g.co + c) * n..][..n]
-                    .copy_from_slice(&out[c * nb * n + b * n..][..n]);
-            }
-        }
-    }
+    y.par_chunks_mut(per * g.co * n)
+        .zip(chunks(g.batch))
+        .for_each(|(ys, (b0, b1))| {
+            let nb = b1 - b0;
+            with_scratch(0, r * nb * n, |cols: &mut [T]| {
+                im2col_many(x, g, b0, b1, cols);
+                with_scratch(1, g.co * nb * n, |out: &mut [T]| {
+                    matmul(
+                        g.co,
+                        nb * n,
+                        r,
+                        out,
+                        false,
+                        w,
+                        r as isize,
+                        1,
+                        cols,
+                        (nb * n) as isize,
+                        1,
+                    );
+                    for b in 0..nb {
+                        for c in 0..g.co {
+                            ys[(b * g.co + c) * n..][..n]
+                                .copy_from_slice(&out[c * nb * n + b * n..][..n]);
+                        }
+                    }
+                })
+            })
+        });
     y
 }
 
 /// Convolution input gradient: `dy [b, co, oh, ow]`, `w [co, ci, k, k]` → `[b, ci, h, w]`.
 pub fn bwd_data<T: Float>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
     let (r, n) = (g.cols_rows(), g.small());
-    let parts: Vec<(usize, Vec<T>)> = chunks(g.batch)
-        .into_par_iter()
-        .map(|(b0, b1)| {
-            let nb = b1 - b0;
-            let dyw = gather_channels(dy, g.co, n, b0, b1);
-            // cols (r × nb·n) = wᵀ (r × co) · dy (co × nb·n)
-            let mut cols = vec![T::default(); r * nb * n];
-            matmul(
-                r,
-                nb * n,
-                g.co,
-                &mut cols,
-                false,
-                w,
-                1,
-                r as isize,
-                &dyw,
-                (nb * n) as isize,
-                1,
-            );
-            let mut dx = vec![T::default(); nb * g.ci * g.big()];
-            for b in 0..nb {
-                col2im(
-                    &cols[b * n..],
-                    g,
-                    &mut dx[b * g.ci * g.big()..(b + 1) * g.ci * g.big()],
-                    nb * n,
-                );
-            }
-            (b0, dx)
-        })
-        .collect();
+    let per = per_chunk(g.batch);
     let mut dx = vec![T::default(); g.batch * g.ci * g.big()];
-    for (b0, part) in parts {
-        dx[b0 * g.ci * g.big()..][..part.len()].copy_from_slice(&part);
-    }
+    dx.par_chunks_mut(per * g.ci * g.big())
+        .zip(chunks(g.batch))
+        .for_each(|(dxs, (b0, b1))| {
+            let nb = b1 - b0;
+            with_scratch(1, g.co * nb * n, |dyw: &mut [T]| {
+                gather_channels(dy, g.co, n, b0, b1, dyw);
+                with_scratch(0, r * nb * n, |cols: &mut [T]| {
+                    // cols (r × nb·n) = wᵀ (r × co) · dy (co × nb·n)
+                    matmul(
+                        r,
+                        nb * n,
+                        g.co,
+                        cols,
+                        false,
+                        w,
+                        1,
+                        r as isize,
+                        dyw,
+                        (nb * n) as isize,
+                        1,
+                    );
+                    for b in 0..nb {
+                        col2im(
+                            &cols[b * n..],
+                            g,
+                            &mut dxs[b * g.ci * g.big()..(b + 1) * g.ci * g.big()],
+                            nb * n,
+                        );
+                    }
+                })
+            })
+        });
     dx
 }
 
@@ -342,23 +364,27 @@ pub fn bwd_weight<T: Float>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
         .into_par_iter()
         .map(|(b0, b1)| {
             let nb = b1 - b0;
-            let cols = im2col_many(x, g, b0, b1);
-            let dyw = gather_channels(dy, g.co, n, b0, b1);
             // acc (co × r) = dy (co × nb·n) · colsᵀ (nb·n × r)
             let mut acc = vec![T::default(); g.co * r];
-            matmul(
-                g.co,
-                r,
-                nb * n,
-                &mut acc,
-                false,
-                &dyw,
-                (nb * n) as isize,
-                1,
-                &cols,
-                1,
-                (nb * n) as isize,
-            );
+            with_scratch(0, r * nb * n, |cols: &mut [T]| {
+                im2col_many(x, g, b0, b1, cols);
+                with_scratch(1, g.co * nb * n, |dyw: &mut [T]| {
+                    gather_channels(dy, g.co, n, b0, b1, dyw);
+                    matmul(
+                        g.co,
+                        r,
+                        nb * n,
+                        &mut acc,
+                        false,
+                        dyw,
+                        (nb * n) as isize,
+                        1,
+                        cols,
+                        1,
+                        (nb * n) as isize,
+                    );
+                })
+            });
             acc
         })
         .collect();
