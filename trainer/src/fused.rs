@@ -28,7 +28,7 @@ struct NormAct {
     act: NormActivation,
 }
 
-trait Elem: Float + WithDType + Send + Sync {}
+trait Elem: Float + WithDType + Send + Sync + std::ops::AddAssign {}
 impl Elem for f32 {}
 impl Elem for f64 {}
 
@@ -45,13 +45,13 @@ fn stats<T: Elem>(x: &[T]) -> (T, T) {
     let n = T::from(x.len()).unwrap();
     let mut s = T::zero();
     for &v in x {
-        s = s + v;
+        s += v;
     }
     let mean = s / n;
     let mut q = T::zero();
     for &v in x {
         let d = v - mean;
-        q = q + d * d;
+        q += d * d;
     }
     let inv = (q / n + T::from(EPS).unwrap()).sqrt().recip();
     (mean, inv)
@@ -133,15 +133,15 @@ fn backward<T: Elem>(
                     {
                         let dz = if yv > T::zero() { g } else { g * slope };
                         let xh = (xv - mean) * inv;
-                        dwc = dwc + dz * xh;
-                        dbc = dbc + dz;
+                        dwc += dz * xh;
+                        dbc += dz;
                         let gx = dz * w[ch];
-                        sg = sg + gx;
-                        sgx = sgx + gx * xh;
+                        sg += gx;
+                        sgx += gx * xh;
                         *d = gx;
                     }
-                    dw[ch] = dw[ch] + dwc;
-                    db[ch] = db[ch] + dbc;
+                    dw[ch] += dwc;
+                    db[ch] += dbc;
                 }
                 let (mg, mgx) = (sg / n, sgx / n);
                 for (d, &xv) in dxs.iter_mut().zip(xs) {
@@ -155,8 +155,8 @@ fn backward<T: Elem>(
     let (mut dw, mut db) = (vec![T::zero(); c], vec![T::zero(); c]);
     for (pw, pb) in parts {
         for ch in 0..c {
-            dw[ch] = dw[ch] + pw[ch];
-            db[ch] = db[ch] + pb[ch];
+            dw[ch] += pw[ch];
+            db[ch] += pb[ch];
         }
     }
     (dx, dw, db)
