@@ -62,20 +62,23 @@ fn folded(
     Ok((w, b))
 }
 
-/// Write a per-sample LayerNorm over (C, H, W) with per-channel affine; returns its output.
+/// Write a per-sample LayerNorm over (C, H, W) (`instance`: InstanceNorm over (H, W) of each
+/// channel) with per-channel affine; returns its output.
 fn layer_norm(
     w: &mut OnnxWriter,
     varmap: &VarMap,
     prefix: &str,
     input: &str,
     channels: usize,
+    instance: bool,
 ) -> Result<String> {
     let gamma = tensor_vec(varmap, &format!("{prefix}.ln.weight"))?;
     let beta = tensor_vec(varmap, &format!("{prefix}.ln.bias"))?;
     let g = w.initializer_f32(&format!("{prefix}.ln.weight"), &[1, channels, 1, 1], &gamma);
     let b = w.initializer_f32(&format!("{prefix}.ln.bias"), &[1, channels, 1, 1], &beta);
     let eps = w.initializer_f32(&format!("{prefix}.ln.eps"), &[1], &[NORM_EPS as f32]);
-    let axes = || vec![attr_ints("axes", &[1, 2, 3]), attr_int("keepdims", 1)];
+    let over: &[i64] = if instance { &[2, 3] } else { &[1, 2, 3] };
+    let axes = || vec![attr_ints("axes", over), attr_int("keepdims", 1)];
     let n = |s: &str| format!("{prefix}.ln.{s}");
     w.node("ReduceMean", &[input], &[&n("mean")], axes());
     w.node("Sub", &[input, &n("mean")], &[&n("centered")], vec![]);
@@ -142,8 +145,15 @@ pub fn onnx_bytes(config: &TrainConfig, varmap: &VarMap, step: u64) -> Result<Ve
             "Conv"
         };
         w.node(op, &[&cur, &wn, &bn], &[&conv_out], attrs);
-        if spec.norm && m.norm == Norm::Layer {
-            conv_out = layer_norm(&mut w, varmap, &prefix, &conv_out, spec.cout)?;
+        if spec.norm && matches!(m.norm, Norm::Layer | Norm::Instance) {
+            conv_out = layer_norm(
+                &mut w,
+                varmap,
+                &prefix,
+                &conv_out,
+                spec.cout,
+                m.norm == Norm::Instance,
+            )?;
         }
         let last_enc = li + 1 == n_enc;
         let last = li + 1 == n_enc + dec.len();

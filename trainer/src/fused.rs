@@ -1,10 +1,12 @@
-//! LayerNorm + per-channel affine + activation as one candle op with its own backward pass.
+//! LayerNorm (or InstanceNorm) + per-channel affine + activation as one candle op with its own
+//! backward pass.
 //!
 //! Written with candle's elementwise ops the block costs ~12 tensor passes forward and ~25
 //! backward, each allocating; an IGN step runs it 4 times per layer. Here forward is two passes
 //! per sample (statistics, then output) and backward three, over images spread across threads.
 //!
-//! Per sample, over its `C·H·W` values: `x̂ = (x − μ)/σ`, `z = x̂·w_c + b_c`, `y = act(z)`.
+//! Statistics per sample and group of channels (LayerNorm: one group of all `C·H·W` values;
+//! InstanceNorm: each channel's `H·W`): `x̂ = (x − μ)/σ`, `z = x̂·w_c + b_c`, `y = act(z)`.
 //! Backward from `dy`: `dz = dy·act'(z)` (read from `y`: LeakyReLU and ReLU keep the sign),
 //! `dw_c = Σ dz·x̂`, `db_c = Σ dz`, `dx = (g − mean(g) − x̂·mean(g·x̂))/σ` with `g = dz·w_c`.
 
@@ -26,6 +28,7 @@ pub const EPS: f64 = 1e-5;
 
 struct NormAct {
     act: NormActivation,
+    groups: usize,
 }
 
 trait Elem: Float + WithDType + Send + Sync + std::ops::AddAssign {}
@@ -57,16 +60,19 @@ fn stats<T: Elem>(x: &[T]) -> (T, T) {
     (mean, inv)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn forward<T: Elem>(
     x: &[T],
     w: &[T],
     b: &[T],
     batch: usize,
     c: usize,
+    groups: usize,
     act: NormActivation,
 ) -> Vec<T> {
     let per = x.len() / batch;
     let hw = per / c;
+    let cg = c / groups;
     let slope = match act {
         NormActivation::Leaky(s) => Some(T::from(s).unwrap()),
         NormActivation::Identity => None,
@@ -75,8 +81,12 @@ fn forward<T: Elem>(
     y.par_chunks_mut(per)
         .zip(x.par_chunks(per))
         .for_each(|(ys, xs)| {
-            let (mean, inv) = stats(xs);
+            let mut st = (T::zero(), T::one());
             for ch in 0..c {
+                if ch % cg == 0 {
+                    st = stats(&xs[ch * hw..(ch + cg) * hw]);
+                }
+                let (mean, inv) = st;
                 let (wc, bc) = (w[ch] * inv, b[ch]);
                 let shift = bc - mean * wc;
                 for (yv, &xv) in ys[ch * hw..(ch + 1) * hw]
@@ -95,6 +105,7 @@ fn forward<T: Elem>(
 }
 
 /// Gradients `(dx, dw, db)` from `dy`, the input `x` and the output `y`.
+#[allow(clippy::too_many_arguments)]
 fn backward<T: Elem>(
     x: &[T],
     w: &[T],
@@ -102,10 +113,13 @@ fn backward<T: Elem>(
     dy: &[T],
     batch: usize,
     c: usize,
+    groups: usize,
     act: NormActivation,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     let per = x.len() / batch;
     let hw = per / c;
+    let cg = c / groups;
+    let gl = cg * hw;
     let slope = match act {
         NormActivation::Leaky(s) => T::from(s).unwrap(),
         NormActivation::Identity => T::one(),
@@ -118,35 +132,38 @@ fn backward<T: Elem>(
         .fold(
             || (vec![T::zero(); c], vec![T::zero(); c]),
             |(mut dw, mut db), ((dxs, xs), (ys, dys))| {
-                let (mean, inv) = stats(xs);
-                let n = T::from(per).unwrap();
-                // dz into dxs, then the sums
-                let (mut sg, mut sgx) = (T::zero(), T::zero());
-                for ch in 0..c {
-                    let r = ch * hw..(ch + 1) * hw;
-                    let (mut dwc, mut dbc) = (T::zero(), T::zero());
-                    for (((d, &xv), &yv), &g) in dxs[r.clone()]
-                        .iter_mut()
-                        .zip(&xs[r.clone()])
-                        .zip(&ys[r.clone()])
-                        .zip(&dys[r])
-                    {
-                        let dz = if yv > T::zero() { g } else { g * slope };
-                        let xh = (xv - mean) * inv;
-                        dwc += dz * xh;
-                        dbc += dz;
-                        let gx = dz * w[ch];
-                        sg += gx;
-                        sgx += gx * xh;
-                        *d = gx;
+                let n = T::from(gl).unwrap();
+                for gi in 0..groups {
+                    let gr = gi * gl..(gi + 1) * gl;
+                    let (mean, inv) = stats(&xs[gr.clone()]);
+                    // dz·w into dxs, and the sums
+                    let (mut sg, mut sgx) = (T::zero(), T::zero());
+                    for ch in gi * cg..(gi + 1) * cg {
+                        let r = ch * hw..(ch + 1) * hw;
+                        let (mut dwc, mut dbc) = (T::zero(), T::zero());
+                        for (((d, &xv), &yv), &g) in dxs[r.clone()]
+                            .iter_mut()
+                            .zip(&xs[r.clone()])
+                            .zip(&ys[r.clone()])
+                            .zip(&dys[r])
+                        {
+                            let dz = if yv > T::zero() { g } else { g * slope };
+                            let xh = (xv - mean) * inv;
+                            dwc += dz * xh;
+                            dbc += dz;
+                            let gx = dz * w[ch];
+                            sg += gx;
+                            sgx += gx * xh;
+                            *d = gx;
+                        }
+                        dw[ch] += dwc;
+                        db[ch] += dbc;
                     }
-                    dw[ch] += dwc;
-                    db[ch] += dbc;
-                }
-                let (mg, mgx) = (sg / n, sgx / n);
-                for (d, &xv) in dxs.iter_mut().zip(xs) {
-                    let xh = (xv - mean) * inv;
-                    *d = (*d - mg - xh * mgx) * inv;
+                    let (mg, mgx) = (sg / n, sgx / n);
+                    for (d, &xv) in dxs[gr.clone()].iter_mut().zip(&xs[gr]) {
+                        let xh = (xv - mean) * inv;
+                        *d = (*d - mg - xh * mgx) * inv;
+                    }
                 }
                 (dw, db)
             },
@@ -184,6 +201,12 @@ impl CustomOp3 for NormAct {
         if l2.dims() != [c] || l3.dims() != [c] {
             candle_core::bail!("norm-act: scale and shift must be [{c}]");
         }
+        if self.groups == 0 || c % self.groups != 0 {
+            candle_core::bail!(
+                "norm-act: {} groups do not divide {c} channels",
+                self.groups
+            );
+        }
         let out = match s1 {
             CpuStorage::F32(_) => CpuStorage::F32(forward::<f32>(
                 slice(s1, l1)?,
@@ -191,6 +214,7 @@ impl CustomOp3 for NormAct {
                 slice(s3, l3)?,
                 batch,
                 c,
+                self.groups,
                 self.act,
             )),
             CpuStorage::F64(_) => CpuStorage::F64(forward::<f64>(
@@ -199,6 +223,7 @@ impl CustomOp3 for NormAct {
                 slice(s3, l3)?,
                 batch,
                 c,
+                self.groups,
                 self.act,
             )),
             _ => candle_core::bail!("norm-act: f32 or f64"),
@@ -226,6 +251,7 @@ impl CustomOp3 for NormAct {
                     &flat(dy)?.to_vec1()?,
                     batch,
                     c,
+                    self.groups,
                     self.act,
                 );
                 (
@@ -250,6 +276,18 @@ impl CustomOp3 for NormAct {
 
 /// `act(LayerNorm(x)·w + b)` over (C, H, W) per sample, as one op.
 pub fn layer_norm_act(x: &Tensor, w: &Tensor, b: &Tensor, act: NormActivation) -> Result<Tensor> {
+    group_norm_act(x, w, b, 1, act)
+}
+
+/// `act(GroupNorm(x)·w + b)` per sample with `groups` groups of channels (1: LayerNorm over
+/// (C, H, W); C: InstanceNorm over (H, W)), as one op.
+pub fn group_norm_act(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    groups: usize,
+    act: NormActivation,
+) -> Result<Tensor> {
     x.contiguous()?
-        .apply_op3(&w.contiguous()?, &b.contiguous()?, NormAct { act })
+        .apply_op3(&w.contiguous()?, &b.contiguous()?, NormAct { act, groups })
 }

@@ -28,6 +28,10 @@ pub enum Norm {
     Layer,
     /// BatchNorm (the paper's DCGAN); exported with its running statistics.
     Batch,
+    /// Per-sample, per-channel InstanceNorm over (H, W), per-channel affine: batch-independent
+    /// like `layer`, and it removes each channel's own spatial mean, the part of a conv
+    /// response that all noise images share (pix2pix's choice for image-to-image nets).
+    Instance,
     /// No normalization.
     None,
 }
@@ -224,19 +228,21 @@ enum ConvKind {
     Transpose(ConvTranspose2d),
 }
 
-/// A per-sample LayerNorm over (C, H, W) with a per-channel scale and shift.
+/// A per-sample norm with a per-channel scale and shift: LayerNorm over (C, H, W)
+/// (`groups = 1`) or InstanceNorm over (H, W) of each channel (`groups = C`).
 struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
+    groups: usize,
 }
 
 impl LayerNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let dims = x.dims().to_vec();
-        let flat = x.flatten_from(1)?;
-        let mean = flat.mean_keepdim(1)?;
+        let flat = x.reshape((dims[0], self.groups, ()))?;
+        let mean = flat.mean_keepdim(2)?;
         let centered = flat.broadcast_sub(&mean)?;
-        let var = centered.sqr()?.mean_keepdim(1)?;
+        let var = centered.sqr()?.mean_keepdim(2)?;
         let normed = centered
             .broadcast_div(&(var + NORM_EPS)?.sqrt()?)?
             .reshape(dims)?;
@@ -295,11 +301,12 @@ impl Block {
                 },
                 vb.pp("bn"),
             )?)),
-            (true, Norm::Layer) => {
+            (true, Norm::Layer | Norm::Instance) => {
                 let vb = vb.pp("ln");
                 Some(NormLayer::Layer(LayerNorm {
                     weight: vb.get_with_hints(spec.cout, "weight", candle_nn::Init::Const(1.0))?,
                     bias: vb.get_with_hints(spec.cout, "bias", candle_nn::Init::Const(0.0))?,
+                    groups: if norm == Norm::Instance { spec.cout } else { 1 },
                 }))
             }
         };
@@ -325,7 +332,7 @@ impl Block {
                     Act::None => crate::fused::NormActivation::Identity,
                     Act::Tanh => return ln.forward(&y)?.tanh(),
                 };
-                return crate::fused::layer_norm_act(&y, &ln.weight, &ln.bias, act);
+                return crate::fused::group_norm_act(&y, &ln.weight, &ln.bias, ln.groups, act);
             }
             Some(NormLayer::Layer(ln)) => y = ln.forward(&y)?,
             None => {}

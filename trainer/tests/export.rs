@@ -99,7 +99,7 @@ fn check(model: ModelConfig) {
 
 #[test]
 fn mnist_shape_export_matches_candle() {
-    for norm in [Norm::Layer, Norm::Batch, Norm::None] {
+    for norm in [Norm::Layer, Norm::Instance, Norm::Batch, Norm::None] {
         check(ModelConfig {
             channels: 1,
             image_size: 28,

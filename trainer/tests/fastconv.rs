@@ -99,11 +99,13 @@ fn f64_is_supported_for_gradient_checks() {
 /// and gradients (input, scale, shift), for each activation it serves.
 #[test]
 fn fused_norm_activation_matches_candle_ops() {
-    use ign_train::fused::{layer_norm_act, NormActivation, EPS};
-    for (i, act) in [
-        NormActivation::Leaky(0.2),
-        NormActivation::Leaky(0.0),
-        NormActivation::Identity,
+    use ign_train::fused::{group_norm_act, NormActivation, EPS};
+    for (i, (act, groups)) in [
+        (NormActivation::Leaky(0.2), 1),
+        (NormActivation::Leaky(0.0), 1),
+        (NormActivation::Identity, 1),
+        (NormActivation::Leaky(0.2), 5),
+        (NormActivation::Leaky(0.0), 5),
     ]
     .into_iter()
     .enumerate()
@@ -112,10 +114,10 @@ fn fused_norm_activation_matches_candle_ops() {
         let w = Var::from_tensor(&rand(&[5], 50 + i as u64)).unwrap();
         let b = Var::from_tensor(&rand(&[5], 60 + i as u64)).unwrap();
         let reference = {
-            let flat = x.as_tensor().flatten_from(1).unwrap();
-            let mean = flat.mean_keepdim(1).unwrap();
+            let flat = x.as_tensor().reshape((3, groups, ())).unwrap();
+            let mean = flat.mean_keepdim(2).unwrap();
             let c = flat.broadcast_sub(&mean).unwrap();
-            let var = c.sqr().unwrap().mean_keepdim(1).unwrap();
+            let var = c.sqr().unwrap().mean_keepdim(2).unwrap();
             let n = c
                 .broadcast_div(&(var + EPS).unwrap().sqrt().unwrap())
                 .unwrap()
@@ -131,8 +133,12 @@ fn fused_norm_activation_matches_candle_ops() {
                 NormActivation::Identity => z,
             }
         };
-        let fused = layer_norm_act(x.as_tensor(), w.as_tensor(), b.as_tensor(), act).unwrap();
-        assert!(max_rel(&fused, &reference) < 1e-5, "{act:?} forward");
+        let fused =
+            group_norm_act(x.as_tensor(), w.as_tensor(), b.as_tensor(), groups, act).unwrap();
+        assert!(
+            max_rel(&fused, &reference) < 1e-5,
+            "{act:?} {groups} forward"
+        );
         // a loss that weighs every output differently
         let weights = rand(&[3, 5, 7, 6], 70);
         let gr = (&reference * &weights)
@@ -152,7 +158,11 @@ fn fused_norm_activation_matches_candle_ops() {
                 gf.get(v.as_tensor()).unwrap(),
                 gr.get(v.as_tensor()).unwrap(),
             );
-            assert!(max_rel(a, e) < 1e-4, "{act:?} d{name}: {}", max_rel(a, e));
+            assert!(
+                max_rel(a, e) < 1e-4,
+                "{act:?} {groups} d{name}: {}",
+                max_rel(a, e)
+            );
         }
     }
 }

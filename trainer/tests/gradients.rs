@@ -97,6 +97,16 @@ fn fused_layer_norm_gradients_match_finite_differences() {
     check(&cfg, 1e-6, 1e-5, Norm::Layer);
 }
 
+/// InstanceNorm runs through the same fused op with one group per channel.
+#[test]
+fn fused_instance_norm_gradients_match_finite_differences() {
+    let cfg = LossConfig {
+        distance: Distance::L2,
+        ..LossConfig::default()
+    };
+    check(&cfg, 1e-6, 1e-5, Norm::Instance);
+}
+
 /// L1 (the default) has kinks where f(f(z)) = f(z) pixel-wise; a small step keeps clear of them.
 #[test]
 fn autograd_matches_finite_differences_with_l1() {
@@ -104,7 +114,7 @@ fn autograd_matches_finite_differences_with_l1() {
 }
 
 fn check(cfg: &LossConfig, eps: f64, tol: f64, norm: Norm) {
-    let norm_name = if norm == Norm::Layer { "ln" } else { "bn" };
+    let norm_name = if norm == Norm::Batch { "bn" } else { "ln" };
     let cfg = cfg.clone();
     let varmap = VarMap::new();
     let model = Ign::new(

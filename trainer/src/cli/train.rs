@@ -35,8 +35,9 @@ pub struct TrainCmd {
     /// Width of the first layer (64 in the paper; 32 trains ~4x faster on a small CPU).
     #[arg(long, default_value_t = 64)]
     pub width: usize,
-    /// Normalization: layer (per-sample, the same at batch 1: default), batch (the paper's
-    /// BatchNorm; its running statistics rarely fit IGN's mixed inputs) or none.
+    /// Normalization: layer (per-sample, the same at batch 1: default), instance (per sample and
+    /// channel over H, W), batch (the paper's BatchNorm; its running statistics rarely fit IGN's
+    /// mixed inputs) or none.
     #[arg(long, value_enum, default_value = "layer")]
     pub norm: Norm,
     /// Batch size.
