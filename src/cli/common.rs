@@ -16,6 +16,12 @@ pub static EMBEDDED_MODEL: &[u8] = include_bytes!(concat!(
     "/models/ign-mnist.onnx"
 ));
 
+/// The bundled model's noise variant (see [`crate::model::noise_variant_path`]).
+pub static EMBEDDED_NOISE_MODEL: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/models/ign-mnist.noise.onnx"
+));
+
 /// Model and execution options.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
@@ -50,6 +56,26 @@ impl ModelArgs {
             Some(p) if p != model.info.precision => crate::quantize::in_precision(model, p),
             _ => Ok(model),
         }
+    }
+
+    /// The noise variant of `model` (its first application to noise), if it has one.
+    pub fn noise_variant(&self, model: &Model) -> Result<Option<Model>> {
+        let p = crate::model::noise_variant_path(&model.info.path);
+        if p.exists() {
+            return Model::load(&p).map(Some);
+        }
+        if self.model.is_none() && !Path::new(DEFAULT_MODEL).exists() {
+            let p = Path::new("<bundled ign-mnist.noise.onnx>");
+            return Model::from_bytes(p, EMBEDDED_NOISE_MODEL).map(Some);
+        }
+        Ok(None)
+    }
+
+    /// The CPU backend of the noise variant of `model`, if it has one.
+    pub fn noise_backend(&self, model: &Model) -> Result<Option<CpuBackend>> {
+        self.noise_variant(model)?
+            .map(|m| CpuBackend::new(&m, Some(self.threads.unwrap_or(1))))
+            .transpose()
     }
 
     /// The CPU backend for a loaded model (prints a notice when an fp16 model runs in fp32).

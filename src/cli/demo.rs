@@ -67,6 +67,7 @@ impl DemoCmd {
             backend.name(),
             t.elapsed().as_secs_f64() * 1e3
         );
+        let mut noise_backend = self.model.noise_backend(&model)?;
         let info = &model.info;
         let noise = inputs::noise_batch(info, 4, 0);
         let digit = decode_bundled(DIGIT_PNG, info)?;
@@ -82,7 +83,13 @@ impl DemoCmd {
         // batch 1, the hot path of the live loop
         for i in 0..batch.len() {
             let one = batch.slice(i, i + 1);
-            for (k, o) in backend.project(&one, steps)?.into_iter().enumerate() {
+            // the 4 noise rows start with the model's noise variant, when it has one
+            let nb = noise_backend
+                .as_mut()
+                .filter(|_| i < 4)
+                .map(|b| b as &mut dyn crate::backend::Backend);
+            let ys = crate::backend::project_noise(&mut backend, nb, &one, steps)?;
+            for (k, o) in ys.into_iter().enumerate() {
                 outs[k].push(o);
             }
         }

@@ -58,6 +58,15 @@ impl ProjectCmd {
         let info = &opened.info;
         let inp = inputs::load_inputs(&self.inputs, info)?;
         let mut backend = opened.backend;
+        // noise inputs go through the model's noise variant first (BatchNorm models)
+        let all_noise = self
+            .inputs
+            .iter()
+            .all(|s| matches!(inputs::parse_noise_spec(s), Ok(Some(_))));
+        let mut noise_backend = match (&opened.model, all_noise) {
+            (Some(m), true) => self.model.noise_backend(m)?,
+            _ => None,
+        };
         let chunk = info.fixed_batch.unwrap_or(self.batch.max(1));
         let n = inp.batch.len();
         if let Some(fb) = info.fixed_batch {
@@ -73,7 +82,14 @@ impl ProjectCmd {
         let ti = Instant::now();
         for start in (0..n).step_by(chunk) {
             let part = inp.batch.slice(start, (start + chunk).min(n));
-            let out = backend.project(&part, self.steps)?;
+            let out = crate::backend::project_noise(
+                backend.as_mut(),
+                noise_backend
+                    .as_mut()
+                    .map(|b| b as &mut dyn crate::backend::Backend),
+                &part,
+                self.steps,
+            )?;
             first.get_or_insert(t0.elapsed());
             for (k, o) in out.into_iter().enumerate() {
                 steps[k].push(o);

@@ -183,6 +183,10 @@ impl RunCmd {
                 variants.iter().map(|v| v.0).collect(),
             )
         });
+        let web_noise = match &web_model {
+            Some(m) => self.model.noise_variant(m)?,
+            None => None,
+        };
         let sink_opts = sink::SinkOptions {
             size: parse_size(&self.size)?,
             every: self.every,
@@ -193,6 +197,7 @@ impl RunCmd {
                 .transpose()?,
             http: controls.as_ref().map(|c| sink::http::HttpOptions {
                 model: web_model.clone().expect("loaded for the web sink"),
+                noise_model: web_noise.clone(),
                 token: self.http_token.clone(),
                 max_clients: self.http_max_clients.max(1),
                 controls: c.clone(),

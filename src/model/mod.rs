@@ -65,6 +65,28 @@ impl ModelInfo {
     }
 }
 
+/// A BatchNorm model's variant for the first application to noise, beside it: `M.noise.onnx`
+/// (`ign-train export` writes it; its BatchNorm statistics are those of noise, where `M.onnx`
+/// has those of real images). The int8 and fp16 variants `M.int8.onnx`, `M.fp16.onnx` share it.
+///
+/// ```
+/// use ign_edge::model::noise_variant_path;
+/// use std::path::Path;
+/// assert_eq!(noise_variant_path(Path::new("m/ign.onnx")), Path::new("m/ign.noise.onnx"));
+/// assert_eq!(noise_variant_path(Path::new("m/ign.int8.onnx")), Path::new("m/ign.noise.onnx"));
+/// ```
+pub fn noise_variant_path(path: &Path) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let base = stem
+        .strip_suffix(".int8")
+        .or_else(|| stem.strip_suffix(".fp16"))
+        .unwrap_or(&stem);
+    path.with_file_name(format!("{base}.noise.onnx"))
+}
+
 /// A loaded, validated model.
 #[derive(Clone)]
 pub struct Model {

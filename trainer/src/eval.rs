@@ -75,7 +75,8 @@ pub struct EvalReport {
     pub classes_present_fz: Option<usize>,
     pub mean_top1_prob_fz: Option<f64>,
     /// With a reference model (`--reference`, e.g. the fp32 original of an int8 model): the
-    /// fraction of noise samples whose f(z) gets the same top-1 class under both.
+    /// fraction of noise samples whose f(z) gets the same top-1 class under both (f(f(z)) when
+    /// a noise variant makes the shared f(z)).
     #[serde(default)]
     pub reference: Option<String>,
     #[serde(default)]
@@ -202,12 +203,15 @@ pub fn corrupt(kind: &str, img: &[f32], h: usize, w: usize, seed: u64) -> Vec<f3
 }
 
 /// Evaluate `projector` on the data in `opts`.
+/// `noise_projector`, when given, makes f(z) (the first application to noise); f(f(z)) and
+/// everything else use `projector` (see [`crate::bnstats`]).
 pub fn evaluate(
     projector: &mut Projector,
     model_name: &str,
     opts: &EvalOptions,
     shape: (usize, usize),
     reference: Option<Reference>,
+    noise_projector: Option<&mut Projector>,
 ) -> Result<EvalReport> {
     let t0 = std::time::Instant::now();
     let (channels, size) = shape;
@@ -229,7 +233,11 @@ pub fn evaluate(
 
     let noise = Noise::new(opts.noise, train);
     let z = noise.sample_vec(opts.samples, mix(opts.seed, 0, 0xe7a1));
-    let fz = projector.apply(&z, sh)?;
+    let shared_first_step = noise_projector.is_some();
+    let fz = match noise_projector {
+        Some(p) => p.apply(&z, sh)?,
+        None => projector.apply(&z, sh)?,
+    };
     let ffz = projector.apply(&fz, sh)?;
     let fffz = projector.apply(&ffz, sh)?;
     let idempotence_gap = mean_abs_diff(&ffz, &fz);
@@ -286,9 +294,15 @@ pub fn evaluate(
                     .count();
                 same as f64 / a.len().max(1) as f64
             };
-            let fz_ref = r.projector.apply(&z, sh)?;
-            let (_, p_ref) = clf.features_probs(&fz_ref, sh)?;
-            report.top1_agreement_fz = Some(agreement(&p_fz, &p_ref));
+            // with a noise variant both share f(z): compare what each makes of it, f(f(z))
+            let (gen, gen_ref) = if shared_first_step {
+                (&ffz, r.projector.apply(&fz, sh)?)
+            } else {
+                (&fz, r.projector.apply(&z, sh)?)
+            };
+            let (_, p_gen) = clf.features_probs(gen, sh)?;
+            let (_, p_ref) = clf.features_probs(&gen_ref, sh)?;
+            report.top1_agreement_fz = Some(agreement(&p_gen, &p_ref));
             let fx_ref = r.projector.apply(x, sh)?;
             let (_, p_fx) = clf.features_probs(&fx, sh)?;
             let (_, p_fx_ref) = clf.features_probs(&fx_ref, sh)?;

@@ -99,6 +99,16 @@ fn layer_norm(
 
 /// The ONNX bytes of the model held in `varmap`.
 pub fn onnx_bytes(config: &TrainConfig, varmap: &VarMap, step: u64) -> Result<Vec<u8>> {
+    onnx_bytes_with(config, varmap, step, &[])
+}
+
+/// [`onnx_bytes`] with extra metadata entries.
+pub fn onnx_bytes_with(
+    config: &TrainConfig,
+    varmap: &VarMap,
+    step: u64,
+    extra: &[(&str, &str)],
+) -> Result<Vec<u8>> {
     let m = &config.model;
     let mut w = OnnxWriter::new("ign");
     w.producer("ign-train");
@@ -197,18 +207,84 @@ pub fn onnx_bytes(config: &TrainConfig, varmap: &VarMap, step: u64) -> Result<Ve
             config.noise
         ),
     );
+    for (k, v) in extra {
+        w.metadata(k, v);
+    }
     Ok(w.to_bytes())
 }
 
-/// Export the model of a checkpoint (file or run folder) to `out`.
-pub fn export(checkpoint: &Path, out: &Path) -> Result<()> {
+/// The variant of `model.onnx` for the first application to noise: `model.noise.onnx`.
+pub fn noise_variant_path(out: &Path) -> std::path::PathBuf {
+    ign_edge::model::noise_variant_path(out)
+}
+
+/// Export the model of a checkpoint (file or run folder) to `out`; returns the files written.
+///
+/// A BatchNorm model gets the statistics of `stats` inputs (see [`crate::bnstats`]; `data`
+/// needs the run's data, `data_path` or the checkpoint's) and, unless `stats` is `running`, a
+/// second file [`noise_variant_path`] with the statistics of noise.
+pub fn export(
+    checkpoint: &Path,
+    out: &Path,
+    stats: crate::bnstats::BnStats,
+    data_path: Option<&Path>,
+) -> Result<Vec<std::path::PathBuf>> {
+    use crate::bnstats::{recalibrate, BnStats};
     let file = if checkpoint.is_dir() {
         checkpoint.join(crate::checkpoint::CHECKPOINT_FILE)
     } else {
         checkpoint.to_path_buf()
     };
     let ck = crate::checkpoint::load(&file)?;
-    let (_, varmap) = ck.model()?;
-    let bytes = onnx_bytes(&ck.config, &varmap, ck.step)?;
-    ign_edge::fsio::atomic_write(out, &bytes)
+    let (model, varmap) = ck.model()?;
+    if ck.config.model.norm != Norm::Batch || stats == BnStats::Running {
+        let bytes = onnx_bytes(&ck.config, &varmap, ck.step)?;
+        ign_edge::fsio::atomic_write(out, &bytes)?;
+        return Ok(vec![out.to_path_buf()]);
+    }
+    let data = data_path
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| std::path::PathBuf::from(&ck.config.data));
+    let m = &ck.config.model;
+    let split = crate::data::load(
+        &data,
+        &crate::data::DataOptions {
+            image_size: Some(m.image_size),
+            channels: Some(m.channels),
+            ..Default::default()
+        },
+    )
+    .with_context(|| {
+        format!(
+            "BatchNorm statistics need the training data: pass --data (the run used {})",
+            ck.config.data
+        )
+    })?;
+    let noise = crate::noise::Noise::new(ck.config.noise, &split.train);
+    let mut written = Vec::new();
+    for (kind, path) in [
+        (stats, out.to_path_buf()),
+        (BnStats::Noise, noise_variant_path(out)),
+    ] {
+        recalibrate(
+            &model,
+            kind,
+            &split.train,
+            &noise,
+            ck.config.batch,
+            ck.config.seed,
+        )?;
+        let bytes = onnx_bytes_with(
+            &ck.config,
+            &varmap,
+            ck.step,
+            &[("ign.bn_stats", kind.as_str())],
+        )?;
+        ign_edge::fsio::atomic_write(&path, &bytes)?;
+        written.push(path);
+        if kind == BnStats::Noise {
+            break;
+        }
+    }
+    Ok(written)
 }

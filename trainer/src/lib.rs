@@ -2,6 +2,7 @@
 //!
 //! Train an Idempotent Generative Network (Shocher et al., ICLR 2024) on CPU with candle,
 //! evaluate it, and export the ONNX file that `ign-edge` runs.
+pub mod bnstats;
 pub mod checkpoint;
 pub mod classifier;
 pub mod cli;

@@ -97,6 +97,8 @@ impl Backend for SwitchBackend {
 pub struct HttpOptions {
     /// The model, for the pad (run on the server's own backend).
     pub model: Model,
+    /// Its noise variant, for `/api/noise` (BatchNorm models).
+    pub noise_model: Option<Model>,
     pub token: Option<String>,
     pub max_clients: usize,
     pub controls: Arc<Controls>,
@@ -192,9 +194,14 @@ impl HttpSink {
         let thread = {
             let (server, shared) = (server.clone(), shared.clone());
             let backend = CpuBackend::new(&opts.model, Some(1))?;
+            let noise = opts
+                .noise_model
+                .as_ref()
+                .map(|m| CpuBackend::new(m, Some(1)))
+                .transpose()?;
             std::thread::Builder::new()
                 .name("http".into())
-                .spawn(move || serve(&server, &shared, opts, backend))?
+                .spawn(move || serve(&server, &shared, opts, backend, noise))?
         };
         Ok(HttpSink {
             addr: bound,
@@ -314,7 +321,13 @@ fn interpolation_png(
     strip_png(crate::imaging::batch_tiles(&ys)).map_err(internal)
 }
 
-fn serve(server: &Server, shared: &Arc<Shared>, opts: HttpOptions, mut backend: CpuBackend) {
+fn serve(
+    server: &Server,
+    shared: &Arc<Shared>,
+    opts: HttpOptions,
+    mut backend: CpuBackend,
+    mut noise: Option<CpuBackend>,
+) {
     let info = opts.model.info.clone();
     let mut split = crate::latent::LatentSplit::new(&opts.model).ok();
     while !shared.closed.load(Ordering::Relaxed) {
@@ -430,7 +443,15 @@ fn serve(server: &Server, shared: &Arc<Shared>, opts: HttpOptions, mut backend: 
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0);
                 let z = crate::inputs::noise_batch(&info, 1, seed);
-                match projection_png(&mut backend, &z) {
+                let ys = crate::backend::project_noise(
+                    &mut backend,
+                    noise.as_mut().map(|b| b as &mut dyn Backend),
+                    &z,
+                    2,
+                );
+                match ys.and_then(|ys| {
+                    strip_png(ys.iter().flat_map(crate::imaging::batch_tiles).collect())
+                }) {
                     Ok(png) => req.respond(
                         Response::from_data(png).with_header(header("Content-Type", "image/png")),
                     ),

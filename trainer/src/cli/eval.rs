@@ -112,7 +112,26 @@ impl EvalCmd {
             projector,
             name: name.clone(),
         });
-        let report = eval::evaluate(&mut projector, &name, &opts, shape, reference)?;
+        // a BatchNorm model's variant for noise inputs (ign-train export writes it beside)
+        let mut noise_projector = match &self.model {
+            Some(p) if crate::export::noise_variant_path(p).exists() => {
+                let np = crate::export::noise_variant_path(p);
+                eprintln!("f(z) by {} (BatchNorm statistics of noise)", np.display());
+                let m = ign_edge::model::Model::load(&np)?;
+                Some(Projector::Onnx(Box::new(
+                    ign_edge::backend::cpu::CpuBackend::new(&m, None)?,
+                )))
+            }
+            _ => None,
+        };
+        let report = eval::evaluate(
+            &mut projector,
+            &name,
+            &opts,
+            shape,
+            reference,
+            noise_projector.as_mut(),
+        )?;
         print!("{}", eval::summary(&report));
         if let Some(j) = &self.json {
             ign_edge::fsio::atomic_write(j, serde_json::to_string_pretty(&report)?.as_bytes())?;

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 /// Export a checkpoint to the ONNX file that ign-edge runs.
 ///
-/// BatchNorm is folded, LayerNorm written with standard ops, the batch axis is dynamic.
+/// BatchNorm is folded, LayerNorm written with standard ops, the batch axis is dynamic. A
+/// BatchNorm model gets the statistics of real images (--bn-stats) and a second file,
+/// M.noise.onnx, with those of noise: ign-edge and `eval` apply it first to noise inputs.
 ///
 /// Example: ign-train export --checkpoint runs/mnist --out models/ign-mnist.onnx
 #[derive(Args, Debug)]
@@ -17,18 +19,37 @@ pub struct ExportCmd {
     /// Output .onnx file.
     #[arg(long)]
     pub out: PathBuf,
+    /// BatchNorm models: the statistics to fold in (data: real images; noise; running: the
+    /// training averages, which mix both and collapse f(z)).
+    #[arg(long, value_enum, default_value = "data")]
+    pub bn_stats: crate::bnstats::BnStats,
+    /// The training data for --bn-stats data (default: the run's).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
 }
 
 impl ExportCmd {
     pub fn run(self) -> Result<()> {
-        crate::export::export(&self.checkpoint, &self.out)?;
-        let m = ign_edge::model::Model::load(&self.out)?;
-        eprintln!(
-            "wrote {} ({:.2} M params, {:.1} MFLOP per image; checked by loading it with tract)",
-            self.out.display(),
-            m.info.params as f64 / 1e6,
-            m.info.flops as f64 / 1e6
-        );
+        let written = crate::export::export(
+            &self.checkpoint,
+            &self.out,
+            self.bn_stats,
+            self.data.as_deref(),
+        )?;
+        for p in written {
+            let m = ign_edge::model::Model::load(&p)?;
+            eprintln!(
+                "wrote {} ({:.2} M params, {:.1} MFLOP per image{}; checked by loading it with tract)",
+                p.display(),
+                m.info.params as f64 / 1e6,
+                m.info.flops as f64 / 1e6,
+                m.info
+                    .metadata
+                    .get("ign.bn_stats")
+                    .map(|s| format!(", BatchNorm statistics of {s}"))
+                    .unwrap_or_default()
+            );
+        }
         Ok(())
     }
 }
