@@ -397,11 +397,15 @@ pub fn bwd_weight<T: Float>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
     out
 }
 
-fn contiguous<'a, T: Float>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
+/// The values of a contiguous CPU tensor (the custom ops of this crate make their inputs so).
+pub(crate) fn contiguous<'a, T: candle_core::WithDType>(
+    s: &'a CpuStorage,
+    l: &Layout,
+) -> Result<&'a [T]> {
     let data = s.as_slice::<T>()?;
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("fastconv: inputs must be contiguous"),
+        None => candle_core::bail!("custom op: inputs must be contiguous"),
     }
 }
 

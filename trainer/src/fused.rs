@@ -14,6 +14,8 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, WithDTyp
 use num_traits::Float;
 use rayon::prelude::*;
 
+use crate::fastconv::contiguous;
+
 /// The activation after the norm.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum NormActivation {
@@ -34,14 +36,6 @@ struct NormAct {
 trait Elem: Float + WithDType + Send + Sync + std::ops::AddAssign {}
 impl Elem for f32 {}
 impl Elem for f64 {}
-
-fn slice<'a, T: Elem>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
-    let data = s.as_slice::<T>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("norm-act: inputs must be contiguous"),
-    }
-}
 
 /// Mean and 1/σ of one sample.
 fn stats<T: Elem>(x: &[T]) -> (T, T) {
@@ -207,25 +201,22 @@ impl CustomOp3 for NormAct {
                 self.groups
             );
         }
+        macro_rules! run {
+            ($t:ty) => {
+                forward::<$t>(
+                    contiguous(s1, l1)?,
+                    contiguous(s2, l2)?,
+                    contiguous(s3, l3)?,
+                    batch,
+                    c,
+                    self.groups,
+                    self.act,
+                )
+            };
+        }
         let out = match s1 {
-            CpuStorage::F32(_) => CpuStorage::F32(forward::<f32>(
-                slice(s1, l1)?,
-                slice(s2, l2)?,
-                slice(s3, l3)?,
-                batch,
-                c,
-                self.groups,
-                self.act,
-            )),
-            CpuStorage::F64(_) => CpuStorage::F64(forward::<f64>(
-                slice(s1, l1)?,
-                slice(s2, l2)?,
-                slice(s3, l3)?,
-                batch,
-                c,
-                self.groups,
-                self.act,
-            )),
+            CpuStorage::F32(_) => CpuStorage::F32(run!(f32)),
+            CpuStorage::F64(_) => CpuStorage::F64(run!(f64)),
             _ => candle_core::bail!("norm-act: f32 or f64"),
         };
         Ok((out, l1.shape().clone()))

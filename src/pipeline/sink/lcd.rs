@@ -209,41 +209,26 @@ mod device {
                     spec.spidev.display()
                 )
             };
-            let panel = match (spec.model, spec.rst) {
-                (LcdModel::St7789, Some(r)) => Panel::St7789(
-                    Builder::new(ST7789, di)
+            // the options both panels share, then the reset line if there is one
+            macro_rules! build {
+                ($model:expr, $with_reset:ident, $without:ident) => {{
+                    let b = Builder::new($model, di)
                         .display_size(240, 320)
                         .orientation(orientation)
-                        .invert_colors(invert)
-                        .reset_pin(output_line(&mut chip, r, "rst", &spec)?)
-                        .init(&mut delay)
-                        .map_err(|e| err(&e))?,
-                ),
-                (LcdModel::Ili9341, Some(r)) => Panel::Ili9341(
-                    Builder::new(ILI9341Rgb565, di)
-                        .display_size(240, 320)
-                        .orientation(orientation)
-                        .invert_colors(invert)
-                        .reset_pin(output_line(&mut chip, r, "rst", &spec)?)
-                        .init(&mut delay)
-                        .map_err(|e| err(&e))?,
-                ),
-                (LcdModel::St7789, None) => Panel::St7789NoReset(
-                    Builder::new(ST7789, di)
-                        .display_size(240, 320)
-                        .orientation(orientation)
-                        .invert_colors(invert)
-                        .init(&mut delay)
-                        .map_err(|e| err(&e))?,
-                ),
-                (LcdModel::Ili9341, None) => Panel::Ili9341NoReset(
-                    Builder::new(ILI9341Rgb565, di)
-                        .display_size(240, 320)
-                        .orientation(orientation)
-                        .invert_colors(invert)
-                        .init(&mut delay)
-                        .map_err(|e| err(&e))?,
-                ),
+                        .invert_colors(invert);
+                    match spec.rst {
+                        Some(r) => Panel::$with_reset(
+                            b.reset_pin(output_line(&mut chip, r, "rst", &spec)?)
+                                .init(&mut delay)
+                                .map_err(|e| err(&e))?,
+                        ),
+                        None => Panel::$without(b.init(&mut delay).map_err(|e| err(&e))?),
+                    }
+                }};
+            }
+            let panel = match spec.model {
+                LcdModel::St7789 => build!(ST7789, St7789, St7789NoReset),
+                LcdModel::Ili9341 => build!(ILI9341Rgb565, Ili9341, Ili9341NoReset),
             };
             let (w, h) = spec.size();
             Ok(LcdSink {
