@@ -46,7 +46,8 @@ pub struct Opened {
     pub model: Option<Model>,
 }
 
-fn is_rknn(p: &Path) -> bool {
+/// Whether `p` names a compiled NPU model (`.rknn`).
+pub fn is_rknn(p: &Path) -> bool {
     p.extension()
         .map(|e| e.eq_ignore_ascii_case("rknn"))
         .unwrap_or(false)

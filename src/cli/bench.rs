@@ -207,10 +207,7 @@ impl BenchCmd {
             }
         }
         let on_npu = |m: &PathBuf| {
-            self.backend.backend == BackendKind::Rknn
-                || m.extension()
-                    .map(|e| e.eq_ignore_ascii_case("rknn"))
-                    .unwrap_or(false)
+            self.backend.backend == BackendKind::Rknn || crate::backend::select::is_rknn(m)
         };
         if self.pipeline && models.iter().any(on_npu) {
             bail!("the pipeline suite runs on the CPU; for the NPU, time the live loop with `ign-edge run --backend rknn --sink null --frames 300 --json run.json`");

@@ -94,6 +94,11 @@ impl RknnPrepCmd {
 
     /// Write the folder; returns what was written.
     pub fn prepare(&self) -> Result<Prepared> {
+        if self.precision == NpuPrecision::Int8 && self.calib.is_none() {
+            bail!(
+                "int8 needs calibration images: give --calib (e.g. the training data), or use --precision fp16"
+            );
+        }
         let model = Model::load(&self.model)?;
         let info = &model.info;
         if info.precision != crate::model::Precision::Fp32 {
@@ -118,11 +123,8 @@ impl RknnPrepCmd {
         let (bytes, fused, fuse_error) = npu_graph(&model)?;
         fsio::atomic_write(&onnx, &bytes)?;
         let dataset = match (self.precision, &self.calib) {
-            (NpuPrecision::Int8, None) => bail!(
-                "int8 needs calibration images: give --calib (e.g. the training data), or use --precision fp16"
-            ),
             (NpuPrecision::Int8, Some(spec)) => Some(self.write_calibration(spec, info)?),
-            (NpuPrecision::Fp16, _) => None,
+            _ => None,
         };
         let rknn_name = format!("{stem}.rknn");
         let script = self.out.join("convert_rknn.py");

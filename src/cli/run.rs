@@ -153,7 +153,8 @@ impl RunCmd {
         let web = self.sinks.iter().any(|s| s.starts_with("http"));
         // The web pad runs its own CPU backend on the ONNX model (beside a .rknn one).
         let web_model = match (&opened.model, web) {
-            (Some(m), _) => Some(m.clone()),
+            (_, false) => None,
+            (Some(m), true) => Some(m.clone()),
             (None, true) => {
                 let onnx = info.path.with_extension("onnx");
                 Some(crate::model::Model::load(&onnx).map_err(|e| {
@@ -163,7 +164,6 @@ impl RunCmd {
                     )
                 })?)
             }
-            (None, false) => None,
         };
         let mut variants = vec![(info.precision, None)];
         if let Some(model) = opened.model.as_ref().filter(|_| web) {

@@ -261,11 +261,13 @@ pub fn export(
         )
     })?;
     let noise = crate::noise::Noise::new(ck.config.noise, &split.train);
+    // the model, and (unless it already has them) the noise variant with noise statistics
+    let mut targets = vec![(stats, out.to_path_buf())];
+    if stats != BnStats::Noise {
+        targets.push((BnStats::Noise, noise_variant_path(out)));
+    }
     let mut written = Vec::new();
-    for (kind, path) in [
-        (stats, out.to_path_buf()),
-        (BnStats::Noise, noise_variant_path(out)),
-    ] {
+    for (kind, path) in targets {
         recalibrate(
             &model,
             kind,
@@ -282,9 +284,6 @@ pub fn export(
         )?;
         ign_edge::fsio::atomic_write(&path, &bytes)?;
         written.push(path);
-        if kind == BnStats::Noise {
-            break;
-        }
     }
     Ok(written)
 }

@@ -434,13 +434,16 @@ where
     }
 }
 
+/// One of the three kernels ([`fwd`], [`bwd_data`], [`bwd_weight`]) for one float type.
+type Kernel<T> = fn(&[T], &[T], &Geom) -> Vec<T>;
+
 /// Apply a kernel to two tensors (made contiguous) and wrap the result.
 fn apply_kernel(
     a: &Tensor,
     b: &Tensor,
     out_shape: (usize, usize, usize, usize),
-    kernel: fn(&[f32], &[f32], &Geom) -> Vec<f32>,
-    kernel64: fn(&[f64], &[f64], &Geom) -> Vec<f64>,
+    kernel: Kernel<f32>,
+    kernel64: Kernel<f64>,
     g: &Geom,
 ) -> Result<Tensor> {
     let a = a.contiguous()?;
@@ -550,47 +553,24 @@ impl CustomOp2 for ConvOp {
         let g = self.geom(x.dims(), w.dims())?;
         // Only what something asks for: no weight gradient through the frozen copy (detached
         // weights), no input gradient for data, noise or the detached f(z).
-        let dx = if !x.track_op() {
-            None
-        } else if self.transpose {
-            Some(apply_kernel(
-                grad,
-                w,
-                (g.batch, g.co, g.oh, g.ow),
-                fwd,
-                fwd,
-                &g,
-            )?)
+        // a transposed convolution's input gradient is the forward convolution, and its weight
+        // gradient takes the output gradient in the input's place
+        let dx = if x.track_op() {
+            let (shape, k32, k64): (_, Kernel<f32>, Kernel<f64>) = if self.transpose {
+                ((g.batch, g.co, g.oh, g.ow), fwd, fwd)
+            } else {
+                ((g.batch, g.ci, g.h, g.w), bwd_data, bwd_data)
+            };
+            Some(apply_kernel(grad, w, shape, k32, k64, &g)?)
         } else {
-            Some(apply_kernel(
-                grad,
-                w,
-                (g.batch, g.ci, g.h, g.w),
-                bwd_data,
-                bwd_data,
-                &g,
-            )?)
+            None
         };
-        let dw = if !w.track_op() {
-            None
-        } else if self.transpose {
-            Some(apply_kernel(
-                grad,
-                x,
-                (g.co, g.ci, g.k, g.k),
-                bwd_weight,
-                bwd_weight,
-                &g,
-            )?)
+        let dw = if w.track_op() {
+            let (a, b) = if self.transpose { (grad, x) } else { (x, grad) };
+            let shape = (g.co, g.ci, g.k, g.k);
+            Some(apply_kernel(a, b, shape, bwd_weight, bwd_weight, &g)?)
         } else {
-            Some(apply_kernel(
-                x,
-                grad,
-                (g.co, g.ci, g.k, g.k),
-                bwd_weight,
-                bwd_weight,
-                &g,
-            )?)
+            None
         };
         Ok((dx, dw))
     }

@@ -93,13 +93,14 @@ impl TensorAttr {
 
     /// The tensor's name.
     pub fn name(&self) -> String {
-        let end = self
-            .name
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(MAX_NAME_LEN);
-        String::from_utf8_lossy(&self.name[..end]).into_owned()
+        c_string(&self.name)
     }
+}
+
+/// A NUL-terminated C string held in a fixed array.
+fn c_string(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
 }
 
 /// `rknn_input`
@@ -343,10 +344,7 @@ impl Runtime {
         };
         // SAFETY: SDK_VERSION fills rknn_sdk_version.
         unsafe { self.query(ctx, query::SDK_VERSION, &mut v) }.ok()?;
-        let s = |b: &[u8]| {
-            let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-            String::from_utf8_lossy(&b[..end]).trim().to_string()
-        };
+        let s = |b: &[u8]| c_string(b).trim().to_string();
         Some((s(&v.api_version), s(&v.drv_version)))
     }
 

@@ -134,6 +134,40 @@ struct NpuContext {
 }
 
 impl NpuContext {
+    /// A context from the model's bytes on core `mask`, with its tensors queried; the context
+    /// is destroyed again if a later step fails.
+    fn open(
+        rt: &Arc<Runtime>,
+        bytes: &[u8],
+        mask: i32,
+        path: &Path,
+        cores: &NpuCores,
+    ) -> Result<NpuContext> {
+        let ctx = rt
+            .init(bytes)
+            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let setup = || -> Result<IoSpec> {
+            if mask != MASK_AUTO {
+                rt.set_core_mask(ctx, mask)
+                    .map_err(|e| anyhow!("{}: --npu-cores {cores}: {e}", path.display()))?;
+            }
+            IoSpec::query(rt, ctx, path)
+        };
+        match setup() {
+            Ok(io) => Ok(NpuContext {
+                rt: rt.clone(),
+                ctx,
+                in_u8: vec![0; io.len()],
+                in_i8: vec![0; io.len()],
+                io,
+            }),
+            Err(e) => {
+                let _ = rt.destroy(ctx);
+                Err(e)
+            }
+        }
+    }
+
     /// One application of f to one C×H×W image.
     fn apply(&mut self, x: &[f32], y: &mut [f32]) -> Result<NpuTiming> {
         let t0 = Instant::now();
@@ -284,40 +318,14 @@ impl RknnBackend {
             per_context: vec![0; masks.len()],
             ..Default::default()
         }));
-        let mut contexts = Vec::new();
-        let mut io: Option<IoSpec> = None;
-        for &mask in &masks {
-            let ctx = runtime
-                .init(bytes)
-                .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-            let mut c = NpuContext {
-                rt: runtime.clone(),
-                ctx,
-                io: IoSpec {
-                    shape: (0, 0, 0),
-                    input_name: String::new(),
-                    input_layout: Layout::Nhwc,
-                    input: InputMode::U8,
-                    output_name: String::new(),
-                    output_layout: Layout::Nchw,
-                    output: OutputType::F32,
-                },
-                in_u8: Vec::new(),
-                in_i8: Vec::new(),
-            };
-            if mask != MASK_AUTO {
-                runtime
-                    .set_core_mask(ctx, mask)
-                    .map_err(|e| anyhow!("{}: --npu-cores {}: {e}", path.display(), opts.cores))?;
-            }
-            let spec = IoSpec::query(&runtime, ctx, path)?;
-            c.in_u8 = vec![0; spec.len()];
-            c.in_i8 = vec![0; spec.len()];
-            c.io = spec.clone();
-            io.get_or_insert(spec);
-            contexts.push(c);
-        }
-        let io = io.ok_or_else(|| anyhow!("--npu-cores gave no core"))?;
+        let contexts = masks
+            .iter()
+            .map(|&mask| NpuContext::open(&runtime, bytes, mask, path, &opts.cores))
+            .collect::<Result<Vec<_>>>()?;
+        let io = contexts
+            .first()
+            .map(|c| c.io.clone())
+            .ok_or_else(|| anyhow!("--npu-cores gave no core"))?;
         let versions = contexts
             .first()
             .and_then(|c| runtime.sdk_version(c.ctx))
