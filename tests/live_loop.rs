@@ -278,3 +278,42 @@ fn rpicam_source_reads_i420_frames_from_rpicam_vid() {
     );
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
+
+#[test]
+fn gst_source_runs_the_loop_or_names_the_feature() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("s.json");
+    let out = ign_edge(
+        &[
+            "run",
+            "--source",
+            "gst:videotestsrc num-buffers=6 pattern=ball ! video/x-raw,width=96,height=64",
+            "--sink",
+            &format!("png:{}", dir.path().display()),
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    if cfg!(feature = "gstreamer") {
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains("gstreamer videotestsrc"), "{err}");
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        // A file-like pipeline is read at the loop's pace: nothing dropped at capture.
+        assert_eq!(v["dropped_capture"].as_u64(), Some(0), "{v}");
+        assert!(v["frames"].as_u64().unwrap() >= 1, "{v}");
+        let pngs = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension() == Some("png".as_ref()))
+            .count();
+        assert!(pngs >= 1);
+    } else {
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("--features gstreamer") && err.lines().count() == 1,
+            "{err}"
+        );
+    }
+}

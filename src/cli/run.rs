@@ -19,7 +19,8 @@ use crate::pipeline::{self, preprocess::Preprocess, preprocess::Rect, sink, sour
 ///
 /// Sources: test (a synthetic moving scene), file:<image|folder|video.y4m>, y4m:- (stdin,
 /// e.g. `ffmpeg ... -f yuv4mpegpipe -`), v4l2:/dev/videoN (USB webcams: YUYV or MJPEG; if the
-/// camera goes away the loop waits for it), rpicam[:<extra rpicam-vid args>] (Pi camera modules).
+/// camera goes away the loop waits for it), rpicam[:<extra rpicam-vid args>] (Pi camera modules),
+/// gst:<pipeline> (any GStreamer source, gst-launch syntax without the sink; feature gstreamer).
 /// Sinks: null, png:<dir>, gif:<file.gif>, fb[:/dev/fbN] (--fb-geometry WxH:bpp for a file),
 /// drm[:/dev/dri/cardN] (KMS, where /dev/fb0 is absent: Pi 5, RK3588), lcd:/dev/spidevB.C[,...]
 /// (SPI LCDs, ST7789/ILI9341, feature lcd; options in `src/pipeline/sink/lcd.rs`),
@@ -32,6 +33,7 @@ use crate::pipeline::{self, preprocess::Preprocess, preprocess::Rect, sink, sour
 ///   ign-edge run --source test --sink fb:/dev/fb0
 ///   ign-edge run --source v4l2:/dev/video0 --camera-size 640x480 --paper --sink fb:/dev/fb0
 ///   ign-edge run --source rpicam --sink fb:/dev/fb0 --steps 2
+///   ign-edge run --source 'gst:libcamerasrc ! video/x-raw,width=640,height=480' --sink drm
 ///   ign-edge run --source v4l2:/dev/video0 --sink fb:/dev/fb0 --sink http:0.0.0.0:8080 --http-token s3cret
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]

@@ -1,9 +1,12 @@
 //! Frame sources, one file each, chosen by a spec string (`--source SPEC`):
 //! `test`, `file:<image|folder|video.y4m>`, `y4m:-` (stdin) or `y4m:<path>`,
-//! `v4l2:/dev/videoN` (webcams) and `rpicam` (Raspberry Pi camera modules).
+//! `v4l2:/dev/videoN` (webcams), `rpicam` (Raspberry Pi camera modules) and, with the
+//! `gstreamer` feature, `gst:<pipeline>` (any GStreamer source pipeline).
 
 pub mod convert;
 pub mod file;
+#[cfg(feature = "gstreamer")]
+pub mod gstreamer;
 pub mod rpicam;
 pub mod test_pattern;
 #[cfg(target_os = "linux")]
@@ -72,8 +75,14 @@ pub fn open(spec: &str, opts: &SourceOptions) -> Result<Box<dyn Source>> {
             Ok(Box::new(v4l2::V4l2Source::open(std::path::Path::new(dev), opts)?))
         }
         "rpicam" => Ok(Box::new(rpicam::RpicamSource::spawn(arg, opts)?)),
+        #[cfg(feature = "gstreamer")]
+        "gst" => Ok(Box::new(gstreamer::GstSource::open(arg, opts)?)),
+        #[cfg(not(feature = "gstreamer"))]
+        "gst" => bail!(
+            "{spec}: this ign-edge was built without GStreamer; rebuild with `cargo build --release --features gstreamer` (needs libgstreamer1.0-dev and libgstreamer-plugins-base1.0-dev)"
+        ),
         _ => bail!(
-            "{spec}: unknown source; use test, file:<image|folder|video.y4m>, y4m:- (stdin), v4l2:/dev/videoN or rpicam"
+            "{spec}: unknown source; use test, file:<image|folder|video.y4m>, y4m:- (stdin), v4l2:/dev/videoN, rpicam or gst:<pipeline>"
         ),
     }
 }
