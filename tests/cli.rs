@@ -413,6 +413,19 @@ fn bench_pipeline_suite_runs_the_live_loop_pinned() {
     assert!(shown > 0 && shown <= 30, "{p}");
     assert!(p["inference_ms"].as_f64().unwrap() > 0.0, "{p}");
     assert!(p["e2e"]["p50_us"].as_f64().unwrap() > 0.0, "{p}");
+    // the null sink is not composed for; the model-only figure of the same run sets the cost
+    assert_eq!(p["compose_ms"].as_f64(), Some(0.0), "{p}");
+    let r = &v["pipeline"][0];
+    let (model_fps, cost) = (
+        r["model_fps"].as_f64().unwrap(),
+        r["cost"].as_f64().unwrap(),
+    );
+    let fps = p["fps"].as_f64().unwrap();
+    assert!(
+        model_fps > 0.0 && (cost - (1.0 - fps / model_fps)).abs() < 1e-9,
+        "{r}"
+    );
+    assert!(text.contains("model fps") && text.contains('%'), "{text}");
     // a core list that does not parse is one clear line
     let out = ign(&["bench", "-m", &m, "--cores", "4-x"], d);
     assert_clean_error(&out, &["4-x", "--cores"]);

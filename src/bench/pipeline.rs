@@ -7,8 +7,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::backend::cpu::CpuBackend;
+use crate::backend::Backend;
 use crate::model::{Model, Precision};
 use crate::pipeline::{self, preprocess::Preprocess, sink, source, Summary};
+use crate::tensor::ImageBatch;
+use std::time::Instant;
 
 /// One pipeline configuration.
 #[derive(Clone, Debug)]
@@ -31,6 +34,21 @@ pub struct PipelineResult {
     pub threads: usize,
     pub steps: usize,
     pub summary: Summary,
+    /// Model-only throughput in the same run (`project` on one preprocessed frame, half of
+    /// the frames before the loop and half after), frames per second.
+    pub model_fps: f64,
+    /// What the pipeline costs: `1 - fps / model_fps` (target: under 0.10).
+    pub cost: f64,
+}
+
+/// Frames per second of `project` alone on `input`, `n` times.
+fn model_only(backend: &mut dyn Backend, input: &ImageBatch, steps: usize, n: u64) -> Result<f64> {
+    backend.project(input, steps)?;
+    let t = Instant::now();
+    for _ in 0..n {
+        backend.project(input, steps)?;
+    }
+    Ok(t.elapsed().as_secs_f64())
 }
 
 /// Run the live loop for `case.frames` frames (test source at full speed by default).
@@ -79,10 +97,23 @@ pub fn run_pipeline(case: &PipelineCase) -> Result<PipelineResult> {
         precision: model.info.precision.to_string(),
         controls: None,
     };
-    use crate::backend::Backend;
     let backend_name = backend.name();
+    // The model alone, on a frame of the same source, around the loop (the host drifts).
+    let mut input = ImageBatch {
+        data: vec![0.0; pre.channels * pre.height * pre.width],
+        shape: [1, pre.channels, pre.height, pre.width],
+    };
+    if let Some(f) = source::open(&case.source, &source::SourceOptions::default())?.next_frame()? {
+        pre.run(&f.rgb, &mut input.data);
+    }
+    let half = (case.frames / 2).max(1);
+    let before = model_only(&mut backend, &input, case.steps, half)?;
     let summary = pipeline::run_loop(src, &mut backend, &pre, snk, &opts)?;
+    let after = model_only(&mut backend, &input, case.steps, half)?;
+    let model_fps = (2 * half) as f64 / (before + after).max(1e-9);
     Ok(PipelineResult {
+        model_fps,
+        cost: 1.0 - summary.fps / model_fps,
         model: name,
         precision: model.info.precision,
         backend: backend_name,
@@ -95,7 +126,7 @@ pub fn run_pipeline(case: &PipelineCase) -> Result<PipelineResult> {
 /// The pipeline results as an aligned table.
 pub fn table(results: &[PipelineResult]) -> String {
     let mut s = format!(
-        "{:<22} {:>5} {:>3} {:>2} {:>6} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>11}\n",
+        "{:<22} {:>5} {:>3} {:>2} {:>6} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>11} {:>9} {:>6}\n",
         "pipeline",
         "prec",
         "thr",
@@ -109,12 +140,14 @@ pub fn table(results: &[PipelineResult]) -> String {
         "infer",
         "compose",
         "display",
-        "drops c/d"
+        "drops c/d",
+        "model fps",
+        "cost"
     );
     for r in results {
         let m = &r.summary;
         s += &format!(
-            "{:<22} {:>5} {:>3} {:>2} {:>6} {:>7.1} {:>6.2}ms {:>6.2}ms {:>6.3}ms {:>6.3}ms {:>6.3}ms {:>6.3}ms {:>6.3}ms {:>11}\n",
+            "{:<22} {:>5} {:>3} {:>2} {:>6} {:>7.1} {:>6.2}ms {:>6.2}ms {:>6.3}ms {:>6.3}ms {:>6.3}ms {:>6.3}ms {:>6.3}ms {:>11} {:>9.1} {:>5.1}%\n",
             r.model,
             r.precision.as_str(),
             r.threads,
@@ -128,7 +161,9 @@ pub fn table(results: &[PipelineResult]) -> String {
             m.inference_ms,
             m.compose_ms,
             m.display_ms,
-            format!("{}/{}", m.dropped_capture, m.dropped_display)
+            format!("{}/{}", m.dropped_capture, m.dropped_display),
+            r.model_fps,
+            r.cost * 100.0
         );
     }
     s

@@ -7,6 +7,17 @@ struct Slot<T> {
     item: Option<T>,
     closed: bool,
     dropped: u64,
+    /// Threads blocked on `ready`: a put or take with nobody waiting skips the wake-up
+    /// (a system call per frame on each side otherwise).
+    waiting: u32,
+}
+
+impl<T> Slot<T> {
+    fn wake(&self, ready: &Condvar) {
+        if self.waiting > 0 {
+            ready.notify_all();
+        }
+    }
 }
 
 /// A single-slot mailbox shared between one producer and one consumer.
@@ -22,6 +33,7 @@ impl<T> Default for Mailbox<T> {
                 item: None,
                 closed: false,
                 dropped: 0,
+                waiting: 0,
             }),
             ready: Condvar::new(),
         }
@@ -43,7 +55,7 @@ impl<T> Mailbox<T> {
         if s.item.replace(item).is_some() {
             s.dropped += 1;
         }
-        self.ready.notify_all();
+        s.wake(&self.ready);
     }
 
     /// Wait for an item; `None` once the mailbox is closed and empty.
@@ -51,21 +63,24 @@ impl<T> Mailbox<T> {
         let mut s = self.slot.lock().unwrap();
         loop {
             if let Some(item) = s.item.take() {
-                self.ready.notify_all();
+                s.wake(&self.ready);
                 return Some(item);
             }
             if s.closed {
                 return None;
             }
+            s.waiting += 1;
             s = self.ready.wait(s).unwrap();
+            s.waiting -= 1;
         }
     }
 
     /// The item if one is waiting now, without blocking.
     pub fn try_take(&self) -> Option<T> {
-        let item = self.slot.lock().unwrap().item.take();
+        let mut s = self.slot.lock().unwrap();
+        let item = s.item.take();
         if item.is_some() {
-            self.ready.notify_all();
+            s.wake(&self.ready);
         }
         item
     }
@@ -84,21 +99,23 @@ impl<T> Mailbox<T> {
     /// assert_eq!(m.dropped(), 0);
     /// ```
     pub fn put_when_empty(&self, item: T) {
-        let s = self.slot.lock().unwrap();
-        let mut s = self
-            .ready
-            .wait_while(s, |s| s.item.is_some() && !s.closed)
-            .unwrap();
+        let mut s = self.slot.lock().unwrap();
+        while s.item.is_some() && !s.closed {
+            s.waiting += 1;
+            s = self.ready.wait(s).unwrap();
+            s.waiting -= 1;
+        }
         if !s.closed {
             s.item = Some(item);
-            self.ready.notify_all();
+            s.wake(&self.ready);
         }
     }
 
     /// No more items will come; wakes the consumer and a waiting producer.
     pub fn close(&self) {
-        self.slot.lock().unwrap().closed = true;
-        self.ready.notify_all();
+        let mut s = self.slot.lock().unwrap();
+        s.closed = true;
+        s.wake(&self.ready);
     }
 
     /// Items replaced before being taken.

@@ -1,9 +1,11 @@
 //! The live loop: camera → projection → display.
 //!
 //! ```text
-//! capture thread ──> [latest-frame mailbox] ──> preprocess, f^k, compose ──> [mailbox] ──> display thread
-//!                     drops stale frames                                      drops stale pictures
+//! capture + preprocess ──> [latest-frame mailbox] ──> f^k ──> [mailbox] ──> compose + display
+//!   (capture thread)         drops stale frames                   drops stale   (display thread)
 //! ```
+//! The inference thread only runs the model: preprocessing happens on the capture thread and
+//! composing on the display thread, beside it. Model inputs are recycled through a small pool.
 //! Each frame carries its capture time and sequence number, so the end-to-end latency and the
 //! drops are measured at the sink. Memory stays bounded: each mailbox holds at most one item.
 
@@ -90,6 +92,14 @@ impl Summary {
     }
 }
 
+/// A captured frame with its model input, on its way to the inference thread.
+struct Captured {
+    frame: Frame,
+    /// The preprocessed frame (`C×H×W` in [-1, 1]), a buffer from the pool.
+    input: Vec<f32>,
+    pre_secs: f64,
+}
+
 /// A projected frame on its way to the display thread, which composes and shows it.
 struct Picture {
     frame: Frame,
@@ -127,7 +137,7 @@ fn receive_oldest(
 /// Hands projected frames to the display thread and keeps the overlay's figures.
 struct Outbox<'a> {
     pictures: &'a Mailbox<Picture>,
-    frames_in: &'a Mailbox<Frame>,
+    frames_in: &'a Mailbox<Captured>,
     stats: &'a Mutex<DisplayStats>,
     capture_secs: &'a Mutex<(f64, u64)>,
     n_panels: u32,
@@ -205,42 +215,62 @@ pub fn run_loop(
     } else {
         2
     };
-    let mut pre = pre.clone();
     let (cw, ch) = sink.size();
     let layout = compose::Layout::new(cw, ch, n_panels)?;
     let source_name = source.describe();
     let sink_name = sink.describe();
     let live = source.live();
 
-    let frames_in: Arc<Mailbox<Frame>> = Arc::new(Mailbox::default());
+    let frames_in: Arc<Mailbox<Captured>> = Arc::new(Mailbox::default());
+    // Model inputs go back and forth instead of being allocated per frame: at most one in the
+    // mailbox, one being filled and one in the model exist at a time.
+    let pool: Arc<Mutex<Vec<Vec<f32>>>> = Arc::default();
+    let input_len = pre.channels * pre.height * pre.width;
     let pictures: Arc<Mailbox<Picture>> = Arc::new(Mailbox::default());
     let capture_error: Arc<Mutex<Option<anyhow::Error>>> = Arc::default();
     let capture_secs = Arc::new(Mutex::new((0f64, 0u64)));
     let done = Arc::new(AtomicBool::new(false));
 
     let capture = {
-        let (mb, err, stop, done, cs) = (
+        let (mb, err, stop, done, cs, pool) = (
             frames_in.clone(),
             capture_error.clone(),
             opts.stop.clone(),
             done.clone(),
             capture_secs.clone(),
+            pool.clone(),
         );
+        let (mut pre, controls) = (pre.clone(), opts.controls.clone());
         std::thread::Builder::new()
             .name("capture".into())
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) && !done.load(Ordering::Relaxed) {
                     match source.next_frame() {
-                        Ok(Some(f)) => {
+                        Ok(Some(frame)) => {
                             let mut c = cs.lock().unwrap();
-                            c.0 += f.capture_secs;
+                            c.0 += frame.capture_secs;
                             c.1 += 1;
                             drop(c);
+                            if let Some(c) = &controls {
+                                pre.paper = c.paper.load(Ordering::Relaxed);
+                            }
+                            let t0 = Instant::now();
+                            let mut input = pool
+                                .lock()
+                                .unwrap()
+                                .pop()
+                                .unwrap_or_else(|| vec![0.0; input_len]);
+                            pre.run(&frame.rgb, &mut input);
+                            let item = Captured {
+                                frame,
+                                input,
+                                pre_secs: t0.elapsed().as_secs_f64(),
+                            };
                             if live {
-                                mb.put(f);
+                                mb.put(item);
                             } else {
                                 // recorded sources wait for the consumer: nothing is dropped
-                                mb.put_when_empty(f);
+                                mb.put_when_empty(item);
                             }
                         }
                         Ok(None) => break,
@@ -265,33 +295,38 @@ pub fn run_loop(
                 let mut canvas = RgbImage::new(cw, ch);
                 while let Some(p) = mb.take() {
                     let t = Instant::now();
-                    compose::clear(&mut canvas);
-                    let rgb = &p.frame.rgb;
-                    let crop = pre.crop(rgb.width(), rgb.height());
-                    compose::draw_frame_panel(
-                        &mut canvas,
-                        rgb,
-                        crop,
-                        layout.panels[0],
-                        layout.cell,
-                    );
-                    for (i, out) in p.outs.iter().enumerate() {
-                        compose::draw_chw_panel(
+                    let composing = sink.wants_picture();
+                    if composing {
+                        compose::clear(&mut canvas);
+                        let rgb = &p.frame.rgb;
+                        let crop = pre.crop(rgb.width(), rgb.height());
+                        compose::draw_frame_panel(
                             &mut canvas,
-                            &out.data,
-                            shape,
-                            layout.panels[1 + i],
+                            rgb,
+                            crop,
+                            layout.panels[0],
                             layout.cell,
                         );
+                        for (i, out) in p.outs.iter().enumerate() {
+                            compose::draw_chw_panel(
+                                &mut canvas,
+                                &out.data,
+                                shape,
+                                layout.panels[1 + i],
+                                layout.cell,
+                            );
+                        }
+                        p.hud.draw(&mut canvas, layout.hud_y);
                     }
-                    p.hud.draw(&mut canvas, layout.hud_y);
                     sink.status(&p.hud);
                     let t_shown = Instant::now();
                     let r = sink.show(&canvas, p.frame.seq);
                     let now = Instant::now();
                     let mut s = stats.lock().unwrap();
-                    s.compose_secs += (t_shown - t).as_secs_f64();
-                    s.composed += 1;
+                    if composing {
+                        s.compose_secs += (t_shown - t).as_secs_f64();
+                        s.composed += 1;
+                    }
                     s.display_secs += (now - t_shown).as_secs_f64();
                     if let Err(e) = r {
                         s.error = Some(e);
@@ -309,7 +344,7 @@ pub fn run_loop(
     };
 
     let mut input = ImageBatch {
-        data: vec![0.0; pre.channels * pre.height * pre.width],
+        data: vec![0.0; input_len],
         shape: [1, pre.channels, pre.height, pre.width],
     };
     let hud = Hud {
@@ -341,7 +376,7 @@ pub fn run_loop(
     loop {
         // With frames in flight and none waiting, collect the oldest result instead of
         // waiting for the camera: results leave as soon as the NPU is done.
-        let frame = if !in_flight.is_empty() {
+        let captured = if !in_flight.is_empty() {
             match frames_in.try_take() {
                 Some(f) => f,
                 None => {
@@ -366,16 +401,19 @@ pub fn run_loop(
         }
         if let Some(c) = &opts.controls {
             steps = c.steps.load(Ordering::Relaxed).max(1);
-            pre.paper = c.paper.load(Ordering::Relaxed);
             out.hud.steps = steps;
             if let Some(p) = c.precision() {
                 out.hud.precision = p.to_string();
             }
         }
-        let t0 = Instant::now();
-        pre.run(&frame.rgb, &mut input.data);
+        let Captured {
+            frame,
+            input: mut data,
+            pre_secs,
+        } = captured;
+        std::mem::swap(&mut input.data, &mut data);
+        pool.lock().unwrap().push(data);
         let t1 = Instant::now();
-        let pre_secs = (t1 - t0).as_secs_f64();
         if depth == 1 {
             match backend.project(&input, steps) {
                 Ok(o) => out.emit(frame, o, pre_secs, t1),

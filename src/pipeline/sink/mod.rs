@@ -22,6 +22,11 @@ pub trait Sink: Send {
     fn size(&self) -> (u32, u32);
     /// Show one composed picture (`size()` pixels); `seq` is the frame's sequence number.
     fn show(&mut self, canvas: &RgbImage, seq: u64) -> Result<()>;
+    /// Whether the next picture will be looked at. Sinks that discard it (`null`) return
+    /// false and the loop skips composing it: the canvas they get is the last one composed.
+    fn wants_picture(&self) -> bool {
+        true
+    }
     /// The overlay figures of the frame about to be shown (for sinks that report them).
     fn status(&mut self, _hud: &crate::pipeline::overlay::Hud) {}
     /// Flush and close (write the GIF trailer, ...).

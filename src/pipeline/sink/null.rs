@@ -17,6 +17,9 @@ impl Sink for NullSink {
     fn size(&self) -> (u32, u32) {
         self.size
     }
+    fn wants_picture(&self) -> bool {
+        false
+    }
     fn show(&mut self, _canvas: &RgbImage, _seq: u64) -> Result<()> {
         Ok(())
     }

@@ -28,6 +28,9 @@ impl Sink for TeeSink {
     fn size(&self) -> (u32, u32) {
         self.sinks[0].size()
     }
+    fn wants_picture(&self) -> bool {
+        self.sinks.iter().any(|s| s.wants_picture())
+    }
     fn status(&mut self, hud: &Hud) {
         for s in &mut self.sinks {
             s.status(hud);
