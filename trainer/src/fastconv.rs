@@ -17,7 +17,7 @@
 //! `ci × co × k × k` weight is exactly that convolution's `co' × ci' × k × k` weight.
 //! Only groups = 1, dilation = 1 and square kernels (the DCGAN layers) are supported.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -437,7 +437,8 @@ where
 /// One of the three kernels ([`fwd`], [`bwd_data`], [`bwd_weight`]) for one float type.
 type Kernel<T> = fn(&[T], &[T], &Geom) -> Vec<T>;
 
-/// Apply a kernel to two tensors (made contiguous) and wrap the result.
+/// Apply a kernel to two tensors (made contiguous) and wrap the result; the kernel reads the
+/// tensors' storage in place.
 fn apply_kernel(
     a: &Tensor,
     b: &Tensor,
@@ -446,25 +447,27 @@ fn apply_kernel(
     kernel64: Kernel<f64>,
     g: &Geom,
 ) -> Result<Tensor> {
-    let a = a.contiguous()?;
-    let b = b.contiguous()?;
-    match a.dtype() {
-        candle_core::DType::F64 => {
-            let v = kernel64(
-                &a.flatten_all()?.to_vec1()?,
-                &b.flatten_all()?.to_vec1()?,
-                g,
-            );
-            Tensor::from_vec(v, out_shape, a.device())
-        }
-        _ => {
-            let v = kernel(
-                &a.flatten_all()?.to_vec1()?,
-                &b.flatten_all()?.to_vec1()?,
-                g,
-            );
-            Tensor::from_vec(v, out_shape, a.device())
-        }
+    let (a, b) = (a.contiguous()?, b.contiguous()?);
+    let out = {
+        let (sa, la) = a.storage_and_layout();
+        let (sb, lb) = b.storage_and_layout();
+        let (Storage::Cpu(ca), Storage::Cpu(cb)) = (&*sa, &*sb) else {
+            candle_core::bail!("fastconv: CPU tensors only");
+        };
+        run2(
+            ca,
+            la,
+            cb,
+            lb,
+            |x, y| kernel(x, y, g),
+            |x, y| kernel64(x, y, g),
+        )?
+    };
+    let dev = a.device();
+    match out {
+        CpuStorage::F32(v) => Tensor::from_vec(v, out_shape, dev),
+        CpuStorage::F64(v) => Tensor::from_vec(v, out_shape, dev),
+        _ => unreachable!("run2 returns f32 or f64"),
     }
 }
 

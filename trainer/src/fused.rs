@@ -37,21 +37,75 @@ trait Elem: Float + WithDType + Send + Sync + std::ops::AddAssign {}
 impl Elem for f32 {}
 impl Elem for f64 {}
 
+/// Partial sums kept side by side in the reductions, so that they run on SIMD lanes (one
+/// running sum is a chain of dependent scalar adds).
+const LANES: usize = 16;
+
+/// `Σ f(v)` over `x`, in [`LANES`] partial sums.
+#[inline]
+fn sum_by<T: Elem>(x: &[T], f: impl Fn(T) -> T) -> T {
+    let mut acc = [T::zero(); LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
+        }
+    }
+    let tail = chunks.remainder().iter().fold(T::zero(), |a, &v| a + f(v));
+    acc.iter().fold(tail, |a, &v| a + v)
+}
+
 /// Mean and 1/σ of one sample.
 fn stats<T: Elem>(x: &[T]) -> (T, T) {
     let n = T::from(x.len()).unwrap();
-    let mut s = T::zero();
-    for &v in x {
-        s += v;
-    }
-    let mean = s / n;
-    let mut q = T::zero();
-    for &v in x {
-        let d = v - mean;
-        q += d * d;
-    }
+    let mean = sum_by(x, |v| v) / n;
+    let q = sum_by(x, |v| (v - mean) * (v - mean));
     let inv = (q / n + T::from(EPS).unwrap()).sqrt().recip();
     (mean, inv)
+}
+
+/// One channel of the backward pass: `d = dz·w` for each value, and `(Σ dz·x̂, Σ dz)`.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn channel_backward<T: Elem>(
+    d: &mut [T],
+    x: &[T],
+    y: &[T],
+    dy: &[T],
+    mean: T,
+    inv: T,
+    w: T,
+    slope: T,
+) -> (T, T) {
+    let one = |d: &mut T, xv: T, yv: T, g: T| {
+        let dz = if yv > T::zero() { g } else { g * slope };
+        *d = dz * w;
+        (dz * ((xv - mean) * inv), dz)
+    };
+    let (mut aw, mut ab) = ([T::zero(); LANES], [T::zero(); LANES]);
+    let n = d.len() / LANES * LANES;
+    for (((dc, xc), yc), gc) in d[..n]
+        .chunks_exact_mut(LANES)
+        .zip(x[..n].chunks_exact(LANES))
+        .zip(y[..n].chunks_exact(LANES))
+        .zip(dy[..n].chunks_exact(LANES))
+    {
+        for k in 0..LANES {
+            let (pw, pb) = one(&mut dc[k], xc[k], yc[k], gc[k]);
+            aw[k] += pw;
+            ab[k] += pb;
+        }
+    }
+    let (mut sw, mut sb) = (T::zero(), T::zero());
+    for i in n..d.len() {
+        let (pw, pb) = one(&mut d[i], x[i], y[i], dy[i]);
+        sw += pw;
+        sb += pb;
+    }
+    (
+        aw.iter().fold(sw, |a, &v| a + v),
+        ab.iter().fold(sb, |a, &v| a + v),
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -67,9 +121,10 @@ fn forward<T: Elem>(
     let per = x.len() / batch;
     let hw = per / c;
     let cg = c / groups;
+    // the identity is a leaky ReLU of slope 1
     let slope = match act {
-        NormActivation::Leaky(s) => Some(T::from(s).unwrap()),
-        NormActivation::Identity => None,
+        NormActivation::Leaky(s) => T::from(s).unwrap(),
+        NormActivation::Identity => T::one(),
     };
     let mut y = vec![T::zero(); x.len()];
     y.par_chunks_mut(per)
@@ -88,10 +143,7 @@ fn forward<T: Elem>(
                     .zip(&xs[ch * hw..(ch + 1) * hw])
                 {
                     let z = xv * wc + shift;
-                    *yv = match slope {
-                        Some(s) if z < T::zero() => z * s,
-                        _ => z,
-                    };
+                    *yv = if z < T::zero() { z * slope } else { z };
                 }
             }
         });
@@ -130,26 +182,22 @@ fn backward<T: Elem>(
                 for gi in 0..groups {
                     let gr = gi * gl..(gi + 1) * gl;
                     let (mean, inv) = stats(&xs[gr.clone()]);
-                    // dz·w into dxs, and the sums
+                    // dz·w into dxs, and the sums (Σ dz·w = w·Σ dz, Σ dz·w·x̂ = w·Σ dz·x̂)
                     let (mut sg, mut sgx) = (T::zero(), T::zero());
                     for ch in gi * cg..(gi + 1) * cg {
                         let r = ch * hw..(ch + 1) * hw;
-                        let (mut dwc, mut dbc) = (T::zero(), T::zero());
-                        for (((d, &xv), &yv), &g) in dxs[r.clone()]
-                            .iter_mut()
-                            .zip(&xs[r.clone()])
-                            .zip(&ys[r.clone()])
-                            .zip(&dys[r])
-                        {
-                            let dz = if yv > T::zero() { g } else { g * slope };
-                            let xh = (xv - mean) * inv;
-                            dwc += dz * xh;
-                            dbc += dz;
-                            let gx = dz * w[ch];
-                            sg += gx;
-                            sgx += gx * xh;
-                            *d = gx;
-                        }
+                        let (dwc, dbc) = channel_backward(
+                            &mut dxs[r.clone()],
+                            &xs[r.clone()],
+                            &ys[r.clone()],
+                            &dys[r],
+                            mean,
+                            inv,
+                            w[ch],
+                            slope,
+                        );
+                        sg += w[ch] * dbc;
+                        sgx += w[ch] * dwc;
                         dw[ch] += dwc;
                         db[ch] += dbc;
                     }
