@@ -136,48 +136,71 @@ fn matmul<T: Float>(
     }
 }
 
-/// The output columns `ox` whose input column `ox·s − p + kw` falls inside `0..w`.
-#[inline]
-fn valid_range(out: usize, inp: usize, s: usize, p: usize, kk: usize) -> (usize, usize) {
-    // ix = ox*s + kk - p must be in [0, inp)
-    let lo = if kk >= p { 0 } else { (p - kk).div_ceil(s) };
-    let hi = if inp + p > kk {
-        ((inp + p - kk - 1) / s + 1).min(out)
-    } else {
-        0
-    };
-    (lo.min(hi), hi)
+/// The input of a strided convolution split into stride phases: with `P` the zero-padded image
+/// (`(h+2p) × (w+2p)`), phase `(a, b)` of a channel is the plane `Q[i][j] = P[i·s+a][j·s+b]`
+/// (`rows × cols` each). Tap `(kh, kw)` of output row `oy` then reads one contiguous run:
+/// `Q_(kh%s, kw%s)[oy + kh/s][kw/s .. kw/s + ow]`, so unfolding and folding are plain slice
+/// copies and adds, with no border tests or strided access per value.
+#[derive(Clone, Copy)]
+struct Phases {
+    rows: usize,
+    cols: usize,
+}
+
+impl Phases {
+    fn of(g: &Geom) -> Phases {
+        Phases {
+            rows: (g.h + 2 * g.pad).div_ceil(g.stride),
+            cols: (g.w + 2 * g.pad).div_ceil(g.stride),
+        }
+    }
+    /// Values per channel (all `s²` phase planes).
+    fn per_channel(&self, g: &Geom) -> usize {
+        g.stride * g.stride * self.rows * self.cols
+    }
+    /// Offset, within a channel, of the run that tap `(kh, kw)` reads for output row `oy`.
+    #[inline]
+    fn run(&self, g: &Geom, kh: usize, kw: usize, oy: usize) -> usize {
+        let s = g.stride;
+        ((kh % s) * s + kw % s) * self.rows * self.cols + (oy + kh / s) * self.cols + kw / s
+    }
+    /// Where image value `(y, x)` lives within a channel.
+    #[inline]
+    fn at(&self, g: &Geom, y: usize, x: usize) -> usize {
+        let (s, py, px) = (g.stride, y + g.pad, x + g.pad);
+        ((py % s) * s + px % s) * self.rows * self.cols + (py / s) * self.cols + px / s
+    }
+}
+
+/// Split one image `ci × h × w` into its padded stride phases (`q`: `ci` channels of
+/// [`Phases::per_channel`] values; padding and unused places zero).
+fn to_phases<T: Float>(x: &[T], g: &Geom, ph: Phases, q: &mut [T]) {
+    let per = ph.per_channel(g);
+    q[..g.ci * per].fill(T::default());
+    for ci in 0..g.ci {
+        let (plane, qc) = (&x[ci * g.big()..][..g.big()], &mut q[ci * per..][..per]);
+        for y in 0..g.h {
+            for (xx, &v) in plane[y * g.w..][..g.w].iter().enumerate() {
+                qc[ph.at(g, y, xx)] = v;
+            }
+        }
+    }
 }
 
 /// Unfold one image `ci × h × w` into patches: row `(ci·k + kh)·k + kw` of `cols` (rows
-/// `row_stride` apart) holds the `oh·ow` inputs that tap meets (zero padding).
-fn im2col<T: Float>(x: &[T], g: &Geom, cols: &mut [T], row_stride: usize) {
-    let (k, s, p) = (g.k, g.stride, g.pad);
+/// `row_stride` apart) holds the `oh·ow` inputs that tap meets (zero padding). `q` is work
+/// space for the image's phases.
+fn im2col<T: Float>(x: &[T], g: &Geom, cols: &mut [T], row_stride: usize, q: &mut [T]) {
+    let (k, ph) = (g.k, Phases::of(g));
+    let per = ph.per_channel(g);
+    to_phases(x, g, ph, q);
     for ci in 0..g.ci {
-        let plane = &x[ci * g.big()..(ci + 1) * g.big()];
+        let qc = &q[ci * per..][..per];
         for kh in 0..k {
-            let (y0, y1) = valid_range(g.oh, g.h, s, p, kh);
             for kw in 0..k {
-                let (x0, x1) = valid_range(g.ow, g.w, s, p, kw);
                 let row = &mut cols[((ci * k + kh) * k + kw) * row_stride..][..g.small()];
-                for oy in 0..g.oh {
-                    let dst = &mut row[oy * g.ow..(oy + 1) * g.ow];
-                    if oy < y0 || oy >= y1 {
-                        dst.fill(T::default());
-                        continue;
-                    }
-                    let iy = oy * s + kh - p;
-                    let src = &plane[iy * g.w..(iy + 1) * g.w];
-                    dst[..x0].fill(T::default());
-                    dst[x1..].fill(T::default());
-                    let first = x0 * s + kw - p;
-                    if s == 1 {
-                        dst[x0..x1].copy_from_slice(&src[first..first + (x1 - x0)]);
-                    } else {
-                        for (d, v) in dst[x0..x1].iter_mut().zip(src[first..].iter().step_by(s)) {
-                            *d = *v;
-                        }
-                    }
+                for (oy, dst) in row.chunks_exact_mut(g.ow).enumerate() {
+                    dst.copy_from_slice(&qc[ph.run(g, kh, kw, oy)..][..g.ow]);
                 }
             }
         }
@@ -185,32 +208,27 @@ fn im2col<T: Float>(x: &[T], g: &Geom, cols: &mut [T], row_stride: usize) {
 }
 
 /// Fold patches back (rows `row_stride` apart), adding overlapping contributions into `x`
-/// (`ci × h × w`, zeroed first).
-fn col2im<T: Float>(cols: &[T], g: &Geom, x: &mut [T], row_stride: usize) {
-    let (k, s, p) = (g.k, g.stride, g.pad);
-    x.fill(T::default());
+/// (`ci × h × w`, overwritten). `q` is work space for the phases.
+fn col2im<T: Float>(cols: &[T], g: &Geom, x: &mut [T], row_stride: usize, q: &mut [T]) {
+    let (k, ph) = (g.k, Phases::of(g));
+    let per = ph.per_channel(g);
+    q[..g.ci * per].fill(T::default());
     for ci in 0..g.ci {
-        let plane = &mut x[ci * g.big()..(ci + 1) * g.big()];
+        let qc = &mut q[ci * per..][..per];
         for kh in 0..k {
-            let (y0, y1) = valid_range(g.oh, g.h, s, p, kh);
             for kw in 0..k {
-                let (x0, x1) = valid_range(g.ow, g.w, s, p, kw);
                 let row = &cols[((ci * k + kh) * k + kw) * row_stride..][..g.small()];
-                for oy in y0..y1 {
-                    let iy = oy * s + kh - p;
-                    let dst = &mut plane[iy * g.w..(iy + 1) * g.w];
-                    let first = x0 * s + kw - p;
-                    let src = &row[oy * g.ow + x0..oy * g.ow + x1];
-                    if s == 1 {
-                        for (d, v) in dst[first..first + src.len()].iter_mut().zip(src) {
-                            *d += *v;
-                        }
-                    } else {
-                        for (d, v) in dst[first..].iter_mut().step_by(s).zip(src) {
-                            *d += *v;
-                        }
+                for (oy, src) in row.chunks_exact(g.ow).enumerate() {
+                    for (d, &v) in qc[ph.run(g, kh, kw, oy)..][..g.ow].iter_mut().zip(src) {
+                        *d += v;
                     }
                 }
+            }
+        }
+        let plane = &mut x[ci * g.big()..][..g.big()];
+        for y in 0..g.h {
+            for (xx, d) in plane[y * g.w..][..g.w].iter_mut().enumerate() {
+                *d = qc[ph.at(g, y, xx)];
             }
         }
     }
@@ -233,7 +251,7 @@ fn per_chunk(batch: usize) -> usize {
 
 thread_local! {
     /// Per-thread work buffers, reused from call to call (no allocation, no zeroing).
-    static SCRATCH: [std::cell::RefCell<Vec<f64>>; 2] = Default::default();
+    static SCRATCH: [std::cell::RefCell<Vec<f64>>; 3] = Default::default();
 }
 
 /// Run `f` on this thread's work buffer `slot` holding `n` values of `T`; its contents are
@@ -258,14 +276,17 @@ fn with_scratch<T: Float, R>(slot: usize, n: usize, f: impl FnOnce(&mut [T]) -> 
 /// im2col of images `b0..b1` side by side into `wide`: `(ci·k·k) × ((b1−b0)·oh·ow)`.
 fn im2col_many<T: Float>(x: &[T], g: &Geom, b0: usize, b1: usize, wide: &mut [T]) {
     let (n, nb) = (g.small(), b1 - b0);
-    for b in b0..b1 {
-        im2col(
-            &x[b * g.ci * g.big()..(b + 1) * g.ci * g.big()],
-            g,
-            &mut wide[(b - b0) * n..],
-            nb * n,
-        );
-    }
+    with_scratch(2, g.ci * Phases::of(g).per_channel(g), |q: &mut [T]| {
+        for b in b0..b1 {
+            im2col(
+                &x[b * g.ci * g.big()..(b + 1) * g.ci * g.big()],
+                g,
+                &mut wide[(b - b0) * n..],
+                nb * n,
+                q,
+            );
+        }
+    })
 }
 
 /// `[b, c, n]` images `b0..b1` → `out`: `c × ((b1−b0)·n)`.
@@ -343,14 +364,17 @@ pub fn bwd_data<T: Float>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
                         (nb * n) as isize,
                         1,
                     );
-                    for b in 0..nb {
-                        col2im(
-                            &cols[b * n..],
-                            g,
-                            &mut dxs[b * g.ci * g.big()..(b + 1) * g.ci * g.big()],
-                            nb * n,
-                        );
-                    }
+                    with_scratch(2, g.ci * Phases::of(g).per_channel(g), |q: &mut [T]| {
+                        for b in 0..nb {
+                            col2im(
+                                &cols[b * n..],
+                                g,
+                                &mut dxs[b * g.ci * g.big()..(b + 1) * g.ci * g.big()],
+                                nb * n,
+                                q,
+                            );
+                        }
+                    })
                 })
             })
         });

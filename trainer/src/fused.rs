@@ -10,7 +10,7 @@
 //! Backward from `dy`: `dz = dy·act'(z)` (read from `y`: LeakyReLU and ReLU keep the sign),
 //! `dw_c = Σ dz·x̂`, `db_c = Σ dz`, `dx = (g − mean(g) − x̂·mean(g·x̂))/σ` with `g = dz·w_c`.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor, WithDType};
 use num_traits::Float;
 use rayon::prelude::*;
 
@@ -279,24 +279,41 @@ impl CustomOp3 for NormAct {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (batch, c, _, _) = x.dims4()?;
-        let flat = |t: &Tensor| t.contiguous()?.flatten_all();
-        let dev = x.device();
+        let dev = x.device().clone();
+        let (x_, w_, y_, dy_) = (
+            x.contiguous()?,
+            w.contiguous()?,
+            y.contiguous()?,
+            dy.contiguous()?,
+        );
+        // the kernels read the tensors' storage in place
+        let (sx, sw, sy, sd) = (
+            x_.storage_and_layout(),
+            w_.storage_and_layout(),
+            y_.storage_and_layout(),
+            dy_.storage_and_layout(),
+        );
+        let (Storage::Cpu(cx), Storage::Cpu(cw), Storage::Cpu(cy), Storage::Cpu(cd)) =
+            (&*sx.0, &*sw.0, &*sy.0, &*sd.0)
+        else {
+            candle_core::bail!("norm-act: CPU tensors only");
+        };
         macro_rules! run {
             ($t:ty) => {{
                 let (dx, dw, db) = backward::<$t>(
-                    &flat(x)?.to_vec1()?,
-                    &flat(w)?.to_vec1()?,
-                    &flat(y)?.to_vec1()?,
-                    &flat(dy)?.to_vec1()?,
+                    contiguous(cx, sx.1)?,
+                    contiguous(cw, sw.1)?,
+                    contiguous(cy, sy.1)?,
+                    contiguous(cd, sd.1)?,
                     batch,
                     c,
                     self.groups,
                     self.act,
                 );
                 (
-                    Tensor::from_vec(dx, x.shape(), dev)?,
-                    Tensor::from_vec(dw, c, dev)?,
-                    Tensor::from_vec(db, c, dev)?,
+                    Tensor::from_vec(dx, x.shape(), &dev)?,
+                    Tensor::from_vec(dw, c, &dev)?,
+                    Tensor::from_vec(db, c, &dev)?,
                 )
             }};
         }
