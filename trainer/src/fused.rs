@@ -1,5 +1,5 @@
 //! LayerNorm (or InstanceNorm) + per-channel affine + activation as one candle op with its own
-//! backward pass.
+//! backward pass; and bias + activation, likewise, for the layers without a norm.
 //!
 //! Written with candle's elementwise ops the block costs ~12 tensor passes forward and ~25
 //! backward, each allocating; an IGN step runs it 4 times per layer. Here forward is two passes
@@ -10,7 +10,9 @@
 //! Backward from `dy`: `dz = dy·act'(z)` (read from `y`: LeakyReLU and ReLU keep the sign),
 //! `dw_c = Σ dz·x̂`, `db_c = Σ dz`, `dx = (g − mean(g) − x̂·mean(g·x̂))/σ` with `g = dz·w_c`.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor, WithDType};
+use candle_core::{
+    CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor, WithDType,
+};
 use num_traits::Float;
 use rayon::prelude::*;
 
@@ -346,4 +348,166 @@ pub fn group_norm_act(
 ) -> Result<Tensor> {
     x.contiguous()?
         .apply_op3(&w.contiguous()?, &b.contiguous()?, NormAct { act, groups })
+}
+
+/// The activation of a layer without a norm, after its bias.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum BiasActivation {
+    /// `max(z, slope·z)`.
+    Leaky(f64),
+    Tanh,
+    Identity,
+}
+
+/// `act(x + b_c)` per channel as one op with its own backward pass: the layers without a norm
+/// (the first conv, the latent, the output) took a broadcast add and one or two activation ops,
+/// each a single-threaded pass that allocates, forward and backward.
+struct BiasAct {
+    act: BiasActivation,
+}
+
+impl BiasAct {
+    #[inline]
+    fn apply<T: Elem>(&self, z: T) -> T {
+        match self.act {
+            BiasActivation::Leaky(s) if z < T::zero() => z * T::from(s).unwrap(),
+            BiasActivation::Tanh => z.tanh(),
+            _ => z,
+        }
+    }
+    /// `dL/dz` from `dL/dy` and `y = act(z)`.
+    #[inline]
+    fn grad<T: Elem>(&self, y: T, dy: T) -> T {
+        match self.act {
+            BiasActivation::Leaky(s) if y <= T::zero() => dy * T::from(s).unwrap(),
+            BiasActivation::Tanh => dy * (T::one() - y * y),
+            _ => dy,
+        }
+    }
+
+    /// `y` for `x` (`batch` samples of `c` channels) and the bias `b`.
+    fn forward<T: Elem>(&self, x: &[T], b: &[T], batch: usize) -> Vec<T> {
+        let (per, c) = (x.len() / batch, b.len());
+        let hw = per / c;
+        let mut y = vec![T::zero(); x.len()];
+        y.par_chunks_mut(per)
+            .zip(x.par_chunks(per))
+            .for_each(|(ys, xs)| {
+                for (ch, &bc) in b.iter().enumerate() {
+                    let r = ch * hw..(ch + 1) * hw;
+                    for (yv, &xv) in ys[r.clone()].iter_mut().zip(&xs[r]) {
+                        *yv = self.apply(xv + bc);
+                    }
+                }
+            });
+        y
+    }
+
+    /// `(dL/dx, dL/db)` from `y` and `dL/dy`.
+    fn backward<T: Elem>(&self, y: &[T], dy: &[T], batch: usize, c: usize) -> (Vec<T>, Vec<T>) {
+        let per = y.len() / batch;
+        let hw = per / c;
+        let mut dz = vec![T::zero(); y.len()];
+        let parts: Vec<Vec<T>> = dz
+            .par_chunks_mut(per)
+            .zip(y.par_chunks(per).zip(dy.par_chunks(per)))
+            .fold(
+                || vec![T::zero(); c],
+                |mut db, (dzs, (ys, dys))| {
+                    for (ch, dbc) in db.iter_mut().enumerate() {
+                        let r = ch * hw..(ch + 1) * hw;
+                        for ((d, &yv), &g) in dzs[r.clone()]
+                            .iter_mut()
+                            .zip(&ys[r.clone()])
+                            .zip(&dys[r.clone()])
+                        {
+                            *d = self.grad(yv, g);
+                        }
+                        *dbc += sum_by(&dzs[r], |v| v);
+                    }
+                    db
+                },
+            )
+            .collect();
+        let mut db = vec![T::zero(); c];
+        for p in parts {
+            for (d, v) in db.iter_mut().zip(p) {
+                *d += v;
+            }
+        }
+        (dz, db)
+    }
+}
+
+impl CustomOp2 for BiasAct {
+    fn name(&self) -> &'static str {
+        "bias-act"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = l1.dims();
+        let (batch, c) = match dims {
+            [b, c, ..] if *b > 0 && *c > 0 => (*b, *c),
+            _ => candle_core::bail!("bias-act: expected [B, C, ...], got {dims:?}"),
+        };
+        if l2.dims() != [c] {
+            candle_core::bail!("bias-act: the bias must be [{c}], got {:?}", l2.dims());
+        }
+        let out = match s1 {
+            CpuStorage::F32(_) => CpuStorage::F32(self.forward::<f32>(
+                contiguous(s1, l1)?,
+                contiguous(s2, l2)?,
+                batch,
+            )),
+            CpuStorage::F64(_) => CpuStorage::F64(self.forward::<f64>(
+                contiguous(s1, l1)?,
+                contiguous(s2, l2)?,
+                batch,
+            )),
+            _ => candle_core::bail!("bias-act: f32 or f64"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        b: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (batch, c) = (x.dim(0)?, x.dim(1)?);
+        let dev = x.device().clone();
+        let (y_, dy_) = (y.contiguous()?, dy.contiguous()?);
+        let (sy, sd) = (y_.storage_and_layout(), dy_.storage_and_layout());
+        let (Storage::Cpu(cy), Storage::Cpu(cd)) = (&*sy.0, &*sd.0) else {
+            candle_core::bail!("bias-act: CPU tensors only");
+        };
+        macro_rules! run {
+            ($t:ty) => {{
+                let (dz, db) =
+                    self.backward::<$t>(contiguous(cy, sy.1)?, contiguous(cd, sd.1)?, batch, c);
+                (
+                    Tensor::from_vec(dz, x.shape(), &dev)?,
+                    Tensor::from_vec(db, c, &dev)?,
+                )
+            }};
+        }
+        let (dx, db) = match x.dtype() {
+            candle_core::DType::F64 => run!(f64),
+            _ => run!(f32),
+        };
+        Ok((x.track_op().then_some(dx), b.track_op().then_some(db)))
+    }
+}
+
+/// `act(x + b)` with the bias `b` (`[C]`) broadcast over `x` (`[B, C, ...]`), as one op.
+pub fn bias_act(x: &Tensor, b: &Tensor, act: BiasActivation) -> Result<Tensor> {
+    x.contiguous()?.apply_op2(&b.contiguous()?, BiasAct { act })
 }

@@ -318,6 +318,32 @@ impl Block {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        // Without a norm: the conv, then bias and activation as one fused op.
+        if self.bn.is_none() && crate::fastconv::enabled() {
+            let (y, bias) = match &self.conv {
+                ConvKind::Conv(c) => {
+                    let cfg = c.config();
+                    let y = crate::fastconv::conv2d(x, c.weight(), cfg.stride, cfg.padding)?;
+                    (y, c.bias())
+                }
+                ConvKind::Transpose(c) => {
+                    let cfg = c.config();
+                    let y =
+                        crate::fastconv::conv_transpose2d(x, c.weight(), cfg.stride, cfg.padding)?;
+                    (y, c.bias())
+                }
+            };
+            if let Some(bias) = bias {
+                use crate::fused::{bias_act, BiasActivation};
+                let act = match self.act {
+                    Act::LeakyRelu => BiasActivation::Leaky(0.2),
+                    Act::Relu => BiasActivation::Leaky(0.0),
+                    Act::Tanh => BiasActivation::Tanh,
+                    Act::None => BiasActivation::Identity,
+                };
+                return bias_act(&y, bias, act);
+            }
+        }
         let mut y = match &self.conv {
             ConvKind::Conv(c) => crate::fastconv::conv2d_layer(c, x)?,
             ConvKind::Transpose(c) => crate::fastconv::conv_transpose2d_layer(c, x)?,
