@@ -164,11 +164,34 @@ impl Phases {
         let s = g.stride;
         ((kh % s) * s + kw % s) * self.rows * self.cols + (oy + kh / s) * self.cols + kw / s
     }
-    /// Where image value `(y, x)` lives within a channel.
-    #[inline]
-    fn at(&self, g: &Geom, y: usize, x: usize) -> usize {
-        let (s, py, px) = (g.stride, y + g.pad, x + g.pad);
-        ((py % s) * s + px % s) * self.rows * self.cols + (py / s) * self.cols + px / s
+    /// For image row `y`: for each column phase `b`, the first image column `x0` in it and
+    /// where, within a channel, the values `x0, x0 + s, ...` of that row start.
+    fn row_runs(&self, g: &Geom, y: usize) -> impl Iterator<Item = (usize, usize)> {
+        let (s, p, w, cols) = (g.stride, g.pad, g.w, self.cols);
+        let (a, i) = ((y + p) % s, (y + p) / s);
+        let plane = self.rows * cols;
+        (0..s).filter_map(move |b| {
+            let x0 = (b + s - p % s) % s;
+            (x0 < w).then(|| (x0, (a * s + b) * plane + i * cols + (x0 + p) / s))
+        })
+    }
+}
+
+/// Fill `dst` run by run (`len` values each) from `src(run)`; runs are short (1 to 14 values
+/// in the shipped models), so all but the last are copied 16 values at a time (one vector
+/// move; the surplus lands in the next run, written right after) instead of calling memmove.
+#[inline]
+fn copy_runs<'a, T: Float + 'a>(dst: &mut [T], len: usize, src: impl Fn(usize) -> &'a [T]) {
+    const W: usize = 16;
+    let runs = dst.len() / len;
+    for r in 0..runs {
+        let from = src(r);
+        let at = r * len;
+        if len <= W && r + 1 < runs && at + W <= dst.len() && from.len() >= W {
+            dst[at..at + W].copy_from_slice(&from[..W]);
+        } else {
+            dst[at..at + len].copy_from_slice(&from[..len]);
+        }
     }
 }
 
@@ -180,8 +203,11 @@ fn to_phases<T: Float>(x: &[T], g: &Geom, ph: Phases, q: &mut [T]) {
     for ci in 0..g.ci {
         let (plane, qc) = (&x[ci * g.big()..][..g.big()], &mut q[ci * per..][..per]);
         for y in 0..g.h {
-            for (xx, &v) in plane[y * g.w..][..g.w].iter().enumerate() {
-                qc[ph.at(g, y, xx)] = v;
+            let row = &plane[y * g.w..][..g.w];
+            for (x0, at) in ph.row_runs(g, y) {
+                for (d, &v) in qc[at..].iter_mut().zip(row[x0..].iter().step_by(g.stride)) {
+                    *d = v;
+                }
             }
         }
     }
@@ -199,9 +225,7 @@ fn im2col<T: Float>(x: &[T], g: &Geom, cols: &mut [T], row_stride: usize, q: &mu
         for kh in 0..k {
             for kw in 0..k {
                 let row = &mut cols[((ci * k + kh) * k + kw) * row_stride..][..g.small()];
-                for (oy, dst) in row.chunks_exact_mut(g.ow).enumerate() {
-                    dst.copy_from_slice(&qc[ph.run(g, kh, kw, oy)..][..g.ow]);
-                }
+                copy_runs(row, g.ow, |oy| &qc[ph.run(g, kh, kw, oy)..]);
             }
         }
     }
@@ -227,8 +251,11 @@ fn col2im<T: Float>(cols: &[T], g: &Geom, x: &mut [T], row_stride: usize, q: &mu
         }
         let plane = &mut x[ci * g.big()..][..g.big()];
         for y in 0..g.h {
-            for (xx, d) in plane[y * g.w..][..g.w].iter_mut().enumerate() {
-                *d = qc[ph.at(g, y, xx)];
+            let row = &mut plane[y * g.w..][..g.w];
+            for (x0, at) in ph.row_runs(g, y) {
+                for (d, &v) in row[x0..].iter_mut().step_by(g.stride).zip(&qc[at..]) {
+                    *d = v;
+                }
             }
         }
     }
