@@ -448,6 +448,71 @@ pub fn bwd_weight<T: Float>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
     out
 }
 
+/// [`fwd`] of `x` and [`bwd_weight`] of `x` with `dy`, sharing one im2col of `x`: a
+/// transposed convolution's input gradient (`fwd` of its output gradient) and weight gradient
+/// (`bwd_weight` of its output gradient with its input) unfold the same tensor.
+pub fn fwd_and_bwd_weight<T: Float>(x: &[T], w: &[T], dy: &[T], g: &Geom) -> (Vec<T>, Vec<T>) {
+    let (r, n) = (g.cols_rows(), g.small());
+    let per = per_chunk(g.batch);
+    let mut y = vec![T::default(); g.batch * g.co * n];
+    let partial: Vec<Vec<T>> = y
+        .par_chunks_mut(per * g.co * n)
+        .zip(chunks(g.batch))
+        .map(|(ys, (b0, b1))| {
+            let nb = b1 - b0;
+            let mut acc = vec![T::default(); g.co * r];
+            with_scratch(0, r * nb * n, |cols: &mut [T]| {
+                im2col_many(x, g, b0, b1, cols);
+                with_scratch(1, g.co * nb * n, |buf: &mut [T]| {
+                    // y (co × nb·n) = w (co × r) · cols (r × nb·n)
+                    matmul(
+                        g.co,
+                        nb * n,
+                        r,
+                        buf,
+                        false,
+                        w,
+                        r as isize,
+                        1,
+                        cols,
+                        (nb * n) as isize,
+                        1,
+                    );
+                    for b in 0..nb {
+                        for c in 0..g.co {
+                            ys[(b * g.co + c) * n..][..n]
+                                .copy_from_slice(&buf[c * nb * n + b * n..][..n]);
+                        }
+                    }
+                    // acc (co × r) = dy (co × nb·n) · colsᵀ (nb·n × r)
+                    gather_channels(dy, g.co, n, b0, b1, buf);
+                    matmul(
+                        g.co,
+                        r,
+                        nb * n,
+                        &mut acc,
+                        false,
+                        buf,
+                        (nb * n) as isize,
+                        1,
+                        cols,
+                        1,
+                        (nb * n) as isize,
+                    );
+                })
+            });
+            acc
+        })
+        .collect();
+    let mut dw = vec![T::default(); g.co * r];
+    for p in partial {
+        for (o, v) in dw.iter_mut().zip(p) {
+            *o += v;
+        }
+    }
+    (y, dw)
+}
+
 /// The values of a contiguous CPU tensor (the custom ops of this crate make their inputs so).
 pub(crate) fn contiguous<'a, T: candle_core::WithDType>(
     s: &'a CpuStorage,
@@ -605,6 +670,9 @@ impl CustomOp2 for ConvOp {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = self.geom(x.dims(), w.dims())?;
+        if self.transpose && x.track_op() && w.track_op() {
+            return transpose_grads(x, w, grad, &g).map(|(dx, dw)| (Some(dx), Some(dw)));
+        }
         // Only what something asks for: no weight gradient through the frozen copy (detached
         // weights), no input gradient for data, noise or the detached f(z).
         // a transposed convolution's input gradient is the forward convolution, and its weight
@@ -627,6 +695,41 @@ impl CustomOp2 for ConvOp {
             None
         };
         Ok((dx, dw))
+    }
+}
+
+/// Both gradients of a transposed convolution (input `x`, weight `w`) from its output
+/// gradient, with one im2col.
+fn transpose_grads(x: &Tensor, w: &Tensor, grad: &Tensor, g: &Geom) -> Result<(Tensor, Tensor)> {
+    let (x, w, grad) = (x.contiguous()?, w.contiguous()?, grad.contiguous()?);
+    let (sx, sw, sg) = (
+        x.storage_and_layout(),
+        w.storage_and_layout(),
+        grad.storage_and_layout(),
+    );
+    let (Storage::Cpu(cx), Storage::Cpu(cw), Storage::Cpu(cg)) = (&*sx.0, &*sw.0, &*sg.0) else {
+        candle_core::bail!("fastconv: CPU tensors only");
+    };
+    let dev = x.device();
+    let (dx_shape, dw_shape) = ((g.batch, g.co, g.oh, g.ow), (g.co, g.ci, g.k, g.k));
+    macro_rules! run {
+        ($t:ty) => {{
+            let (dx, dw) = fwd_and_bwd_weight::<$t>(
+                contiguous(cg, sg.1)?,
+                contiguous(cw, sw.1)?,
+                contiguous(cx, sx.1)?,
+                g,
+            );
+            Ok((
+                Tensor::from_vec(dx, dx_shape, dev)?,
+                Tensor::from_vec(dw, dw_shape, dev)?,
+            ))
+        }};
+    }
+    match cx {
+        CpuStorage::F32(_) => run!(f32),
+        CpuStorage::F64(_) => run!(f64),
+        _ => candle_core::bail!("fastconv: f32 or f64"),
     }
 }
 
