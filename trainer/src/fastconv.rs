@@ -326,6 +326,59 @@ fn gather_channels<T: Float>(y: &[T], c: usize, n: usize, b0: usize, b1: usize, 
     }
 }
 
+/// The forward product of one chunk of `nb` images: `buf` (co × nb·n) = w (co × r) · cols
+/// (r × nb·n), then copied to the images' outputs `ys` (`[nb, co, n]`).
+fn forward_chunk<T: Float>(w: &[T], cols: &[T], g: &Geom, nb: usize, buf: &mut [T], ys: &mut [T]) {
+    let (r, n) = (g.cols_rows(), g.small());
+    matmul(
+        g.co,
+        nb * n,
+        r,
+        buf,
+        false,
+        w,
+        r as isize,
+        1,
+        cols,
+        (nb * n) as isize,
+        1,
+    );
+    for b in 0..nb {
+        for c in 0..g.co {
+            ys[(b * g.co + c) * n..][..n].copy_from_slice(&buf[c * nb * n + b * n..][..n]);
+        }
+    }
+}
+
+/// The weight-gradient product of one chunk: acc (co × r) = dyw (co × nb·n) · colsᵀ.
+fn weight_grad_chunk<T: Float>(dyw: &[T], cols: &[T], g: &Geom, nb: usize, acc: &mut [T]) {
+    let (r, n) = (g.cols_rows(), g.small());
+    matmul(
+        g.co,
+        r,
+        nb * n,
+        acc,
+        false,
+        dyw,
+        (nb * n) as isize,
+        1,
+        cols,
+        1,
+        (nb * n) as isize,
+    );
+}
+
+/// Sum the per-chunk weight gradients.
+fn sum_parts<T: Float>(parts: Vec<Vec<T>>, len: usize) -> Vec<T> {
+    let mut out = vec![T::default(); len];
+    for p in parts {
+        for (o, v) in out.iter_mut().zip(p) {
+            *o += v;
+        }
+    }
+    out
+}
+
 /// Convolution forward: `x [b, ci, h, w]`, `w [co, ci, k, k]` → `[b, co, oh, ow]`.
 ///
 /// Each thread unfolds its images side by side and does one wide matrix product.
@@ -340,25 +393,7 @@ pub fn fwd<T: Float>(x: &[T], w: &[T], g: &Geom) -> Vec<T> {
             with_scratch(0, r * nb * n, |cols: &mut [T]| {
                 im2col_many(x, g, b0, b1, cols);
                 with_scratch(1, g.co * nb * n, |out: &mut [T]| {
-                    matmul(
-                        g.co,
-                        nb * n,
-                        r,
-                        out,
-                        false,
-                        w,
-                        r as isize,
-                        1,
-                        cols,
-                        (nb * n) as isize,
-                        1,
-                    );
-                    for b in 0..nb {
-                        for c in 0..g.co {
-                            ys[(b * g.co + c) * n..][..n]
-                                .copy_from_slice(&out[c * nb * n + b * n..][..n]);
-                        }
-                    }
+                    forward_chunk(w, cols, g, nb, out, ys)
                 })
             })
         });
@@ -415,37 +450,18 @@ pub fn bwd_weight<T: Float>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
         .into_par_iter()
         .map(|(b0, b1)| {
             let nb = b1 - b0;
-            // acc (co × r) = dy (co × nb·n) · colsᵀ (nb·n × r)
             let mut acc = vec![T::default(); g.co * r];
             with_scratch(0, r * nb * n, |cols: &mut [T]| {
                 im2col_many(x, g, b0, b1, cols);
                 with_scratch(1, g.co * nb * n, |dyw: &mut [T]| {
                     gather_channels(dy, g.co, n, b0, b1, dyw);
-                    matmul(
-                        g.co,
-                        r,
-                        nb * n,
-                        &mut acc,
-                        false,
-                        dyw,
-                        (nb * n) as isize,
-                        1,
-                        cols,
-                        1,
-                        (nb * n) as isize,
-                    );
+                    weight_grad_chunk(dyw, cols, g, nb, &mut acc);
                 })
             });
             acc
         })
         .collect();
-    let mut out = vec![T::default(); g.co * r];
-    for p in partial {
-        for (o, v) in out.iter_mut().zip(p) {
-            *o += v;
-        }
-    }
-    out
+    sum_parts(partial, g.co * r)
 }
 
 /// [`fwd`] of `x` and [`bwd_weight`] of `x` with `dy`, sharing one im2col of `x`: a
@@ -464,53 +480,15 @@ pub fn fwd_and_bwd_weight<T: Float>(x: &[T], w: &[T], dy: &[T], g: &Geom) -> (Ve
             with_scratch(0, r * nb * n, |cols: &mut [T]| {
                 im2col_many(x, g, b0, b1, cols);
                 with_scratch(1, g.co * nb * n, |buf: &mut [T]| {
-                    // y (co × nb·n) = w (co × r) · cols (r × nb·n)
-                    matmul(
-                        g.co,
-                        nb * n,
-                        r,
-                        buf,
-                        false,
-                        w,
-                        r as isize,
-                        1,
-                        cols,
-                        (nb * n) as isize,
-                        1,
-                    );
-                    for b in 0..nb {
-                        for c in 0..g.co {
-                            ys[(b * g.co + c) * n..][..n]
-                                .copy_from_slice(&buf[c * nb * n + b * n..][..n]);
-                        }
-                    }
-                    // acc (co × r) = dy (co × nb·n) · colsᵀ (nb·n × r)
+                    forward_chunk(w, cols, g, nb, buf, ys);
                     gather_channels(dy, g.co, n, b0, b1, buf);
-                    matmul(
-                        g.co,
-                        r,
-                        nb * n,
-                        &mut acc,
-                        false,
-                        buf,
-                        (nb * n) as isize,
-                        1,
-                        cols,
-                        1,
-                        (nb * n) as isize,
-                    );
+                    weight_grad_chunk(buf, cols, g, nb, &mut acc);
                 })
             });
             acc
         })
         .collect();
-    let mut dw = vec![T::default(); g.co * r];
-    for p in partial {
-        for (o, v) in dw.iter_mut().zip(p) {
-            *o += v;
-        }
-    }
-    (y, dw)
+    (y, sum_parts(partial, g.co * r))
 }
 
 /// The values of a contiguous CPU tensor (the custom ops of this crate make their inputs so).
