@@ -383,21 +383,37 @@ fn sum_parts<T: Float>(parts: Vec<Vec<T>>, len: usize) -> Vec<T> {
 ///
 /// Each thread unfolds its images side by side and does one wide matrix product.
 pub fn fwd<T: Float>(x: &[T], w: &[T], g: &Geom) -> Vec<T> {
+    fwd_keeping(x, w, g, false).0
+}
+
+/// [`fwd`], also returning the unfolded input when `keep` is set (the chunks' im2col matrices
+/// one after the other), so that the weight gradient ([`bwd_weight_from_cols`]) need not
+/// unfold it again.
+pub fn fwd_keeping<T: Float>(x: &[T], w: &[T], g: &Geom, keep: bool) -> (Vec<T>, Option<Vec<T>>) {
     let (r, n) = (g.cols_rows(), g.small());
     let per = per_chunk(g.batch);
     let mut y = vec![T::default(); g.batch * g.co * n];
+    let body = |ys: &mut [T], (b0, b1): (usize, usize), cols: &mut [T]| {
+        let nb = b1 - b0;
+        im2col_many(x, g, b0, b1, cols);
+        with_scratch(1, g.co * nb * n, |out: &mut [T]| {
+            forward_chunk(w, cols, g, nb, out, ys)
+        })
+    };
+    if keep {
+        let mut kept = vec![T::default(); r * g.batch * n];
+        y.par_chunks_mut(per * g.co * n)
+            .zip(kept.par_chunks_mut(per * r * n))
+            .zip(chunks(g.batch))
+            .for_each(|((ys, cols), c)| body(ys, c, cols));
+        return (y, Some(kept));
+    }
     y.par_chunks_mut(per * g.co * n)
         .zip(chunks(g.batch))
-        .for_each(|(ys, (b0, b1))| {
-            let nb = b1 - b0;
-            with_scratch(0, r * nb * n, |cols: &mut [T]| {
-                im2col_many(x, g, b0, b1, cols);
-                with_scratch(1, g.co * nb * n, |out: &mut [T]| {
-                    forward_chunk(w, cols, g, nb, out, ys)
-                })
-            })
+        .for_each(|(ys, c)| {
+            with_scratch(0, r * (c.1 - c.0) * n, |cols: &mut [T]| body(ys, c, cols))
         });
-    y
+    (y, None)
 }
 
 /// Convolution input gradient: `dy [b, co, oh, ow]`, `w [co, ci, k, k]` → `[b, ci, h, w]`.
@@ -441,6 +457,26 @@ pub fn bwd_data<T: Float>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
             })
         });
     dx
+}
+
+/// [`bwd_weight`] from the unfolded input that [`fwd_keeping`] kept.
+pub fn bwd_weight_from_cols<T: Float>(cols: &[T], dy: &[T], g: &Geom) -> Vec<T> {
+    let (r, n) = (g.cols_rows(), g.small());
+    let per = per_chunk(g.batch);
+    let partial: Vec<Vec<T>> = cols
+        .par_chunks(per * r * n)
+        .zip(chunks(g.batch))
+        .map(|(cols, (b0, b1))| {
+            let nb = b1 - b0;
+            let mut acc = vec![T::default(); g.co * r];
+            with_scratch(1, g.co * nb * n, |dyw: &mut [T]| {
+                gather_channels(dy, g.co, n, b0, b1, dyw);
+                weight_grad_chunk(dyw, cols, g, nb, &mut acc);
+            });
+            acc
+        })
+        .collect();
+    sum_parts(partial, g.co * r)
 }
 
 /// Convolution weight gradient: `x [b, ci, h, w]`, `dy [b, co, oh, ow]` → `[co, ci, k, k]`.
@@ -571,6 +607,9 @@ struct ConvOp {
     stride: usize,
     pad: usize,
     transpose: bool,
+    /// For a convolution whose weight gets a gradient: the forward pass keeps its unfolded
+    /// input here for the weight gradient.
+    cols: Option<std::sync::Mutex<Option<CpuStorage>>>,
 }
 
 impl ConvOp {
@@ -635,7 +674,23 @@ impl CustomOp2 for ConvOp {
             )?;
             Ok((out, Shape::from((g.batch, g.ci, g.h, g.w))))
         } else {
-            let out = run2(s1, l1, s2, l2, |x, w| fwd(x, w, &g), |x, w| fwd(x, w, &g))?;
+            let keep = self.cols.is_some();
+            let (out, kept) = match (s1, s2) {
+                (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                    let (y, c) =
+                        fwd_keeping::<f32>(contiguous(s1, l1)?, contiguous(s2, l2)?, &g, keep);
+                    (CpuStorage::F32(y), c.map(CpuStorage::F32))
+                }
+                (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                    let (y, c) =
+                        fwd_keeping::<f64>(contiguous(s1, l1)?, contiguous(s2, l2)?, &g, keep);
+                    (CpuStorage::F64(y), c.map(CpuStorage::F64))
+                }
+                _ => candle_core::bail!("fastconv: f32 or f64 inputs of one dtype"),
+            };
+            if let (Some(slot), Some(kept)) = (&self.cols, kept) {
+                *slot.lock().unwrap() = Some(kept);
+            }
             Ok((out, Shape::from((g.batch, g.co, g.oh, g.ow))))
         }
     }
@@ -665,14 +720,37 @@ impl CustomOp2 for ConvOp {
         } else {
             None
         };
-        let dw = if w.track_op() {
-            let (a, b) = if self.transpose { (grad, x) } else { (x, grad) };
-            let shape = (g.co, g.ci, g.k, g.k);
-            Some(apply_kernel(a, b, shape, bwd_weight, bwd_weight, &g)?)
-        } else {
-            None
+        let kept = self.cols.as_ref().and_then(|c| c.lock().unwrap().take());
+        let dw = match kept {
+            _ if !w.track_op() => None,
+            Some(cols) => Some(weight_grad_from_cols(&cols, grad, &g)?),
+            None => {
+                let (a, b) = if self.transpose { (grad, x) } else { (x, grad) };
+                let shape = (g.co, g.ci, g.k, g.k);
+                Some(apply_kernel(a, b, shape, bwd_weight, bwd_weight, &g)?)
+            }
         };
         Ok((dx, dw))
+    }
+}
+
+/// A convolution's weight gradient from its kept unfolded input and its output gradient.
+fn weight_grad_from_cols(cols: &CpuStorage, grad: &Tensor, g: &Geom) -> Result<Tensor> {
+    let grad = grad.contiguous()?;
+    let (sg, lg) = grad.storage_and_layout();
+    let Storage::Cpu(cg) = &*sg else {
+        candle_core::bail!("fastconv: CPU tensors only");
+    };
+    let shape = (g.co, g.ci, g.k, g.k);
+    let dev = grad.device();
+    match cols {
+        CpuStorage::F32(c) => {
+            Tensor::from_vec(bwd_weight_from_cols(c, contiguous(cg, lg)?, g), shape, dev)
+        }
+        CpuStorage::F64(c) => {
+            Tensor::from_vec(bwd_weight_from_cols(c, contiguous(cg, lg)?, g), shape, dev)
+        }
+        _ => candle_core::bail!("fastconv: f32 or f64"),
     }
 }
 
@@ -720,6 +798,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Result<Tenso
                 stride,
                 pad,
                 transpose: false,
+                cols: w.track_op().then(Default::default),
             },
         )
     } else {
@@ -736,6 +815,7 @@ pub fn conv_transpose2d(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Re
                 stride,
                 pad,
                 transpose: true,
+                cols: None,
             },
         )
     } else {

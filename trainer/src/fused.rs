@@ -3,7 +3,8 @@
 //!
 //! Written with candle's elementwise ops the block costs ~12 tensor passes forward and ~25
 //! backward, each allocating; an IGN step runs it 4 times per layer. Here forward is two passes
-//! per sample (statistics, then output) and backward three, over images spread across threads.
+//! per sample (statistics, then output) and backward two (it takes the statistics the forward
+//! pass kept), over images spread across threads.
 //!
 //! Statistics per sample and group of channels (LayerNorm: one group of all `C·H·W` values;
 //! InstanceNorm: each channel's `H·W`): `x̂ = (x − μ)/σ`, `z = x̂·w_c + b_c`, `y = act(z)`.
@@ -33,6 +34,8 @@ pub const EPS: f64 = 1e-5;
 struct NormAct {
     act: NormActivation,
     groups: usize,
+    /// Mean and 1/σ of each (sample, group), kept by the forward pass for the backward pass.
+    stats: std::sync::Mutex<Vec<f64>>,
 }
 
 trait Elem: Float + WithDType + Send + Sync + std::ops::AddAssign {}
@@ -119,7 +122,7 @@ fn forward<T: Elem>(
     c: usize,
     groups: usize,
     act: NormActivation,
-) -> Vec<T> {
+) -> (Vec<T>, Vec<T>) {
     let per = x.len() / batch;
     let hw = per / c;
     let cg = c / groups;
@@ -129,13 +132,18 @@ fn forward<T: Elem>(
         NormActivation::Identity => T::one(),
     };
     let mut y = vec![T::zero(); x.len()];
+    // (mean, 1/σ) per sample and group, for the backward pass
+    let mut kept = vec![T::zero(); 2 * batch * groups];
     y.par_chunks_mut(per)
         .zip(x.par_chunks(per))
-        .for_each(|(ys, xs)| {
+        .zip(kept.par_chunks_mut(2 * groups))
+        .for_each(|((ys, xs), ks)| {
             let mut st = (T::zero(), T::one());
             for ch in 0..c {
                 if ch % cg == 0 {
                     st = stats(&xs[ch * hw..(ch + cg) * hw]);
+                    ks[2 * (ch / cg)] = st.0;
+                    ks[2 * (ch / cg) + 1] = st.1;
                 }
                 let (mean, inv) = st;
                 let (wc, bc) = (w[ch] * inv, b[ch]);
@@ -149,16 +157,18 @@ fn forward<T: Elem>(
                 }
             }
         });
-    y
+    (y, kept)
 }
 
-/// Gradients `(dx, dw, db)` from `dy`, the input `x` and the output `y`.
+/// Gradients `(dx, dw, db)` from `dy`, the input `x`, the output `y` and the statistics the
+/// forward pass kept (`kept`: mean and 1/σ per sample and group).
 #[allow(clippy::too_many_arguments)]
 fn backward<T: Elem>(
     x: &[T],
     w: &[T],
     y: &[T],
     dy: &[T],
+    kept: &[T],
     batch: usize,
     c: usize,
     groups: usize,
@@ -177,13 +187,14 @@ fn backward<T: Elem>(
         .par_chunks_mut(per)
         .zip(x.par_chunks(per))
         .zip(y.par_chunks(per).zip(dy.par_chunks(per)))
+        .zip(kept.par_chunks(2 * groups))
         .fold(
             || (vec![T::zero(); c], vec![T::zero(); c]),
-            |(mut dw, mut db), ((dxs, xs), (ys, dys))| {
+            |(mut dw, mut db), (((dxs, xs), (ys, dys)), ks)| {
                 let n = T::from(gl).unwrap();
                 for gi in 0..groups {
                     let gr = gi * gl..(gi + 1) * gl;
-                    let (mean, inv) = stats(&xs[gr.clone()]);
+                    let (mean, inv) = (ks[2 * gi], ks[2 * gi + 1]);
                     // dz·w into dxs, and the sums (Σ dz·w = w·Σ dz, Σ dz·w·x̂ = w·Σ dz·x̂)
                     let (mut sg, mut sgx) = (T::zero(), T::zero());
                     for ch in gi * cg..(gi + 1) * cg {
@@ -252,8 +263,8 @@ impl CustomOp3 for NormAct {
             );
         }
         macro_rules! run {
-            ($t:ty) => {
-                forward::<$t>(
+            ($t:ty) => {{
+                let (y, kept) = forward::<$t>(
                     contiguous(s1, l1)?,
                     contiguous(s2, l2)?,
                     contiguous(s3, l3)?,
@@ -261,8 +272,10 @@ impl CustomOp3 for NormAct {
                     c,
                     self.groups,
                     self.act,
-                )
-            };
+                );
+                *self.stats.lock().unwrap() = kept.iter().map(|&v| v as f64).collect();
+                y
+            }};
         }
         let out = match s1 {
             CpuStorage::F32(_) => CpuStorage::F32(run!(f32)),
@@ -300,13 +313,19 @@ impl CustomOp3 for NormAct {
         else {
             candle_core::bail!("norm-act: CPU tensors only");
         };
+        let kept = self.stats.lock().unwrap();
+        if kept.len() != 2 * batch * self.groups {
+            candle_core::bail!("norm-act: backward without the forward pass's statistics");
+        }
         macro_rules! run {
             ($t:ty) => {{
+                let kept: Vec<$t> = kept.iter().map(|&v| v as $t).collect();
                 let (dx, dw, db) = backward::<$t>(
                     contiguous(cx, sx.1)?,
                     contiguous(cw, sw.1)?,
                     contiguous(cy, sy.1)?,
                     contiguous(cd, sd.1)?,
+                    &kept,
                     batch,
                     c,
                     self.groups,
@@ -346,8 +365,15 @@ pub fn group_norm_act(
     groups: usize,
     act: NormActivation,
 ) -> Result<Tensor> {
-    x.contiguous()?
-        .apply_op3(&w.contiguous()?, &b.contiguous()?, NormAct { act, groups })
+    x.contiguous()?.apply_op3(
+        &w.contiguous()?,
+        &b.contiguous()?,
+        NormAct {
+            act,
+            groups,
+            stats: Default::default(),
+        },
+    )
 }
 
 /// The activation of a layer without a norm, after its bias.
