@@ -317,3 +317,41 @@ fn gst_source_runs_the_loop_or_names_the_feature() {
         );
     }
 }
+
+/// A display that takes 15 ms per picture.
+struct SlowSink(Box<dyn sink::Sink>);
+
+impl sink::Sink for SlowSink {
+    fn describe(&self) -> String {
+        "slow".into()
+    }
+    fn size(&self) -> (u32, u32) {
+        self.0.size()
+    }
+    fn show(&mut self, canvas: &image::RgbImage, seq: u64) -> anyhow::Result<()> {
+        std::thread::sleep(std::time::Duration::from_millis(15));
+        self.0.show(canvas, seq)
+    }
+}
+
+#[test]
+fn frames_counts_pictures_shown_even_when_the_display_drops() {
+    // the model is fast and the display slow: pictures are dropped at the display, and
+    // `--frames 8` still shows 8
+    let model = Model::load(&fixture("tiny28.onnx")).unwrap();
+    let mut backend = CpuBackend::new(&model, None).unwrap();
+    let src = source::open(
+        "test",
+        &source::SourceOptions {
+            fps: 400.0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let snk = Box::new(SlowSink(
+        sink::open("null", &sink::SinkOptions::default()).unwrap(),
+    ));
+    let s = run_loop(src, &mut backend, &pre(&model), snk, &opts(8, 1)).unwrap();
+    assert_eq!(s.frames, 8, "{s:?}");
+    assert!(s.dropped_display > 0, "{s:?}");
+}

@@ -116,6 +116,8 @@ struct DisplayStats {
     compose_secs: f64,
     composed: u64,
     display_secs: f64,
+    /// Pictures the display mailbox replaced, when the display thread ended.
+    dropped: u64,
     error: Option<anyhow::Error>,
 }
 
@@ -286,6 +288,7 @@ pub fn run_loop(
 
     let stats = Arc::new(Mutex::new(DisplayStats::default()));
     let shape = (pre.channels, pre.height, pre.width);
+    let target = opts.frames.unwrap_or(u64::MAX);
     let display = {
         let (mb, stats, pre) = (pictures.clone(), stats.clone(), pre.clone());
         std::thread::Builder::new()
@@ -335,7 +338,12 @@ pub fn run_loop(
                     s.e2e.push((now - p.frame.captured).as_secs_f64());
                     s.shown += 1;
                     s.last_seq = Some(p.frame.seq);
+                    // `--frames N`: N pictures shown, then the sink is closed
+                    if s.shown >= target {
+                        break;
+                    }
                 }
+                stats.lock().unwrap().dropped = mb.dropped();
                 let r = sink.finish();
                 if let Err(e) = r {
                     stats.lock().unwrap().error.get_or_insert(e);
@@ -372,7 +380,6 @@ pub fn run_loop(
     let mut submitted = 0u64;
     let start = Instant::now();
     let mut result: Result<()> = Ok(());
-    let target = opts.frames.unwrap_or(u64::MAX);
     loop {
         // With frames in flight and none waiting, collect the oldest result instead of
         // waiting for the camera: results leave as soon as the NPU is done.
@@ -384,7 +391,7 @@ pub fn run_loop(
                         result = Err(e);
                         break;
                     }
-                    if out.processed >= target {
+                    if out.processed >= target.saturating_add(pictures.dropped()) {
                         break;
                     }
                     continue;
@@ -439,7 +446,9 @@ pub fn run_loop(
         if stats.lock().unwrap().error.is_some() {
             break;
         }
-        if out.processed >= target || (depth > 1 && submitted >= target) {
+        // `--frames N` counts frames shown: one the display dropped is made up for
+        let needed = target.saturating_add(pictures.dropped());
+        if out.processed >= needed || (depth > 1 && submitted >= needed) {
             break;
         }
     }
@@ -482,7 +491,7 @@ pub fn run_loop(
         fps: s.shown as f64 / elapsed.max(1e-9),
         e2e: Latency::from_secs(&s.e2e),
         dropped_capture: frames_in.dropped(),
-        dropped_display: pictures.dropped(),
+        dropped_display: s.dropped,
         capture_ms: mean_ms(c.0, c.1),
         preprocess_ms: mean_ms(t_pre, processed),
         inference_ms: mean_ms(t_inf, processed),
