@@ -824,7 +824,7 @@ pub fn conv_transpose2d(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Re
 }
 
 /// `y + bias` with the bias broadcast over `[B, C, H, W]`.
-fn add_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+pub fn add_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     match bias {
         Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
         None => Ok(y),

@@ -228,6 +228,24 @@ enum ConvKind {
     Transpose(ConvTranspose2d),
 }
 
+impl ConvKind {
+    /// The convolution without its bias, and the bias.
+    fn forward_unbiased(&self, x: &Tensor) -> candle_core::Result<(Tensor, Option<&Tensor>)> {
+        use crate::fastconv::{conv2d, conv_transpose2d};
+        Ok(match self {
+            ConvKind::Conv(c) => {
+                let cfg = c.config();
+                (conv2d(x, c.weight(), cfg.stride, cfg.padding)?, c.bias())
+            }
+            ConvKind::Transpose(c) => {
+                let cfg = c.config();
+                let y = conv_transpose2d(x, c.weight(), cfg.stride, cfg.padding)?;
+                (y, c.bias())
+            }
+        })
+    }
+}
+
 /// A per-sample norm with a per-channel scale and shift: LayerNorm over (C, H, W)
 /// (`groups = 1`) or InstanceNorm over (H, W) of each channel (`groups = C`).
 struct LayerNorm {
@@ -318,36 +336,19 @@ impl Block {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        // Without a norm: the conv, then bias and activation as one fused op.
-        if self.bn.is_none() && crate::fastconv::enabled() {
-            let (y, bias) = match &self.conv {
-                ConvKind::Conv(c) => {
-                    let cfg = c.config();
-                    let y = crate::fastconv::conv2d(x, c.weight(), cfg.stride, cfg.padding)?;
-                    (y, c.bias())
-                }
-                ConvKind::Transpose(c) => {
-                    let cfg = c.config();
-                    let y =
-                        crate::fastconv::conv_transpose2d(x, c.weight(), cfg.stride, cfg.padding)?;
-                    (y, c.bias())
-                }
+        let (y, bias) = self.conv.forward_unbiased(x)?;
+        // Without a norm: bias and activation as one fused op.
+        if let (None, Some(bias), true) = (&self.bn, bias, crate::fastconv::enabled()) {
+            use crate::fused::{bias_act, BiasActivation};
+            let act = match self.act {
+                Act::LeakyRelu => BiasActivation::Leaky(0.2),
+                Act::Relu => BiasActivation::Leaky(0.0),
+                Act::Tanh => BiasActivation::Tanh,
+                Act::None => BiasActivation::Identity,
             };
-            if let Some(bias) = bias {
-                use crate::fused::{bias_act, BiasActivation};
-                let act = match self.act {
-                    Act::LeakyRelu => BiasActivation::Leaky(0.2),
-                    Act::Relu => BiasActivation::Leaky(0.0),
-                    Act::Tanh => BiasActivation::Tanh,
-                    Act::None => BiasActivation::Identity,
-                };
-                return bias_act(&y, bias, act);
-            }
+            return bias_act(&y, bias, act);
         }
-        let mut y = match &self.conv {
-            ConvKind::Conv(c) => crate::fastconv::conv2d_layer(c, x)?,
-            ConvKind::Transpose(c) => crate::fastconv::conv_transpose2d_layer(c, x)?,
-        };
+        let mut y = crate::fastconv::add_bias(y, bias)?;
         match &self.bn {
             Some(NormLayer::Batch(bn)) => y = bn.forward_t(&y, train)?,
             // the fused op (norm, affine and activation in one pass) unless disabled
