@@ -103,7 +103,7 @@ pub fn load(name: &str) -> Result<Board> {
     }
     let path = std::path::Path::new(name);
     if path.extension().is_some_and(|e| e == "toml") {
-        let text = std::fs::read_to_string(path)
+        let text = crate::limits::read_text_file(path)
             .with_context(|| format!("{name}: cannot read the board profile"))?;
         return parse(&text).with_context(|| format!("{name}: not a valid board profile"));
     }

@@ -14,28 +14,147 @@ use std::path::Path;
 /// assert_eq!(std::fs::read(&p).unwrap(), b"hello");
 /// ```
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if !dir.exists() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create folder", dir.display()))?;
+    let tmp = write_temp(path, bytes)?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| {
+            format!(
+                "{}: cannot replace (read-only folder?); the previous file, if any, is untouched",
+                path.display()
+            )
+        });
     }
+    sync_parent(path);
+    Ok(())
+}
+
+/// Write several files as one: every new file is written and synced to a temporary name
+/// first; only when all are there do they replace the old ones, and if a replacement fails
+/// the ones already replaced are put back. A model and its noise variant never end up from
+/// two different exports.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let (a, b) = (dir.path().join("m.onnx"), dir.path().join("m.noise.onnx"));
+/// ign_edge::fsio::atomic_write_all(&[(&a, b"one"), (&b, b"two")]).unwrap();
+/// assert_eq!(std::fs::read(&b).unwrap(), b"two");
+/// ```
+pub fn atomic_write_all(files: &[(&Path, &[u8])]) -> Result<()> {
+    write_all_with(files, |from, to| std::fs::rename(from, to))
+}
+
+/// [`atomic_write_all`] with the rename step given (tests inject failures through it).
+fn write_all_with(
+    files: &[(&Path, &[u8])],
+    rename: impl Fn(&Path, &Path) -> std::io::Result<()>,
+) -> Result<()> {
+    let mut temps = Vec::new();
+    let cleanup = |temps: &[std::path::PathBuf]| {
+        for t in temps {
+            let _ = std::fs::remove_file(t);
+        }
+    };
+    for (path, bytes) in files {
+        match write_temp(path, bytes) {
+            Ok(t) => temps.push(t),
+            Err(e) => {
+                cleanup(&temps);
+                return Err(e);
+            }
+        }
+    }
+    // replace in order, each old file kept under a second name (a hard link) until all are
+    // done: a rename replaces its target atomically, so a failed one leaves it as it was
+    let mut done: Vec<(&Path, Option<std::path::PathBuf>)> = Vec::new();
+    let mut failure = None;
+    for ((path, _), tmp) in files.iter().zip(&temps) {
+        let backup = if path.exists() {
+            match sibling(path, "bak").and_then(|b| std::fs::hard_link(path, &b).map(|_| b)) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    failure = Some((path, e));
+                    break;
+                }
+            }
+        } else {
+            None
+        };
+        if let Err(e) = rename(tmp, path) {
+            if let Some(b) = &backup {
+                let _ = std::fs::remove_file(b);
+            }
+            failure = Some((path, e));
+            break;
+        }
+        done.push((path, backup));
+    }
+    if let Some((path, e)) = failure {
+        for (p, backup) in done.iter().rev() {
+            match backup {
+                Some(b) => {
+                    let _ = rename(b, p);
+                }
+                None => {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+        }
+        cleanup(&temps);
+        return Err(e).with_context(|| {
+            format!(
+                "{}: cannot replace (disk full or read-only?); the previous files are untouched",
+                path.display()
+            )
+        });
+    }
+    for (_, backup) in done {
+        if let Some(b) = backup {
+            let _ = std::fs::remove_file(b);
+        }
+    }
+    sync_parent(files[0].0);
+    Ok(())
+}
+
+/// A unique, not yet existing name beside `path`: `.NAME.KIND-PID-N`.
+fn sibling(path: &Path, kind: &str) -> std::io::Result<std::path::PathBuf> {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "out".into());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    Ok(parent(path).join(format!(".{name}.{kind}-{}-{n}", std::process::id())))
+}
+
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+fn sync_parent(path: &Path) {
+    if let Ok(d) = std::fs::File::open(parent(path)) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Write `bytes` to a new temporary file beside `path` (created exclusively) and sync it.
+fn write_temp(path: &Path, bytes: &[u8]) -> Result<std::path::PathBuf> {
+    let dir = parent(path);
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create folder", dir.display()))?;
+    }
+    let tmp = sibling(path, "tmp")?;
     let res = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        f.sync_all()
     })();
     if let Err(e) = res {
         let _ = std::fs::remove_file(&tmp);
@@ -47,7 +166,16 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
             )
         });
     }
-    Ok(())
+    Ok(tmp)
+}
+
+/// Whether `a` and `b` name the same existing file (`models/m.onnx` and `./models/../models/m.onnx`,
+/// or a link to it).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 /// An RGB image encoded as PNG.
@@ -79,4 +207,41 @@ pub fn save_gif(path: &Path, frames: &[image::RgbImage], delay_ms: u32) -> Resul
         }
     }
     atomic_write(path, &buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_between_the_two_files_of_a_pair_leaves_the_old_pair() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("m.onnx"), dir.path().join("m.noise.onnx"));
+        atomic_write_all(&[(&a, b"old a"), (&b, b"old b")]).unwrap();
+        // the second file's replacement fails: the first is put back
+        let calls = std::cell::Cell::new(0);
+        let failing = |from: &Path, to: &Path| {
+            calls.set(calls.get() + 1);
+            if to == b {
+                Err(std::io::Error::other("injected"))
+            } else {
+                std::fs::rename(from, to)
+            }
+        };
+        let e = write_all_with(&[(&a, b"new a"), (&b, b"new b")], failing).unwrap_err();
+        assert!(format!("{e:#}").contains("m.noise.onnx"), "{e:#}");
+        assert!(calls.get() >= 3);
+        assert_eq!(std::fs::read(&a).unwrap(), b"old a");
+        assert_eq!(std::fs::read(&b).unwrap(), b"old b");
+        // and no temporary or backup file is left behind
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        // without the failure both are replaced
+        atomic_write_all(&[(&a, b"new a"), (&b, b"new b")]).unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), b"new a");
+        assert_eq!(std::fs::read(&b).unwrap(), b"new b");
+    }
 }

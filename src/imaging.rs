@@ -31,12 +31,40 @@ pub fn is_image_path(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Open an image file, with an error that names the file.
+/// Decode image bytes (format guessed, or `format`) within `limits`: the header's dimensions
+/// are checked before any pixel buffer is allocated.
+///
+/// ```
+/// use ign_edge::imaging::decode_image;
+/// let png = ign_edge::fsio::png_bytes(&image::RgbImage::new(8, 4)).unwrap();
+/// let mut small = image::Limits::default();
+/// small.max_image_width = Some(4);
+/// assert_eq!(decode_image(&png, None, image::Limits::default()).unwrap().width(), 8);
+/// assert!(decode_image(&png, None, small).is_err());
+/// ```
+pub fn decode_image(
+    bytes: &[u8],
+    format: Option<image::ImageFormat>,
+    limits: image::Limits,
+) -> image::ImageResult<DynamicImage> {
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes));
+    match format {
+        Some(f) => reader.set_format(f),
+        None => reader = reader.with_guessed_format()?,
+    }
+    reader.limits(limits);
+    reader.decode()
+}
+
+/// Open an image file, with an error that names the file; images over
+/// [`MAX_IMAGE_SIDE`](crate::limits::MAX_IMAGE_SIDE) pixels or
+/// [`MAX_IMAGE_ALLOC`](crate::limits::MAX_IMAGE_ALLOC) bytes are refused before decoding.
 pub fn open_image(path: &Path) -> Result<DynamicImage> {
-    let reader = image::ImageReader::open(path)
+    let mut reader = image::ImageReader::open(path)
         .with_context(|| format!("{}: cannot open image", path.display()))?
         .with_guessed_format()
         .with_context(|| format!("{}: cannot read image", path.display()))?;
+    reader.limits(crate::limits::image_limits());
     reader.decode().map_err(|e| {
         anyhow::anyhow!(
             "{}: not a readable PNG/JPEG image ({e}); check the file or convert it to PNG",

@@ -31,6 +31,9 @@ pub fn noise_batch(info: &ModelInfo, n: usize, seed: u64) -> ImageBatch {
     }
 }
 
+/// Most noise images one spec makes.
+pub const MAX_NOISE: usize = 10_000;
+
 /// Parse `noise:<N>[:<seed>]`.
 pub fn parse_noise_spec(spec: &str) -> Result<Option<(usize, u64)>> {
     let Some(rest) = spec.strip_prefix("noise:") else {
@@ -40,8 +43,10 @@ pub fn parse_noise_spec(spec: &str) -> Result<Option<(usize, u64)>> {
     let n = parts
         .next()
         .and_then(|s| s.parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .ok_or_else(|| anyhow!("{spec}: expected noise:<N>[:<seed>] with N >= 1"))?;
+        .filter(|&n| n > 0 && n <= MAX_NOISE)
+        .ok_or_else(|| {
+            anyhow!("{spec}: expected noise:<N>[:<seed>] with N from 1 to {MAX_NOISE}")
+        })?;
     let seed = match parts.next() {
         Some(s) => s
             .parse::<u64>()
@@ -56,29 +61,36 @@ pub fn parse_noise_spec(spec: &str) -> Result<Option<(usize, u64)>> {
 
 /// Read a float32 `.npy` of shape `N×C×H×W` (or `C×H×W`) that fits the model.
 pub fn read_npy(path: &Path, info: &ModelInfo) -> Result<ImageBatch> {
-    let file = std::fs::File::open(path)
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("{}: cannot open .npy file", path.display()))?
+        .len();
+    if len > crate::limits::MAX_ARRAY_BYTES + (1 << 16) {
+        bail!(
+            "{}: {len} bytes, more than this reads ({} MiB of data)",
+            path.display(),
+            crate::limits::MAX_ARRAY_BYTES >> 20
+        );
+    }
+    let bytes = std::fs::read(path)
         .with_context(|| format!("{}: cannot open .npy file", path.display()))?;
-    let arr: nd::ArrayD<f32> = ndarray_npy::ReadNpyExt::read_npy(file).map_err(|e| {
-        anyhow!(
-            "{}: not a float32 .npy array ({e}); save it with np.save(path, x.astype(np.float32))",
-            path.display()
-        )
-    })?;
-    let shape = arr.shape().to_vec();
+    parse_npy(&bytes, info).with_context(|| path.display().to_string())
+}
+
+/// A `.npy` file's bytes as a batch that fits the model (see [`read_npy`]).
+pub fn parse_npy(bytes: &[u8], info: &ModelInfo) -> Result<ImageBatch> {
+    let (shape, data) = crate::npy::read_f32(bytes)?;
     let want = [info.channels, info.height, info.width];
     let full = match shape.as_slice() {
         [n, c, h, w] if [*c, *h, *w] == want => [*n, *c, *h, *w],
         [c, h, w] if [*c, *h, *w] == want => [1, *c, *h, *w],
         _ => bail!(
-            "{}: array of shape {:?} does not fit the model: expected [N, {}, {}, {}] float32",
-            path.display(),
+            "array of shape {:?} does not fit the model: expected [N, {}, {}, {}] float32",
             shape,
             want[0],
             want[1],
             want[2]
         ),
     };
-    let data = arr.as_standard_layout().iter().copied().collect();
     ImageBatch::new(data, full)
 }
 
@@ -117,7 +129,17 @@ pub fn read_idx_images(path: &Path, info: &ModelInfo, limit: usize) -> Result<Im
     if n == 0 {
         bail!("{}: the IDX file holds no image", path.display());
     }
-    let mut data = Vec::with_capacity(n * info.image_len());
+    let floats = crate::limits::product(&[n, info.image_len()])
+        .filter(|&f| f as u64 * 4 <= crate::limits::MAX_ARRAY_BYTES)
+        .ok_or_else(|| {
+            anyhow!(
+                "{}: {n} images of {} values are more than {} MiB as floats; pass fewer",
+                path.display(),
+                info.image_len(),
+                crate::limits::MAX_ARRAY_BYTES >> 20
+            )
+        })?;
+    let mut data = Vec::with_capacity(floats);
     for i in 0..n {
         let px = &arr.data[i * h * w..(i + 1) * h * w];
         if (h, w, info.channels) == (info.height, info.width, 1) {

@@ -4,13 +4,15 @@
 use ign_edge::backend::{cpu::CpuBackend, Backend};
 use ign_edge::model::Model;
 use ign_edge::pipeline::compose::{self, Layout};
+use ign_edge::pipeline::frame::Frame;
 use ign_edge::pipeline::preprocess::Preprocess;
 use ign_edge::pipeline::source::test_pattern::TestPattern;
 use ign_edge::pipeline::{run_loop, sink, source, LoopOptions};
 use ign_edge::tensor::ImageBatch;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -131,29 +133,78 @@ impl Backend for Slow {
     }
 }
 
+/// Waits (at most 10 s) until `counter` reaches `at_least`: tests pace one stage by another's
+/// progress instead of by time, so they hold under any schedule.
+fn wait_for(counter: &AtomicU64, at_least: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counter.load(Ordering::SeqCst) < at_least && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A live source (a camera) that counts the frames it made.
+struct CountingCamera {
+    pattern: TestPattern,
+    seq: u64,
+    made: Arc<AtomicU64>,
+}
+
+impl source::Source for CountingCamera {
+    fn describe(&self) -> String {
+        "counting camera".into()
+    }
+    fn live(&self) -> bool {
+        true
+    }
+    fn next_frame(&mut self) -> anyhow::Result<Option<Frame>> {
+        std::thread::sleep(Duration::from_millis(1));
+        let t = Instant::now();
+        let f = Frame::ready(self.pattern.render(self.seq), self.seq, t);
+        self.seq += 1;
+        self.made.store(self.seq, Ordering::SeqCst);
+        Ok(Some(f))
+    }
+}
+
+/// A slow model: each application of f lasts until the camera made `k` more frames.
+struct SlowerThanTheCamera {
+    inner: CpuBackend,
+    made: Arc<AtomicU64>,
+    k: u64,
+}
+
+impl Backend for SlowerThanTheCamera {
+    fn name(&self) -> String {
+        "slower than the camera".into()
+    }
+    fn run(&mut self, input: &ImageBatch) -> anyhow::Result<ImageBatch> {
+        wait_for(&self.made, self.made.load(Ordering::SeqCst) + self.k);
+        self.inner.run(input)
+    }
+}
+
 #[test]
 fn a_slow_stage_drops_stale_frames_instead_of_queueing() {
     let model = Model::load(&fixture("tiny28.onnx")).unwrap();
-    let mut slow = Slow(
-        CpuBackend::new(&model, None).unwrap(),
-        std::time::Duration::from_millis(30),
-    );
-    // the source runs at 200 fps, the model at ~30: most frames must be dropped, not queued
-    let src = source::open(
-        "test",
-        &source::SourceOptions {
-            looping: false,
-            fps: 200.0,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let made = Arc::new(AtomicU64::new(0));
+    let mut slow = SlowerThanTheCamera {
+        inner: CpuBackend::new(&model, None).unwrap(),
+        made: made.clone(),
+        k: 6,
+    };
+    let src = Box::new(CountingCamera {
+        pattern: TestPattern::new(160, 120, 0.0),
+        seq: 0,
+        made,
+    });
     let snk = sink::open("null", &sink::SinkOptions::default()).unwrap();
     let s = run_loop(src, &mut slow, &pre(&model), snk, &opts(10, 1)).unwrap();
     assert_eq!(s.frames, 10);
-    assert!(s.dropped_capture >= 20, "dropped {}", s.dropped_capture);
-    // frames shown are fresh: the last one is far along the source's sequence
-    assert!(s.last_seq.unwrap() >= 30, "last seq {:?}", s.last_seq);
+    // while f runs the camera makes 6 frames, at least 5 reach the one-slot mailbox and at
+    // least 4 of them are replaced there: most frames are dropped, not queued
+    assert!(s.dropped_capture >= 20, "{s:?}");
+    // frames shown are fresh: the last one is far along the camera's sequence
+    assert!(s.last_seq.unwrap() >= 30, "{s:?}");
 }
 
 #[test]
@@ -318,19 +369,40 @@ fn gst_source_runs_the_loop_or_names_the_feature() {
     }
 }
 
-/// A display that takes 15 ms per picture.
-struct SlowSink(Box<dyn sink::Sink>);
+/// A model that counts its runs.
+struct Counted {
+    inner: CpuBackend,
+    runs: Arc<AtomicU64>,
+}
+
+impl Backend for Counted {
+    fn name(&self) -> String {
+        "counted".into()
+    }
+    fn run(&mut self, input: &ImageBatch) -> anyhow::Result<ImageBatch> {
+        let y = self.inner.run(input);
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        y
+    }
+}
+
+/// A display slower than the model: each picture is shown once the model ran 3 more times,
+/// so at least two new pictures reach the display's one-slot mailbox per picture shown.
+struct SlowSink {
+    inner: Box<dyn sink::Sink>,
+    runs: Arc<AtomicU64>,
+}
 
 impl sink::Sink for SlowSink {
     fn describe(&self) -> String {
         "slow".into()
     }
     fn size(&self) -> (u32, u32) {
-        self.0.size()
+        self.inner.size()
     }
     fn show(&mut self, canvas: &image::RgbImage, seq: u64) -> anyhow::Result<()> {
-        std::thread::sleep(std::time::Duration::from_millis(15));
-        self.0.show(canvas, seq)
+        wait_for(&self.runs, self.runs.load(Ordering::SeqCst) + 3);
+        self.inner.show(canvas, seq)
     }
 }
 
@@ -339,7 +411,11 @@ fn frames_counts_pictures_shown_even_when_the_display_drops() {
     // the model is fast and the display slow: pictures are dropped at the display, and
     // `--frames 8` still shows 8
     let model = Model::load(&fixture("tiny28.onnx")).unwrap();
-    let mut backend = CpuBackend::new(&model, None).unwrap();
+    let runs = Arc::new(AtomicU64::new(0));
+    let mut backend = Counted {
+        inner: CpuBackend::new(&model, None).unwrap(),
+        runs: runs.clone(),
+    };
     let src = source::open(
         "test",
         &source::SourceOptions {
@@ -348,10 +424,109 @@ fn frames_counts_pictures_shown_even_when_the_display_drops() {
         },
     )
     .unwrap();
-    let snk = Box::new(SlowSink(
-        sink::open("null", &sink::SinkOptions::default()).unwrap(),
-    ));
+    let snk = Box::new(SlowSink {
+        inner: sink::open("null", &sink::SinkOptions::default()).unwrap(),
+        runs,
+    });
     let s = run_loop(src, &mut backend, &pre(&model), snk, &opts(8, 1)).unwrap();
     assert_eq!(s.frames, 8, "{s:?}");
     assert!(s.dropped_display > 0, "{s:?}");
+}
+
+/// A display that counts what it shows.
+struct Recording {
+    inner: Box<dyn sink::Sink>,
+    shown: Arc<std::sync::Mutex<Vec<u64>>>,
+}
+
+impl sink::Sink for Recording {
+    fn describe(&self) -> String {
+        "recording".into()
+    }
+    fn size(&self) -> (u32, u32) {
+        self.inner.size()
+    }
+    fn show(&mut self, canvas: &image::RgbImage, seq: u64) -> anyhow::Result<()> {
+        std::thread::sleep(Duration::from_millis(2));
+        self.shown.lock().unwrap().push(seq);
+        self.inner.show(canvas, seq)
+    }
+}
+
+#[test]
+fn a_recorded_source_shows_every_frame_in_order_even_with_a_slow_display() {
+    // the test pattern at fps 0 is a recording: back-pressure through both mailboxes, so a
+    // slow display drops nothing and `--frames 12` shows frames 0..12
+    let model = Model::load(&fixture("tiny28.onnx")).unwrap();
+    let mut backend = CpuBackend::new(&model, None).unwrap();
+    let src = source::open("test", &source::SourceOptions::default()).unwrap();
+    let shown = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let snk = Box::new(Recording {
+        inner: sink::open("null", &sink::SinkOptions::default()).unwrap(),
+        shown: shown.clone(),
+    });
+    let s = run_loop(src, &mut backend, &pre(&model), snk, &opts(12, 1)).unwrap();
+    assert_eq!((s.frames, s.dropped_capture, s.dropped_display), (12, 0, 0));
+    assert_eq!(*shown.lock().unwrap(), (0..12).collect::<Vec<u64>>());
+}
+
+#[test]
+fn sigterm_ends_the_loop_within_2_s_when_the_source_sends_nothing() {
+    use std::io::{BufRead, Write};
+    // a y4m pipe that sends its header and then nothing: the capture thread is stuck in a read
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ign-edge"))
+        .args(["run", "--source", "y4m:-", "--sink", "null", "-m"])
+        .arg(fixture("tiny28.onnx"))
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"YUV4MPEG2 W64 H48 F30:1 C420jpeg\n")
+        .unwrap();
+    stdin.flush().unwrap();
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            if line.starts_with("running") {
+                let _ = tx.send(());
+            }
+            all += &line;
+            all.push('\n');
+        }
+        all
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the loop starts");
+    let t0 = Instant::now();
+    // SAFETY: sending a signal to our own child process by its pid.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let deadline = t0 + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = t0.elapsed();
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    drop(stdin); // kept open until here: the source never sees the end of its stream
+    let err = reader.join().unwrap();
+    let status = status.expect("ign-edge run did not stop within 10 s of SIGTERM");
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(took < Duration::from_secs(2), "stopped after {took:?}");
+    assert!(err.contains("0 frames in"), "{err}");
 }

@@ -36,6 +36,10 @@ pub struct BackendArgs {
     /// loader's path and in /usr/lib).
     #[arg(long)]
     pub rknn_lib: Option<PathBuf>,
+    /// NPU int8 models: feed the model's own int8 tensor (pass_through) instead of uint8
+    /// NHWC pixels that the runtime normalizes (the default, as in Rockchip's examples).
+    #[arg(long)]
+    pub npu_pass_through: bool,
 }
 
 /// An opened backend and what it knows of its model.
@@ -110,6 +114,7 @@ impl BackendArgs {
             &super::rknn::RknnOptions {
                 lib: self.rknn_lib.clone(),
                 cores: self.npu_cores.clone(),
+                pass_through: self.npu_pass_through,
             },
         )?;
         Ok(Opened {

@@ -359,7 +359,7 @@ pub fn regressions(current: &Report, baseline: &Report, tolerance: f64) -> Vec<S
 
 /// Read a report written with `--json`.
 pub fn read_report(path: &Path) -> Result<Report> {
-    let text = std::fs::read_to_string(path)
+    let text = crate::limits::read_text_file(path)
         .with_context(|| format!("{}: cannot read baseline report", path.display()))?;
     serde_json::from_str(&text).with_context(|| {
         format!(

@@ -320,6 +320,7 @@ impl BenchCmd {
             &crate::backend::rknn::RknnOptions {
                 lib: self.backend.rknn_lib.clone(),
                 cores: self.backend.npu_cores.clone(),
+                pass_through: self.backend.npu_pass_through,
             },
         )
     }

@@ -61,7 +61,7 @@ impl QuantizeCmd {
             .out
             .clone()
             .unwrap_or_else(|| quantize::variant_path(&self.model, self.precision));
-        if out == self.model {
+        if out == self.model || crate::fsio::same_file(&out, &self.model) {
             bail!(ModelError(format!(
                 "{}: --out would overwrite the fp32 model; pick another file",
                 out.display()

@@ -136,10 +136,9 @@ impl RunCmd {
         let opened = self.backend.open(&self.model)?;
         let info = opened.info.clone();
         let mut backend = opened.backend;
+        // Until the source is open, a signal ends the process (opening it may wait for a
+        // camera or a pipe); from then on it asks the loop to stop.
         let stop = Arc::new(AtomicBool::new(false));
-        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            signal_hook::flag::register(sig, Arc::clone(&stop))?;
-        }
         let src = source::open(
             &source_spec,
             &source::SourceOptions {
@@ -151,6 +150,9 @@ impl RunCmd {
                 stop: Some(stop.clone()),
             },
         )?;
+        // From here a signal asks the loop to stop (before the sinks print where they serve
+        // and "running" is printed, so whoever waits for those lines can stop it cleanly).
+        crate::signals::stop_on_signals(&stop)?;
         // With a web page, the variants beside the model can be switched while running.
         let web = self.sinks.iter().any(|s| s.starts_with("http"));
         // The web pad runs its own CPU backend on the ONNX model (beside a .rknn one).
@@ -231,7 +233,7 @@ impl RunCmd {
         let opts = pipeline::LoopOptions {
             frames: self.frames,
             steps: self.steps,
-            stop,
+            stop: stop.clone(),
             model_name: name,
             precision: info.precision.to_string(),
             controls,

@@ -74,7 +74,7 @@ impl ServiceConfig {
 
 impl ServiceCmd {
     pub fn run(self) -> Result<()> {
-        let text = std::fs::read_to_string(&self.config).with_context(|| {
+        let text = crate::limits::read_text_file(&self.config).with_context(|| {
             format!(
                 "{}: cannot read the service configuration (copy boards/package/config.toml there)",
                 self.config.display()

@@ -96,8 +96,20 @@ pub struct Model {
     bytes: std::sync::Arc<[u8]>,
 }
 
+/// Largest fixed batch axis a model may declare (inputs of that many images are allocated).
+const MAX_FIXED_BATCH: usize = 4096;
+
 /// Read a file's bytes with errors that say what to do.
 fn read_model_bytes(path: &Path) -> Result<Vec<u8>> {
+    // protobuf messages end at 2 GiB: a larger file is no ONNX model
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.len() > i32::MAX as u64 {
+            return Err(model_err(
+                path,
+                format!("{} bytes: larger than any ONNX model (2 GiB)", m.len()),
+            ));
+        }
+    }
     match std::fs::read(path) {
         Ok(b) => Ok(b),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(model_err(
@@ -257,7 +269,23 @@ impl Model {
                 input.name
             )));
         }
+        let max = crate::limits::MAX_MODEL_SIDE;
+        if height == 0 || width == 0 || height > max || width > max {
+            bail!(ModelError(format!(
+                "{}: input '{}' is {height}x{width}; ign-edge runs models from 1x1 to {max}x{max}",
+                path.display(),
+                input.name
+            )));
+        }
         let fixed_batch = dims[0].map(|d| d as usize);
+        if fixed_batch.is_some_and(|n| n > MAX_FIXED_BATCH) {
+            bail!(ModelError(format!(
+                "{}: input '{}' has a fixed batch of {}; export it with a dynamic batch axis",
+                path.display(),
+                input.name,
+                dims[0].unwrap_or_default()
+            )));
+        }
         if let Some((_, odims)) = dims_of(output) {
             let known: Vec<(usize, i64)> = odims
                 .iter()

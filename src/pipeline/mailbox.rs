@@ -2,6 +2,18 @@
 //! is replaced (and counted as dropped), so memory stays bounded whatever the speed mismatch.
 
 use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// What [`Mailbox::take_timeout`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Taken<T> {
+    /// An item.
+    Item(T),
+    /// The mailbox is closed and empty: no item will come.
+    Closed,
+    /// Nothing arrived in time; the mailbox is still open.
+    TimedOut,
+}
 
 struct Slot<T> {
     item: Option<T>,
@@ -71,6 +83,40 @@ impl<T> Mailbox<T> {
             }
             s.waiting += 1;
             s = self.ready.wait(s).unwrap();
+            s.waiting -= 1;
+        }
+    }
+
+    /// Wait at most `timeout` for an item, so that a caller can check a stop flag between
+    /// waits instead of blocking forever on a source that stopped delivering.
+    ///
+    /// ```
+    /// use ign_edge::pipeline::mailbox::{Mailbox, Taken};
+    /// use std::time::Duration;
+    /// let m = Mailbox::default();
+    /// assert_eq!(m.take_timeout(Duration::from_millis(1)), Taken::TimedOut);
+    /// m.put(7);
+    /// assert_eq!(m.take_timeout(Duration::from_millis(1)), Taken::Item(7));
+    /// m.close();
+    /// assert_eq!(m.take_timeout(Duration::from_millis(1)), Taken::<i32>::Closed);
+    /// ```
+    pub fn take_timeout(&self, timeout: Duration) -> Taken<T> {
+        let deadline = Instant::now() + timeout;
+        let mut s = self.slot.lock().unwrap();
+        loop {
+            if let Some(item) = s.item.take() {
+                s.wake(&self.ready);
+                return Taken::Item(item);
+            }
+            if s.closed {
+                return Taken::Closed;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Taken::TimedOut;
+            }
+            s.waiting += 1;
+            s = self.ready.wait_timeout(s, deadline - now).unwrap().0;
             s.waiting -= 1;
         }
     }

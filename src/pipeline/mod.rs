@@ -8,6 +8,12 @@
 //! composing on the display thread, beside it. Model inputs are recycled through a small pool.
 //! Each frame carries its capture time and sequence number, so the end-to-end latency and the
 //! drops are measured at the sink. Memory stays bounded: each mailbox holds at most one item.
+//!
+//! A live source (a camera) drops stale frames and pictures; a recorded one (files, `test` at
+//! `--fps 0`) applies back-pressure through both mailboxes, so it drops nothing and a run of it
+//! is the same under any schedule: `--frames N` processes and shows exactly N frames.
+//! Every wait is bounded: a stop request ends the loop even when the source delivers nothing,
+//! and a source stuck in a read is left behind instead of being waited for.
 
 pub mod compose;
 pub mod frame;
@@ -22,13 +28,13 @@ use image::RgbImage;
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::backend::Backend;
 use crate::bench::stats::Latency;
 use crate::tensor::ImageBatch;
 use frame::Frame;
-use mailbox::Mailbox;
+use mailbox::{Mailbox, Taken};
 use overlay::Hud;
 use preprocess::Preprocess;
 use sink::Sink;
@@ -36,11 +42,13 @@ use source::Source;
 
 /// Settings of one run of the loop.
 pub struct LoopOptions {
-    /// Stop after this many displayed frames.
+    /// Stop after this many displayed frames (exactly this many: a picture a live display
+    /// drops is made up for by another frame).
     pub frames: Option<u64>,
     /// Applications of f per frame.
     pub steps: usize,
-    /// Set from a signal handler (or a test) to stop cleanly.
+    /// Set from a signal handler (or a test) to stop cleanly; the loop notices within
+    /// [`STOP_POLL`] whatever the source does.
     pub stop: Arc<AtomicBool>,
     /// Shown in the overlay.
     pub model_name: String,
@@ -143,6 +151,8 @@ struct Outbox<'a> {
     stats: &'a Mutex<DisplayStats>,
     capture_secs: &'a Mutex<(f64, u64)>,
     n_panels: u32,
+    /// Live sources drop stale pictures; recorded ones wait for the display.
+    live: bool,
     hud: Hud,
     /// Inference end times of the last second (moving fps).
     recent: std::collections::VecDeque<Instant>,
@@ -190,16 +200,56 @@ impl Outbox<'_> {
             outs.truncate(1);
             outs.push(last);
         }
-        self.pictures.put(Picture {
+        let picture = Picture {
             frame,
             outs,
             hud: hud.clone(),
-        });
+        };
+        if self.live {
+            self.pictures.put(picture);
+        } else {
+            self.pictures.put_when_empty(picture);
+        }
     }
 }
 
 fn mean_ms(total_secs: f64, n: u64) -> f64 {
     total_secs * 1e3 / n.max(1) as f64
+}
+
+/// How often a waiting stage looks at the stop flag.
+pub const STOP_POLL: Duration = Duration::from_millis(50);
+
+/// How long the loop waits, once stopped, for a source blocked in a read (a pipe that sends
+/// nothing, a camera that stopped delivering) before leaving its thread behind.
+pub const SOURCE_GRACE: Duration = Duration::from_millis(500);
+
+/// The next captured frame, or `None` once the source ended or `quit()` says to stop.
+fn next_captured(frames_in: &Mailbox<Captured>, quit: impl Fn() -> bool) -> Option<Captured> {
+    loop {
+        match frames_in.take_timeout(STOP_POLL) {
+            Taken::Item(c) => return Some(c),
+            Taken::Closed => return None,
+            Taken::TimedOut if quit() => return None,
+            Taken::TimedOut => {}
+        }
+    }
+}
+
+/// Join `thread` if it ends within `grace`; otherwise leave it running (it is blocked in a
+/// read that only the process's exit will end). Returns whether it was joined.
+fn join_within(thread: std::thread::JoinHandle<()>, grace: Duration) -> Result<bool> {
+    let deadline = Instant::now() + grace;
+    while !thread.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if !thread.is_finished() {
+        return Ok(false);
+    }
+    thread
+        .join()
+        .map_err(|_| anyhow!("the capture thread panicked"))?;
+    Ok(true)
 }
 
 /// Run the loop until the source ends, `frames` are shown, or `stop` is set.
@@ -232,6 +282,8 @@ pub fn run_loop(
     let capture_error: Arc<Mutex<Option<anyhow::Error>>> = Arc::default();
     let capture_secs = Arc::new(Mutex::new((0f64, 0u64)));
     let done = Arc::new(AtomicBool::new(false));
+    // Set by the display thread when it ends: N pictures shown, or the sink failed.
+    let display_done = Arc::new(AtomicBool::new(false));
 
     let capture = {
         let (mb, err, stop, done, cs, pool) = (
@@ -290,7 +342,12 @@ pub fn run_loop(
     let shape = (pre.channels, pre.height, pre.width);
     let target = opts.frames.unwrap_or(u64::MAX);
     let display = {
-        let (mb, stats, pre) = (pictures.clone(), stats.clone(), pre.clone());
+        let (mb, stats, pre, display_done) = (
+            pictures.clone(),
+            stats.clone(),
+            pre.clone(),
+            display_done.clone(),
+        );
         std::thread::Builder::new()
             .name("display".into())
             .spawn(move || {
@@ -343,7 +400,10 @@ pub fn run_loop(
                         break;
                     }
                 }
+                // nothing more is taken: a producer waiting to hand a picture over returns
+                mb.close();
                 stats.lock().unwrap().dropped = mb.dropped();
+                display_done.store(true, Ordering::Relaxed);
                 let r = sink.finish();
                 if let Err(e) = r {
                     stats.lock().unwrap().error.get_or_insert(e);
@@ -367,6 +427,7 @@ pub fn run_loop(
         stats: &stats,
         capture_secs: &capture_secs,
         n_panels,
+        live,
         hud,
         recent: Default::default(),
         t_pre: 0.0,
@@ -380,6 +441,16 @@ pub fn run_loop(
     let mut submitted = 0u64;
     let start = Instant::now();
     let mut result: Result<()> = Ok(());
+    let quit = || opts.stop.load(Ordering::Relaxed) || display_done.load(Ordering::Relaxed);
+    // Enough frames: a live loop runs until the display has shown N pictures (it drops some);
+    // a recorded one drops nothing, so N frames processed (or sent to the NPU) are N shown.
+    let enough = |processed: u64, submitted: u64| {
+        if live {
+            display_done.load(Ordering::Relaxed)
+        } else {
+            processed >= target || (depth > 1 && submitted >= target)
+        }
+    };
     loop {
         // With frames in flight and none waiting, collect the oldest result instead of
         // waiting for the camera: results leave as soon as the NPU is done.
@@ -391,14 +462,14 @@ pub fn run_loop(
                         result = Err(e);
                         break;
                     }
-                    if out.processed >= target.saturating_add(pictures.dropped()) {
+                    if enough(out.processed, submitted) || quit() {
                         break;
                     }
                     continue;
                 }
             }
         } else {
-            match frames_in.take() {
+            match next_captured(&frames_in, quit) {
                 Some(f) => f,
                 None => break,
             }
@@ -443,12 +514,7 @@ pub fn run_loop(
                 }
             }
         }
-        if stats.lock().unwrap().error.is_some() {
-            break;
-        }
-        // `--frames N` counts frames shown: one the display dropped is made up for
-        let needed = target.saturating_add(pictures.dropped());
-        if out.processed >= needed || (depth > 1 && submitted >= needed) {
+        if enough(out.processed, submitted) || quit() {
             break;
         }
     }
@@ -464,18 +530,20 @@ pub fn run_loop(
     }
     let (t_pre, t_inf, processed) = (out.t_pre, out.t_inf, out.processed);
     done.store(true, Ordering::Relaxed);
-    // closing wakes the capture thread if it waits for the consumer
+    // closing wakes the capture thread if it waits for the consumer; one blocked in the
+    // source's read is left behind
     frames_in.close();
-    capture
-        .join()
-        .map_err(|_| anyhow!("the capture thread panicked"))?;
+    let capture_joined = join_within(capture, SOURCE_GRACE)?;
     pictures.close();
     display
         .join()
         .map_err(|_| anyhow!("the display thread panicked"))?;
     let elapsed = start.elapsed().as_secs_f64();
     result?;
-    if let Some(e) = capture_error.lock().unwrap().take() {
+    if let Some(e) = capture_joined
+        .then(|| capture_error.lock().unwrap().take())
+        .flatten()
+    {
         return Err(e);
     }
     let mut s = stats.lock().unwrap();

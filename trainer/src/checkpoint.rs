@@ -64,6 +64,14 @@ pub fn save(
 
 /// Read a checkpoint written by [`save`].
 pub fn load(path: &Path) -> Result<Checkpoint> {
+    // a checkpoint holds the weights and two Adam moments: far below this
+    const MAX_CHECKPOINT: u64 = 4 << 30;
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > MAX_CHECKPOINT) {
+        anyhow::bail!(
+            "{}: larger than 4 GiB, not an ign-train checkpoint",
+            path.display()
+        );
+    }
     let bytes = std::fs::read(path).with_context(|| {
         format!(
             "{}: cannot read checkpoint (give a run folder's {CHECKPOINT_FILE})",
@@ -83,6 +91,22 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     };
     let config: TrainConfig = serde_json::from_str(&get("ign.config")?)
         .with_context(|| format!("{}: bad ign.config metadata", path.display()))?;
+    // the network is built from these before any tensor is checked: bound them first
+    let m = &config.model;
+    if !matches!(m.channels, 1 | 3)
+        || !matches!(m.image_size, 28 | 32 | 64)
+        || !(1..=1024).contains(&m.width)
+        || !(1..=65_536).contains(&config.batch)
+    {
+        anyhow::bail!(
+            "{}: ign.config describes no network ign-train builds (channels {}, size {}, width {}, batch {}); the checkpoint is corrupt",
+            path.display(),
+            m.channels,
+            m.image_size,
+            m.width,
+            config.batch
+        );
+    }
     let step = get("ign.step")?.parse()?;
     let adam_t = get("ign.adam_t")?.parse()?;
     let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use candle_nn::VarMap;
 use ign_edge::model::metadata::keys;
 use ign_edge::model::writer::{attr_float, attr_int, attr_ints, Dim, OnnxWriter};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::model::{Act, LayerSpec, Norm, NORM_EPS};
 use crate::train::TrainConfig;
@@ -237,10 +237,19 @@ pub fn export(
     };
     let ck = crate::checkpoint::load(&file)?;
     let (model, varmap) = ck.model()?;
-    if ck.config.model.norm != Norm::Batch || stats == BnStats::Running {
+    let pair = !(ck.config.model.norm != Norm::Batch || stats == BnStats::Running);
+    let mut outs = vec![out.to_path_buf()];
+    if pair && stats != BnStats::Noise {
+        outs.push(noise_variant_path(out));
+    }
+    let mut inputs = vec![file.clone(), PathBuf::from(&ck.config.data)];
+    inputs.extend(data_path.map(Path::to_path_buf));
+    refuse_overwriting(&outs, &inputs)?;
+    if !pair {
         let bytes = onnx_bytes(&ck.config, &varmap, ck.step)?;
+        check_loads(out, &bytes)?;
         ign_edge::fsio::atomic_write(out, &bytes)?;
-        return Ok(vec![out.to_path_buf()]);
+        return Ok(outs);
     }
     let data = data_path
         .map(Path::to_path_buf)
@@ -261,13 +270,11 @@ pub fn export(
         )
     })?;
     let noise = crate::noise::Noise::new(ck.config.noise, &split.train);
-    // the model, and (unless it already has them) the noise variant with noise statistics
-    let mut targets = vec![(stats, out.to_path_buf())];
-    if stats != BnStats::Noise {
-        targets.push((BnStats::Noise, noise_variant_path(out)));
-    }
-    let mut written = Vec::new();
-    for (kind, path) in targets {
+    // the model, and (unless it already has them) the noise variant with noise statistics;
+    // both are made and checked before either replaces the files there
+    let kinds = [stats, BnStats::Noise];
+    let mut made = Vec::new();
+    for (&kind, path) in kinds.iter().zip(&outs) {
         recalibrate(
             &model,
             kind,
@@ -282,8 +289,42 @@ pub fn export(
             ck.step,
             &[("ign.bn_stats", kind.as_str())],
         )?;
-        ign_edge::fsio::atomic_write(&path, &bytes)?;
-        written.push(path);
+        check_loads(path, &bytes)?;
+        made.push(bytes);
     }
-    Ok(written)
+    let files: Vec<(&Path, &[u8])> = outs
+        .iter()
+        .map(PathBuf::as_path)
+        .zip(made.iter().map(Vec::as_slice))
+        .collect();
+    ign_edge::fsio::atomic_write_all(&files)?;
+    Ok(outs)
+}
+
+/// The exported bytes load as an IGN model (tract types the whole graph), before any file
+/// is replaced.
+fn check_loads(path: &Path, bytes: &[u8]) -> Result<()> {
+    ign_edge::model::Model::from_bytes(path, bytes)
+        .map(|_| ())
+        .with_context(|| {
+            format!(
+                "{}: the exported model does not load; nothing was written",
+                path.display()
+            )
+        })
+}
+
+/// Refuse an output that is one of the inputs (the checkpoint, the data): export never
+/// writes over what it reads.
+fn refuse_overwriting(outs: &[PathBuf], inputs: &[PathBuf]) -> Result<()> {
+    for o in outs {
+        if let Some(i) = inputs.iter().find(|i| ign_edge::fsio::same_file(o, i)) {
+            anyhow::bail!(
+                "{}: --out would overwrite {} that export reads; pick another file, e.g. models/my-ign.onnx",
+                o.display(),
+                i.display()
+            );
+        }
+    }
+    Ok(())
 }

@@ -91,6 +91,34 @@ impl Geom {
     fn big(&self) -> usize {
         self.h * self.w
     }
+    fn x_len(&self) -> usize {
+        self.batch * self.ci * self.big()
+    }
+    fn y_len(&self) -> usize {
+        self.batch * self.co * self.small()
+    }
+    fn w_len(&self) -> usize {
+        self.co * self.cols_rows()
+    }
+    /// Panics (in release builds too) unless each operand has exactly the length the
+    /// geometry says: the kernels index them without further checks.
+    fn check(&self, what: &str, operands: &[(&str, usize, usize)]) {
+        assert!(
+            self.k > 0
+                && self.stride > 0
+                && self.h + 2 * self.pad >= self.k
+                && self.w + 2 * self.pad >= self.k
+                && self.oh == (self.h + 2 * self.pad - self.k) / self.stride + 1
+                && self.ow == (self.w + 2 * self.pad - self.k) / self.stride + 1,
+            "{what}: invalid geometry {self:?}"
+        );
+        for &(name, have, want) in operands {
+            assert_eq!(
+                have, want,
+                "{what}: {name} has {have} values, the geometry {self:?} needs {want}"
+            );
+        }
+    }
 }
 
 /// `c (m×n) [+]= a (m×kk) · b (kk×n)`, operands given by row and column strides.
@@ -108,9 +136,29 @@ fn matmul<T: Float>(
     b_rs: isize,
     b_cs: isize,
 ) {
-    debug_assert!(c.len() >= m * n);
-    // SAFETY: the strides and sizes describe sub-ranges of the given slices (checked by the
-    // callers' construction and the debug assertion above); dst does not alias the inputs.
+    // Checked in release builds too: gemm reads and writes through raw pointers, so the
+    // last element each operand's sizes and strides reach must lie inside its slice.
+    let reach = |rows: usize, cols: usize, rs: isize, cs: isize| -> Option<usize> {
+        if rows == 0 || cols == 0 {
+            return Some(0);
+        }
+        let (rs, cs) = (usize::try_from(rs).ok()?, usize::try_from(cs).ok()?);
+        (rows - 1)
+            .checked_mul(rs)?
+            .checked_add((cols - 1).checked_mul(cs)?)?
+            .checked_add(1)
+    };
+    assert!(
+        m.checked_mul(n).is_some_and(|mn| mn <= c.len())
+            && reach(m, kk, a_rs, a_cs).is_some_and(|r| r <= a.len())
+            && reach(kk, n, b_rs, b_cs).is_some_and(|r| r <= b.len()),
+        "matmul {m}x{kk}x{n}: operands of {}, {} and {} values are too short",
+        a.len(),
+        b.len(),
+        c.len()
+    );
+    // SAFETY: the assertion above keeps every index the sizes and strides reach inside its
+    // slice; dst does not alias the inputs (a `&mut` and two `&` slices).
     unsafe {
         gemm::gemm(
             m,
@@ -390,6 +438,10 @@ pub fn fwd<T: Float>(x: &[T], w: &[T], g: &Geom) -> Vec<T> {
 /// one after the other), so that the weight gradient ([`bwd_weight_from_cols`]) need not
 /// unfold it again.
 pub fn fwd_keeping<T: Float>(x: &[T], w: &[T], g: &Geom, keep: bool) -> (Vec<T>, Option<Vec<T>>) {
+    g.check(
+        "fwd",
+        &[("x", x.len(), g.x_len()), ("w", w.len(), g.w_len())],
+    );
     let (r, n) = (g.cols_rows(), g.small());
     let per = per_chunk(g.batch);
     let mut y = vec![T::default(); g.batch * g.co * n];
@@ -418,6 +470,10 @@ pub fn fwd_keeping<T: Float>(x: &[T], w: &[T], g: &Geom, keep: bool) -> (Vec<T>,
 
 /// Convolution input gradient: `dy [b, co, oh, ow]`, `w [co, ci, k, k]` → `[b, ci, h, w]`.
 pub fn bwd_data<T: Float>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
+    g.check(
+        "bwd_data",
+        &[("dy", dy.len(), g.y_len()), ("w", w.len(), g.w_len())],
+    );
     let (r, n) = (g.cols_rows(), g.small());
     let per = per_chunk(g.batch);
     let mut dx = vec![T::default(); g.batch * g.ci * g.big()];
@@ -461,6 +517,11 @@ pub fn bwd_data<T: Float>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
 
 /// [`bwd_weight`] from the unfolded input that [`fwd_keeping`] kept.
 pub fn bwd_weight_from_cols<T: Float>(cols: &[T], dy: &[T], g: &Geom) -> Vec<T> {
+    let cols_len = g.cols_rows() * g.batch * g.small();
+    g.check(
+        "bwd_weight_from_cols",
+        &[("cols", cols.len(), cols_len), ("dy", dy.len(), g.y_len())],
+    );
     let (r, n) = (g.cols_rows(), g.small());
     let per = per_chunk(g.batch);
     let partial: Vec<Vec<T>> = cols
@@ -481,6 +542,10 @@ pub fn bwd_weight_from_cols<T: Float>(cols: &[T], dy: &[T], g: &Geom) -> Vec<T> 
 
 /// Convolution weight gradient: `x [b, ci, h, w]`, `dy [b, co, oh, ow]` → `[co, ci, k, k]`.
 pub fn bwd_weight<T: Float>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
+    g.check(
+        "bwd_weight",
+        &[("x", x.len(), g.x_len()), ("dy", dy.len(), g.y_len())],
+    );
     let (r, n) = (g.cols_rows(), g.small());
     let partial: Vec<Vec<T>> = chunks(g.batch)
         .into_par_iter()
@@ -504,6 +569,14 @@ pub fn bwd_weight<T: Float>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
 /// transposed convolution's input gradient (`fwd` of its output gradient) and weight gradient
 /// (`bwd_weight` of its output gradient with its input) unfold the same tensor.
 pub fn fwd_and_bwd_weight<T: Float>(x: &[T], w: &[T], dy: &[T], g: &Geom) -> (Vec<T>, Vec<T>) {
+    g.check(
+        "fwd_and_bwd_weight",
+        &[
+            ("x", x.len(), g.x_len()),
+            ("w", w.len(), g.w_len()),
+            ("dy", dy.len(), g.y_len()),
+        ],
+    );
     let (r, n) = (g.cols_rows(), g.small());
     let per = per_chunk(g.batch);
     let mut y = vec![T::default(); g.batch * g.co * n];

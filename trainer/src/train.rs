@@ -29,6 +29,10 @@ pub struct TrainConfig {
     pub loss: LossConfig,
     pub adam: AdamConfig,
     pub noise: NoiseKind,
+    /// Fraction of each batch of `z` drawn from corruptions of real training images
+    /// ([`crate::corrupt`]) instead of noise: the paper's "any input" (0: noise only).
+    #[serde(default)]
+    pub z_mix: f64,
     pub batch: usize,
     pub seed: u64,
     /// Where the data came from (informational).
@@ -163,10 +167,25 @@ impl Trainer {
         Ok(t)
     }
 
-    /// The noise batch of a given step (a pure function of seed and step).
+    /// The `z` batch of a given step (a pure function of seed and step): noise, and with
+    /// `z_mix` that fraction of the batch made of corrupted training images (other images
+    /// than the step's reconstruction batch, drawn at random).
     pub fn noise_batch(&self, step: u64, n: usize) -> Result<Tensor> {
-        self.noise
-            .sample(n, mix(self.config.seed, step, 0x2), &Device::Cpu)
+        let seed = self.config.seed;
+        let corrupted = ((self.config.z_mix.clamp(0.0, 1.0) * n as f64).round() as usize).min(n);
+        if corrupted == 0 {
+            return self.noise.sample(n, mix(seed, step, 0x2), &Device::Cpu);
+        }
+        let (c, h, w) = (self.train.channels, self.train.height, self.train.width);
+        let mut z = self.noise.sample_vec(n - corrupted, mix(seed, step, 0x2));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(mix(seed, step, 0xc0de));
+        for _ in 0..corrupted {
+            let i = rand::Rng::random_range(&mut rng, 0..self.train.len());
+            let mut img = self.train.image(i).to_vec();
+            crate::corrupt::Corruption::random(&mut img, (c, h, w), &mut rng);
+            z.extend(img);
+        }
+        Ok(Tensor::from_vec(z, (n, c, h, w), &Device::Cpu)?)
     }
 
     /// Noise for samples and evaluation (fixed per seed, independent of the training stream).

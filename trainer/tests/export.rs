@@ -16,6 +16,7 @@ fn config(model: ModelConfig) -> TrainConfig {
         loss: LossConfig::default(),
         adam: AdamConfig::default(),
         noise: NoiseKind::Gaussian,
+        z_mix: 0.0,
         batch: 8,
         seed: 3,
         data: "test".into(),

@@ -26,6 +26,7 @@ fn config() -> TrainConfig {
             ..Default::default()
         },
         noise: NoiseKind::Gaussian,
+        z_mix: 0.5,
         batch: 8,
         seed: 11,
         data: "fixture".into(),

@@ -19,9 +19,11 @@ use crate::tensor::ImageBatch;
 /// How images enter the NPU.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum InputMode {
-    /// uint8 pixels; the runtime applies the compiled mean/std and quantizes.
+    /// uint8 NHWC pixels (`pass_through = 0`); the runtime applies the compiled mean/std and
+    /// quantizes. What every upstream RK3588 example does, so the default for every model.
     U8,
-    /// The model's own int8 tensor (`pass_through`), mean/std and quantization folded in here.
+    /// The model's own int8 tensor (`pass_through = 1`), mean/std and quantization folded in
+    /// here: opt-in (`--npu-pass-through`) until a board shows both paths agree.
     I8 { scale: f32, zp: i32 },
 }
 
@@ -33,13 +35,15 @@ pub struct IoSpec {
     pub input_name: String,
     pub input_layout: Layout,
     pub input: InputMode,
+    /// The compiled model's input tensor is int8 (whichever way it is fed).
+    pub int8_input: bool,
     pub output_name: String,
     pub output_layout: Layout,
     pub output: OutputType,
 }
 
 impl IoSpec {
-    fn query(rt: &Runtime, ctx: Context, path: &Path) -> Result<IoSpec> {
+    fn query(rt: &Runtime, ctx: Context, path: &Path, pass_through: bool) -> Result<IoSpec> {
         let n = rt.in_out_num(ctx)?;
         if n.n_input != 1 || n.n_output != 1 {
             bail!(
@@ -65,7 +69,8 @@ impl IoSpec {
                 path.display()
             );
         }
-        let input = if ia.type_ == convert::tensor_type::INT8
+        let input = if pass_through
+            && ia.type_ == convert::tensor_type::INT8
             && ia.qnt_type == convert::qnt::AFFINE_ASYMMETRIC
             && ia.scale > 0.0
         {
@@ -81,6 +86,7 @@ impl IoSpec {
             input_name: ia.name(),
             input_layout,
             input,
+            int8_input: ia.type_ == convert::tensor_type::INT8,
             output_name: oa.name(),
             output_layout,
             output: OutputType::from_attr(oa.type_, oa.qnt_type, oa.scale, oa.zp)?,
@@ -91,10 +97,11 @@ impl IoSpec {
         self.shape.0 * self.shape.1 * self.shape.2
     }
 
-    /// The precision the model was compiled in, read from its input type.
+    /// The precision the model was compiled in, read from its tensor types.
     pub fn precision(&self) -> Precision {
         match (self.input, self.output) {
             (InputMode::I8 { .. }, _) | (_, OutputType::I8 { .. }) => Precision::Int8,
+            _ if self.int8_input => Precision::Int8,
             (_, OutputType::F32) => Precision::Fp32,
             _ => Precision::Fp16,
         }
@@ -141,17 +148,16 @@ impl NpuContext {
         bytes: &[u8],
         mask: i32,
         path: &Path,
-        cores: &NpuCores,
+        opts: &RknnOptions,
     ) -> Result<NpuContext> {
-        let ctx = rt
-            .init(bytes)
-            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let (cores, pass_through) = (&opts.cores, opts.pass_through);
+        let ctx = rt.init(bytes).map_err(|e| init_error(rt, bytes, path, e))?;
         let setup = || -> Result<IoSpec> {
             if mask != MASK_AUTO {
                 rt.set_core_mask(ctx, mask)
                     .map_err(|e| anyhow!("{}: --npu-cores {cores}: {e}", path.display()))?;
             }
-            IoSpec::query(rt, ctx, path)
+            IoSpec::query(rt, ctx, path, pass_through)
         };
         match setup() {
             Ok(io) => Ok(NpuContext {
@@ -172,14 +178,16 @@ impl NpuContext {
     fn apply(&mut self, x: &[f32], y: &mut [f32]) -> Result<NpuTiming> {
         let t0 = Instant::now();
         let io = &self.io;
-        let (buf, size, type_, pass) = match io.input {
+        let (buf, size, type_, pass, layout) = match io.input {
             InputMode::U8 => {
-                convert::input_u8(x, io.shape, io.input_layout, &mut self.in_u8);
+                // the runtime normalizes NHWC uint8 images only
+                convert::input_u8(x, io.shape, Layout::Nhwc, &mut self.in_u8);
                 (
                     self.in_u8.as_mut_ptr().cast(),
                     self.in_u8.len(),
                     convert::tensor_type::UINT8,
                     0,
+                    Layout::Nhwc,
                 )
             }
             InputMode::I8 { scale, zp } => {
@@ -189,6 +197,7 @@ impl NpuContext {
                     self.in_i8.len(),
                     convert::tensor_type::INT8,
                     1,
+                    io.input_layout,
                 )
             }
         };
@@ -198,7 +207,7 @@ impl NpuContext {
             size: size as u32,
             pass_through: pass,
             type_,
-            fmt: io.input_layout.code(),
+            fmt: layout.code(),
         };
         self.rt.set_input(self.ctx, &mut input)?;
         let t1 = Instant::now();
@@ -282,6 +291,59 @@ pub struct RknnOptions {
     /// The runtime library (default: `IGN_EDGE_RKNN_LIB`, then the usual places).
     pub lib: Option<PathBuf>,
     pub cores: NpuCores,
+    /// Feed int8 models their own int8 tensor (`pass_through`) instead of uint8 pixels.
+    pub pass_through: bool,
+}
+
+/// The runtime's version, read from the library file (`librknnrt version: X.Y.Z ...`).
+fn library_version(path: &Path) -> Option<String> {
+    let bytes = std::fs::read(path).ok()?;
+    let tag = b"librknnrt version: ";
+    let at = bytes.windows(tag.len()).position(|w| w == tag)? + tag.len();
+    let v: String = bytes[at..]
+        .iter()
+        .take(64)
+        .take_while(|&&b| b.is_ascii_graphic() || b == b' ')
+        .map(|&b| b as char)
+        .collect();
+    (!v.is_empty()).then(|| v.trim().to_string())
+}
+
+/// The toolkit version a compiled model names, if it carries one in plain text.
+fn model_toolkit_version(bytes: &[u8]) -> Option<String> {
+    for tag in [&b"\"toolkit_version\":"[..], &b"\"version\":"[..]] {
+        if let Some(at) = bytes.windows(tag.len()).position(|w| w == tag) {
+            let v: String = bytes[at + tag.len()..]
+                .iter()
+                .take(48)
+                .skip_while(|&&b| b == b' ' || b == b'"')
+                .take_while(|&&b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'+')
+                .map(|&b| b as char)
+                .collect();
+            if !v.is_empty() {
+                return Some(v);
+            }
+        }
+    }
+    None
+}
+
+/// `rknn_init` failed: an invalid or unmatched model names both versions and the fix (an
+/// older vendor `librknnrt.so` rejects models from rknn-toolkit2 2.x as invalid).
+fn init_error(rt: &Runtime, bytes: &[u8], path: &Path, e: anyhow::Error) -> anyhow::Error {
+    let text = format!("{e}");
+    if !(text.contains("RKNN_ERR_MODEL_INVALID") || text.contains("RKNN_ERR_DEVICE_UNMATCH")) {
+        return anyhow!("{}: {e}", path.display());
+    }
+    let runtime = library_version(&rt.path).unwrap_or_else(|| "of unknown version".into());
+    let model = model_toolkit_version(bytes)
+        .map(|v| format!("compiled by rknn-toolkit2 {v}"))
+        .unwrap_or_else(|| "compiled by an unknown rknn-toolkit2".into());
+    anyhow!(
+        "{}: {e}: the model is {model}, the runtime {} is {runtime}; use the librknnrt.so of the same release as the toolkit (see boards/rk3588/README.md), or recompile the model with the toolkit that matches the board's runtime",
+        path.display(),
+        rt.path.display()
+    )
 }
 
 /// Runs a compiled `.rknn` model on the Rockchip NPU.
@@ -320,7 +382,7 @@ impl RknnBackend {
         }));
         let contexts = masks
             .iter()
-            .map(|&mask| NpuContext::open(&runtime, bytes, mask, path, &opts.cores))
+            .map(|&mask| NpuContext::open(&runtime, bytes, mask, path, opts))
             .collect::<Result<Vec<_>>>()?;
         let io = contexts
             .first()

@@ -161,6 +161,10 @@ impl Sink for DrmSink {
         Ok(())
     }
 
+    fn holds_display(&self) -> bool {
+        true
+    }
+
     fn finish(&mut self) -> Result<()> {
         // put the display back as it was (the console), then free the buffer
         if let Some(s) = self.saved.take() {

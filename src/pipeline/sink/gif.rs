@@ -3,36 +3,94 @@
 use anyhow::{Context, Result};
 use image::codecs::gif::{GifEncoder, Repeat};
 use image::{Delay, Frame, RgbImage};
+use std::io::Write;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::{Sink, SinkOptions};
 
-/// Streams frames into a GIF file (written to a temporary name, renamed when finished).
+/// A buffered file that remembers its first write error, so that one met while the encoder
+/// is dropped (the GIF trailer, the last flush) still fails the run.
+struct Recorded {
+    file: std::io::BufWriter<std::fs::File>,
+    failed: Arc<Mutex<Option<std::io::Error>>>,
+}
+
+impl Recorded {
+    fn note<T>(&self, r: std::io::Result<T>) -> std::io::Result<T> {
+        if let Err(e) = &r {
+            let mut f = self.failed.lock().unwrap();
+            if f.is_none() {
+                *f = Some(std::io::Error::new(e.kind(), e.to_string()));
+            }
+        }
+        r
+    }
+}
+
+impl Write for Recorded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let r = self.file.write(buf);
+        self.note(r)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        let r = self.file.flush();
+        self.note(r)
+    }
+}
+
+impl Drop for Recorded {
+    fn drop(&mut self) {
+        let r = self
+            .file
+            .flush()
+            .and_then(|_| self.file.get_ref().sync_all());
+        let _ = self.note(r);
+    }
+}
+
+/// Streams frames into a GIF file (written to a temporary name, renamed when finished, so a
+/// failed or interrupted run leaves any previous file as it was).
 pub struct GifSink {
     path: PathBuf,
     tmp: PathBuf,
     size: (u32, u32),
-    encoder: Option<GifEncoder<std::io::BufWriter<std::fs::File>>>,
+    encoder: Option<GifEncoder<Recorded>>,
+    failed: Arc<Mutex<Option<std::io::Error>>>,
     last: Option<(RgbImage, Instant)>,
 }
 
 impl GifSink {
     pub fn new(path: PathBuf, opts: &SinkOptions) -> Result<Self> {
-        let tmp = path.with_extension("gif.part");
-        let f = std::fs::File::create(&tmp).with_context(|| {
-            format!(
-                "{}: cannot create (folder missing or read-only?)",
-                path.display()
-            )
-        })?;
-        let mut encoder = GifEncoder::new_with_speed(std::io::BufWriter::new(f), 20);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "out.gif".into());
+        let tmp = path.with_file_name(format!(".{name}.part-{}", std::process::id()));
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .with_context(|| {
+                format!(
+                    "{}: cannot create (folder missing or read-only?)",
+                    path.display()
+                )
+            })?;
+        let failed = Arc::new(Mutex::new(None));
+        let out = Recorded {
+            file: std::io::BufWriter::new(f),
+            failed: failed.clone(),
+        };
+        let mut encoder = GifEncoder::new_with_speed(out, 20);
         encoder.set_repeat(Repeat::Infinite)?;
         Ok(GifSink {
             path,
             tmp,
             size: opts.size,
             encoder: Some(encoder),
+            failed,
             last: None,
         })
     }
@@ -79,10 +137,29 @@ impl Sink for GifSink {
             self.emit(img, 100)?;
         }
         if let Some(enc) = self.encoder.take() {
+            // writes the trailer, flushes and syncs; errors land in `failed`
             drop(enc);
+            if let Some(e) = self.failed.lock().unwrap().take() {
+                let _ = std::fs::remove_file(&self.tmp);
+                return Err(e).with_context(|| {
+                    format!(
+                        "{}: cannot write the GIF (disk full?); the previous file, if any, is untouched",
+                        self.path.display()
+                    )
+                });
+            }
             std::fs::rename(&self.tmp, &self.path)
                 .with_context(|| format!("{}: cannot finish the GIF", self.path.display()))?;
         }
         Ok(())
+    }
+}
+
+impl Drop for GifSink {
+    fn drop(&mut self) {
+        // a run that ended without finish (an error elsewhere) leaves no partial file behind
+        if self.encoder.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }

@@ -1,5 +1,7 @@
 //! Display sinks, one file each, chosen by a spec string (`--sink SPEC`, several allowed):
-//! `null`, `png:<dir>`, `gif:<file>`, `fb:<device or file>`, `http:[addr:port]`.
+//! `null`, `png:<dir>`, `gif:<file>`, `fb:<device or file>`, `drm[:<card>]` (KMS, where there is
+//! no `/dev/fb0`), `lcd:<spidev>` (SPI panels, feature `lcd`), `http:[addr:port]`; `tee` shows
+//! each picture on several of them.
 
 #[cfg(target_os = "linux")]
 pub mod drm;
@@ -32,6 +34,12 @@ pub trait Sink: Send {
     /// Flush and close (write the GIF trailer, ...).
     fn finish(&mut self) -> Result<()> {
         Ok(())
+    }
+    /// Whether it took over the screen (drm): such sinks are finished first, so the console
+    /// comes back before slower sinks (a GIF being encoded) are done. They also restore the
+    /// screen when dropped, so a panic or an early error gives it back too.
+    fn holds_display(&self) -> bool {
+        false
     }
 }
 

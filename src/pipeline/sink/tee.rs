@@ -44,11 +44,21 @@ impl Sink for TeeSink {
     }
     fn finish(&mut self) -> Result<()> {
         let mut first_err = None;
-        for s in &mut self.sinks {
-            if let Err(e) = s.finish() {
-                first_err.get_or_insert(e);
+        // screens first: the console comes back before a slow sink (a GIF) is written
+        for screen_pass in [true, false] {
+            for s in self
+                .sinks
+                .iter_mut()
+                .filter(|s| s.holds_display() == screen_pass)
+            {
+                if let Err(e) = s.finish() {
+                    first_err.get_or_insert(e);
+                }
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+    fn holds_display(&self) -> bool {
+        self.sinks.iter().any(|s| s.holds_display())
     }
 }

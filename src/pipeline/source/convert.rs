@@ -157,8 +157,12 @@ pub fn mjpeg_to_rgb(jpeg: &[u8]) -> Result<RgbImage> {
         fixed = v;
         &fixed
     };
-    let img = image::load_from_memory_with_format(data, image::ImageFormat::Jpeg)
-        .context("corrupt MJPEG frame")?;
+    let img = crate::imaging::decode_image(
+        data,
+        Some(image::ImageFormat::Jpeg),
+        crate::limits::frame_limits(),
+    )
+    .context("corrupt MJPEG frame")?;
     Ok(img.to_rgb8())
 }
 

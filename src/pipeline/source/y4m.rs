@@ -4,7 +4,7 @@
 //! Supports 4:2:0 (`C420`, `C420jpeg`, `C420paldv`, `C420mpeg2`), 4:4:4 and `Cmono`, 8 bits.
 //! Colours are converted with BT.601 limited range (what cameras and ffmpeg emit by default).
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use image::{Rgb, RgbImage};
 use std::io::{BufRead, Read};
 use std::time::Instant;
@@ -39,11 +39,15 @@ pub fn parse_header(line: &str) -> Result<Header> {
     }
     let (mut w, mut h, mut c) = (None, None, Chroma::C420);
     for tag in it {
-        let (k, v) = tag.split_at(tag.len().min(1));
+        // the tag's first character, then its value (a byte split could cut a character)
+        let Some(k) = tag.chars().next() else {
+            continue;
+        };
+        let v = &tag[k.len_utf8()..];
         match k {
-            "W" => w = v.parse().ok(),
-            "H" => h = v.parse().ok(),
-            "C" => {
+            'W' => w = v.parse().ok(),
+            'H' => h = v.parse().ok(),
+            'C' => {
                 c = match v {
                     s if s.starts_with("420") => Chroma::C420,
                     "444" => Chroma::C444,
@@ -56,7 +60,11 @@ pub fn parse_header(line: &str) -> Result<Header> {
             _ => {}
         }
     }
+    let max = crate::limits::MAX_VIDEO_SIDE;
     match (w, h) {
+        (Some(width), Some(height)) if width > max || height > max => bail!(
+            "YUV4MPEG2 frames of {width}x{height}: larger than {max}x{max}; scale the stream down"
+        ),
         (Some(width), Some(height)) if width > 0 && height > 0 => Ok(Header {
             width,
             height,
@@ -74,18 +82,25 @@ pub struct Y4mSource {
     header: Header,
     name: String,
     buf: Vec<u8>,
+    /// Bytes of one frame.
+    frame_bytes: usize,
     seq: u64,
 }
 
 impl Y4mSource {
     /// Read the stream header from `reader`.
     pub fn new(mut reader: Box<dyn BufRead + Send>, name: String) -> Result<Self> {
-        let mut line = Vec::new();
-        reader
-            .read_until(b'\n', &mut line)
+        let line = crate::limits::read_line(&mut reader, crate::limits::MAX_LINE)
             .with_context(|| format!("{name}: cannot read"))?;
+        if !line.ends_with(b"\n") && line.len() as u64 >= crate::limits::MAX_LINE {
+            bail!(
+                "{name}: YUV4MPEG2 header line longer than {} bytes",
+                crate::limits::MAX_LINE
+            );
+        }
         let text = String::from_utf8_lossy(&line);
         let header = parse_header(text.trim_end()).with_context(|| name.clone())?;
+        // at most 8192x8192 (checked by parse_header): no overflow
         let plane = header.width * header.height;
         let size = match header.chroma {
             Chroma::C420 => plane + 2 * header.width.div_ceil(2) * header.height.div_ceil(2),
@@ -96,7 +111,9 @@ impl Y4mSource {
             reader,
             header,
             name,
-            buf: vec![0; size],
+            // grows with the bytes of the first frame: a header alone allocates nothing
+            buf: Vec::new(),
+            frame_bytes: size,
             seq: 0,
         })
     }
@@ -138,12 +155,9 @@ impl Source for Y4mSource {
 
     fn next_frame(&mut self) -> Result<Option<Frame>> {
         let t0 = Instant::now();
-        let mut line = Vec::new();
-        let n = self
-            .reader
-            .read_until(b'\n', &mut line)
+        let line = crate::limits::read_line(&mut self.reader, crate::limits::MAX_LINE)
             .with_context(|| format!("{}: cannot read", self.name))?;
-        if n == 0 {
+        if line.is_empty() {
             return Ok(None);
         }
         if !line.starts_with(b"FRAME") {
@@ -153,14 +167,19 @@ impl Source for Y4mSource {
                 self.seq
             );
         }
-        self.reader.read_exact(&mut self.buf).map_err(|_| {
-            anyhow!(
-                "{}: truncated frame {} ({} bytes expected)",
+        self.buf.clear();
+        let got = (&mut self.reader)
+            .take(self.frame_bytes as u64)
+            .read_to_end(&mut self.buf)
+            .with_context(|| format!("{}: cannot read", self.name))?;
+        if got < self.frame_bytes {
+            bail!(
+                "{}: truncated frame {} ({} bytes expected, {got} found)",
                 self.name,
                 self.seq,
-                self.buf.len()
-            )
-        })?;
+                self.frame_bytes
+            );
+        }
         let rgb = self.to_rgb()?;
         let f = Frame::ready(rgb, self.seq, t0);
         self.seq += 1;

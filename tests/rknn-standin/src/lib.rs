@@ -346,11 +346,12 @@ pub unsafe extern "C" fn rknn_inputs_set(ctx: RknnContext, n: u32, inputs: *mut 
     let count = ch * h * w;
     let (pass, ty, fmt) = (inp.pass_through != 0, inp.type_, inp.fmt);
     let bytes = unsafe { std::slice::from_raw_parts(inp.buf as *const u8, inp.size as usize) };
-    // pass_through: the model's own tensor (type and NHWC layout of its input attribute)
-    if pass && (ty != c.in_type || fmt != NHWC) {
+    // pass_through: the model's own tensor (type and NHWC layout of its input attribute);
+    // otherwise the runtime normalizes (mean/std) 4-D images in NHWC only, as the real one
+    if fmt != NHWC || (pass && ty != c.in_type) {
         return ERR_INPUT_INVALID;
     }
-    if !(fmt == NHWC || fmt == NCHW) || bytes.len() != count * elem_size(ty) {
+    if bytes.len() != count * elem_size(ty) {
         return ERR_INPUT_INVALID;
     }
     let value = |i: usize| -> Option<f32> {
@@ -387,6 +388,11 @@ pub unsafe extern "C" fn rknn_inputs_set(ctx: RknnContext, n: u32, inputs: *mut 
     c.input = Some(x);
     SUCC
 }
+
+/// The version string the real runtime carries in its file (read by ign-edge's errors).
+#[used]
+#[no_mangle]
+pub static RKNN_STANDIN_VERSION: [u8; 40] = *b"librknnrt version: 0.0.0 (ign stand-in)\0";
 
 #[no_mangle]
 pub extern "C" fn rknn_run(ctx: RknnContext, _extend: *mut c_void) -> c_int {

@@ -61,6 +61,7 @@ fn opts(cores: &str) -> RknnOptions {
     RknnOptions {
         lib: Some(standin_lib()),
         cores: cores.parse::<NpuCores>().unwrap(),
+        pass_through: false,
     }
 }
 
@@ -128,11 +129,34 @@ impl Hooks {
 }
 
 #[test]
+fn int8_model_gets_uint8_nhwc_pixels_by_default_and_matches_the_cpu() {
+    // as in every upstream RK3588 example: uint8 NHWC, pass_through 0, the runtime normalizes
+    let _g = serial();
+    let path = rknn_file("int8-u8", INT8, INT8);
+    let mut npu = RknnBackend::open(&path, &opts("auto")).unwrap();
+    assert_eq!(npu.io().input, InputMode::U8);
+    assert_eq!(npu.info().precision, Precision::Int8);
+    let x = images(4);
+    let got = npu.project(&x, 2).unwrap();
+    let want = cpu(&x, 2);
+    for k in 0..2 {
+        for (i, (mean, max)) in diffs(&got[k], &want[k]).into_iter().enumerate() {
+            assert!(
+                mean < 0.01 && max < 0.15,
+                "step {k} image {i}: mean {mean} max {max}"
+            );
+        }
+    }
+}
+
+#[test]
 fn int8_model_folds_mean_std_and_quantization_and_matches_the_cpu() {
     let _g = serial();
     let path = rknn_file("int8", INT8, INT8);
-    let mut npu = RknnBackend::open(&path, &opts("auto")).unwrap();
-    // the runtime's attributes: NHWC int8 input passed through, NCHW int8 output
+    let mut o = opts("auto");
+    o.pass_through = true;
+    let mut npu = RknnBackend::open(&path, &o).unwrap();
+    // the runtime's attributes: NHWC int8 input passed through (opt-in), NCHW int8 output
     assert_eq!(
         npu.io().input,
         InputMode::I8 {
@@ -284,6 +308,11 @@ fn errors_name_the_file_and_the_fix() {
         e.contains(&bad.display().to_string()) && e.contains("RKNN_ERR_MODEL_INVALID"),
         "{e}"
     );
+    // ... names the runtime's version (read from the library) and the fix
+    assert!(
+        e.contains("0.0.0 (ign stand-in)") && e.contains("same release as the toolkit"),
+        "{e}"
+    );
     // a missing file
     let e = RknnBackend::open(Path::new("/nonexistent/m.rknn"), &opts("auto"))
         .err()
@@ -341,6 +370,7 @@ fn auto_backend_falls_back_to_the_onnx_beside_a_rknn_model() {
         backend: BackendKind::Auto,
         npu_cores: NpuCores::Auto,
         rknn_lib: Some(standin_lib()),
+        npu_pass_through: false,
     };
     // with the runtime: the NPU
     let o = bargs.open(&margs).unwrap();
@@ -405,7 +435,13 @@ fn live_loop_keeps_frames_in_order_across_npu_cores() {
     };
     let s = run_loop(src, &mut npu, &pre, snk, &opts).unwrap();
     hooks.delay(1, 0);
-    assert_eq!(s.frames + s.dropped_display, 30, "{s:?}");
+    // a recorded source (the test pattern at fps 0) drops nothing under any schedule: the 30
+    // frames sent round-robin to the three cores are the 30 pictures shown, in order
+    assert_eq!(
+        (s.frames, s.dropped_capture, s.dropped_display),
+        (30, 0, 0),
+        "{s:?}"
+    );
     assert_eq!(
         s.last_seq,
         Some(29),

@@ -88,6 +88,7 @@ impl BenchStepCmd {
             loss: LossConfig::default(),
             adam: AdamConfig::default(),
             noise: NoiseKind::Gaussian,
+            z_mix: 0.0,
             batch: self.batch,
             seed: 0,
             data: "random".into(),

@@ -75,6 +75,11 @@ pub struct TrainCmd {
     /// Noise fed as z: gaussian (MNIST) or freq (frequency-matched, for faces).
     #[arg(long, value_enum, default_value = "gaussian")]
     pub noise: NoiseKind,
+    /// Fraction of z drawn from corruptions of real training images (occluded, thick, thin,
+    /// blurred, noisy-background, shifted/rotated digits) instead of noise, so that f learns
+    /// to make those real too (0: noise only, the paper's MNIST recipe).
+    #[arg(long, default_value_t = 0.0)]
+    pub z_mix: f64,
     /// Write samples and the loss plot every N steps (0: never).
     #[arg(long, default_value_t = 500)]
     pub sample_every: u64,
@@ -135,6 +140,7 @@ impl TrainCmd {
                 ..Default::default()
             },
             noise: self.noise,
+            z_mix: self.z_mix,
             batch: self.batch,
             seed: self.seed,
             data: self.data.display().to_string(),
