@@ -53,25 +53,7 @@ impl Corruption {
         let (c, h, w) = shape;
         assert_eq!(img.len(), c * h * w, "image of shape {shape:?}");
         match self {
-            Corruption::Occlude => {
-                let side = rng.random_range(0..4);
-                for ch in 0..c {
-                    let plane = &mut img[ch * h * w..(ch + 1) * h * w];
-                    for y in 0..h {
-                        for x in 0..w {
-                            let blank = match side {
-                                0 => y < h / 3,
-                                1 => y >= h - h / 3,
-                                2 => x < w / 3,
-                                _ => x >= w - w / 3,
-                            };
-                            if blank {
-                                plane[y * w + x] = -1.0;
-                            }
-                        }
-                    }
-                }
-            }
+            Corruption::Occlude => occlude(img, shape, rng.random_range(0..4)),
             Corruption::Dilate => {
                 for _ in 0..rng.random_range(1..=2) {
                     filter3(img, shape, f32::max);
@@ -106,8 +88,29 @@ impl Corruption {
     }
 }
 
-/// Each pixel becomes `op` over its 3×3 neighbourhood (inside the image), per channel.
-fn filter3(img: &mut [f32], (c, h, w): (usize, usize, usize), op: fn(f32, f32) -> f32) {
+/// Blank a third of the image to the background: `side` 0 top, 1 bottom, 2 left, 3 right.
+pub fn occlude(img: &mut [f32], (c, h, w): (usize, usize, usize), side: u32) {
+    for ch in 0..c {
+        let plane = &mut img[ch * h * w..(ch + 1) * h * w];
+        for y in 0..h {
+            for x in 0..w {
+                let blank = match side {
+                    0 => y < h / 3,
+                    1 => y >= h - h / 3,
+                    2 => x < w / 3,
+                    _ => x >= w - w / 3,
+                };
+                if blank {
+                    plane[y * w + x] = -1.0;
+                }
+            }
+        }
+    }
+}
+
+/// Each pixel becomes `op` over its 3×3 neighbourhood (inside the image), per channel:
+/// `f32::max` thickens strokes, `f32::min` thins them.
+pub fn filter3(img: &mut [f32], (c, h, w): (usize, usize, usize), op: fn(f32, f32) -> f32) {
     let src = img.to_vec();
     for ch in 0..c {
         let p = &src[ch * h * w..(ch + 1) * h * w];
@@ -126,7 +129,7 @@ fn filter3(img: &mut [f32], (c, h, w): (usize, usize, usize), op: fn(f32, f32) -
 }
 
 /// A 3×3 box blur (the mean of the neighbours inside the image).
-fn box_blur(img: &mut [f32], (c, h, w): (usize, usize, usize)) {
+pub fn box_blur(img: &mut [f32], (c, h, w): (usize, usize, usize)) {
     let src = img.to_vec();
     for ch in 0..c {
         let p = &src[ch * h * w..(ch + 1) * h * w];
@@ -147,7 +150,7 @@ fn box_blur(img: &mut [f32], (c, h, w): (usize, usize, usize)) {
 
 /// Rotate by `angle` and scale about the centre, then shift by `(dx, dy)`; bilinear, the
 /// background (-1) where the source falls outside.
-fn affine(
+pub fn affine(
     img: &mut [f32],
     (c, h, w): (usize, usize, usize),
     angle: f32,

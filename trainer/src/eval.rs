@@ -84,6 +84,9 @@ pub struct EvalReport {
     /// The same on f(x) of the real test images.
     #[serde(default)]
     pub top1_agreement_fx: Option<f64>,
+    /// `--ood`: accuracy and distance to real images of inputs other than noise, per kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ood: Option<Vec<crate::ood::OodRow>>,
     pub seconds: f64,
 }
 
@@ -96,8 +99,10 @@ pub struct EvalOptions {
     pub classifier_epochs: usize,
     /// Where the trained classifier is cached (trained again when absent).
     pub classifier_cache: Option<PathBuf>,
-    /// Folder for the pictures (samples.png, projections.png).
+    /// Folder for the pictures (samples.png, projections.png, ood.png).
     pub out_dir: Option<PathBuf>,
+    /// Test images per kind for the out-of-distribution evaluation (`None`: skipped).
+    pub ood: Option<usize>,
 }
 
 /// A second model to compare top-1 classes with, and its name.
@@ -261,6 +266,7 @@ pub fn evaluate(
         reference: None,
         top1_agreement_fz: None,
         top1_agreement_fx: None,
+        ood: None,
         seconds: 0.0,
     };
     if let Some((clf, acc)) = classifier_for(train, test, opts)? {
@@ -309,6 +315,18 @@ pub fn evaluate(
             report.top1_agreement_fx = Some(agreement(&p_fx, &p_fx_ref));
             report.reference = Some(r.name);
         }
+        if let Some(n) = opts.ood {
+            let (rows, pictures) = crate::ood::evaluate(projector, &clf, test, n, opts.seed)?;
+            if let Some(dir) = &opts.out_dir {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("{}: cannot create folder", dir.display()))?;
+                let g = crate::ood::grid(&pictures, sh)?;
+                ign_edge::fsio::save_png(&dir.join("ood.png"), &g)?;
+            }
+            report.ood = Some(rows);
+        }
+    } else if opts.ood.is_some() {
+        anyhow::bail!("--ood needs labelled data (IDX images with their labels file)");
     }
 
     if let Some(dir) = &opts.out_dir {
@@ -381,6 +399,9 @@ pub fn summary(r: &EvalReport) -> String {
     if let (Some(a), Some(b), Some(name)) = (r.top1_agreement_fz, r.top1_agreement_fx, &r.reference)
     {
         s += &format!("top-1 agreement with {name}: f(z) {a:.3}, f(x) of test images {b:.3}\n");
+    }
+    if let Some(rows) = &r.ood {
+        s += &crate::ood::table(rows);
     }
     s
 }

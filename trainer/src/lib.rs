@@ -15,6 +15,7 @@ pub mod fused;
 pub mod loss;
 pub mod model;
 pub mod noise;
+pub mod ood;
 pub mod optim;
 pub mod samples;
 pub mod train;

@@ -49,6 +49,12 @@ pub struct EvalCmd {
     /// often f(z) gets the same top-1 class under both.
     #[arg(long)]
     pub reference: Option<PathBuf>,
+    /// Also evaluate inputs other than noise (occluded, thick, thin, blurred, noisy-background,
+    /// shifted and rotated test images, ...): accuracy and distance to real images of the
+    /// input, f and f∘f per kind, with ood.png in --out-dir. The value is the test images per
+    /// kind.
+    #[arg(long, num_args = 0..=1, default_missing_value = "1000")]
+    pub ood: Option<usize>,
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -91,6 +97,7 @@ impl EvalCmd {
                 noise: self.noise.unwrap_or(noise),
                 classifier_epochs: self.classifier_epochs,
                 out_dir: self.out_dir,
+                ood: self.ood,
             };
         let mut reference = match &self.reference {
             Some(p) => {

@@ -1,0 +1,249 @@
+//! `ign-train eval --ood`: does f make *other* inputs real, not only noise?
+//!
+//! Each kind of input is made deterministically from the held-out test images (so their true
+//! labels are known): Gaussian noise added, a third occluded (top, bottom, side), thick and
+//! thin strokes, blur, a noisy textured background, a shift-rotate-scale. For each kind the
+//! evaluation classifier's accuracy on the input, on f(input) and on f(f(input)), and the
+//! Fréchet distance of each to the real test images: f makes a kind real when accuracy rises
+//! (or stays) and the distance falls.
+//!
+//! Kinds still to come (issue 16): printed digits rendered from fonts, free-hand strokes like
+//! the pad's, and photos of ink on paper through the paper-mode preprocessing.
+
+use anyhow::Result;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+
+use crate::classifier::{argmax, frechet_distance, Classifier};
+use crate::corrupt::{affine, box_blur, filter3, occlude};
+use crate::data::{mix, Dataset};
+use crate::eval::Projector;
+
+/// The kinds of input, by name, in report order.
+pub const KINDS: [&str; 10] = [
+    "clean",
+    "gaussian-noise",
+    "occlude-top",
+    "occlude-bottom",
+    "occlude-side",
+    "thick",
+    "thin",
+    "blur",
+    "noisy-background",
+    "affine",
+];
+
+/// Test image `img` (`c×h×w` in [-1, 1]) turned into `kind`, from `seed`.
+///
+/// ```
+/// let img = vec![-1.0f32; 28 * 28];
+/// let a = ign_train::ood::make("noisy-background", &img, (1, 28, 28), 5).unwrap();
+/// assert_eq!(a, ign_train::ood::make("noisy-background", &img, (1, 28, 28), 5).unwrap());
+/// assert!(a.iter().all(|v| (-1.0..=1.0).contains(v)) && a != img);
+/// ```
+pub fn make(kind: &str, img: &[f32], shape: (usize, usize, usize), seed: u64) -> Result<Vec<f32>> {
+    let (_, h, w) = shape;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut v = img.to_vec();
+    match kind {
+        "clean" => {}
+        "gaussian-noise" => {
+            for p in v.iter_mut() {
+                let e: f32 = StandardNormal.sample(&mut rng);
+                *p = (*p + 0.5 * e).clamp(-1.0, 1.0);
+            }
+        }
+        "occlude-top" => occlude(&mut v, shape, 0),
+        "occlude-bottom" => occlude(&mut v, shape, 1),
+        "occlude-side" => occlude(&mut v, shape, 2 + rng.random_range(0..2)),
+        "thick" => {
+            filter3(&mut v, shape, f32::max);
+        }
+        "thin" => filter3(&mut v, shape, f32::min),
+        "blur" => {
+            box_blur(&mut v, shape);
+            box_blur(&mut v, shape);
+        }
+        "noisy-background" => {
+            // a wavy texture of random phase and a little noise, under the strokes
+            let (fx, fy) = (rng.random_range(0.2f32..0.6), rng.random_range(0.2f32..0.6));
+            let phase = rng.random_range(0.0f32..6.28);
+            let plane = h * w;
+            for (i, p) in v.iter_mut().enumerate() {
+                let (y, x) = ((i % plane) / w, i % w);
+                let texture = 0.35 * ((fx * x as f32 + fy * y as f32 + phase).sin() + 1.0);
+                let e: f32 = StandardNormal.sample(&mut rng);
+                *p = p.max(-1.0 + texture + 0.15 * e).clamp(-1.0, 1.0);
+            }
+        }
+        "affine" => {
+            let angle = rng.random_range(-25f32..25.0).to_radians();
+            let scale = rng.random_range(0.75f32..1.15);
+            let (dx, dy) = (rng.random_range(-3f32..3.0), rng.random_range(-3f32..3.0));
+            affine(&mut v, shape, angle, scale, dx, dy);
+        }
+        other => anyhow::bail!("unknown OOD kind {other:?}; the kinds are {KINDS:?}"),
+    }
+    Ok(v)
+}
+
+/// The figures of one kind.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OodRow {
+    pub kind: String,
+    pub images: usize,
+    /// Classifier accuracy (true label of the test image) of the input, f and f∘f.
+    pub accuracy_input: f64,
+    pub accuracy_f: f64,
+    pub accuracy_ff: f64,
+    /// Fréchet distance (classifier features) to the real test images.
+    pub fd_input: f64,
+    pub fd_f: f64,
+    pub fd_ff: f64,
+}
+
+impl OodRow {
+    /// f keeps or raises accuracy and lowers the distance to real images.
+    pub fn made_real(&self) -> bool {
+        self.accuracy_f >= self.accuracy_input && self.fd_f < self.fd_input
+    }
+}
+
+/// Inputs, f and f∘f of every kind, for the grid picture.
+pub struct OodImages {
+    pub kind: String,
+    pub input: Vec<f32>,
+    pub f: Vec<f32>,
+    pub ff: Vec<f32>,
+}
+
+/// Evaluate `projector` on `n` test images of every kind (labels needed).
+pub fn evaluate(
+    projector: &mut Projector,
+    clf: &Classifier,
+    test: &Dataset,
+    n: usize,
+    seed: u64,
+) -> Result<(Vec<OodRow>, Vec<OodImages>)> {
+    let labels = test
+        .labels
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("--ood needs labelled test data"))?;
+    let shape = (test.channels, test.height, test.width);
+    let per = test.image_len();
+    let n = n.min(test.len());
+    let (f_real, _) = clf.features_probs(&test.images, shape)?;
+    let accuracy = |probs: &[Vec<f32>]| {
+        let right = probs
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| argmax(p) == labels[*i] as usize)
+            .count();
+        right as f64 / probs.len().max(1) as f64
+    };
+    let mut rows = Vec::new();
+    let mut pictures = Vec::new();
+    for (k, kind) in KINDS.iter().enumerate() {
+        let mut input = Vec::with_capacity(n * per);
+        for i in 0..n {
+            input.extend(make(
+                kind,
+                test.image(i),
+                shape,
+                mix(seed, i as u64, k as u64),
+            )?);
+        }
+        let f = projector.apply(&input, shape)?;
+        let ff = projector.apply(&f, shape)?;
+        let (feat_in, p_in) = clf.features_probs(&input, shape)?;
+        let (feat_f, p_f) = clf.features_probs(&f, shape)?;
+        let (feat_ff, p_ff) = clf.features_probs(&ff, shape)?;
+        rows.push(OodRow {
+            kind: kind.to_string(),
+            images: n,
+            accuracy_input: accuracy(&p_in),
+            accuracy_f: accuracy(&p_f),
+            accuracy_ff: accuracy(&p_ff),
+            fd_input: frechet_distance(&feat_in, &f_real).max(0.0),
+            fd_f: frechet_distance(&feat_f, &f_real).max(0.0),
+            fd_ff: frechet_distance(&feat_ff, &f_real).max(0.0),
+        });
+        let shown = 8.min(n) * per;
+        pictures.push(OodImages {
+            kind: kind.to_string(),
+            input: input[..shown].to_vec(),
+            f: f[..shown].to_vec(),
+            ff: ff[..shown].to_vec(),
+        });
+    }
+    Ok((rows, pictures))
+}
+
+/// The table, one line per kind.
+pub fn table(rows: &[OodRow]) -> String {
+    let mut s = format!(
+        "{:<18} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>8}  made real\n",
+        "OOD kind", "acc in", "acc f", "acc f2", "FD in", "FD f", "FD f2"
+    );
+    for r in rows {
+        s += &format!(
+            "{:<18} {:>8.3} {:>8.3} {:>8.3}   {:>8.1} {:>8.1} {:>8.1}  {}\n",
+            r.kind,
+            r.accuracy_input,
+            r.accuracy_f,
+            r.accuracy_ff,
+            r.fd_input,
+            r.fd_f,
+            r.fd_ff,
+            if r.made_real() { "yes" } else { "no" }
+        );
+    }
+    s
+}
+
+/// A grid: per kind three rows (input, f, f∘f) of up to 8 images.
+pub fn grid(pictures: &[OodImages], shape: (usize, usize, usize)) -> Result<image::RgbImage> {
+    let (c, h, w) = shape;
+    let per = c * h * w;
+    let tiles = |buf: &[f32]| -> Vec<image::RgbImage> {
+        buf.chunks(per)
+            .map(|b| ign_edge::imaging::chw_to_image(b, c, h, w))
+            .collect()
+    };
+    let mut rows = Vec::new();
+    for p in pictures {
+        rows.push(tiles(&p.input));
+        rows.push(tiles(&p.f));
+        rows.push(tiles(&p.ff));
+    }
+    ign_edge::imaging::grid(&rows, ign_edge::imaging::default_scale(h).min(2), 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_deterministic_shaped_and_in_range() {
+        // a bright square, rows and columns 6..22, on the dark background
+        let inside = |i: usize| (6..22).contains(&(i % 28)) && (6..22).contains(&(i / 28));
+        let img: Vec<f32> = (0..28 * 28)
+            .map(|i| if inside(i) { 1.0 } else { -1.0 })
+            .collect();
+        for kind in KINDS {
+            let a = make(kind, &img, (1, 28, 28), 9).unwrap();
+            assert_eq!(a, make(kind, &img, (1, 28, 28), 9).unwrap(), "{kind}");
+            assert_eq!(a.len(), img.len());
+            assert!(a.iter().all(|v| (-1.0..=1.0).contains(v)), "{kind}");
+            assert_eq!(kind == "clean", a == img, "{kind}");
+        }
+        assert!(make("fonts", &img, (1, 28, 28), 0).is_err());
+        // known pixels: the top third blanked, the square grown by one pixel each side
+        let top = make("occlude-top", &img, (1, 28, 28), 0).unwrap();
+        assert!(top[..9 * 28].iter().all(|&v| v == -1.0) && top[9 * 28 + 10] == 1.0);
+        let thick = make("thick", &img, (1, 28, 28), 0).unwrap();
+        let row = 10 * 28;
+        assert!(thick[row + 5] == 1.0 && thick[row + 22] == 1.0 && thick[row + 4] == -1.0);
+    }
+}
