@@ -316,7 +316,14 @@ pub fn evaluate(
             report.reference = Some(r.name);
         }
         if let Some(n) = opts.ood {
-            let (rows, pictures) = crate::ood::evaluate(projector, &clf, test, n, opts.seed)?;
+            // printed digits for digit data (the garments of Fashion-MNIST have no print)
+            let digits = !opts
+                .data
+                .to_string_lossy()
+                .to_lowercase()
+                .contains("fashion");
+            let (rows, pictures) =
+                crate::ood::evaluate(projector, &clf, test, n, opts.seed, digits)?;
             if let Some(dir) = &opts.out_dir {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("{}: cannot create folder", dir.display()))?;

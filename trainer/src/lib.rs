@@ -17,6 +17,7 @@ pub mod model;
 pub mod noise;
 pub mod ood;
 pub mod optim;
+pub mod printed;
 pub mod samples;
 pub mod train;
 

@@ -7,8 +7,11 @@
 //! Fréchet distance of each to the real test images: f makes a kind real when accuracy rises
 //! (or stays) and the distance falls.
 //!
-//! Kinds still to come (issue 16): printed digits rendered from fonts, free-hand strokes like
-//! the pad's, and photos of ink on paper through the paper-mode preprocessing.
+//! Two more kinds are what a camera sees: photos of the test digits drawn in ink on paper
+//! (dark on white, uneven light, JPEG) through the paper-mode preprocessing, and, for digit
+//! datasets, printed digits rendered from the system's fonts ([`crate::printed`]).
+//!
+//! Still to come (issue 16): free-hand strokes like the pad's.
 
 use anyhow::Result;
 use rand::{Rng, SeedableRng};
@@ -21,7 +24,7 @@ use crate::data::{mix, Dataset};
 use crate::eval::Projector;
 
 /// The kinds of input, by name, in report order.
-pub const KINDS: [&str; 10] = [
+pub const KINDS: [&str; 12] = [
     "clean",
     "gaussian-noise",
     "occlude-top",
@@ -32,6 +35,8 @@ pub const KINDS: [&str; 10] = [
     "blur",
     "noisy-background",
     "affine",
+    "ink-on-paper",
+    "printed",
 ];
 
 /// Test image `img` (`c×h×w` in [-1, 1]) turned into `kind`, from `seed`.
@@ -77,6 +82,14 @@ pub fn make(kind: &str, img: &[f32], shape: (usize, usize, usize), seed: u64) ->
                 *p = p.max(-1.0 + texture + 0.15 * e).clamp(-1.0, 1.0);
             }
         }
+        "ink-on-paper" => {
+            if shape.0 != 1 {
+                anyhow::bail!("ink-on-paper is for gray models");
+            }
+            let photo = crate::printed::ink_on_paper(img, h, &mut rng)?;
+            v = crate::printed::paper_mode(&photo, h);
+        }
+        "printed" => anyhow::bail!("printed digits are rendered, not made from a test image"),
         "affine" => {
             let angle = rng.random_range(-25f32..25.0).to_radians();
             let scale = rng.random_range(0.75f32..1.15);
@@ -118,13 +131,15 @@ pub struct OodImages {
     pub ff: Vec<f32>,
 }
 
-/// Evaluate `projector` on `n` test images of every kind (labels needed).
+/// Evaluate `projector` on `n` test images of every kind (labels needed); `digits`: the
+/// data are digits, so printed digits are a kind too.
 pub fn evaluate(
     projector: &mut Projector,
     clf: &Classifier,
     test: &Dataset,
     n: usize,
     seed: u64,
+    digits: bool,
 ) -> Result<(Vec<OodRow>, Vec<OodImages>)> {
     let labels = test
         .labels
@@ -134,25 +149,61 @@ pub fn evaluate(
     let per = test.image_len();
     let n = n.min(test.len());
     let (f_real, _) = clf.features_probs(&test.images, shape)?;
-    let accuracy = |probs: &[Vec<f32>]| {
+    let accuracy = |probs: &[Vec<f32>], labels: &[u8]| {
         let right = probs
             .iter()
-            .enumerate()
-            .filter(|(i, p)| argmax(p) == labels[*i] as usize)
+            .zip(labels)
+            .filter(|(p, &l)| argmax(p) == l as usize)
             .count();
         right as f64 / probs.len().max(1) as f64
+    };
+    let fonts = if digits && shape.0 == 1 {
+        crate::printed::installed_fonts()
+    } else {
+        Vec::new()
     };
     let mut rows = Vec::new();
     let mut pictures = Vec::new();
     for (k, kind) in KINDS.iter().enumerate() {
         let mut input = Vec::with_capacity(n * per);
-        for i in 0..n {
-            input.extend(make(
-                kind,
-                test.image(i),
-                shape,
-                mix(seed, i as u64, k as u64),
-            )?);
+        let mut truth = Vec::with_capacity(n);
+        match *kind {
+            "printed" if fonts.is_empty() => {
+                if digits && shape.0 == 1 {
+                    eprintln!(
+                        "printed digits skipped: no font installed (apt install {})",
+                        crate::printed::FONT_PACKAGES
+                    );
+                }
+                continue;
+            }
+            "printed" => {
+                // digit i % 10 in font (i / 10) % fonts: every font draws every digit
+                let mut rng = rand::rngs::StdRng::seed_from_u64(mix(seed, 0, k as u64));
+                for i in 0..n {
+                    let font = &fonts[(i / 10) % fonts.len()].1;
+                    let digit = (i % 10) as u8;
+                    input.extend(crate::printed::render_digit(
+                        font,
+                        digit,
+                        test.height,
+                        &mut rng,
+                    )?);
+                    truth.push(digit);
+                }
+            }
+            "ink-on-paper" if shape.0 != 1 => continue,
+            _ => {
+                for i in 0..n {
+                    input.extend(make(
+                        kind,
+                        test.image(i),
+                        shape,
+                        mix(seed, i as u64, k as u64),
+                    )?);
+                    truth.push(labels[i]);
+                }
+            }
         }
         let f = projector.apply(&input, shape)?;
         let ff = projector.apply(&f, shape)?;
@@ -162,9 +213,9 @@ pub fn evaluate(
         rows.push(OodRow {
             kind: kind.to_string(),
             images: n,
-            accuracy_input: accuracy(&p_in),
-            accuracy_f: accuracy(&p_f),
-            accuracy_ff: accuracy(&p_ff),
+            accuracy_input: accuracy(&p_in, &truth),
+            accuracy_f: accuracy(&p_f, &truth),
+            accuracy_ff: accuracy(&p_ff, &truth),
             fd_input: frechet_distance(&feat_in, &f_real).max(0.0),
             fd_f: frechet_distance(&feat_f, &f_real).max(0.0),
             fd_ff: frechet_distance(&feat_ff, &f_real).max(0.0),
@@ -231,12 +282,12 @@ mod tests {
         let img: Vec<f32> = (0..28 * 28)
             .map(|i| if inside(i) { 1.0 } else { -1.0 })
             .collect();
-        for kind in KINDS {
+        for kind in KINDS.iter().filter(|&&k| k != "printed") {
             let a = make(kind, &img, (1, 28, 28), 9).unwrap();
             assert_eq!(a, make(kind, &img, (1, 28, 28), 9).unwrap(), "{kind}");
             assert_eq!(a.len(), img.len());
             assert!(a.iter().all(|v| (-1.0..=1.0).contains(v)), "{kind}");
-            assert_eq!(kind == "clean", a == img, "{kind}");
+            assert_eq!(*kind == "clean", a == img, "{kind}");
         }
         assert!(make("fonts", &img, (1, 28, 28), 0).is_err());
         // known pixels: the top third blanked, the square grown by one pixel each side

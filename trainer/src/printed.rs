@@ -1,0 +1,208 @@
+//! Inputs a user shows the camera that are not handwritten MNIST digits: printed digits
+//! rendered from the system's fonts, and photos of ink on paper.
+//!
+//! Printed digits are laid out as MNIST's were: the glyph scaled to fit a 20×20 box, centred
+//! by its centre of mass in 28×28, white on black; then rotated, scaled and thickened at
+//! random. Fonts come from Debian packages ([`FONT_PACKAGES`]); the kind is skipped, with a
+//! notice naming them, when none is installed.
+
+use ab_glyph::{Font, FontVec, PxScale};
+use anyhow::Result;
+use image::{GrayImage, Luma, RgbImage};
+use rand::Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+use crate::corrupt::{affine, filter3};
+
+/// The Debian packages whose fonts [`FONT_FILES`] names.
+pub const FONT_PACKAGES: &str =
+    "fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf fonts-urw-base35";
+
+/// Regular, bold, serif, sans and monospaced faces of those packages.
+pub const FONT_FILES: &[&str] = &[
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf",
+    "/usr/share/fonts/truetype/liberation2/LiberationSans-Regular.ttf",
+    "/usr/share/fonts/truetype/liberation2/LiberationSerif-Regular.ttf",
+    "/usr/share/fonts/truetype/liberation2/LiberationMono-Regular.ttf",
+    "/usr/share/fonts/truetype/freefont/FreeSans.ttf",
+    "/usr/share/fonts/truetype/freefont/FreeSerifItalic.ttf",
+    "/usr/share/fonts/opentype/urw-base35/NimbusSans-Bold.otf",
+    "/usr/share/fonts/opentype/urw-base35/URWBookman-Light.otf",
+    "/usr/share/fonts/opentype/urw-base35/C059-Roman.otf",
+];
+
+/// The fonts of [`FONT_FILES`] that are installed, with their file names.
+pub fn installed_fonts() -> Vec<(String, FontVec)> {
+    FONT_FILES
+        .iter()
+        .filter_map(|p| {
+            let bytes = std::fs::read(p).ok()?;
+            let font = FontVec::try_from_vec(bytes).ok()?;
+            let name = std::path::Path::new(p)
+                .file_stem()?
+                .to_string_lossy()
+                .into_owned();
+            Some((name, font))
+        })
+        .collect()
+}
+
+/// `digit` in `font`, as a 1×`size`×`size` image in [-1, 1] (white on black), with a random
+/// rotation (±15°), scale (0.8 to 1.1) and stroke (as drawn, or thickened once).
+pub fn render_digit(
+    font: &FontVec,
+    digit: u8,
+    size: usize,
+    rng: &mut impl Rng,
+) -> Result<Vec<f32>> {
+    let ch = char::from(b'0' + digit % 10);
+    let glyph = font.glyph_id(ch).with_scale(PxScale::from(96.0));
+    let outlined = font
+        .outline_glyph(glyph)
+        .ok_or_else(|| anyhow::anyhow!("the font has no outline for {ch}"))?;
+    let b = outlined.px_bounds();
+    let (gw, gh) = (b.width().ceil() as u32 + 2, b.height().ceil() as u32 + 2);
+    let mut big = GrayImage::new(gw, gh);
+    outlined.draw(|x, y, c| {
+        let (x, y) = (x + 1, y + 1);
+        if x < gw && y < gh {
+            big.put_pixel(x, y, Luma([(c.clamp(0.0, 1.0) * 255.0) as u8]));
+        }
+    });
+    // MNIST: the digit scaled into a 20x20 box (here 20 × a random scale), aspect kept
+    let fit = (size as f32 * 20.0 / 28.0) * rng.random_range(0.8f32..1.1);
+    let k = fit / gw.max(gh) as f32;
+    let (sw, sh) = (
+        ((gw as f32 * k).round() as u32).max(1),
+        ((gh as f32 * k).round() as u32).max(1),
+    );
+    let small = image::imageops::resize(&big, sw, sh, image::imageops::FilterType::Triangle);
+    // centre of mass to the centre of the image
+    let (mut m, mut mx, mut my) = (0f32, 0f32, 0f32);
+    for (x, y, p) in small.enumerate_pixels() {
+        let v = p.0[0] as f32;
+        m += v;
+        mx += v * x as f32;
+        my += v * y as f32;
+    }
+    let (cx, cy) = if m > 0.0 {
+        (mx / m, my / m)
+    } else {
+        (sw as f32 / 2.0, sh as f32 / 2.0)
+    };
+    let (ox, oy) = (
+        (size as f32 / 2.0 - cx).round() as i64,
+        (size as f32 / 2.0 - cy).round() as i64,
+    );
+    let mut img = vec![-1f32; size * size];
+    for (x, y, p) in small.enumerate_pixels() {
+        let (tx, ty) = (x as i64 + ox, y as i64 + oy);
+        if (0..size as i64).contains(&tx) && (0..size as i64).contains(&ty) {
+            img[ty as usize * size + tx as usize] = p.0[0] as f32 / 127.5 - 1.0;
+        }
+    }
+    if rng.random_bool(0.5) {
+        filter3(&mut img, (1, size, size), f32::max);
+    }
+    let angle = rng.random_range(-15f32..15.0).to_radians();
+    affine(&mut img, (1, size, size), angle, 1.0, 0.0, 0.0);
+    Ok(img)
+}
+
+/// A test digit (1×`size`×`size` in [-1, 1], white on black) as a phone photo of it drawn in
+/// ink on paper: dark on white, 4× larger, lit unevenly, a little sensor noise, saved as JPEG
+/// (quality 60) and decoded again.
+pub fn ink_on_paper(img: &[f32], size: usize, rng: &mut impl Rng) -> Result<RgbImage> {
+    let s = 4 * size as u32;
+    let ink = image::imageops::resize(
+        &GrayImage::from_fn(size as u32, size as u32, |x, y| {
+            Luma([((img[y as usize * size + x as usize] + 1.0) * 127.5).clamp(0.0, 255.0) as u8])
+        }),
+        s,
+        s,
+        image::imageops::FilterType::Triangle,
+    );
+    // light falls off across the sheet from a random side; paper is slightly warm
+    let (gx, gy) = (
+        rng.random_range(-0.35f32..0.35),
+        rng.random_range(-0.35f32..0.35),
+    );
+    let mut photo = RgbImage::new(s, s);
+    for (x, y, p) in photo.enumerate_pixels_mut() {
+        let (u, v) = (x as f32 / s as f32 - 0.5, y as f32 / s as f32 - 0.5);
+        let light = (0.85 + gx * u + gy * v).clamp(0.4, 1.0);
+        let covered = ink.get_pixel(x, y).0[0] as f32 / 255.0;
+        let n: f32 = StandardNormal.sample(rng);
+        let level = (light * (1.0 - 0.85 * covered) + 0.02 * n).clamp(0.0, 1.0) * 255.0;
+        *p = image::Rgb([level as u8, (level * 0.98) as u8, (level * 0.93) as u8]);
+    }
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 60).encode_image(&photo)?;
+    Ok(image::load_from_memory(&jpeg)?.to_rgb8())
+}
+
+/// The photo through ign-edge's paper-mode preprocessing (what `--paper` feeds the model).
+pub fn paper_mode(photo: &RgbImage, size: usize) -> Vec<f32> {
+    let pre = ign_edge::pipeline::preprocess::Preprocess {
+        channels: 1,
+        height: size,
+        width: size,
+        roi: None,
+        paper: true,
+    };
+    let mut out = vec![0f32; size * size];
+    pre.run(photo, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn a_printed_digit_is_centred_white_on_black_and_deterministic() {
+        let fonts = installed_fonts();
+        if fonts.is_empty() {
+            eprintln!("no font of {FONT_PACKAGES} installed: printed digits not checked");
+            return;
+        }
+        let render = |seed| {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            render_digit(&fonts[0].1, 1, 28, &mut rng).unwrap()
+        };
+        let a = render(4);
+        assert_eq!(a, render(4));
+        assert!(a.iter().all(|v| (-1.0..=1.0).contains(v)));
+        // a "1" is bright in the middle column band and dark in the corners
+        let centre: f32 = (10..18).map(|y| a[y * 28 + 14].max(a[y * 28 + 13])).sum();
+        assert!(centre > 4.0, "{centre}");
+        assert!([0, 27, 27 * 28, 28 * 28 - 1].iter().all(|&i| a[i] == -1.0));
+    }
+
+    #[test]
+    fn ink_on_paper_through_paper_mode_gives_back_the_digit() {
+        // a bright bar on black, photographed dark on paper, comes back bright on black
+        let img: Vec<f32> = (0..28 * 28)
+            .map(|i| {
+                if (12..16).contains(&(i % 28)) {
+                    1.0
+                } else {
+                    -1.0
+                }
+            })
+            .collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let photo = ink_on_paper(&img, 28, &mut rng).unwrap();
+        assert_eq!(photo.dimensions(), (112, 112));
+        assert!(photo.get_pixel(8, 8).0[0] > 150, "paper is light");
+        assert!(photo.get_pixel(56, 56).0[0] < 100, "ink is dark");
+        let back = paper_mode(&photo, 28);
+        let on: f32 = (0..28).map(|y| back[y * 28 + 14]).sum::<f32>() / 28.0;
+        let off: f32 = (0..28).map(|y| back[y * 28 + 4]).sum::<f32>() / 28.0;
+        assert!(on > 0.3 && off < -0.5, "bar {on}, background {off}");
+    }
+}
