@@ -73,7 +73,7 @@ pub fn make(kind: &str, img: &[f32], shape: (usize, usize, usize), seed: u64) ->
         "noisy-background" => {
             // a wavy texture of random phase and a little noise, under the strokes
             let (fx, fy) = (rng.random_range(0.2f32..0.6), rng.random_range(0.2f32..0.6));
-            let phase = rng.random_range(0.0f32..6.28);
+            let phase = rng.random_range(0.0f32..std::f32::consts::TAU);
             let plane = h * w;
             for (i, p) in v.iter_mut().enumerate() {
                 let (y, x) = ((i % plane) / w, i % w);
@@ -194,14 +194,14 @@ pub fn evaluate(
             }
             "ink-on-paper" if shape.0 != 1 => continue,
             _ => {
-                for i in 0..n {
+                for (i, &label) in labels.iter().enumerate().take(n) {
                     input.extend(make(
                         kind,
                         test.image(i),
                         shape,
                         mix(seed, i as u64, k as u64),
                     )?);
-                    truth.push(labels[i]);
+                    truth.push(label);
                 }
             }
         }
