@@ -26,6 +26,10 @@ use super::{
 /// (the write timeout starts once the buffers are full).
 const SEND_BUFFER: libc::c_int = 64 << 10;
 
+/// How long, and how much, [`linger`] reads from a closing connection.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 2 << 20;
+
 /// The server thread; [`Server::stop`] (or dropping it) ends it and closes every connection.
 pub(super) struct Server {
     stop: Option<watch::Sender<bool>>,
@@ -116,19 +120,44 @@ async fn accept_loop(listener: TcpListener, app: axum::Router, mut stop: watch::
         };
         let _ = tcp.set_nodelay(true);
         limit_send_buffer(&tcp);
-        let conn = http.serve_connection(
-            TokioIo::new(Guarded::new(tcp)),
-            TowerToHyperService::new(app.clone()),
-        );
+        let conn = http
+            .serve_connection(
+                TokioIo::new(Guarded::new(tcp)),
+                TowerToHyperService::new(app.clone()),
+            )
+            .without_shutdown();
         let mut stop = stop.clone();
         tokio::spawn(async move {
             tokio::select! {
-                _ = conn => {}
+                r = conn => if let Ok(parts) = r {
+                    linger(parts.io.into_inner()).await;
+                },
                 _ = stop.changed() => {}
             }
             drop(permit);
         });
     }
+}
+
+/// Close like a careful server: end our side, then read and discard what the client still
+/// sends, briefly. Closing a socket with unread data resets the connection, and the client may
+/// lose the answer it was sent (a 413 to a body that was never read).
+async fn linger(mut io: Guarded) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if io.shutdown().await.is_err() {
+        return;
+    }
+    let mut buf = [0u8; 8192];
+    let mut left = LINGER_BYTES;
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        while let Ok(n @ 1..) = io.read(&mut buf).await {
+            left = left.saturating_sub(n);
+            if left == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 fn limit_send_buffer(tcp: &TcpStream) {
