@@ -314,6 +314,25 @@ fn hostile_clients_never_take_the_server_down() {
     trickle.join().unwrap();
     srv.healthy("trickled body");
 
+    // A chunked body (no Content-Length) over 1 MB: refused while reading.
+    {
+        let mut s = connect(addr);
+        let head = format!(
+            "POST /api/project HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        let chunk = vec![b'x'; 64 << 10];
+        for _ in 0..20 {
+            let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+            if s.write_all(&framed).is_err() {
+                break; // refused before the end
+            }
+        }
+        let _ = s.write_all(b"0\r\n\r\n");
+        assert_eq!(status_of(&read_all(&mut s)), 413, "chunked body over 1 MB");
+    }
+    srv.healthy("chunked body over 1 MB");
+
     // A 1 MB header line: refused (431) or cut off, never buffered.
     {
         let mut s = connect(addr);

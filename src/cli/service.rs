@@ -107,3 +107,24 @@ impl ServiceCmd {
         super::run(cli)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_file_becomes_the_run_option() {
+        let cfg: ServiceConfig = toml::from_str(
+            "sinks = [\"http:0.0.0.0:8080\"]\nhttp_token_file = \"/etc/ign-edge/http-token\"\n",
+        )
+        .unwrap();
+        let args = cfg.run_args().join(" ");
+        assert!(
+            args.contains("--http-token-file /etc/ign-edge/http-token"),
+            "{args}"
+        );
+        assert!(!args.contains("--http-token "), "{args}");
+        let cli = crate::cli::Cli::try_parse_from(cfg.run_args());
+        assert!(cli.is_ok(), "{args}");
+    }
+}
