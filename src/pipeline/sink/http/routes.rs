@@ -156,10 +156,6 @@ async fn project(State(s): State<Arc<Shared>>, body: Body) -> Response {
 }
 
 async fn interpolate(State(s): State<Arc<Shared>>, body: Body) -> Response {
-    s.stats
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .pad_requests += 1;
     match read_upload(body).await {
         Ok(b) => png(s.pad.run(Task::Interpolate(b)).await),
         Err(r) => r,

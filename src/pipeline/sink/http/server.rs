@@ -24,6 +24,7 @@ use super::{
 
 /// Socket send buffer per connection: small, so a client that stops reading is noticed soon
 /// (the write timeout starts once the buffers are full).
+#[cfg(unix)]
 const SEND_BUFFER: libc::c_int = 64 << 10;
 
 /// How long, and how much, [`linger`] reads from a closing connection.
@@ -160,6 +161,10 @@ async fn linger(mut io: Guarded) {
     .await;
 }
 
+#[cfg(not(unix))]
+fn limit_send_buffer(_: &TcpStream) {}
+
+#[cfg(unix)]
 fn limit_send_buffer(tcp: &TcpStream) {
     use std::os::fd::AsRawFd;
     let size = SEND_BUFFER;
