@@ -46,19 +46,23 @@ impl Worker {
     pub(super) fn start(model: &Model, noise: Option<&Model>) -> Result<Worker> {
         let backend = CpuBackend::new(model, Some(1))?;
         let noise = noise.map(|m| CpuBackend::new(m, Some(1))).transpose()?;
-        let model = model.clone();
+        let mut pad = Pad {
+            split: LatentSplit::new(model).ok(),
+            info: model.info.clone(),
+            backend,
+            noise,
+        };
+        Worker::with_runner(move |task| pad.run(task))
+    }
+
+    /// A thread that answers each task with `run`, behind a queue of [`PAD_QUEUE`].
+    fn with_runner(mut run: impl FnMut(Task) -> Reply + Send + 'static) -> Result<Worker> {
         let (jobs, queue) = sync_channel::<Job>(PAD_QUEUE);
         std::thread::Builder::new()
             .name("http-pad".into())
             .spawn(move || {
-                let mut pad = Pad {
-                    split: LatentSplit::new(&model).ok(),
-                    info: model.info.clone(),
-                    backend,
-                    noise,
-                };
                 for job in queue {
-                    let reply = guarded(|| pad.run(job.task));
+                    let reply = guarded(|| run(job.task));
                     let _ = job.reply.send(reply);
                 }
             })
@@ -273,6 +277,57 @@ mod tests {
             .write_to(&mut Cursor::new(&mut ok), image::ImageFormat::Png)
             .unwrap();
         assert_eq!(decode_upload(&ok).unwrap().width(), 28);
+    }
+
+    #[test]
+    fn a_full_queue_is_a_503_and_a_panic_a_500() {
+        let (started, began) = std::sync::mpsc::channel::<()>();
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let worker = std::sync::Arc::new(
+            Worker::with_runner(move |task| {
+                let _ = started.send(());
+                let _ = gate.recv_timeout(std::time::Duration::from_secs(30));
+                match task {
+                    Task::Noise(0) => panic!("boom"),
+                    _ => Ok(vec![1]),
+                }
+            })
+            .unwrap(),
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let run = |seed| {
+                let w = worker.clone();
+                tokio::spawn(async move { w.run(Task::Noise(seed)).await })
+            };
+            let first = run(1);
+            tokio::task::yield_now().await;
+            began
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .unwrap(); // the thread is busy with the first task
+            let queued: Vec<_> = (0..PAD_QUEUE as u64).map(|i| run(2 + i)).collect();
+            for _ in 0..10 {
+                tokio::task::yield_now().await; // they all get to the queue
+            }
+            let (code, _) = worker.run(Task::Noise(99)).await.unwrap_err();
+            assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+            for _ in 0..=PAD_QUEUE {
+                release.send(()).unwrap();
+            }
+            assert!(first.await.unwrap().is_ok());
+            for q in queued {
+                assert!(q.await.unwrap().is_ok());
+            }
+            // a panicking job answers 500, and the thread goes on
+            release.send(()).unwrap();
+            let (code, msg) = worker.run(Task::Noise(0)).await.unwrap_err();
+            assert_eq!(code, StatusCode::INTERNAL_SERVER_ERROR);
+            assert!(msg.contains("boom"), "{msg}");
+            release.send(()).unwrap();
+            assert!(worker.run(Task::Noise(5)).await.is_ok());
+        });
     }
 
     #[test]
