@@ -74,6 +74,8 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(4);
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pad requests waiting for the pad's worker; more get 503.
 pub const PAD_QUEUE: usize = 4;
+/// A pad request not answered within this time gets 503 (the connection does not wait on).
+pub const PAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Settings of the running loop that the page can change.
 #[derive(Debug)]

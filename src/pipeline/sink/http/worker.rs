@@ -12,7 +12,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use tokio::sync::oneshot;
 
-use super::{MAX_IMAGE_ALLOC, MAX_IMAGE_SIDE, PAD_QUEUE};
+use super::{MAX_IMAGE_ALLOC, MAX_IMAGE_SIDE, PAD_QUEUE, PAD_TIMEOUT};
 use crate::backend::{cpu::CpuBackend, Backend};
 use crate::latent::LatentSplit;
 use crate::model::{Model, ModelInfo};
@@ -70,7 +70,8 @@ impl Worker {
         Ok(Worker { jobs })
     }
 
-    /// Queue `task` and wait for its answer; 503 at once when the queue is full.
+    /// Queue `task` and wait for its answer; 503 at once when the queue is full, and after
+    /// [`PAD_TIMEOUT`] without an answer.
     pub(super) async fn run(&self, task: Task) -> Reply {
         let (reply, answer) = oneshot::channel();
         match self.jobs.try_send(Job { task, reply }) {
@@ -88,12 +89,17 @@ impl Worker {
                 ))
             }
         }
-        answer.await.unwrap_or_else(|_| {
-            Err((
+        match tokio::time::timeout(PAD_TIMEOUT, answer).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => Err((
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the pad dropped the request".into(),
-            ))
-        })
+            )),
+            Err(_) => Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the pad is too slow right now; try again later".into(),
+            )),
+        }
     }
 }
 
@@ -295,6 +301,7 @@ mod tests {
             .unwrap(),
         );
         let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .unwrap();
         rt.block_on(async {
