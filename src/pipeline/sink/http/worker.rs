@@ -62,6 +62,9 @@ impl Worker {
             .name("http-pad".into())
             .spawn(move || {
                 for job in queue {
+                    if job.reply.is_closed() {
+                        continue; // the client left (or gave up) while it waited
+                    }
                     let reply = guarded(|| run(job.task));
                     let _ = job.reply.send(reply);
                 }
