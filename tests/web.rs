@@ -27,6 +27,7 @@ impl Server {
             ])
             .args(extra)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env_remove("IGN_EDGE_HTTP_TOKEN")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()

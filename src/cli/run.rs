@@ -34,7 +34,7 @@ use crate::pipeline::{self, preprocess::Preprocess, preprocess::Rect, sink, sour
 ///   ign-edge run --source v4l2:/dev/video0 --camera-size 640x480 --paper --sink fb:/dev/fb0
 ///   ign-edge run --source rpicam --sink fb:/dev/fb0 --steps 2
 ///   ign-edge run --source 'gst:libcamerasrc ! video/x-raw,width=640,height=480' --sink drm
-///   ign-edge run --source v4l2:/dev/video0 --sink fb:/dev/fb0 --sink http:0.0.0.0:8080 --http-token s3cret
+///   ign-edge run --source v4l2:/dev/video0 --sink fb:/dev/fb0 --sink http:0.0.0.0:8080 --http-token-file /etc/ign-edge/http-token
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct RunCmd {
@@ -53,8 +53,12 @@ pub struct RunCmd {
     #[arg(long)]
     pub board: Option<String>,
     /// http sink: require this token on every request (?token=... or Authorization: Bearer).
+    /// Visible in `ps`: prefer --http-token-file or the IGN_EDGE_HTTP_TOKEN variable.
     #[arg(long)]
     pub http_token: Option<String>,
+    /// http sink: read the token from this file's first line (keep it mode 0640 or tighter).
+    #[arg(long, conflicts_with = "http_token")]
+    pub http_token_file: Option<PathBuf>,
     /// http sink: most MJPEG stream clients at once (then 503).
     #[arg(long, default_value_t = 8)]
     pub http_max_clients: usize,
@@ -129,6 +133,18 @@ impl RunCmd {
         if self.sinks.is_empty() {
             self.sinks.push("null".into());
         }
+        // With a web page, the variants beside the model can be switched while running.
+        let web = self.sinks.iter().any(|s| s.starts_with("http"));
+        // Checked before anything loads: an empty or unreadable token ends the run at once.
+        let http_token = if web {
+            sink::http::resolve_token(
+                self.http_token.as_deref(),
+                self.http_token_file.as_deref(),
+                std::env::var_os(sink::http::TOKEN_ENV),
+            )?
+        } else {
+            None
+        };
         if let Some(spec) = &self.cores {
             let cores = crate::cores::pin_spec(spec)?;
             eprintln!("pinned to cores {cores:?}");
@@ -153,8 +169,6 @@ impl RunCmd {
         // From here a signal asks the loop to stop (before the sinks print where they serve
         // and "running" is printed, so whoever waits for those lines can stop it cleanly).
         crate::signals::stop_on_signals(&stop)?;
-        // With a web page, the variants beside the model can be switched while running.
-        let web = self.sinks.iter().any(|s| s.starts_with("http"));
         // The web pad runs its own CPU backend on the ONNX model (beside a .rknn one).
         let web_model = match (&opened.model, web) {
             (_, false) => None,
@@ -202,7 +216,7 @@ impl RunCmd {
             http: controls.as_ref().map(|c| sink::http::HttpOptions {
                 model: web_model.clone().expect("loaded for the web sink"),
                 noise_model: web_noise.clone(),
-                token: self.http_token.clone(),
+                token: http_token.clone(),
                 max_clients: self.http_max_clients.max(1),
                 controls: c.clone(),
             }),

@@ -11,7 +11,8 @@ use crate::model::Precision;
 /// Run the live loop from a config file (the systemd service's entry point).
 ///
 /// The file's keys are those of `ign-edge run`: board, model, source, sinks, steps, paper,
-/// precision, threads, cores, http_token. Example: boards/package/config.toml.
+/// precision, threads, cores, http_token_file (or http_token; the file is installed 0640
+/// root:ign-edge). Example: boards/package/config.toml.
 #[derive(Args, Debug)]
 pub struct ServiceCmd {
     /// The configuration file.
@@ -30,7 +31,10 @@ pub struct ServiceConfig {
     pub model: Option<PathBuf>,
     pub source: Option<String>,
     pub sinks: Option<Vec<String>>,
+    /// The token itself (this file is then a secret: keep it 0640 root:ign-edge).
     pub http_token: Option<String>,
+    /// A file whose first line is the token.
+    pub http_token_file: Option<PathBuf>,
     pub steps: Option<usize>,
     pub paper: Option<bool>,
     pub precision: Option<Precision>,
@@ -57,6 +61,12 @@ impl ServiceConfig {
         );
         opt("source", self.source.clone());
         opt("http-token", self.http_token.clone());
+        opt(
+            "http-token-file",
+            self.http_token_file
+                .as_ref()
+                .map(|p| p.display().to_string()),
+        );
         opt("steps", self.steps.map(|s| s.to_string()));
         opt("precision", self.precision.map(|p| p.to_string()));
         opt("threads", self.threads.map(|t| t.to_string()));
@@ -95,5 +105,26 @@ impl ServiceCmd {
             )
         })?;
         super::run(cli)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_file_becomes_the_run_option() {
+        let cfg: ServiceConfig = toml::from_str(
+            "sinks = [\"http:0.0.0.0:8080\"]\nhttp_token_file = \"/etc/ign-edge/http-token\"\n",
+        )
+        .unwrap();
+        let args = cfg.run_args().join(" ");
+        assert!(
+            args.contains("--http-token-file /etc/ign-edge/http-token"),
+            "{args}"
+        );
+        assert!(!args.contains("--http-token "), "{args}");
+        let cli = crate::cli::Cli::try_parse_from(cfg.run_args());
+        assert!(cli.is_ok(), "{args}");
     }
 }

@@ -1,0 +1,306 @@
+//! `http:[addr:port]`: the live loop in a browser, for headless boards.
+//!
+//! Routes (every one behind the token when one is set, as `?token=` (percent-encoded) or
+//! `Authorization: Bearer`):
+//! - `/`: the live page (stream, overlay figures, controls for k and paper mode);
+//! - `/stream.mjpg`: MJPEG (`multipart/x-mixed-replace`) of the composed frames; each client
+//!   gets the newest frame or skips, so slow clients never slow the loop; at most
+//!   `--http-max-clients` streams, then 503; a client that stops reading is dropped after
+//!   [`WRITE_TIMEOUT`];
+//! - `/pad`: draw with mouse or touch and see f(drawing) and f(f(drawing)); `/api/project`
+//!   (POST an image, at most 1 MB: 413 beyond, 413 for more than 4096×4096 pixels, 400 if it
+//!   does not decode) and `/api/noise` answer with a PNG of f and f∘f side by side, computed on
+//!   the pad's own worker thread and backend so the loop never waits for them (503 when its
+//!   queue is full);
+//! - `/api/interpolate` (POST two drawings: a 4-byte big-endian length, the first image, the
+//!   second): a PNG strip of 8 points decoded between their latents (models with `ign.latent`);
+//! - `/api/control?steps=K&paper=0|1&precision=P` (POST): change the running loop (P among
+//!   the model's variants: fp32 and the `.fp16.onnx` / `.int8.onnx` files beside it);
+//! - `/stats.json` and `/metrics` (Prometheus text format).
+//!
+//! Every POST refuses a cross-origin request (an `Origin` whose host:port is not the `Host`:
+//! 403). The page and pad are embedded in the binary (no build step, no CDN).
+//!
+//! Built for hostile networks: hyper (through axum) on a one-thread tokio runtime of its own,
+//! every connection in its own task, limits on connections, header size and count, body size
+//! (from `Content-Length`, then while reading), header-read, idle and write timeouts; see the
+//! constants below. Modules: `server` (listener, connection cap, timeouts), `routes` (the router,
+//! the token/origin/size guard, handlers, MJPEG), `worker` (the pad's inference behind a bounded
+//! queue, image checks before decoding), `auth` (token, query decoding, origin check).
+
+mod auth;
+mod routes;
+mod server;
+mod worker;
+
+pub use auth::{resolve_token, TOKEN_ENV};
+
+use anyhow::{anyhow, Result};
+use bytes::Bytes;
+use image::RgbImage;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::Sink;
+use crate::backend::Backend;
+use crate::model::{Model, Precision};
+use crate::pipeline::overlay::Hud;
+use crate::tensor::ImageBatch;
+
+/// Largest request body (pad uploads): 413 beyond, from `Content-Length` or while reading.
+pub const MAX_UPLOAD: usize = 1 << 20;
+/// Largest width and height of an uploaded image, checked before it is decoded.
+pub const MAX_IMAGE_SIDE: u32 = 4096;
+/// Most memory the image decoder may allocate for one upload.
+pub const MAX_IMAGE_ALLOC: u64 = 64 << 20;
+/// Most open connections; any more are closed as soon as they are accepted.
+pub const MAX_CONNECTIONS: usize = 128;
+/// Largest request head (request line and headers), bytes: 431 beyond.
+pub const MAX_HEADER_BYTES: usize = 16 << 10;
+/// Most request headers: 431 beyond.
+pub const MAX_HEADERS: usize = 64;
+/// A client must send a whole request head within this time of connecting or of its last
+/// response.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection on which nothing is read or written for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A write the client does not take for this long closes the connection (and frees a stream
+/// slot).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(4);
+/// An upload must arrive whole within this time: 408 otherwise.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pad requests waiting for the pad's worker; more get 503.
+pub const PAD_QUEUE: usize = 4;
+/// A pad request not answered within this time gets 503 (the connection does not wait on).
+pub const PAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Settings of the running loop that the page can change.
+#[derive(Debug)]
+pub struct Controls {
+    /// Applications of f per frame.
+    pub steps: AtomicUsize,
+    /// Dark ink on white paper.
+    pub paper: AtomicBool,
+    /// Index into `precisions` of the variant the loop runs.
+    pub precision: AtomicUsize,
+    /// The model variants the loop can switch between (fp32 and the files beside it).
+    pub precisions: Vec<Precision>,
+}
+
+impl Controls {
+    /// Controls starting at `steps` and `paper`, on the first of `precisions`.
+    pub fn new(steps: usize, paper: bool, precisions: Vec<Precision>) -> Arc<Controls> {
+        Arc::new(Controls {
+            steps: AtomicUsize::new(steps.max(1)),
+            paper: AtomicBool::new(paper),
+            precision: AtomicUsize::new(0),
+            precisions,
+        })
+    }
+
+    /// The variant the loop runs now.
+    pub fn precision(&self) -> Option<Precision> {
+        self.precisions
+            .get(self.precision.load(Ordering::Relaxed))
+            .copied()
+    }
+}
+
+/// Several variants of one model behind one [`Backend`]; [`Controls`] says which one runs.
+pub struct SwitchBackend {
+    /// One backend per variant, in the order of `controls.precisions`.
+    pub backends: Vec<Box<dyn Backend>>,
+    /// Which one runs.
+    pub controls: Arc<Controls>,
+}
+
+impl Backend for SwitchBackend {
+    fn name(&self) -> String {
+        let i = self
+            .controls
+            .precision
+            .load(Ordering::Relaxed)
+            .min(self.backends.len() - 1);
+        self.backends[i].name()
+    }
+    fn run(&mut self, input: &ImageBatch) -> Result<ImageBatch> {
+        let i = self
+            .controls
+            .precision
+            .load(Ordering::Relaxed)
+            .min(self.backends.len() - 1);
+        self.backends[i].run(input)
+    }
+}
+
+/// What the http sink needs beyond a canvas size.
+#[derive(Clone)]
+pub struct HttpOptions {
+    /// The model, for the pad (run on the pad's own backend).
+    pub model: Model,
+    /// Its noise variant, for `/api/noise` (BatchNorm models).
+    pub noise_model: Option<Model>,
+    /// The token every request must carry (none: open to whoever reaches the address).
+    pub token: Option<String>,
+    /// Most MJPEG clients at once.
+    pub max_clients: usize,
+    /// The running loop's settings.
+    pub controls: Arc<Controls>,
+}
+
+/// The figures `/stats.json` and `/metrics` report.
+#[derive(Clone, Debug, Default, Serialize)]
+struct Stats {
+    model: String,
+    precision: String,
+    steps: usize,
+    paper: bool,
+    /// The variants the page can switch between.
+    precisions: Vec<Precision>,
+    fps: f64,
+    capture_ms: f64,
+    preprocess_ms: f64,
+    inference_ms: f64,
+    display_ms: f64,
+    e2e_ms: f64,
+    dropped: u64,
+    frames: u64,
+    clients: usize,
+    pad_requests: u64,
+}
+
+/// What the sink (on the loop's thread) and the server's tasks share.
+struct Shared {
+    stats: Mutex<Stats>,
+    /// Connected MJPEG clients.
+    clients: AtomicUsize,
+    max_clients: usize,
+    /// The newest frame as one multipart part (boundary, part headers, JPEG), shared by every
+    /// stream client.
+    frames: tokio::sync::watch::Sender<Option<Bytes>>,
+    controls: Arc<Controls>,
+    token: Option<auth::Token>,
+    pad: worker::Worker,
+}
+
+/// Serves the live loop over HTTP.
+pub struct HttpSink {
+    addr: SocketAddr,
+    size: (u32, u32),
+    shared: Arc<Shared>,
+    server: server::Server,
+}
+
+impl HttpSink {
+    /// Bind `addr` (`""` → 127.0.0.1:8080) and start serving.
+    pub fn start(addr: &str, size: (u32, u32), opts: HttpOptions) -> Result<HttpSink> {
+        let addr = if addr.is_empty() {
+            "127.0.0.1:8080"
+        } else {
+            addr
+        };
+        let token = opts.token.as_deref().map(auth::Token::new).transpose()?;
+        let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+            anyhow!("http:{addr}: cannot listen ({e}); pick another port, e.g. --sink http:127.0.0.1:8081")
+        })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| anyhow!("http:{addr}: no local address ({e})"))?;
+        if !bound.ip().is_loopback() {
+            eprintln!(
+                "warning: serving on {bound}: the stream and the pad are visible on the network{}",
+                if token.is_some() {
+                    " (token required)"
+                } else {
+                    "; consider --http-token-file or IGN_EDGE_HTTP_TOKEN"
+                }
+            );
+        }
+        let pad = worker::Worker::start(&opts.model, opts.noise_model.as_ref())?;
+        let shared = Arc::new(Shared {
+            stats: Mutex::new(Stats {
+                model: opts
+                    .model
+                    .info
+                    .path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                precision: opts.model.info.precision.to_string(),
+                ..Default::default()
+            }),
+            clients: AtomicUsize::new(0),
+            max_clients: opts.max_clients.max(1),
+            frames: tokio::sync::watch::Sender::new(None),
+            controls: opts.controls.clone(),
+            token,
+            pad,
+        });
+        let server = server::Server::start(listener, routes::router(shared.clone()))
+            .map_err(|e| anyhow!("http:{bound}: cannot start the server: {e:#}"))?;
+        eprintln!("serving the live view on http://{bound}/ (pad: http://{bound}/pad)");
+        Ok(HttpSink {
+            addr: bound,
+            size,
+            shared,
+            server,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Sink for HttpSink {
+    fn describe(&self) -> String {
+        format!("http http://{}/", self.addr)
+    }
+
+    fn size(&self) -> (u32, u32) {
+        self.size
+    }
+
+    fn status(&mut self, hud: &Hud) {
+        let mut s = self.shared.stats.lock().unwrap_or_else(|e| e.into_inner());
+        s.fps = hud.fps;
+        s.capture_ms = hud.capture_ms;
+        s.preprocess_ms = hud.preprocess_ms;
+        s.inference_ms = hud.inference_ms;
+        s.display_ms = hud.display_ms;
+        s.e2e_ms = hud.e2e_ms;
+        s.dropped = hud.dropped;
+    }
+
+    fn show(&mut self, canvas: &RgbImage, _seq: u64) -> Result<()> {
+        self.shared
+            .stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .frames += 1;
+        // Encode only for someone: with no stream client the loop pays nothing.
+        if self.shared.clients.load(Ordering::Relaxed) == 0 {
+            return Ok(());
+        }
+        let mut jpeg = Vec::with_capacity(32 * 1024);
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 80).encode_image(canvas)?;
+        let mut part = format!(
+            "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+            jpeg.len()
+        )
+        .into_bytes();
+        part.extend_from_slice(&jpeg);
+        part.extend_from_slice(b"\r\n");
+        self.shared.frames.send_replace(Some(Bytes::from(part)));
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.server.stop();
+        Ok(())
+    }
+}

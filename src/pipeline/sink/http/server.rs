@@ -1,0 +1,294 @@
+//! The listener: a one-thread tokio runtime of the sink's own, an accept loop with a cap on
+//! open connections, hyper's HTTP/1 with limits on the request head and a header-read timeout,
+//! and sockets that close when idle or when the client stops taking what is written.
+
+use anyhow::{Context, Result};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::time::{Instant, Sleep};
+
+use super::{
+    HEADER_READ_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_HEADERS, MAX_HEADER_BYTES,
+    WRITE_TIMEOUT,
+};
+
+/// Socket send buffer per connection: small, so a client that stops reading is noticed soon
+/// (the write timeout starts once the buffers are full).
+#[cfg(unix)]
+const SEND_BUFFER: libc::c_int = 64 << 10;
+
+/// How long, and how much, [`linger`] reads from a closing connection.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 2 << 20;
+
+/// The server thread; [`Server::stop`] (or dropping it) ends it and closes every connection.
+pub(super) struct Server {
+    stop: Option<watch::Sender<bool>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Serve `app` on `listener` from a thread of its own.
+    pub(super) fn start(listener: std::net::TcpListener, app: axum::Router) -> Result<Server> {
+        listener
+            .set_nonblocking(true)
+            .context("cannot make the listener non-blocking")?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the server's runtime")?;
+        let (stop, stopped) = watch::channel(false);
+        let thread = std::thread::Builder::new()
+            .name("http".into())
+            .spawn(move || {
+                let r = rt.block_on(async move {
+                    let listener = TcpListener::from_std(listener)?;
+                    accept_loop(listener, app, stopped).await;
+                    Ok::<_, io::Error>(())
+                });
+                if let Err(e) = r {
+                    eprintln!("http: the server stopped: {e}");
+                }
+                // Connections still open (streams, slow clients) are dropped here.
+                rt.shutdown_timeout(Duration::from_millis(500));
+            })
+            .context("cannot start the server thread")?;
+        Ok(Server {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stop accepting, close every connection, and wait for the thread (well under a second).
+    pub(super) fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The HTTP/1 settings every connection gets.
+fn http1_builder() -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEADER_BYTES.max(8192) * 2)
+        .keep_alive(true);
+    b
+}
+
+/// Accept until told to stop; each connection in its own task, at most [`MAX_CONNECTIONS`].
+async fn accept_loop(listener: TcpListener, app: axum::Router, mut stop: watch::Receiver<bool>) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let http = http1_builder();
+    loop {
+        let tcp = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((tcp, _)) => tcp,
+                Err(_) => {
+                    // Out of file descriptors or a connection reset before it was accepted:
+                    // wait a little instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            drop(tcp); // over the cap: closed at once
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        limit_send_buffer(&tcp);
+        let conn = http
+            .serve_connection(
+                TokioIo::new(Guarded::new(tcp)),
+                TowerToHyperService::new(app.clone()),
+            )
+            .without_shutdown();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                r = conn => if let Ok(parts) = r {
+                    linger(parts.io.into_inner()).await;
+                },
+                _ = stop.changed() => {}
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Close like a careful server: end our side, then read and discard what the client still
+/// sends, briefly. Closing a socket with unread data resets the connection, and the client may
+/// lose the answer it was sent (a 413 to a body that was never read).
+async fn linger(mut io: Guarded) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if io.shutdown().await.is_err() {
+        return;
+    }
+    let mut buf = [0u8; 8192];
+    let mut left = LINGER_BYTES;
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        while let Ok(n @ 1..) = io.read(&mut buf).await {
+            left = left.saturating_sub(n);
+            if left == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+#[cfg(not(unix))]
+fn limit_send_buffer(_: &TcpStream) {}
+
+#[cfg(unix)]
+fn limit_send_buffer(tcp: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let size = SEND_BUFFER;
+    // SAFETY: a valid socket and a c_int option value of the right size.
+    unsafe {
+        libc::setsockopt(
+            tcp.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            &size as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// A socket with two deadlines: [`IDLE_TIMEOUT`] without anything read or written, and
+/// [`WRITE_TIMEOUT`] for one write the client does not take (a dead or never-reading client).
+struct Guarded {
+    tcp: TcpStream,
+    idle: Pin<Box<Sleep>>,
+    write_stall: Option<Pin<Box<Sleep>>>,
+}
+
+impl Guarded {
+    fn new(tcp: TcpStream) -> Guarded {
+        Guarded {
+            tcp,
+            idle: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
+            write_stall: None,
+        }
+    }
+
+    fn touch(&mut self) {
+        self.idle.as_mut().reset(Instant::now() + IDLE_TIMEOUT);
+    }
+
+    /// A write made progress (`Ready`) or is stalled (`Pending`): an error once it has been
+    /// stalled for [`WRITE_TIMEOUT`].
+    fn after_write(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+        r: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match r {
+            Poll::Ready(r) => {
+                self.write_stall = None;
+                if matches!(r, Ok(n) if n > 0) {
+                    self.touch();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let stall = self
+                    .write_stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_TIMEOUT)));
+                if stall.as_mut().poll(cx).is_ready() {
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client stopped reading",
+                    )))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.tcp).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    self.touch();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                if self.idle.as_mut().poll(cx).is_ready() {
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "idle connection",
+                    )))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.tcp).poll_write(cx, data);
+        self.after_write(cx, r)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
+        self.after_write(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
