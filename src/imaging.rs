@@ -233,6 +233,38 @@ pub fn projection_grid(
     grid(&rows, default_scale(input.shape[2]), 2)
 }
 
+/// A grayscale PNG that declares `w`×`h` pixels but holds only a little zlib data: what a
+/// decompression bomb looks like to a decoder. For tests of the decoders' limits (the web pad,
+/// the fuzz harness); a decoder that allocates from the header alone fails on it.
+///
+/// ```
+/// let png = ign_edge::imaging::png_declaring(30_000, 30_000);
+/// assert!(png.len() < 200);
+/// assert!(ign_edge::imaging::decode_image(&png, None, ign_edge::limits::frame_limits()).is_err());
+/// ```
+pub fn png_declaring(w: u32, h: u32) -> Vec<u8> {
+    use std::io::Write;
+    let chunk = |out: &mut Vec<u8>, kind: &[u8], data: &[u8]| {
+        out.extend((data.len() as u32).to_be_bytes());
+        let mut crc = flate2::Crc::new();
+        crc.update(kind);
+        crc.update(data);
+        out.extend(kind);
+        out.extend(data);
+        out.extend(crc.sum().to_be_bytes());
+    };
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend(h.to_be_bytes());
+    ihdr.extend([8, 0, 0, 0, 0]); // 8-bit grayscale, deflate, no filter, no interlace
+    chunk(&mut png, b"IHDR", &ihdr);
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    z.write_all(&[0u8; 4096]).expect("writing to memory");
+    chunk(&mut png, b"IDAT", &z.finish().expect("writing to memory"));
+    chunk(&mut png, b"IEND", b"");
+    png
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,9 +6,11 @@
 //!
 //! Every loop here is bounded in count and time; one server runs at a time.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -40,40 +42,22 @@ fn ign_edge() -> Command {
 
 impl Server {
     fn start(extra: &[&str], env: &[(&str, &str)], query: &str) -> Server {
-        let mut child = ign_edge()
-            .args([
-                "run",
-                "--source",
-                "test",
-                "--fps",
-                "30",
-                "--sink",
-                "http:127.0.0.1:0",
-            ])
-            .args(extra)
-            .envs(env.iter().copied())
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let err = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("http://").nth(1) {
-                    let _ = tx.send(rest.split('/').next().unwrap().to_string());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the server says where it listens")
-            .parse()
-            .unwrap();
+        let mut cmd = ign_edge();
+        cmd.args([
+            "run",
+            "--source",
+            "test",
+            "--fps",
+            "30",
+            "--sink",
+            "http:127.0.0.1:0",
+        ])
+        .args(extra)
+        .envs(env.iter().copied());
+        let (child, addr) = common::spawn_http(cmd);
         Server {
             child,
-            addr,
+            addr: addr.parse().unwrap(),
             query: query.to_string(),
         }
     }
@@ -230,29 +214,6 @@ fn raw_status(addr: SocketAddr, head: &str) -> u16 {
 fn private(path: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
-
-/// A grayscale PNG that declares `w`×`h` pixels and holds a few bytes of zlib data.
-fn png_declaring(w: u32, h: u32) -> Vec<u8> {
-    let chunk = |out: &mut Vec<u8>, kind: &[u8], data: &[u8]| {
-        out.extend((data.len() as u32).to_be_bytes());
-        let mut crc = flate2::Crc::new();
-        crc.update(kind);
-        crc.update(data);
-        out.extend(kind);
-        out.extend(data);
-        out.extend(crc.sum().to_be_bytes());
-    };
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = w.to_be_bytes().to_vec();
-    ihdr.extend(h.to_be_bytes());
-    ihdr.extend([8, 0, 0, 0, 0]); // 8-bit grayscale, deflate, no filter, no interlace
-    chunk(&mut png, b"IHDR", &ihdr);
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
-    z.write_all(&[0u8; 4096]).unwrap();
-    chunk(&mut png, b"IDAT", &z.finish().unwrap());
-    chunk(&mut png, b"IEND", b"");
-    png
 }
 
 fn content_length_bomb(srv: &mut Server, case: &str) {
@@ -453,7 +414,7 @@ fn hostile_clients_never_take_the_server_down() {
 
     // A PNG that declares 30000×30000 pixels in a few hundred bytes.
     {
-        let bomb = png_declaring(30000, 30000);
+        let bomb = ign_edge::imaging::png_declaring(30000, 30000);
         assert!(bomb.len() < 1 << 20);
         let (code, body) = request(addr, "POST", "/api/project", &[], &bomb);
         assert!(

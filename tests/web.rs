@@ -2,10 +2,12 @@
 //! pad's projection (equal to `project`), hostile uploads, the client limit, the token, and the
 //! pad driven by a headless Chromium through its own event handlers.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 struct Server {
@@ -15,35 +17,20 @@ struct Server {
 
 impl Server {
     fn start(extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ign-edge"))
-            .args([
-                "run",
-                "--source",
-                "test",
-                "--fps",
-                "30",
-                "--sink",
-                "http:127.0.0.1:0",
-            ])
-            .args(extra)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env_remove("IGN_EDGE_HTTP_TOKEN")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let err = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("http://").nth(1) {
-                    let _ = tx.send(rest.split('/').next().unwrap().to_string());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the server says where it listens");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ign-edge"));
+        cmd.args([
+            "run",
+            "--source",
+            "test",
+            "--fps",
+            "30",
+            "--sink",
+            "http:127.0.0.1:0",
+        ])
+        .args(extra)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("IGN_EDGE_HTTP_TOKEN");
+        let (child, addr) = common::spawn_http(cmd);
         Server { child, addr }
     }
 

@@ -249,34 +249,11 @@ fn interpolation_png(split: &mut LatentSplit, info: &ModelInfo, body: &[u8]) -> 
 mod tests {
     use super::*;
 
-    /// A grayscale PNG that declares `w`×`h` pixels but holds a few bytes of data.
-    fn png_declaring(w: u32, h: u32) -> Vec<u8> {
-        let chunk = |out: &mut Vec<u8>, kind: &[u8], data: &[u8]| {
-            out.extend((data.len() as u32).to_be_bytes());
-            let mut crc = flate2::Crc::new();
-            crc.update(kind);
-            crc.update(data);
-            out.extend(kind);
-            out.extend(data);
-            out.extend(crc.sum().to_be_bytes());
-        };
-        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-        let mut ihdr = w.to_be_bytes().to_vec();
-        ihdr.extend(h.to_be_bytes());
-        ihdr.extend([8, 0, 0, 0, 0]);
-        chunk(&mut png, b"IHDR", &ihdr);
-        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
-        std::io::Write::write_all(&mut z, &[0u8; 64]).unwrap();
-        chunk(&mut png, b"IDAT", &z.finish().unwrap());
-        chunk(&mut png, b"IEND", b"");
-        png
-    }
-
     #[test]
     fn declared_size_is_checked_before_decoding() {
-        let (code, msg) = decode_upload(&png_declaring(30000, 30000)).unwrap_err();
+        let (code, msg) = decode_upload(&crate::imaging::png_declaring(30000, 30000)).unwrap_err();
         assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE, "{msg}");
-        let (code, msg) = decode_upload(&png_declaring(4096, 4096)).unwrap_err();
+        let (code, msg) = decode_upload(&crate::imaging::png_declaring(4096, 4096)).unwrap_err();
         // within the sides but truncated data: refused while decoding, without 16 MiB per row
         assert!(code.is_client_error(), "{msg}");
         let (code, _) = decode_upload(b"not an image").unwrap_err();
