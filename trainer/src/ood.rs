@@ -11,7 +11,7 @@
 //! (dark on white, uneven light, JPEG) through the paper-mode preprocessing, and, for digit
 //! datasets, printed digits rendered from the system's fonts ([`crate::printed`]).
 //!
-//! Still to come (issue 16): free-hand strokes like the pad's.
+//! And digits sketched with a round pen as on the pad (strokes of each digit, moved a little).
 
 use anyhow::Result;
 use rand::{Rng, SeedableRng};
@@ -24,7 +24,7 @@ use crate::data::{mix, Dataset};
 use crate::eval::Projector;
 
 /// The kinds of input, by name, in report order.
-pub const KINDS: [&str; 12] = [
+pub const KINDS: [&str; 13] = [
     "clean",
     "gaussian-noise",
     "occlude-top",
@@ -37,6 +37,7 @@ pub const KINDS: [&str; 12] = [
     "affine",
     "ink-on-paper",
     "printed",
+    "pad-sketch",
 ];
 
 /// Test image `img` (`c×h×w` in [-1, 1]) turned into `kind`, from `seed`.
@@ -89,7 +90,9 @@ pub fn make(kind: &str, img: &[f32], shape: (usize, usize, usize), seed: u64) ->
             let photo = crate::printed::ink_on_paper(img, h, &mut rng)?;
             v = crate::printed::paper_mode(&photo, h);
         }
-        "printed" => anyhow::bail!("printed digits are rendered, not made from a test image"),
+        "printed" | "pad-sketch" => {
+            anyhow::bail!("{kind} digits are drawn, not made from a test image")
+        }
         "affine" => {
             let angle = rng.random_range(-25f32..25.0).to_radians();
             let scale = rng.random_range(0.75f32..1.15);
@@ -192,6 +195,16 @@ pub fn evaluate(
                     truth.push(digit);
                 }
             }
+            "pad-sketch" if !(digits && shape.0 == 1) => continue,
+            "pad-sketch" => {
+                // digit i % 10, drawn as on the pad
+                let mut rng = rand::rngs::StdRng::seed_from_u64(mix(seed, 0, k as u64));
+                for i in 0..n {
+                    let digit = (i % 10) as u8;
+                    input.extend(crate::printed::sketch_digit(digit, test.height, &mut rng));
+                    truth.push(digit);
+                }
+            }
             "ink-on-paper" if shape.0 != 1 => continue,
             _ => {
                 for (i, &label) in labels.iter().enumerate().take(n) {
@@ -282,7 +295,10 @@ mod tests {
         let img: Vec<f32> = (0..28 * 28)
             .map(|i| if inside(i) { 1.0 } else { -1.0 })
             .collect();
-        for kind in KINDS.iter().filter(|&&k| k != "printed") {
+        for kind in KINDS
+            .iter()
+            .filter(|&&k| k != "printed" && k != "pad-sketch")
+        {
             let a = make(kind, &img, (1, 28, 28), 9).unwrap();
             assert_eq!(a, make(kind, &img, (1, 28, 28), 9).unwrap(), "{kind}");
             assert_eq!(a.len(), img.len());
