@@ -10,7 +10,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -33,27 +33,10 @@ struct Server {
     query: String,
 }
 
-fn ign_edge() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ign-edge"));
-    c.current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove(TOKEN_ENV);
-    c
-}
-
 impl Server {
     fn start(extra: &[&str], env: &[(&str, &str)], query: &str) -> Server {
-        let mut cmd = ign_edge();
-        cmd.args([
-            "run",
-            "--source",
-            "test",
-            "--fps",
-            "30",
-            "--sink",
-            "http:127.0.0.1:0",
-        ])
-        .args(extra)
-        .envs(env.iter().copied());
+        let mut cmd = common::http_run(extra);
+        cmd.envs(env.iter().copied());
         let (child, addr) = common::spawn_http(cmd);
         Server {
             child,
@@ -530,7 +513,7 @@ fn an_empty_token_is_refused_at_start() {
         (&["--http-token-file", empty.to_str().unwrap()], &[]),
     ];
     for (args, env) in cases {
-        let out = ign_edge()
+        let out = common::ign_edge()
             .args(["run", "--source", "test", "--frames", "1"])
             .args(["--sink", "http:127.0.0.1:0"])
             .args(args)

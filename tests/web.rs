@@ -17,20 +17,7 @@ struct Server {
 
 impl Server {
     fn start(extra: &[&str]) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ign-edge"));
-        cmd.args([
-            "run",
-            "--source",
-            "test",
-            "--fps",
-            "30",
-            "--sink",
-            "http:127.0.0.1:0",
-        ])
-        .args(extra)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("IGN_EDGE_HTTP_TOKEN");
-        let (child, addr) = common::spawn_http(cmd);
+        let (child, addr) = common::spawn_http(common::http_run(extra));
         Server { child, addr }
     }
 

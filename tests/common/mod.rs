@@ -5,6 +5,31 @@ use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// `ign-edge` run from the package folder, without a token from the environment.
+pub fn ign_edge() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ign-edge"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("IGN_EDGE_HTTP_TOKEN");
+    c
+}
+
+/// `ign-edge run` of the test pattern at 30 fps into the http sink on an ephemeral loopback
+/// port, with `extra` arguments.
+pub fn http_run(extra: &[&str]) -> Command {
+    let mut c = ign_edge();
+    c.args([
+        "run",
+        "--source",
+        "test",
+        "--fps",
+        "30",
+        "--sink",
+        "http:127.0.0.1:0",
+    ])
+    .args(extra);
+    c
+}
+
 /// Start `cmd` (an `ign-edge run ... --sink http:127.0.0.1:0`) with stderr piped, and wait (at
 /// most 60 s) for the line that says where it serves: the child and that `host:port`.
 pub fn spawn_http(mut cmd: Command) -> (Child, String) {
