@@ -128,6 +128,20 @@ impl Hooks {
     }
 }
 
+/// Every step's images of an int8 model within quantization error of the CPU's: input step
+/// 2/255, output step 1/127, so small differences, never a wrong image.
+fn assert_int8_matches_cpu(got: &[ImageBatch], want: &[ImageBatch]) {
+    assert_eq!(got.len(), want.len(), "steps");
+    for (k, (g, w)) in got.iter().zip(want).enumerate() {
+        for (i, (mean, max)) in diffs(g, w).into_iter().enumerate() {
+            assert!(
+                mean < 0.01 && max < 0.15,
+                "step {k} image {i}: mean {mean} max {max}"
+            );
+        }
+    }
+}
+
 #[test]
 fn int8_model_gets_uint8_nhwc_pixels_by_default_and_matches_the_cpu() {
     // as in every upstream RK3588 example: uint8 NHWC, pass_through 0, the runtime normalizes
@@ -137,16 +151,7 @@ fn int8_model_gets_uint8_nhwc_pixels_by_default_and_matches_the_cpu() {
     assert_eq!(npu.io().input, InputMode::U8);
     assert_eq!(npu.info().precision, Precision::Int8);
     let x = images(4);
-    let got = npu.project(&x, 2).unwrap();
-    let want = cpu(&x, 2);
-    for k in 0..2 {
-        for (i, (mean, max)) in diffs(&got[k], &want[k]).into_iter().enumerate() {
-            assert!(
-                mean < 0.01 && max < 0.15,
-                "step {k} image {i}: mean {mean} max {max}"
-            );
-        }
-    }
+    assert_int8_matches_cpu(&npu.project(&x, 2).unwrap(), &cpu(&x, 2));
 }
 
 #[test]
@@ -168,17 +173,7 @@ fn int8_model_folds_mean_std_and_quantization_and_matches_the_cpu() {
     assert_eq!((info.channels, info.height, info.width), (1, 28, 28));
     assert_eq!(info.precision, Precision::Int8);
     let x = images(4);
-    let got = npu.project(&x, 2).unwrap();
-    let want = cpu(&x, 2);
-    for k in 0..2 {
-        for (i, (mean, max)) in diffs(&got[k], &want[k]).into_iter().enumerate() {
-            // input step 2/255, output step 1/127: small, never a wrong image
-            assert!(
-                mean < 0.01 && max < 0.15,
-                "step {k} image {i}: mean {mean} max {max}"
-            );
-        }
-    }
+    assert_int8_matches_cpu(&npu.project(&x, 2).unwrap(), &cpu(&x, 2));
     let s = npu.stats();
     assert_eq!(s.runs, 8, "4 images x 2 steps");
     assert!(s.perf_runs == 8 && s.perf_run_us >= 0);
