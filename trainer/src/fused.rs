@@ -22,7 +22,7 @@ use crate::fastconv::contiguous;
 /// The activation after the norm.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum NormActivation {
-    /// `max(z, slope·z)`; `slope = 0` is ReLU.
+    /// `max(z, slope·z)` with `0 ≤ slope ≤ 1`; `slope = 0` is ReLU.
     Leaky(f64),
     /// `z`.
     Identity,
@@ -38,17 +38,17 @@ struct NormAct {
     stats: std::sync::Mutex<Vec<f64>>,
 }
 
-trait Elem: Float + WithDType + Send + Sync + std::ops::AddAssign {}
+pub(crate) trait Elem: Float + WithDType + Send + Sync + std::ops::AddAssign {}
 impl Elem for f32 {}
 impl Elem for f64 {}
 
 /// Partial sums kept side by side in the reductions, so that they run on SIMD lanes (one
 /// running sum is a chain of dependent scalar adds).
-const LANES: usize = 16;
+pub(crate) const LANES: usize = 16;
 
 /// `Σ f(v)` over `x`, in [`LANES`] partial sums.
 #[inline]
-fn sum_by<T: Elem>(x: &[T], f: impl Fn(T) -> T) -> T {
+pub(crate) fn sum_by<T: Elem>(x: &[T], f: impl Fn(T) -> T) -> T {
     let mut acc = [T::zero(); LANES];
     let mut chunks = x.chunks_exact(LANES);
     for c in &mut chunks {
@@ -153,7 +153,8 @@ fn forward<T: Elem>(
                     .zip(&xs[ch * hw..(ch + 1) * hw])
                 {
                     let z = xv * wc + shift;
-                    *yv = if z < T::zero() { z * slope } else { z };
+                    // max(z, slope·z): the leaky ReLU for 0 ≤ slope ≤ 1, without a branch
+                    *yv = num_traits::Float::max(z, z * slope);
                 }
             }
         });
@@ -379,7 +380,7 @@ pub fn group_norm_act(
 /// The activation of a layer without a norm, after its bias.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum BiasActivation {
-    /// `max(z, slope·z)`.
+    /// `max(z, slope·z)` with `0 ≤ slope ≤ 1`.
     Leaky(f64),
     Tanh,
     Identity,
@@ -396,7 +397,8 @@ impl BiasAct {
     #[inline]
     fn apply<T: Elem>(&self, z: T) -> T {
         match self.act {
-            BiasActivation::Leaky(s) if z < T::zero() => z * T::from(s).unwrap(),
+            // max(z, s·z): the leaky ReLU for 0 ≤ s ≤ 1, without a branch
+            BiasActivation::Leaky(s) => Float::max(z, z * T::from(s).unwrap()),
             BiasActivation::Tanh => z.tanh(),
             _ => z,
         }

@@ -350,6 +350,28 @@ impl Block {
         }
         let mut y = crate::fastconv::add_bias(y, bias)?;
         match &self.bn {
+            // training form: the fused op (batch statistics, affine, activation in one pass)
+            // unless disabled; running statistics updated as candle's BatchNorm does
+            Some(NormLayer::Batch(bn))
+                if train && crate::fastconv::enabled() && self.act != Act::Tanh =>
+            {
+                let Some((w, b)) = bn.weight_and_bias() else {
+                    candle_core::bail!("batch norm without scale and shift");
+                };
+                let act = match self.act {
+                    Act::LeakyRelu => crate::fused::NormActivation::Leaky(0.2),
+                    Act::Relu => crate::fused::NormActivation::Leaky(0.0),
+                    _ => crate::fused::NormActivation::Identity,
+                };
+                let (y, stats) = crate::fused_bn::batch_norm_act(&y, w, b, NORM_EPS, act)?;
+                crate::fused_bn::update_running(
+                    bn.running_mean(),
+                    bn.running_var(),
+                    &stats,
+                    bn.momentum(),
+                )?;
+                return Ok(y);
+            }
             Some(NormLayer::Batch(bn)) => y = bn.forward_t(&y, train)?,
             // the fused op (norm, affine and activation in one pass) unless disabled
             Some(NormLayer::Layer(ln)) if crate::fastconv::enabled() => {

@@ -48,6 +48,8 @@ pub struct RunOptions {
     /// Train until this many steps in total (a resumed run counts its earlier steps).
     pub steps: u64,
     pub resume: bool,
+    /// Start from another run's folder (state and step), with this invocation's `z_mix`.
+    pub from: Option<PathBuf>,
     pub sample_every: u64,
     pub checkpoint_every: u64,
     /// Hide the progress bar (tests).
@@ -247,6 +249,20 @@ pub fn run(
     }
     let ck = if existing {
         Some(checkpoint::load(&ck_path)?)
+    } else if let Some(from) = &opts.from {
+        let src = from.join(CHECKPOINT_FILE);
+        let mut ck = checkpoint::load(&src)
+            .with_context(|| format!("{}: cannot start from this run", from.display()))?;
+        eprintln!(
+            "starting {} from {} at step {} with z-mix {} (was {})",
+            opts.out.display(),
+            src.display(),
+            ck.step,
+            config.z_mix,
+            ck.config.z_mix
+        );
+        ck.config.z_mix = config.z_mix;
+        Some(ck)
     } else {
         None
     };
@@ -254,7 +270,7 @@ pub fn run(
     let mut data_opts = data_opts.clone();
     let config = match &ck {
         Some(ck) => {
-            if ck.config != config {
+            if existing && ck.config != config {
                 eprintln!(
                     "resuming {}: using the checkpoint's settings (seed {}, batch {}, width {})",
                     ck_path.display(),

@@ -166,3 +166,113 @@ fn fused_norm_activation_matches_candle_ops() {
         }
     }
 }
+
+/// The fused BatchNorm (training form) + activation equals candle's `BatchNorm::forward_train`
+/// followed by the activation: output, gradients (input, scale, shift) and the running
+/// statistics it leaves, for each activation it serves, at the shapes the models train with.
+#[test]
+fn fused_batch_norm_activation_matches_candle_batch_norm() {
+    use candle_nn::{BatchNorm, ModuleT};
+    use ign_train::fused::NormActivation;
+    use ign_train::fused_bn::{batch_norm_act, update_running};
+    for (i, (act, shape)) in [
+        (NormActivation::Leaky(0.2), [4, 6, 7, 7]),
+        (NormActivation::Leaky(0.0), [3, 5, 4, 4]),
+        (NormActivation::Identity, [2, 3, 1, 1]),
+        (NormActivation::Leaky(0.2), [64, 64, 7, 7]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let c = shape[1];
+        let seed = 100 + 10 * i as u64;
+        // an offset and a scale per channel, so that the statistics matter
+        let x = (rand(&shape, seed) * 2.0)
+            .unwrap()
+            .broadcast_add(&(rand(&[1, c, 1, 1], seed + 1) * 3.0).unwrap())
+            .unwrap();
+        let x = Var::from_tensor(&x).unwrap();
+        let w = Var::from_tensor(&rand(&[c], seed + 2)).unwrap();
+        let b = Var::from_tensor(&rand(&[c], seed + 3)).unwrap();
+        let rm0 = rand(&[c], seed + 4);
+        let rv0 = (rand(&[c], seed + 5).abs().unwrap() + 0.5).unwrap();
+        let bn = BatchNorm::new(
+            c,
+            rm0.clone(),
+            rv0.clone(),
+            w.as_tensor().clone(),
+            b.as_tensor().clone(),
+            1e-5,
+        )
+        .unwrap();
+        let z = bn.forward_t(x.as_tensor(), true).unwrap();
+        let reference = match act {
+            NormActivation::Leaky(s) => candle_nn::ops::leaky_relu(&z, s).unwrap(),
+            NormActivation::Identity => z,
+        };
+        let (fused, stats) =
+            batch_norm_act(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5, act).unwrap();
+        assert_eq!(stats.count, shape[0] * shape[2] * shape[3]);
+        assert!(
+            max_rel(&fused, &reference) < 1e-5,
+            "{act:?} {shape:?} forward: {}",
+            max_rel(&fused, &reference)
+        );
+        let (rm, rv) = (
+            Var::from_tensor(&rm0).unwrap(),
+            Var::from_tensor(&rv0).unwrap(),
+        );
+        update_running(rm.as_tensor(), rv.as_tensor(), &stats, bn.momentum()).unwrap();
+        assert!(
+            max_rel(rm.as_tensor(), bn.running_mean()) < 1e-5,
+            "running mean"
+        );
+        assert!(
+            max_rel(rv.as_tensor(), bn.running_var()) < 1e-5,
+            "running var"
+        );
+        // a loss that weighs every output differently
+        let weights = rand(&shape, seed + 6);
+        let gr = (&reference * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gf = (&fused * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (name, v) in [("x", &x), ("w", &w), ("b", &b)] {
+            let (a, e) = (
+                gf.get(v.as_tensor()).unwrap(),
+                gr.get(v.as_tensor()).unwrap(),
+            );
+            assert!(
+                max_rel(a, e) < 1e-4,
+                "{act:?} {shape:?} d{name}: {}",
+                max_rel(a, e)
+            );
+        }
+    }
+}
+
+/// Running statistics that are not variables are refused rather than silently copied.
+#[test]
+fn fused_batch_norm_refuses_running_statistics_that_are_not_variables() {
+    use ign_train::fused::NormActivation;
+    use ign_train::fused_bn::{batch_norm_act, update_running};
+    let x = rand(&[2, 3, 2, 2], 1);
+    let (_, stats) = batch_norm_act(
+        &x,
+        &rand(&[3], 2),
+        &rand(&[3], 3),
+        1e-5,
+        NormActivation::Identity,
+    )
+    .unwrap();
+    let err = update_running(&rand(&[3], 4), &rand(&[3], 5), &stats, 0.1).unwrap_err();
+    assert!(err.to_string().contains("variables"), "{err}");
+}

@@ -39,10 +39,70 @@ fn opts(out: &Path, steps: u64, resume: bool) -> RunOptions {
         out: out.to_path_buf(),
         steps,
         resume,
+        from: None,
         sample_every: 0,
         checkpoint_every: 0,
         quiet: true,
     }
+}
+
+fn max_weight_diff(a: &ign_train::train::Trainer, b: &ign_train::train::Trainer) -> f32 {
+    let fa = a.varmap.data().lock().unwrap();
+    let fb = b.varmap.data().lock().unwrap();
+    let mut max = 0f32;
+    for (name, va) in fa.iter() {
+        let d = (va.as_tensor() - fb[name].as_tensor())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        max = max.max(d);
+    }
+    max
+}
+
+/// `--from` starts a new run at the source's step with its state: with the source's own z-mix
+/// it is the uninterrupted run; with another z-mix it records the new one and trains on it.
+#[test]
+fn a_run_started_from_another_continues_it_with_the_new_z_mix() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, same, other, full) = (
+        dir.path().join("src"),
+        dir.path().join("same"),
+        dir.path().join("other"),
+        dir.path().join("full"),
+    );
+    let d = DataOptions::default();
+    run(config(), &fixture(), &d, &opts(&src, 2, false)).unwrap();
+    let uninterrupted = run(config(), &fixture(), &d, &opts(&full, 4, false)).unwrap();
+    let from = |out: &Path, z_mix: f64| {
+        let mut o = opts(out, 4, false);
+        o.from = Some(src.clone());
+        let mut c = config();
+        c.z_mix = z_mix;
+        run(c, &fixture(), &d, &o).unwrap()
+    };
+    let same_mix = from(&same, 0.5);
+    assert_eq!(same_mix.step, 4);
+    let diff = max_weight_diff(&same_mix, &uninterrupted);
+    assert!(diff <= 1e-6, "a run started from step 2 differs by {diff}");
+    let new_mix = from(&other, 0.0);
+    let saved = ign_train::checkpoint::load(&other.join("checkpoint.safetensors")).unwrap();
+    assert_eq!((saved.step, saved.config.z_mix), (4, 0.0));
+    assert!(
+        max_weight_diff(&new_mix, &uninterrupted) > 1e-6,
+        "z-mix 0 trained the same"
+    );
+    // the source run is untouched, and its log stays its own
+    let src_ck = ign_train::checkpoint::load(&src.join("checkpoint.safetensors")).unwrap();
+    assert_eq!((src_ck.step, src_ck.config.z_mix), (2, 0.5));
+    let log = std::fs::read_to_string(other.join("log.csv")).unwrap();
+    assert_eq!(log.lines().count(), 1 + 2, "{log}");
 }
 
 #[test]

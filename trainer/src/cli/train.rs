@@ -52,6 +52,12 @@ pub struct TrainCmd {
     /// Continue the run in --out from its checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// Start a new run in --out from another run's state (its folder): weights, BatchNorm
+    /// statistics, Adam moments and step count carry over, and this command's --z-mix applies
+    /// from that step on (model, data, seed and losses stay the source run's). For recipe
+    /// schedules such as "noise first, corruptions once generation has converged".
+    #[arg(long, value_name = "RUN", conflicts_with = "resume")]
+    pub from: Option<PathBuf>,
     /// Seed of initialisation, data order and noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -150,6 +156,7 @@ impl TrainCmd {
             out: self.out,
             steps: self.steps,
             resume: self.resume,
+            from: self.from,
             sample_every: self.sample_every,
             checkpoint_every: self.checkpoint_every,
             quiet: false,
