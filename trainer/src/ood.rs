@@ -161,7 +161,7 @@ pub fn evaluate(
         right as f64 / probs.len().max(1) as f64
     };
     let fonts = if digits && shape.0 == 1 {
-        crate::printed::installed_fonts()
+        crate::printed::installed_fonts(crate::printed::FontSet::HeldOut)
     } else {
         Vec::new()
     };
@@ -175,7 +175,7 @@ pub fn evaluate(
                 if digits && shape.0 == 1 {
                     eprintln!(
                         "printed digits skipped: no font installed (apt install {})",
-                        crate::printed::FONT_PACKAGES
+                        crate::printed::FontSet::HeldOut.packages()
                     );
                 }
                 continue;

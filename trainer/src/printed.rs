@@ -19,7 +19,10 @@ use crate::corrupt::{affine, filter3};
 pub const FONT_PACKAGES: &str =
     "fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf fonts-urw-base35";
 
-/// Regular, bold, serif, sans and monospaced faces of those packages.
+/// Regular, bold, serif, sans and monospaced faces of those packages: the first
+/// [`TRAIN_FACES`] (DejaVu and Liberation) may feed training (`ign-train train --z-printed`),
+/// the rest (FreeFont and URW) are held out for the evaluation's printed digits, so that no
+/// run is judged on faces it saw.
 pub const FONT_FILES: &[&str] = &[
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
     "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
@@ -35,9 +38,39 @@ pub const FONT_FILES: &[&str] = &[
     "/usr/share/fonts/opentype/urw-base35/C059-Roman.otf",
 ];
 
-/// The fonts of [`FONT_FILES`] that are installed, with their file names.
-pub fn installed_fonts() -> Vec<(String, FontVec)> {
-    FONT_FILES
+/// How many of [`FONT_FILES`], from the start, are training faces.
+pub const TRAIN_FACES: usize = 7;
+
+/// Which faces of [`FONT_FILES`] to load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FontSet {
+    /// DejaVu and Liberation (fonts-dejavu-core, fonts-liberation2).
+    Train,
+    /// FreeFont and URW (fonts-freefont-ttf, fonts-urw-base35), never trained on.
+    HeldOut,
+}
+
+impl FontSet {
+    /// The font files of the set.
+    pub fn files(self) -> &'static [&'static str] {
+        match self {
+            FontSet::Train => &FONT_FILES[..TRAIN_FACES],
+            FontSet::HeldOut => &FONT_FILES[TRAIN_FACES..],
+        }
+    }
+
+    /// The Debian packages that install the set.
+    pub fn packages(self) -> &'static str {
+        match self {
+            FontSet::Train => "fonts-dejavu-core fonts-liberation2",
+            FontSet::HeldOut => "fonts-freefont-ttf fonts-urw-base35",
+        }
+    }
+}
+
+/// The fonts of `set` that are installed, with their file names.
+pub fn installed_fonts(set: FontSet) -> Vec<(String, FontVec)> {
+    set.files()
         .iter()
         .filter_map(|p| {
             let bytes = std::fs::read(p).ok()?;
@@ -294,7 +327,7 @@ mod tests {
 
     #[test]
     fn a_printed_digit_is_centred_white_on_black_and_deterministic() {
-        let fonts = installed_fonts();
+        let fonts = installed_fonts(FontSet::HeldOut);
         if fonts.is_empty() {
             eprintln!("no font of {FONT_PACKAGES} installed: printed digits not checked");
             return;

@@ -33,6 +33,10 @@ pub struct TrainConfig {
     /// ([`crate::corrupt`]) instead of noise: the paper's "any input" (0: noise only).
     #[serde(default)]
     pub z_mix: f64,
+    /// Fraction of each batch of `z` rendered as printed digits from the training faces
+    /// ([`crate::printed::FontSet::Train`]; the evaluation's faces are held out) (0: none).
+    #[serde(default)]
+    pub z_printed: f64,
     pub batch: usize,
     pub seed: u64,
     /// Where the data came from (informational).
@@ -132,6 +136,8 @@ pub struct Trainer {
     noise: Noise,
     pub train: Dataset,
     pub test: Dataset,
+    /// The training faces, loaded when `z_printed` > 0.
+    fonts: Vec<ab_glyph::FontVec>,
 }
 
 impl Trainer {
@@ -146,7 +152,37 @@ impl Trainer {
         let frozen = frozen_copy(&varmap, &config.model)?;
         let adam = Adam::new(trainable_vars(&varmap), config.adam.clone())?;
         let noise = Noise::new(config.noise, &train);
+        if !(0.0..=1.0).contains(&config.z_mix)
+            || !(0.0..=1.0).contains(&config.z_printed)
+            || config.z_mix + config.z_printed > 1.0
+        {
+            bail!(
+                "--z-mix {} and --z-printed {} must be fractions that add up to at most 1",
+                config.z_mix,
+                config.z_printed
+            );
+        }
+        let fonts = if config.z_printed > 0.0 {
+            use crate::printed::{installed_fonts, FontSet};
+            if (train.channels, train.height) != (1, 28) {
+                bail!("--z-printed renders 28x28 gray digits; this data is not MNIST-like");
+            }
+            let fonts: Vec<_> = installed_fonts(FontSet::Train)
+                .into_iter()
+                .map(|(_, f)| f)
+                .collect();
+            if fonts.is_empty() {
+                bail!(
+                    "--z-printed needs the training fonts: apt-get install {}",
+                    FontSet::Train.packages()
+                );
+            }
+            fonts
+        } else {
+            Vec::new()
+        };
         Ok(Trainer {
+            fonts,
             sampler: BatchSampler::new(train.len(), config.seed),
             config,
             varmap,
@@ -171,21 +207,32 @@ impl Trainer {
 
     /// The `z` batch of a given step (a pure function of seed and step): noise, and with
     /// `z_mix` that fraction of the batch made of corrupted training images (other images
-    /// than the step's reconstruction batch, drawn at random).
+    /// than the step's reconstruction batch, drawn at random), with `z_printed` that fraction
+    /// rendered as printed digits (random digit and training face).
     pub fn noise_batch(&self, step: u64, n: usize) -> Result<Tensor> {
         let seed = self.config.seed;
-        let corrupted = ((self.config.z_mix.clamp(0.0, 1.0) * n as f64).round() as usize).min(n);
-        if corrupted == 0 {
+        let count = |f: f64| ((f.clamp(0.0, 1.0) * n as f64).round() as usize).min(n);
+        let corrupted = count(self.config.z_mix);
+        let printed = count(self.config.z_printed).min(n - corrupted);
+        if corrupted + printed == 0 {
             return self.noise.sample(n, mix(seed, step, 0x2), &Device::Cpu);
         }
         let (c, h, w) = (self.train.channels, self.train.height, self.train.width);
-        let mut z = self.noise.sample_vec(n - corrupted, mix(seed, step, 0x2));
+        let mut z = self
+            .noise
+            .sample_vec(n - corrupted - printed, mix(seed, step, 0x2));
         let mut rng = rand::rngs::StdRng::seed_from_u64(mix(seed, step, 0xc0de));
         for _ in 0..corrupted {
             let i = rand::Rng::random_range(&mut rng, 0..self.train.len());
             let mut img = self.train.image(i).to_vec();
             crate::corrupt::Corruption::random(&mut img, (c, h, w), &mut rng);
             z.extend(img);
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(mix(seed, step, 0xf0e7));
+        for _ in 0..printed {
+            let font = &self.fonts[rand::Rng::random_range(&mut rng, 0..self.fonts.len())];
+            let digit = rand::Rng::random_range(&mut rng, 0..10u8);
+            z.extend(crate::printed::render_digit(font, digit, h, &mut rng)?);
         }
         Ok(Tensor::from_vec(z, (n, c, h, w), &Device::Cpu)?)
     }
@@ -254,14 +301,17 @@ pub fn run(
         let mut ck = checkpoint::load(&src)
             .with_context(|| format!("{}: cannot start from this run", from.display()))?;
         eprintln!(
-            "starting {} from {} at step {} with z-mix {} (was {})",
+            "starting {} from {} at step {} with z-mix {} and z-printed {} (were {} and {})",
             opts.out.display(),
             src.display(),
             ck.step,
             config.z_mix,
-            ck.config.z_mix
+            config.z_printed,
+            ck.config.z_mix,
+            ck.config.z_printed
         );
         ck.config.z_mix = config.z_mix;
+        ck.config.z_printed = config.z_printed;
         Some(ck)
     } else {
         None

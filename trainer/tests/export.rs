@@ -17,6 +17,7 @@ fn config(model: ModelConfig) -> TrainConfig {
         adam: AdamConfig::default(),
         noise: NoiseKind::Gaussian,
         z_mix: 0.0,
+        z_printed: 0.0,
         batch: 8,
         seed: 3,
         data: "test".into(),

@@ -89,6 +89,7 @@ impl BenchStepCmd {
             adam: AdamConfig::default(),
             noise: NoiseKind::Gaussian,
             z_mix: 0.0,
+            z_printed: 0.0,
             batch: self.batch,
             seed: 0,
             data: "random".into(),

@@ -53,8 +53,9 @@ pub struct TrainCmd {
     #[arg(long)]
     pub resume: bool,
     /// Start a new run in --out from another run's state (its folder): weights, BatchNorm
-    /// statistics, Adam moments and step count carry over, and this command's --z-mix applies
-    /// from that step on (model, data, seed and losses stay the source run's). For recipe
+    /// statistics, Adam moments and step count carry over, and this command's --z-mix
+    /// and --z-printed apply from that step on (model, data, seed and losses stay the source
+    /// run's). For recipe
     /// schedules such as "noise first, corruptions once generation has converged".
     #[arg(long, value_name = "RUN", conflicts_with = "resume")]
     pub from: Option<PathBuf>,
@@ -86,6 +87,11 @@ pub struct TrainCmd {
     /// to make those real too (0: noise only, the paper's MNIST recipe).
     #[arg(long, default_value_t = 0.0)]
     pub z_mix: f64,
+    /// Fraction of z rendered as printed digits (random digit, rotation, scale and stroke) from
+    /// the DejaVu and Liberation faces (fonts-dejavu-core, fonts-liberation2); `eval --ood`
+    /// judges printed digits on other faces. 28x28 gray data only.
+    #[arg(long, default_value_t = 0.0)]
+    pub z_printed: f64,
     /// Write samples and the loss plot every N steps (0: never).
     #[arg(long, default_value_t = 500)]
     pub sample_every: u64,
@@ -147,6 +153,7 @@ impl TrainCmd {
             },
             noise: self.noise,
             z_mix: self.z_mix,
+            z_printed: self.z_printed,
             batch: self.batch,
             seed: self.seed,
             data: self.data.display().to_string(),

@@ -1,0 +1,81 @@
+//! Where a batch of `z` comes from: noise, corruptions of training images (`--z-mix`) and
+//! printed digits from the training faces (`--z-printed`), each a pure function of (seed, step).
+
+use ign_train::data::{load, DataOptions};
+use ign_train::loss::LossConfig;
+use ign_train::model::{ModelConfig, Norm};
+use ign_train::noise::NoiseKind;
+use ign_train::optim::AdamConfig;
+use ign_train::train::{TrainConfig, Trainer};
+use std::path::Path;
+
+fn trainer(z_mix: f64, z_printed: f64) -> anyhow::Result<Trainer> {
+    let data =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mnist-300-images-idx3-ubyte.gz");
+    let split = load(&data, &DataOptions::default())?;
+    let config = TrainConfig {
+        model: ModelConfig {
+            channels: 1,
+            image_size: 28,
+            width: 4,
+            norm: Norm::Batch,
+        },
+        loss: LossConfig::default(),
+        adam: AdamConfig::default(),
+        noise: NoiseKind::Gaussian,
+        z_mix,
+        z_printed,
+        batch: 8,
+        seed: 3,
+        data: "fixture".into(),
+        dataset_name: "mnist".into(),
+    };
+    Trainer::new(config, split.train, split.test)
+}
+
+/// Share of a 28×28 image at the background value (-1).
+fn background(img: &[f32]) -> f64 {
+    img.iter().filter(|&&v| v == -1.0).count() as f64 / img.len() as f64
+}
+
+#[test]
+fn printed_digits_fill_their_share_of_z_deterministically() {
+    let fonts = ign_train::printed::installed_fonts(ign_train::printed::FontSet::Train);
+    if fonts.is_empty() {
+        // the error names the packages instead
+        let err = trainer(0.0, 0.25).err().unwrap().to_string();
+        assert!(err.contains("fonts-dejavu-core"), "{err}");
+        return;
+    }
+    let t = trainer(0.25, 0.25).unwrap();
+    let z = t.noise_batch(17, 8).unwrap();
+    assert_eq!(z.dims(), &[8, 1, 28, 28]);
+    let v = z.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let img = |i: usize| &v[i * 784..(i + 1) * 784];
+    // 4 noise images (no pixel exactly at the background), 2 corrupted digits and 2 printed
+    // digits (mostly background, white strokes)
+    for i in 0..4 {
+        assert!(background(img(i)) < 0.05, "image {i} is not noise");
+    }
+    for i in 6..8 {
+        let b = background(img(i));
+        assert!((0.5..0.97).contains(&b), "image {i}: {b} of it background");
+        assert!(img(i).iter().any(|&p| p > 0.9), "image {i} has no stroke");
+        assert!(img(i).iter().all(|p| (-1.0..=1.0).contains(p)));
+    }
+    // a pure function of (seed, step)
+    let again = t.noise_batch(17, 8).unwrap().flatten_all().unwrap();
+    assert_eq!(again.to_vec1::<f32>().unwrap(), v);
+    let other = t.noise_batch(18, 8).unwrap().flatten_all().unwrap();
+    assert_ne!(other.to_vec1::<f32>().unwrap()[6 * 784..], v[6 * 784..]);
+}
+
+#[test]
+fn z_fractions_over_one_are_refused() {
+    let err = trainer(0.7, 0.5).err().unwrap().to_string();
+    assert!(
+        err.contains("--z-printed") && err.contains("at most 1"),
+        "{err}"
+    );
+    assert!(trainer(-0.1, 0.0).is_err());
+}
