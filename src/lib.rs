@@ -11,22 +11,16 @@
 //! let steps = cpu.project(&z, 2)?; // [f(z), f(f(z))]
 //! # anyhow::Ok(())
 //! ```
+pub mod app;
 pub mod backend;
 pub mod bench;
 pub mod board;
 pub mod cli;
 pub mod cores;
-pub mod draw;
-pub mod fsio;
-pub mod idx;
-pub mod imaging;
-pub mod inputs;
 pub mod latent;
-pub mod limits;
-pub mod model;
-pub mod npy;
 pub mod pipeline;
-pub mod plot;
-pub mod quantize;
 pub mod signals;
-pub mod tensor;
+
+// The model format, passes, CPU backend and imaging live in `ign-core`, shared with the
+// trainer; re-exported so that `ign_edge::model` and friends stay where users found them.
+pub use ign_core::{draw, fsio, idx, imaging, inputs, limits, model, npy, plot, quantize, tensor};

@@ -1,75 +1,8 @@
 //! Backends run `f` on a batch of images. One trait, one file per implementation, chosen by
-//! name: `cpu` (tract, fp32/fp16/int8) and `rknn` (the Rockchip NPU, feature `rknn`).
+//! name ([`select`]): `cpu` (tract, fp32/fp16/int8, in `ign_core`) and `rknn` (the Rockchip
+//! NPU, feature `rknn`).
 
-pub mod cpu;
+pub use ign_core::backend::{cpu, project_noise, Backend};
+
 pub mod rknn;
 pub mod select;
-
-use anyhow::{bail, Result};
-
-use crate::tensor::ImageBatch;
-
-/// Something that applies the model `f` to images.
-pub trait Backend {
-    /// Short name for reports (`cpu-fp32`, ...).
-    fn name(&self) -> String;
-
-    /// One application of `f`: `input` is `N×C×H×W` in `[-1, 1]`; returns the same shape.
-    fn run(&mut self, input: &ImageBatch) -> Result<ImageBatch>;
-
-    /// `f` applied `steps` times; returns `[f(x), f²(x), ..., f^steps(x)]`.
-    fn project(&mut self, input: &ImageBatch, steps: usize) -> Result<Vec<ImageBatch>> {
-        let mut out: Vec<ImageBatch> = Vec::with_capacity(steps);
-        for k in 0..steps {
-            let y = self.run(if k == 0 { input } else { &out[k - 1] })?;
-            out.push(y);
-        }
-        Ok(out)
-    }
-
-    /// How many frames may be in flight at once ([`Backend::submit`]); 1 for backends that
-    /// compute in the caller's thread. The NPU backend has one per context.
-    fn depth(&self) -> usize {
-        1
-    }
-
-    /// Start `f^steps` on one frame (batch 1) without waiting; [`Backend::receive`] returns
-    /// the results in submission order. Only for backends with `depth() > 1`.
-    fn submit(&mut self, _input: &ImageBatch, _steps: usize) -> Result<()> {
-        bail!(
-            "{} computes in the caller's thread: use project",
-            self.name()
-        )
-    }
-
-    /// The oldest submitted frame's `[f(x), ..., f^steps(x)]`.
-    fn receive(&mut self) -> Result<Vec<ImageBatch>> {
-        bail!(
-            "{} computes in the caller's thread: use project",
-            self.name()
-        )
-    }
-}
-
-/// `[f(z), ..., f^steps(z)]` for noise `z`: the first application by `noise` (the model's
-/// noise variant, [`crate::model::noise_variant_path`]) when there is one, the rest by `main`.
-pub fn project_noise(
-    main: &mut dyn Backend,
-    noise: Option<&mut (dyn Backend + '_)>,
-    z: &ImageBatch,
-    steps: usize,
-) -> Result<Vec<ImageBatch>> {
-    match noise {
-        None => main.project(z, steps),
-        Some(n) => {
-            let first = n.run(z)?;
-            let mut out = if steps > 1 {
-                main.project(&first, steps - 1)?
-            } else {
-                Vec::new()
-            };
-            out.insert(0, first);
-            Ok(out)
-        }
-    }
-}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::rknn::cores::NpuCores;
 use super::Backend;
-use crate::cli::common::ModelArgs;
+use crate::app::model_spec::ModelSpec;
 use crate::model::{Model, ModelInfo};
 
 /// Which backend runs the model.
@@ -68,7 +68,7 @@ impl BackendArgs {
     }
 
     /// Open the model of `model` on the chosen backend.
-    pub fn open(&self, model: &ModelArgs) -> Result<Opened> {
+    pub fn open(&self, model: &ModelSpec) -> Result<Opened> {
         let path = model.model.clone();
         let rknn_model = path.as_deref().map(is_rknn).unwrap_or(false);
         match (self.backend, rknn_model) {
@@ -134,7 +134,7 @@ impl BackendArgs {
     }
 }
 
-fn cpu(model: &ModelArgs) -> Result<Opened> {
+fn cpu(model: &ModelSpec) -> Result<Opened> {
     let m = model.load()?;
     let b = model.backend(&m)?;
     Ok(Opened {

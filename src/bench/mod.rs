@@ -19,7 +19,7 @@ pub mod peak;
 pub mod pipeline;
 #[cfg(feature = "rknn")]
 pub mod rknn;
-pub mod stats;
+pub use ign_core::stats;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};

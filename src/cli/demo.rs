@@ -5,7 +5,7 @@ use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use super::common::ModelArgs;
+use crate::app::model_spec::ModelSpec;
 use crate::backend::Backend;
 use crate::tensor::ImageBatch;
 use crate::{fsio, imaging, inputs};
@@ -28,7 +28,7 @@ static SKETCH_PNG: &[u8] = include_bytes!(concat!(
 #[derive(Args, Debug)]
 pub struct DemoCmd {
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub model: ModelSpec,
     /// Output PNG.
     #[arg(long, short = 'o', default_value = "ign-demo.png")]
     pub out: PathBuf,

@@ -4,7 +4,7 @@ use anyhow::{bail, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 
-use super::common::ModelArgs;
+use crate::app::model_spec::ModelSpec;
 use crate::backend::Backend;
 use crate::imaging::{self, chw_to_image};
 use crate::latent::{self, LatentSplit, Latents};
@@ -42,7 +42,7 @@ pub enum Path2 {
 #[command(verbatim_doc_comment)]
 pub struct InterpolateCmd {
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub model: ModelSpec,
     pub a: String,
     pub b: String,
     /// Points from A to B, both included.
@@ -66,7 +66,7 @@ pub struct InterpolateCmd {
 #[command(verbatim_doc_comment)]
 pub struct ArithCmd {
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub model: ModelSpec,
     pub a: String,
     pub b: String,
     pub c: String,

@@ -1,8 +1,8 @@
-//! The `ign-edge` command line (Contract 2 of ARCHITECTURE.md): one file per subcommand,
-//! shared options in [`common`].
+//! The `ign-edge` command line (docs/ARCHITECTURE.md, "The CLI contract"): one file per
+//! subcommand, each parsing its arguments into the application layer's configurations
+//! ([`crate::app`]) and calling the engine. Nothing outside `cli/` and `main.rs` uses it.
 
 pub mod bench;
-pub mod common;
 pub mod demo;
 pub mod info;
 pub mod latent;

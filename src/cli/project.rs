@@ -5,7 +5,7 @@ use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use super::common::ModelArgs;
+use crate::app::model_spec::ModelSpec;
 use crate::backend::select::BackendArgs;
 use crate::{fsio, imaging, inputs};
 
@@ -19,7 +19,7 @@ use crate::{fsio, imaging, inputs};
 #[command(verbatim_doc_comment)]
 pub struct ProjectCmd {
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub model: ModelSpec,
     #[command(flatten)]
     pub backend: BackendArgs,
     /// How many times to apply f (f, f², ... f^K).

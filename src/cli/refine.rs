@@ -4,7 +4,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use std::path::PathBuf;
 
-use super::common::ModelArgs;
+use crate::app::model_spec::ModelSpec;
 use crate::backend::Backend;
 use crate::tensor::ImageBatch;
 use crate::{fsio, imaging, inputs, plot};
@@ -19,7 +19,7 @@ use crate::{fsio, imaging, inputs, plot};
 #[command(verbatim_doc_comment)]
 pub struct RefineCmd {
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub model: ModelSpec,
     /// Images, folders, .npy, IDX files or noise:<N>[:<seed>].
     #[arg(required = true)]
     pub inputs: Vec<String>,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use super::common::ModelArgs;
+use crate::app::model_spec::ModelSpec;
 use crate::backend::select::BackendArgs;
 use crate::backend::Backend;
 use crate::pipeline::{self, preprocess::Preprocess, preprocess::Rect, sink, source};
@@ -39,7 +39,7 @@ use crate::pipeline::{self, preprocess::Preprocess, preprocess::Rect, sink, sour
 #[command(verbatim_doc_comment)]
 pub struct RunCmd {
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub model: ModelSpec,
     #[command(flatten)]
     pub backend: BackendArgs,
     /// Frame source (default: test, or the board profile's).

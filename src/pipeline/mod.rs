@@ -19,7 +19,7 @@ pub mod compose;
 pub mod frame;
 pub mod mailbox;
 pub mod overlay;
-pub mod preprocess;
+pub use ign_core::preprocess;
 pub mod sink;
 pub mod source;
 

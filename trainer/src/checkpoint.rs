@@ -59,7 +59,7 @@ pub fn save(
     );
     let bytes = safetensors::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), Some(meta))
         .context("cannot serialize checkpoint")?;
-    ign_edge::fsio::atomic_write(path, &bytes)
+    ign_core::fsio::atomic_write(path, &bytes)
 }
 
 /// Read a checkpoint written by [`save`].

@@ -6,10 +6,10 @@
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use flate2::read::GzDecoder;
-pub use ign_edge::idx::{
+pub use ign_core::idx::{
     parse_idx, read_idx, read_maybe_gz, IdxArray, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC,
 };
-use ign_edge::imaging;
+use ign_core::imaging;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::io::Read;

@@ -11,9 +11,9 @@
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use ign_edge::backend::Backend;
-use ign_edge::tensor::mean_abs_diff;
-use ign_edge::tensor::ImageBatch;
+use ign_core::backend::Backend;
+use ign_core::tensor::mean_abs_diff;
+use ign_core::tensor::ImageBatch;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
@@ -27,7 +27,7 @@ use crate::noise::{Noise, NoiseKind};
 /// Applies `f` to flat image buffers, from a checkpoint (candle, eval mode) or an ONNX file.
 pub enum Projector {
     Candle(Box<Ign>),
-    Onnx(Box<ign_edge::backend::cpu::CpuBackend>),
+    Onnx(Box<ign_core::backend::cpu::CpuBackend>),
 }
 
 impl Projector {
@@ -328,7 +328,7 @@ pub fn evaluate(
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("{}: cannot create folder", dir.display()))?;
                 let g = crate::ood::grid(&pictures, sh)?;
-                ign_edge::fsio::save_png(&dir.join("ood.png"), &g)?;
+                ign_core::fsio::save_png(&dir.join("ood.png"), &g)?;
             }
             report.ood = Some(rows);
         }
@@ -343,7 +343,7 @@ pub fn evaluate(
         let tiles = |buf: &[f32], n: usize| -> Vec<image::RgbImage> {
             (0..n)
                 .map(|i| {
-                    ign_edge::imaging::chw_to_image(
+                    ign_core::imaging::chw_to_image(
                         &buf[i * per..(i + 1) * per],
                         channels,
                         size,
@@ -355,8 +355,8 @@ pub fn evaluate(
         let n = opts.samples.min(100);
         let t = tiles(&fz, n);
         let rows: Vec<Vec<image::RgbImage>> = t.chunks(10).map(|c| c.to_vec()).collect();
-        let g = ign_edge::imaging::grid(&rows, ign_edge::imaging::default_scale(size).min(2), 1)?;
-        ign_edge::fsio::save_png(&dir.join("samples.png"), &g)?;
+        let g = ign_core::imaging::grid(&rows, ign_core::imaging::default_scale(size).min(2), 1)?;
+        ign_core::fsio::save_png(&dir.join("samples.png"), &g)?;
         // make it real: original, corrupted, f, f(f)
         let mut rows = Vec::new();
         for (ki, kind) in ["noise", "mask", "sketch"].iter().enumerate() {
@@ -369,13 +369,13 @@ pub fn evaluate(
                 rows.push(
                     [orig, &c[..], &f1[..], &f2[..]]
                         .iter()
-                        .map(|b| ign_edge::imaging::chw_to_image(b, channels, size, size))
+                        .map(|b| ign_core::imaging::chw_to_image(b, channels, size, size))
                         .collect(),
                 );
             }
         }
-        let g = ign_edge::imaging::grid(&rows, ign_edge::imaging::default_scale(size), 2)?;
-        ign_edge::fsio::save_png(&dir.join("projections.png"), &g)?;
+        let g = ign_core::imaging::grid(&rows, ign_core::imaging::default_scale(size), 2)?;
+        ign_core::fsio::save_png(&dir.join("projections.png"), &g)?;
     }
     report.seconds = t0.elapsed().as_secs_f64();
     Ok(report)

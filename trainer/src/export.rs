@@ -7,8 +7,8 @@
 
 use anyhow::{Context, Result};
 use candle_nn::VarMap;
-use ign_edge::model::metadata::keys;
-use ign_edge::model::writer::{attr_float, attr_int, attr_ints, Dim, OnnxWriter};
+use ign_core::model::metadata::keys;
+use ign_core::model::writer::{attr_float, attr_int, attr_ints, Dim, OnnxWriter};
 use std::path::{Path, PathBuf};
 
 use crate::model::{Act, LayerSpec, Norm, NORM_EPS};
@@ -215,7 +215,7 @@ pub fn onnx_bytes_with(
 
 /// The variant of `model.onnx` for the first application to noise: `model.noise.onnx`.
 pub fn noise_variant_path(out: &Path) -> std::path::PathBuf {
-    ign_edge::model::noise_variant_path(out)
+    ign_core::model::noise_variant_path(out)
 }
 
 /// Export the model of a checkpoint (file or run folder) to `out`; returns the files written.
@@ -248,7 +248,7 @@ pub fn export(
     if !pair {
         let bytes = onnx_bytes(&ck.config, &varmap, ck.step)?;
         check_loads(out, &bytes)?;
-        ign_edge::fsio::atomic_write(out, &bytes)?;
+        ign_core::fsio::atomic_write(out, &bytes)?;
         return Ok(outs);
     }
     let data = data_path
@@ -297,14 +297,14 @@ pub fn export(
         .map(PathBuf::as_path)
         .zip(made.iter().map(Vec::as_slice))
         .collect();
-    ign_edge::fsio::atomic_write_all(&files)?;
+    ign_core::fsio::atomic_write_all(&files)?;
     Ok(outs)
 }
 
 /// The exported bytes load as an IGN model (tract types the whole graph), before any file
 /// is replaced.
 fn check_loads(path: &Path, bytes: &[u8]) -> Result<()> {
-    ign_edge::model::Model::from_bytes(path, bytes)
+    ign_core::model::Model::from_bytes(path, bytes)
         .map(|_| ())
         .with_context(|| {
             format!(
@@ -318,7 +318,7 @@ fn check_loads(path: &Path, bytes: &[u8]) -> Result<()> {
 /// writes over what it reads.
 fn refuse_overwriting(outs: &[PathBuf], inputs: &[PathBuf]) -> Result<()> {
     for o in outs {
-        if let Some(i) = inputs.iter().find(|i| ign_edge::fsio::same_file(o, i)) {
+        if let Some(i) = inputs.iter().find(|i| ign_core::fsio::same_file(o, i)) {
             anyhow::bail!(
                 "{}: --out would overwrite {} that export reads; pick another file, e.g. models/my-ign.onnx",
                 o.display(),

@@ -3,6 +3,10 @@ use clap::Parser;
 fn main() {
     let cli = ign_train::cli::Cli::parse();
     if let Err(e) = ign_train::cli::run(cli) {
-        std::process::exit(ign_edge::cli::report_error(&e));
+        if let Some(i) = e.downcast_ref::<ign_train::train::Interrupted>() {
+            eprintln!("{i}");
+            std::process::exit(130);
+        }
+        std::process::exit(ign_train::cli::report_error(&e));
     }
 }

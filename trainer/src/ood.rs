@@ -272,7 +272,7 @@ pub fn grid(pictures: &[OodImages], shape: (usize, usize, usize)) -> Result<imag
     let per = c * h * w;
     let tiles = |buf: &[f32]| -> Vec<image::RgbImage> {
         buf.chunks(per)
-            .map(|b| ign_edge::imaging::chw_to_image(b, c, h, w))
+            .map(|b| ign_core::imaging::chw_to_image(b, c, h, w))
             .collect()
     };
     let mut rows = Vec::new();
@@ -281,7 +281,7 @@ pub fn grid(pictures: &[OodImages], shape: (usize, usize, usize)) -> Result<imag
         rows.push(tiles(&p.f));
         rows.push(tiles(&p.ff));
     }
-    ign_edge::imaging::grid(&rows, ign_edge::imaging::default_scale(h).min(2), 1)
+    ign_core::imaging::grid(&rows, ign_core::imaging::default_scale(h).min(2), 1)
 }
 
 #[cfg(test)]

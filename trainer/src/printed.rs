@@ -308,7 +308,7 @@ pub fn ink_on_paper(img: &[f32], size: usize, rng: &mut impl Rng) -> Result<RgbI
 
 /// The photo through ign-edge's paper-mode preprocessing (what `--paper` feeds the model).
 pub fn paper_mode(photo: &RgbImage, size: usize) -> Vec<f32> {
-    let pre = ign_edge::pipeline::preprocess::Preprocess {
+    let pre = ign_core::preprocess::Preprocess {
         channels: 1,
         height: size,
         width: size,

@@ -2,8 +2,8 @@
 
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
-use ign_edge::imaging;
-use ign_edge::plot::{line_plot, Series};
+use ign_core::imaging;
+use ign_core::plot::{line_plot, Series};
 use image::RgbImage;
 use std::path::Path;
 
@@ -40,8 +40,8 @@ pub fn write_samples(t: &Trainer, out: &Path) -> Result<()> {
     let z = t.eval_noise(8, t.config.seed)?;
     let g = sample_grid(&t.model, &x, &z)?;
     let dir = out.join("samples");
-    ign_edge::fsio::save_png(&dir.join(format!("step-{:07}.png", t.step)), &g)?;
-    ign_edge::fsio::save_png(&dir.join("latest.png"), &g)
+    ign_core::fsio::save_png(&dir.join(format!("step-{:07}.png", t.step)), &g)?;
+    ign_core::fsio::save_png(&dir.join("latest.png"), &g)
 }
 
 /// Plot the loss terms of `log.csv` (smoothed over 50 steps) into a PNG.
@@ -86,5 +86,5 @@ pub fn write_loss_plot(log: &Path, out: &Path) -> Result<()> {
         640,
         360,
     );
-    ign_edge::fsio::save_png(out, &img)
+    ign_core::fsio::save_png(out, &img)
 }

@@ -273,6 +273,27 @@ impl Trainer {
     }
 }
 
+/// Training stopped by SIGINT/SIGTERM after saving its checkpoint: the caller decides how to
+/// exit (`ign-train` exits 130).
+#[derive(Debug)]
+pub struct Interrupted {
+    pub step: u64,
+    pub checkpoint: PathBuf,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "interrupted: checkpoint saved at step {} in {} (continue with --resume)",
+            self.step,
+            self.checkpoint.display()
+        )
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
 /// Load the data, create or resume the run in `opts.out`, and train until `opts.steps`.
 ///
 /// Writes into the run folder: `checkpoint.safetensors`, `log.csv`, `loss.png`,
@@ -441,12 +462,12 @@ pub fn run(
             last_saved = trainer.step;
         }
         if interrupted {
-            bar.abandon_with_message(format!(
-                "interrupted: checkpoint saved at step {} in {} (continue with --resume)",
-                trainer.step,
-                ck_path.display()
-            ));
-            std::process::exit(130);
+            bar.abandon();
+            return Err(Interrupted {
+                step: trainer.step,
+                checkpoint: ck_path,
+            }
+            .into());
         }
     }
     debug_assert_eq!(last_saved, trainer.step);

@@ -92,15 +92,15 @@ fn train_export_eval() {
         &["export", "--checkpoint", "run", "--out", "m.onnx"],
         d,
     ));
-    let m = ign_edge::model::Model::load(&d.join("m.onnx")).unwrap();
+    let m = ign_core::model::Model::load(&d.join("m.onnx")).unwrap();
     assert_eq!(m.info.metadata["ign.dataset"], "fixtures");
     assert!(m.info.metadata["ign.trainer"].contains("steps=5"));
 
     // The fp16 copy serves as the reference model whose top-1 classes eval compares.
-    let fp16 = ign_edge::quantize::quantize(
+    let fp16 = ign_core::quantize::quantize(
         &d.join("m.onnx"),
-        &ign_edge::quantize::QuantizeOptions {
-            precision: ign_edge::model::Precision::Fp16,
+        &ign_core::quantize::QuantizeOptions {
+            precision: ign_core::model::Precision::Fp16,
             measure: false,
             ..Default::default()
         },
@@ -155,4 +155,66 @@ fn bad_data_is_one_line_exit_2() {
         err.contains("missing-dir") && err.contains("no such file"),
         "{err}"
     );
+}
+
+/// Ctrl-C (SIGINT) saves a checkpoint of the step reached and exits 130 with one line saying
+/// how to continue; the library itself never exits the process.
+#[test]
+fn sigint_saves_the_checkpoint_and_exits_130() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let data = fixture("mnist-300-images-idx3-ubyte.gz");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ign-train"))
+        .args([
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--width",
+            "4",
+            "--batch",
+            "4",
+        ])
+        .args([
+            "--steps",
+            "1000000",
+            "--sample-every",
+            "0",
+            "--checkpoint-every",
+            "0",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .args(["--threads", "1"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // wait for a few logged steps (bounded), then interrupt
+    let log = out.join("log.csv");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&log)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+        < 4
+    {
+        assert!(t0.elapsed().as_secs() < 60, "no training step within 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = i32::try_from(child.id()).unwrap();
+    std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    let res = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(130), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("interrupted: checkpoint saved at step"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(line.contains("--resume"), "{line}");
+    // the checkpoint holds the step the log reached
+    let ck = ign_train::checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
+    let logged = std::fs::read_to_string(&log).unwrap().lines().count() as u64 - 1;
+    assert_eq!(ck.step, logged);
+    assert!(line.contains(&format!("step {}", ck.step)), "{line}");
 }

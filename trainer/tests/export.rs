@@ -2,8 +2,8 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use ign_edge::backend::{cpu::CpuBackend, Backend};
-use ign_edge::tensor::ImageBatch;
+use ign_core::backend::{cpu::CpuBackend, Backend};
+use ign_core::tensor::ImageBatch;
 use ign_train::loss::LossConfig;
 use ign_train::model::{Ign, ModelConfig, Norm};
 use ign_train::noise::NoiseKind;
@@ -65,7 +65,7 @@ fn check(model: ModelConfig) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.onnx");
     std::fs::write(&path, &bytes).unwrap();
-    let loaded = ign_edge::model::Model::load(&path).unwrap();
+    let loaded = ign_core::model::Model::load(&path).unwrap();
     assert_eq!(loaded.info.metadata["ign.latent"], "latent");
     assert_eq!(loaded.info.metadata["ign.precision"], "fp32");
     assert_eq!(loaded.info.fixed_batch, None);

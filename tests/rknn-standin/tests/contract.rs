@@ -352,11 +352,11 @@ fn no_npu_is_a_clear_error() {
 
 #[test]
 fn auto_backend_falls_back_to_the_onnx_beside_a_rknn_model() {
+    use ign_edge::app::model_spec::ModelSpec;
     use ign_edge::backend::select::{BackendArgs, BackendKind};
-    use ign_edge::cli::common::ModelArgs;
     let _g = serial();
     let path = rknn_file("fallback", INT8, INT8);
-    let mut margs = ModelArgs {
+    let mut margs = ModelSpec {
         model: Some(path.clone()),
         threads: None,
         precision: None,

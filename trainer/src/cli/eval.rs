@@ -71,12 +71,12 @@ impl EvalCmd {
                 (Projector::Candle(Box::new(m)), name, shape, c.config.noise)
             }
             (None, Some(p)) => {
-                let m = ign_edge::model::Model::load(p)?;
+                let m = ign_core::model::Model::load(p)?;
                 if m.info.height != m.info.width {
                     bail!("{}: eval needs square images", p.display());
                 }
                 let shape = (m.info.channels, m.info.height);
-                let b = ign_edge::backend::cpu::CpuBackend::new(&m, None)?;
+                let b = ign_core::backend::cpu::CpuBackend::new(&m, None)?;
                 (
                     Projector::Onnx(Box::new(b)),
                     p.display().to_string(),
@@ -101,7 +101,7 @@ impl EvalCmd {
             };
         let mut reference = match &self.reference {
             Some(p) => {
-                let m = ign_edge::model::Model::load(p)?;
+                let m = ign_core::model::Model::load(p)?;
                 if (m.info.channels, m.info.height) != shape {
                     bail!(
                         "{}: the reference model's shape differs from the evaluated one",
@@ -109,7 +109,7 @@ impl EvalCmd {
                     );
                 }
                 Some((
-                    Projector::Onnx(Box::new(ign_edge::backend::cpu::CpuBackend::new(&m, None)?)),
+                    Projector::Onnx(Box::new(ign_core::backend::cpu::CpuBackend::new(&m, None)?)),
                     p.display().to_string(),
                 ))
             }
@@ -124,9 +124,9 @@ impl EvalCmd {
             Some(p) if crate::export::noise_variant_path(p).exists() => {
                 let np = crate::export::noise_variant_path(p);
                 eprintln!("f(z) by {} (BatchNorm statistics of noise)", np.display());
-                let m = ign_edge::model::Model::load(&np)?;
+                let m = ign_core::model::Model::load(&np)?;
                 Some(Projector::Onnx(Box::new(
-                    ign_edge::backend::cpu::CpuBackend::new(&m, None)?,
+                    ign_core::backend::cpu::CpuBackend::new(&m, None)?,
                 )))
             }
             _ => None,
@@ -141,7 +141,7 @@ impl EvalCmd {
         )?;
         print!("{}", eval::summary(&report));
         if let Some(j) = &self.json {
-            ign_edge::fsio::atomic_write(j, serde_json::to_string_pretty(&report)?.as_bytes())?;
+            ign_core::fsio::atomic_write(j, serde_json::to_string_pretty(&report)?.as_bytes())?;
         }
         Ok(())
     }

@@ -37,7 +37,7 @@ impl ExportCmd {
             self.data.as_deref(),
         )?;
         for p in written {
-            let m = ign_edge::model::Model::load(&p)?;
+            let m = ign_core::model::Model::load(&p)?;
             eprintln!(
                 "wrote {} ({:.2} M params, {:.1} MFLOP per image{}; checked by loading it with tract)",
                 p.display(),

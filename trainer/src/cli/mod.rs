@@ -32,3 +32,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::BenchStep(c) => c.run(),
     }
 }
+
+/// Print an error as one line (causes joined by ": ") and return the exit code 2.
+pub fn report_error(e: &anyhow::Error) -> i32 {
+    let msg = format!("{e:#}").replace('\n', " ");
+    eprintln!("error: {msg}");
+    2
+}

@@ -1,4 +1,6 @@
-//! Options shared by several subcommands, and the default model.
+//! Which model to run and how: the model file (or the bundled one), threads and precision,
+//! with a board profile's defaults merged once ([`ModelSpec::apply_board`]); and the bundled
+//! model itself.
 
 use anyhow::Result;
 use clap::Args;
@@ -22,9 +24,10 @@ pub static EMBEDDED_NOISE_MODEL: &[u8] = include_bytes!(concat!(
     "/models/ign-mnist.noise.onnx"
 ));
 
-/// Model and execution options.
-#[derive(Args, Debug, Clone)]
-pub struct ModelArgs {
+/// Which model to run and how (the `--model`, `--threads`, `--precision` options of every
+/// command that runs one).
+#[derive(Args, Debug, Clone, Default)]
+pub struct ModelSpec {
     /// ONNX model file (default: the bundled models/ign-mnist.onnx).
     #[arg(long, short = 'm')]
     pub model: Option<PathBuf>,
@@ -39,7 +42,7 @@ pub struct ModelArgs {
     pub precision: Option<Precision>,
 }
 
-impl ModelArgs {
+impl ModelSpec {
     /// Fill what the user left unset from a board profile's defaults.
     pub fn apply_board(&mut self, board: &crate::board::Board) {
         self.threads.get_or_insert(board.defaults.threads);

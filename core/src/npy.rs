@@ -31,10 +31,10 @@ const MAX_HEADER: usize = 1 << 16;
 /// f.extend((dict.len() as u16).to_le_bytes());
 /// f.extend(dict.as_bytes());
 /// f.extend([0u8; 24]);
-/// let h = ign_edge::npy::check_header(&f).unwrap();
+/// let h = ign_core::npy::check_header(&f).unwrap();
 /// assert_eq!(h.shape, vec![2, 3]);
 /// f.truncate(f.len() - 4); // one float short
-/// assert!(ign_edge::npy::check_header(&f).is_err());
+/// assert!(ign_core::npy::check_header(&f).is_err());
 /// ```
 pub fn check_header(bytes: &[u8]) -> Result<NpyHeader> {
     if !bytes.starts_with(b"\x93NUMPY") || bytes.len() < 10 {

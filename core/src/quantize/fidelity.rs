@@ -6,13 +6,13 @@ use serde::Serialize;
 use std::time::Instant;
 
 use crate::backend::Backend;
-use crate::bench::stats::quantile;
+use crate::stats::quantile;
 use crate::tensor::ImageBatch;
 
 /// PSNR in dB of `b` against `a`, both on the model's `[-1, 1]` scale (peak-to-peak 2).
 ///
 /// ```
-/// use ign_edge::quantize::fidelity::psnr;
+/// use ign_core::quantize::fidelity::psnr;
 /// assert!(psnr(&[0.0, 1.0], &[0.0, 1.0]).is_infinite());
 /// let p = psnr(&[0.0; 4], &[0.02; 4]); // MSE 4e-4 → 10·log10(4 / 4e-4) = 40 dB
 /// assert!((p - 40.0).abs() < 1e-6);

@@ -10,7 +10,7 @@ use std::path::Path;
 /// ```
 /// let dir = tempfile::tempdir().unwrap();
 /// let p = dir.path().join("out.bin");
-/// ign_edge::fsio::atomic_write(&p, b"hello").unwrap();
+/// ign_core::fsio::atomic_write(&p, b"hello").unwrap();
 /// assert_eq!(std::fs::read(&p).unwrap(), b"hello");
 /// ```
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -36,7 +36,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
 /// ```
 /// let dir = tempfile::tempdir().unwrap();
 /// let (a, b) = (dir.path().join("m.onnx"), dir.path().join("m.noise.onnx"));
-/// ign_edge::fsio::atomic_write_all(&[(&a, b"one"), (&b, b"two")]).unwrap();
+/// ign_core::fsio::atomic_write_all(&[(&a, b"one"), (&b, b"two")]).unwrap();
 /// assert_eq!(std::fs::read(&b).unwrap(), b"two");
 /// ```
 pub fn atomic_write_all(files: &[(&Path, &[u8])]) -> Result<()> {

@@ -3,7 +3,7 @@
 //! Used by `ign-train export` and by `ign-edge quantize` to write standard ONNX files.
 //!
 //! ```
-//! use ign_edge::model::writer::{OnnxWriter, Dim, attr_float};
+//! use ign_core::model::writer::{OnnxWriter, Dim, attr_float};
 //! let mut w = OnnxWriter::new("double");
 //! w.input_f32("x", &[Dim::param("N"), Dim::Fixed(1), Dim::Fixed(2), Dim::Fixed(2)]);
 //! let two = w.initializer_f32("two", &[1], &[2.0]);

@@ -25,7 +25,7 @@ pub const MAX_TEXT_FILE: u64 = 4 << 20;
 /// The product of `dims`, or `None` when it overflows `usize`.
 ///
 /// ```
-/// use ign_edge::limits::product;
+/// use ign_core::limits::product;
 /// assert_eq!(product(&[10, 28, 28]), Some(7840));
 /// assert_eq!(product(&[usize::MAX, 2]), None);
 /// ```

@@ -6,7 +6,7 @@
 //! let mut img = image::RgbImage::new(4, 4);
 //! Line::new(Point::new(0, 0), Point::new(3, 0))
 //!     .into_styled(PrimitiveStyle::with_stroke(Rgb888::WHITE, 1))
-//!     .draw(&mut ign_edge::draw::ImageTarget(&mut img))
+//!     .draw(&mut ign_core::draw::ImageTarget(&mut img))
 //!     .unwrap();
 //! assert_eq!(img.get_pixel(3, 0).0, [255, 255, 255]);
 //! assert_eq!(img.get_pixel(3, 1).0, [0, 0, 0]);

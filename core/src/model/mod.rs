@@ -70,7 +70,7 @@ impl ModelInfo {
 /// has those of real images). The int8 and fp16 variants `M.int8.onnx`, `M.fp16.onnx` share it.
 ///
 /// ```
-/// use ign_edge::model::noise_variant_path;
+/// use ign_core::model::noise_variant_path;
 /// use std::path::Path;
 /// assert_eq!(noise_variant_path(Path::new("m/ign.onnx")), Path::new("m/ign.noise.onnx"));
 /// assert_eq!(noise_variant_path(Path::new("m/ign.int8.onnx")), Path::new("m/ign.noise.onnx"));

@@ -5,7 +5,7 @@
 //! converted to gray or RGB and scaled; the way back clamps and rounds to 8 bits.
 //!
 //! ```
-//! use ign_edge::imaging::{image_to_chw, chw_to_image};
+//! use ign_core::imaging::{image_to_chw, chw_to_image};
 //! let img = image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(40, 30, image::Rgb([255, 0, 0])));
 //! let chw = image_to_chw(&img, 1, 28, 28);
 //! assert_eq!(chw.len(), 28 * 28);
@@ -35,8 +35,8 @@ pub fn is_image_path(path: &Path) -> bool {
 /// are checked before any pixel buffer is allocated.
 ///
 /// ```
-/// use ign_edge::imaging::decode_image;
-/// let png = ign_edge::fsio::png_bytes(&image::RgbImage::new(8, 4)).unwrap();
+/// use ign_core::imaging::decode_image;
+/// let png = ign_core::fsio::png_bytes(&image::RgbImage::new(8, 4)).unwrap();
 /// let mut small = image::Limits::default();
 /// small.max_image_width = Some(4);
 /// assert_eq!(decode_image(&png, None, image::Limits::default()).unwrap().width(), 8);
@@ -97,7 +97,7 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
 /// `(x, y, width, height)`.
 ///
 /// ```
-/// assert_eq!(ign_edge::imaging::center_crop_rect(640, 480, 28, 28), (80, 0, 480, 480));
+/// assert_eq!(ign_core::imaging::center_crop_rect(640, 480, 28, 28), (80, 0, 480, 480));
 /// ```
 pub fn center_crop_rect(iw: u32, ih: u32, w: u32, h: u32) -> (u32, u32, u32, u32) {
     // compare iw*h with ih*w to stay in integers
@@ -238,9 +238,9 @@ pub fn projection_grid(
 /// the fuzz harness); a decoder that allocates from the header alone fails on it.
 ///
 /// ```
-/// let png = ign_edge::imaging::png_declaring(30_000, 30_000);
+/// let png = ign_core::imaging::png_declaring(30_000, 30_000);
 /// assert!(png.len() < 200);
-/// assert!(ign_edge::imaging::decode_image(&png, None, ign_edge::limits::frame_limits()).is_err());
+/// assert!(ign_core::imaging::decode_image(&png, None, ign_core::limits::frame_limits()).is_err());
 /// ```
 pub fn png_declaring(w: u32, h: u32) -> Vec<u8> {
     use std::io::Write;

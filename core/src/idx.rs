@@ -65,7 +65,7 @@ pub fn read_idx(path: &Path, expected_magic: u32) -> Result<IdxArray> {
 /// Parse IDX bytes (see [`read_idx`]).
 ///
 /// ```
-/// use ign_edge::idx::{parse_idx, IDX_LABELS_MAGIC};
+/// use ign_core::idx::{parse_idx, IDX_LABELS_MAGIC};
 /// let labels = parse_idx(&[0, 0, 8, 1, 0, 0, 0, 2, 7, 3], IDX_LABELS_MAGIC).unwrap();
 /// assert_eq!((labels.dims, labels.data), (vec![2], vec![7, 3]));
 /// // a header that declares 4 billion labels in a 10-byte file is refused before allocating

@@ -95,7 +95,7 @@ impl ImageBatch {
 /// Mean absolute difference of two equally long slices (0 for empty ones).
 ///
 /// ```
-/// assert_eq!(ign_edge::tensor::mean_abs_diff(&[0.0, 1.0], &[1.0, 1.0]), 0.5);
+/// assert_eq!(ign_core::tensor::mean_abs_diff(&[0.0, 1.0], &[1.0, 1.0]), 0.5);
 /// ```
 pub fn mean_abs_diff(a: &[f32], b: &[f32]) -> f64 {
     a.iter()

@@ -27,7 +27,7 @@ impl Latency {
     /// Summarise samples given in seconds.
     ///
     /// ```
-    /// let l = ign_edge::bench::stats::Latency::from_secs(&[0.001, 0.002, 0.003, 0.004]);
+    /// let l = ign_core::stats::Latency::from_secs(&[0.001, 0.002, 0.003, 0.004]);
     /// assert_eq!(l.p50_us, 2000.0);
     /// assert_eq!(l.max_us, 4000.0);
     /// assert!((l.mean_us - 2500.0).abs() < 1e-6);
