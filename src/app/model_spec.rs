@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use std::path::{Path, PathBuf};
 
-use crate::backend::cpu::CpuBackend;
+use crate::backend::{cpu::CpuBackend, Projector};
 use crate::model::{Model, Precision};
 
 /// The model shipped with the repository and embedded in the binary.
@@ -74,11 +74,16 @@ impl ModelSpec {
         Ok(None)
     }
 
-    /// The CPU backend of the noise variant of `model`, if it has one.
-    pub fn noise_backend(&self, model: &Model) -> Result<Option<CpuBackend>> {
-        self.noise_variant(model)?
-            .map(|m| CpuBackend::new(&m, Some(self.threads.unwrap_or(1))))
-            .transpose()
+    /// `model` and its noise variant (when it has one) on the CPU, with these threads.
+    pub fn projector(&self, model: &Model) -> Result<Projector<CpuBackend>> {
+        let noise = self.noise_variant(model)?;
+        let p = Projector::new(
+            Box::new(self.backend(model)?),
+            noise
+                .map(|m| CpuBackend::new(&m, Some(self.threads.unwrap_or(1))).map(Box::new))
+                .transpose()?,
+        );
+        Ok(p)
     }
 
     /// The CPU backend for a loaded model (prints a notice when an fp16 model runs in fp32).

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::app::model_spec::ModelSpec;
-use crate::backend::Backend;
 use crate::tensor::ImageBatch;
 use crate::{fsio, imaging, inputs};
 
@@ -61,13 +60,12 @@ impl DemoCmd {
             model.info.flops as f64 / 1e6
         );
         let t = Instant::now();
-        let mut backend = self.model.backend(&model)?;
+        let mut f = self.model.projector(&model)?;
         eprintln!(
             "[2/4] optimized the plan for {} in {:.1} ms",
-            backend.name(),
+            f.name(),
             t.elapsed().as_secs_f64() * 1e3
         );
-        let mut noise_backend = self.model.noise_backend(&model)?;
         let info = &model.info;
         let noise = inputs::noise_batch(info, 4, 0);
         let digit = decode_bundled(DIGIT_PNG, info)?;
@@ -84,11 +82,7 @@ impl DemoCmd {
         for i in 0..batch.len() {
             let one = batch.slice(i, i + 1);
             // the 4 noise rows start with the model's noise variant, when it has one
-            let nb = noise_backend
-                .as_mut()
-                .filter(|_| i < 4)
-                .map(|b| b as &mut dyn crate::backend::Backend);
-            let ys = crate::backend::project_noise(&mut backend, nb, &one, steps)?;
+            let ys = f.project_as(&one, steps, i < 4)?;
             for (k, o) in ys.into_iter().enumerate() {
                 outs[k].push(o);
             }

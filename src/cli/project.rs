@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use crate::app::model_spec::ModelSpec;
 use crate::backend::select::BackendArgs;
+use crate::backend::{cpu::CpuBackend, Backend, Projector};
 use crate::{fsio, imaging, inputs};
 
 /// Project images, .npy arrays or noise onto the model's manifold: f(x), f(f(x)), ...
@@ -57,16 +58,23 @@ impl ProjectCmd {
         let opened = self.backend.open(&self.model)?;
         let info = &opened.info;
         let inp = inputs::load_inputs(&self.inputs, info)?;
-        let mut backend = opened.backend;
         // noise inputs go through the model's noise variant first (BatchNorm models)
         let all_noise = self
             .inputs
             .iter()
             .all(|s| matches!(inputs::parse_noise_spec(s), Ok(Some(_))));
-        let mut noise_backend = match (&opened.model, all_noise) {
-            (Some(m), true) => self.model.noise_backend(m)?,
+        let noise = match (&opened.model, all_noise) {
+            (Some(m), true) => self
+                .model
+                .noise_variant(m)?
+                .map(|n| {
+                    CpuBackend::new(&n, Some(self.model.threads.unwrap_or(1)))
+                        .map(|b| Box::new(b) as Box<dyn Backend>)
+                })
+                .transpose()?,
             _ => None,
         };
+        let mut f = Projector::new(opened.backend, noise);
         let chunk = info.fixed_batch.unwrap_or(self.batch.max(1));
         let n = inp.batch.len();
         if let Some(fb) = info.fixed_batch {
@@ -82,14 +90,7 @@ impl ProjectCmd {
         let ti = Instant::now();
         for start in (0..n).step_by(chunk) {
             let part = inp.batch.slice(start, (start + chunk).min(n));
-            let out = crate::backend::project_noise(
-                backend.as_mut(),
-                noise_backend
-                    .as_mut()
-                    .map(|b| b as &mut dyn crate::backend::Backend),
-                &part,
-                self.steps,
-            )?;
+            let out = f.project_as(&part, self.steps, all_noise)?;
             first.get_or_insert(t0.elapsed());
             for (k, o) in out.into_iter().enumerate() {
                 steps[k].push(o);
@@ -109,7 +110,7 @@ impl ProjectCmd {
         eprintln!(
             "projected {n} input(s) x {} step(s) with {} in {:.1} ms ({:.2} ms per image per step; first output {:.1} ms after start) -> {}",
             self.steps,
-            backend.name(),
+            f.name(),
             infer.as_secs_f64() * 1e3,
             infer.as_secs_f64() * 1e3 / (n * self.steps) as f64,
             first.unwrap_or_default().as_secs_f64() * 1e3,

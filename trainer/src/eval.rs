@@ -11,7 +11,7 @@
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use ign_core::backend::Backend;
+use ign_core::backend::{Backend, Projector};
 use ign_core::tensor::mean_abs_diff;
 use ign_core::tensor::ImageBatch;
 use rand::SeedableRng;
@@ -24,35 +24,48 @@ use crate::data::{self, mix, DataOptions, Dataset};
 use crate::model::Ign;
 use crate::noise::{Noise, NoiseKind};
 
-/// Applies `f` to flat image buffers, from a checkpoint (candle, eval mode) or an ONNX file.
-pub enum Projector {
-    Candle(Box<Ign>),
-    Onnx(Box<ign_core::backend::cpu::CpuBackend>),
+/// `f` of a checkpoint (candle, eval mode) as a [`Backend`], so that checkpoints and ONNX files
+/// are evaluated through the same [`Projector`].
+pub struct CandleBackend(pub Box<Ign>);
+
+impl Backend for CandleBackend {
+    fn name(&self) -> String {
+        "candle".into()
+    }
+
+    fn run(&mut self, input: &ImageBatch) -> Result<ImageBatch> {
+        let x = Tensor::from_slice(&input.data, &input.shape[..], &Device::Cpu)?;
+        let y = self
+            .0
+            .forward_t(&x, false)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        ImageBatch::new(y, input.shape)
+    }
 }
 
-impl Projector {
-    /// `f` on `n` images of `shape`, in batches of 250.
-    pub fn apply(&mut self, images: &[f32], shape: (usize, usize, usize)) -> Result<Vec<f32>> {
-        let (c, h, w) = shape;
-        let per = c * h * w;
-        let n = images.len() / per;
-        let mut out = Vec::with_capacity(images.len());
-        for start in (0..n).step_by(250) {
-            let end = (start + 250).min(n);
-            let chunk = &images[start * per..end * per];
-            match self {
-                Projector::Candle(m) => {
-                    let x = Tensor::from_slice(chunk, (end - start, c, h, w), &Device::Cpu)?;
-                    out.extend(m.forward_t(&x, false)?.flatten_all()?.to_vec1::<f32>()?);
-                }
-                Projector::Onnx(b) => {
-                    let x = ImageBatch::new(chunk.to_vec(), [end - start, c, h, w])?;
-                    out.extend(b.run(&x)?.data);
-                }
-            }
-        }
-        Ok(out)
+/// `f` on flat image buffers (`n` images of `shape`), in batches of 250: of noise (`noise`:
+/// through the model's noise variant when it has one) or of anything else.
+pub fn apply(
+    projector: &mut Projector,
+    images: &[f32],
+    shape: (usize, usize, usize),
+    noise: bool,
+) -> Result<Vec<f32>> {
+    let (c, h, w) = shape;
+    let per = c * h * w;
+    let n = images.len() / per;
+    let mut out = Vec::with_capacity(images.len());
+    for start in (0..n).step_by(250) {
+        let end = (start + 250).min(n);
+        let x = ImageBatch::new(
+            images[start * per..end * per].to_vec(),
+            [end - start, c, h, w],
+        )?;
+        let mut ys = projector.project_as(&x, 1, noise)?;
+        out.extend(ys.remove(0).data);
     }
+    Ok(out)
 }
 
 /// The figures of an evaluation (the `--json` schema).
@@ -207,16 +220,15 @@ pub fn corrupt(kind: &str, img: &[f32], h: usize, w: usize, seed: u64) -> Vec<f3
     }
 }
 
-/// Evaluate `projector` on the data in `opts`.
-/// `noise_projector`, when given, makes f(z) (the first application to noise); f(f(z)) and
-/// everything else use `projector` (see [`crate::bnstats`]).
+/// Evaluate `projector` on the data in `opts`. Its noise variant, when it has one, makes f(z)
+/// (the first application to noise); f(f(z)) and everything else use its main model (see
+/// [`crate::bnstats`]).
 pub fn evaluate(
     projector: &mut Projector,
     model_name: &str,
     opts: &EvalOptions,
     shape: (usize, usize),
     reference: Option<Reference>,
-    noise_projector: Option<&mut Projector>,
 ) -> Result<EvalReport> {
     let t0 = std::time::Instant::now();
     let (channels, size) = shape;
@@ -233,18 +245,15 @@ pub fn evaluate(
     let per = channels * size * size;
 
     let x = &test.images;
-    let fx = projector.apply(x, sh)?;
+    let fx = apply(projector, x, sh, false)?;
     let rec_l1 = mean_abs_diff(&fx, x);
 
     let noise = Noise::new(opts.noise, train);
     let z = noise.sample_vec(opts.samples, mix(opts.seed, 0, 0xe7a1));
-    let shared_first_step = noise_projector.is_some();
-    let fz = match noise_projector {
-        Some(p) => p.apply(&z, sh)?,
-        None => projector.apply(&z, sh)?,
-    };
-    let ffz = projector.apply(&fz, sh)?;
-    let fffz = projector.apply(&ffz, sh)?;
+    let shared_first_step = projector.has_noise_variant();
+    let fz = apply(projector, &z, sh, true)?;
+    let ffz = apply(projector, &fz, sh, false)?;
+    let fffz = apply(projector, &ffz, sh, false)?;
     let idempotence_gap = mean_abs_diff(&ffz, &fz);
     let idempotence_gap_k2 = mean_abs_diff(&fffz, &ffz);
 
@@ -302,14 +311,14 @@ pub fn evaluate(
             };
             // with a noise variant both share f(z): compare what each makes of it, f(f(z))
             let (gen, gen_ref) = if shared_first_step {
-                (&ffz, r.projector.apply(&fz, sh)?)
+                (&ffz, apply(r.projector, &fz, sh, false)?)
             } else {
-                (&fz, r.projector.apply(&z, sh)?)
+                (&fz, apply(r.projector, &z, sh, true)?)
             };
             let (_, p_gen) = clf.features_probs(gen, sh)?;
             let (_, p_ref) = clf.features_probs(&gen_ref, sh)?;
             report.top1_agreement_fz = Some(agreement(&p_gen, &p_ref));
-            let fx_ref = r.projector.apply(x, sh)?;
+            let fx_ref = apply(r.projector, x, sh, false)?;
             let (_, p_fx) = clf.features_probs(&fx, sh)?;
             let (_, p_fx_ref) = clf.features_probs(&fx_ref, sh)?;
             report.top1_agreement_fx = Some(agreement(&p_fx, &p_fx_ref));
@@ -364,8 +373,8 @@ pub fn evaluate(
                 let i = (j * 37 + ki * 11) % test.len();
                 let orig = test.image(i);
                 let c = corrupt(kind, orig, size, size, mix(opts.seed, i as u64, ki as u64));
-                let f1 = projector.apply(&c, sh)?;
-                let f2 = projector.apply(&f1, sh)?;
+                let f1 = apply(projector, &c, sh, false)?;
+                let f2 = apply(projector, &f1, sh, false)?;
                 rows.push(
                     [orig, &c[..], &f1[..], &f2[..]]
                         .iter()

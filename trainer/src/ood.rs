@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use crate::classifier::{argmax, frechet_distance, Classifier};
 use crate::corrupt::{affine, box_blur, filter3, occlude};
 use crate::data::{mix, Dataset};
-use crate::eval::Projector;
+use crate::eval::apply;
+use ign_core::backend::Projector;
 
 /// The kinds of input, by name, in report order.
 pub const KINDS: [&str; 13] = [
@@ -218,8 +219,8 @@ pub fn evaluate(
                 }
             }
         }
-        let f = projector.apply(&input, shape)?;
-        let ff = projector.apply(&f, shape)?;
+        let f = apply(projector, &input, shape, false)?;
+        let ff = apply(projector, &f, shape, false)?;
         let (feat_in, p_in) = clf.features_probs(&input, shape)?;
         let (feat_f, p_f) = clf.features_probs(&f, shape)?;
         let (feat_ff, p_ff) = clf.features_probs(&ff, shape)?;

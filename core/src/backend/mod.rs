@@ -3,6 +3,9 @@
 //! `ign_edge::backend::rknn`, feature `rknn`).
 
 pub mod cpu;
+pub mod projector;
+
+pub use projector::Projector;
 
 use anyhow::{bail, Result};
 
@@ -47,28 +50,5 @@ pub trait Backend {
             "{} computes in the caller's thread: use project",
             self.name()
         )
-    }
-}
-
-/// `[f(z), ..., f^steps(z)]` for noise `z`: the first application by `noise` (the model's
-/// noise variant, [`crate::model::noise_variant_path`]) when there is one, the rest by `main`.
-pub fn project_noise(
-    main: &mut dyn Backend,
-    noise: Option<&mut (dyn Backend + '_)>,
-    z: &ImageBatch,
-    steps: usize,
-) -> Result<Vec<ImageBatch>> {
-    match noise {
-        None => main.project(z, steps),
-        Some(n) => {
-            let first = n.run(z)?;
-            let mut out = if steps > 1 {
-                main.project(&first, steps - 1)?
-            } else {
-                Vec::new()
-            };
-            out.insert(0, first);
-            Ok(out)
-        }
     }
 }

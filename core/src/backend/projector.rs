@@ -118,3 +118,41 @@ impl<B: Backend + 'static> Projector<B> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backend that adds a constant: which backend ran, and how often, shows in the values.
+    struct Add(f32);
+
+    impl Backend for Add {
+        fn name(&self) -> String {
+            format!("add {}", self.0)
+        }
+        fn run(&mut self, input: &ImageBatch) -> Result<ImageBatch> {
+            ImageBatch::new(input.data.iter().map(|v| v + self.0).collect(), input.shape)
+        }
+    }
+
+    fn firsts(ys: &[ImageBatch]) -> Vec<f32> {
+        ys.iter().map(|y| y.data[0]).collect()
+    }
+
+    #[test]
+    fn noise_goes_through_the_noise_variant_once_then_the_main_model() {
+        let z = ImageBatch::new(vec![0.0; 4], [1, 1, 2, 2]).unwrap();
+        let mut f: Projector = Projector::new(Box::new(Add(1.0)), Some(Box::new(Add(10.0))));
+        assert!(f.has_noise_variant());
+        assert_eq!(firsts(&f.project_noise(&z, 3).unwrap()), [10.0, 11.0, 12.0]);
+        assert_eq!(firsts(&f.project_noise(&z, 1).unwrap()), [10.0]);
+        assert_eq!(firsts(&f.project(&z, 2).unwrap()), [1.0, 2.0]);
+        assert_eq!(firsts(&f.project_as(&z, 2, true).unwrap()), [10.0, 11.0]);
+        assert_eq!(firsts(&f.project_as(&z, 2, false).unwrap()), [1.0, 2.0]);
+        assert_eq!(f.name(), "add 1");
+        // without a noise variant, noise is projected like anything else
+        let mut g: Projector = Projector::new(Box::new(Add(1.0)), None);
+        assert!(!g.has_noise_variant());
+        assert_eq!(firsts(&g.project_noise(&z, 2).unwrap()), [1.0, 2.0]);
+    }
+}

@@ -4,8 +4,9 @@ use anyhow::{bail, Result};
 use clap::Args;
 use std::path::PathBuf;
 
-use crate::eval::{self, EvalOptions, Projector};
+use crate::eval::{self, CandleBackend, EvalOptions};
 use crate::noise::NoiseKind;
+use ign_core::backend::Projector;
 
 /// Evaluate a checkpoint or an exported ONNX model on held-out data.
 ///
@@ -68,7 +69,8 @@ impl EvalCmd {
                 let (m, c) = crate::checkpoint::load_model(ck)?;
                 let shape = (m.config.channels, m.config.image_size);
                 let name = format!("{} (step {})", ck.display(), c.step);
-                (Projector::Candle(Box::new(m)), name, shape, c.config.noise)
+                let f: Projector = Projector::new(Box::new(CandleBackend(Box::new(m))), None);
+                (f, name, shape, c.config.noise)
             }
             (None, Some(p)) => {
                 let m = ign_core::model::Model::load(p)?;
@@ -76,9 +78,17 @@ impl EvalCmd {
                     bail!("{}: eval needs square images", p.display());
                 }
                 let shape = (m.info.channels, m.info.height);
-                let b = ign_core::backend::cpu::CpuBackend::new(&m, None)?;
+                // a BatchNorm model's variant for noise inputs (ign-train export writes it
+                // beside): the projector finds it
+                let f = Projector::cpu(&m, None)?;
+                if f.has_noise_variant() {
+                    eprintln!(
+                        "f(z) by {} (BatchNorm statistics of noise)",
+                        crate::export::noise_variant_path(p).display()
+                    );
+                }
                 (
-                    Projector::Onnx(Box::new(b)),
+                    f.boxed(),
                     p.display().to_string(),
                     shape,
                     NoiseKind::Gaussian,
@@ -108,10 +118,9 @@ impl EvalCmd {
                         p.display()
                     );
                 }
-                Some((
-                    Projector::Onnx(Box::new(ign_core::backend::cpu::CpuBackend::new(&m, None)?)),
-                    p.display().to_string(),
-                ))
+                // as before: the reference applies its main model to noise too
+                let f = Projector::cpu_with(&m, None, None)?;
+                Some((f.boxed(), p.display().to_string()))
             }
             None => None,
         };
@@ -119,26 +128,7 @@ impl EvalCmd {
             projector,
             name: name.clone(),
         });
-        // a BatchNorm model's variant for noise inputs (ign-train export writes it beside)
-        let mut noise_projector = match &self.model {
-            Some(p) if crate::export::noise_variant_path(p).exists() => {
-                let np = crate::export::noise_variant_path(p);
-                eprintln!("f(z) by {} (BatchNorm statistics of noise)", np.display());
-                let m = ign_core::model::Model::load(&np)?;
-                Some(Projector::Onnx(Box::new(
-                    ign_core::backend::cpu::CpuBackend::new(&m, None)?,
-                )))
-            }
-            _ => None,
-        };
-        let report = eval::evaluate(
-            &mut projector,
-            &name,
-            &opts,
-            shape,
-            reference,
-            noise_projector.as_mut(),
-        )?;
+        let report = eval::evaluate(&mut projector, &name, &opts, shape, reference)?;
         print!("{}", eval::summary(&report));
         if let Some(j) = &self.json {
             ign_core::fsio::atomic_write(j, serde_json::to_string_pretty(&report)?.as_bytes())?;

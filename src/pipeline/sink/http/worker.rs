@@ -13,7 +13,7 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use tokio::sync::oneshot;
 
 use super::{MAX_IMAGE_ALLOC, MAX_IMAGE_SIDE, PAD_QUEUE, PAD_TIMEOUT};
-use crate::backend::{cpu::CpuBackend, Backend};
+use crate::backend::{cpu::CpuBackend, Projector};
 use crate::latent::LatentSplit;
 use crate::model::{Model, ModelInfo};
 use crate::tensor::ImageBatch;
@@ -44,13 +44,10 @@ pub(super) struct Worker {
 impl Worker {
     /// Load the pad's backends and start its thread (it ends when the [`Worker`] is dropped).
     pub(super) fn start(model: &Model, noise: Option<&Model>) -> Result<Worker> {
-        let backend = CpuBackend::new(model, Some(1))?;
-        let noise = noise.map(|m| CpuBackend::new(m, Some(1))).transpose()?;
         let mut pad = Pad {
             split: LatentSplit::new(model).ok(),
             info: model.info.clone(),
-            backend,
-            noise,
+            f: Projector::cpu_with(model, noise, Some(1))?,
         };
         Worker::with_runner(move |task| pad.run(task))
     }
@@ -123,8 +120,8 @@ fn guarded(job: impl FnOnce() -> Reply) -> Reply {
 
 /// What the pad's thread owns.
 struct Pad {
-    backend: CpuBackend,
-    noise: Option<CpuBackend>,
+    /// The model and its noise variant.
+    f: Projector<CpuBackend>,
     split: Option<LatentSplit>,
     info: ModelInfo,
 }
@@ -138,18 +135,12 @@ impl Pad {
         match task {
             Task::Project(body) => {
                 let x = drawing(&body, &self.info)?;
-                let ys = self.backend.project(&x, 2).map_err(internal)?;
+                let ys = self.f.project(&x, 2).map_err(internal)?;
                 strip_png(ys.iter().flat_map(crate::imaging::batch_tiles).collect())
             }
             Task::Noise(seed) => {
                 let z = crate::inputs::noise_batch(&self.info, 1, seed);
-                let ys = crate::backend::project_noise(
-                    &mut self.backend,
-                    self.noise.as_mut().map(|b| b as &mut dyn Backend),
-                    &z,
-                    2,
-                )
-                .map_err(internal)?;
+                let ys = self.f.project_noise(&z, 2).map_err(internal)?;
                 strip_png(ys.iter().flat_map(crate::imaging::batch_tiles).collect())
             }
             Task::Interpolate(body) => match self.split.as_mut() {
