@@ -1,8 +1,9 @@
-//! The live loop: camera → projection → display.
+//! The live loop: camera → projection → display, as three stages (docs/ARCHITECTURE.md, "A
+//! frame's walk through the live loop").
 //!
 //! ```text
 //! capture + preprocess ──> [latest-frame mailbox] ──> f^k ──> [mailbox] ──> compose + display
-//!   (capture thread)         drops stale frames                   drops stale   (display thread)
+//!   (capture.rs, a thread)   drops stale frames   (infer.rs)  drops stale  (display.rs, a thread)
 //! ```
 //! The inference thread only runs the model: preprocessing happens on the capture thread and
 //! composing on the display thread, beside it. Model inputs are recycled through a small pool.
@@ -15,8 +16,11 @@
 //! Every wait is bounded: a stop request ends the loop even when the source delivers nothing,
 //! and a source stuck in a read is left behind instead of being waited for.
 
+mod capture;
 pub mod compose;
+mod display;
 pub mod frame;
+mod infer;
 pub mod mailbox;
 pub mod overlay;
 pub use ign_core::preprocess;
@@ -24,7 +28,6 @@ pub mod sink;
 pub mod source;
 
 use anyhow::{anyhow, Result};
-use image::RgbImage;
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,9 +35,10 @@ use std::time::{Duration, Instant};
 
 use crate::backend::Backend;
 use crate::bench::stats::Latency;
-use crate::tensor::ImageBatch;
-use frame::Frame;
-use mailbox::{Mailbox, Taken};
+use capture::CaptureShared;
+use display::{DisplayPlan, DisplayStats, Picture};
+use infer::{InferPlan, Outbox};
+use mailbox::Mailbox;
 use overlay::Hud;
 use preprocess::Preprocess;
 use sink::Sink;
@@ -100,120 +104,7 @@ impl Summary {
     }
 }
 
-/// A captured frame with its model input, on its way to the inference thread.
-struct Captured {
-    frame: Frame,
-    /// The preprocessed frame (`C×H×W` in [-1, 1]), a buffer from the pool.
-    input: Vec<f32>,
-    pre_secs: f64,
-}
-
-/// A projected frame on its way to the display thread, which composes and shows it.
-struct Picture {
-    frame: Frame,
-    /// f(x), and f^k(x) when a third panel is shown.
-    outs: Vec<ImageBatch>,
-    hud: Hud,
-}
-
-#[derive(Default)]
-struct DisplayStats {
-    shown: u64,
-    last_seq: Option<u64>,
-    e2e: Vec<f64>,
-    compose_secs: f64,
-    composed: u64,
-    display_secs: f64,
-    /// Pictures the display mailbox replaced, when the display thread ended.
-    dropped: u64,
-    error: Option<anyhow::Error>,
-}
-
-/// Frames on a pipelined backend: the frame, its preprocessing time, when it was sent.
-type InFlight = std::collections::VecDeque<(Frame, f64, Instant)>;
-
-/// Wait for the oldest frame in flight and hand it on.
-fn receive_oldest(
-    backend: &mut dyn Backend,
-    in_flight: &mut InFlight,
-    out: &mut Outbox,
-) -> Result<()> {
-    let (f, p, t) = in_flight.pop_front().expect("a frame in flight");
-    let o = backend.receive()?;
-    out.emit(f, o, p, t);
-    Ok(())
-}
-
-/// Hands projected frames to the display thread and keeps the overlay's figures.
-struct Outbox<'a> {
-    pictures: &'a Mailbox<Picture>,
-    frames_in: &'a Mailbox<Captured>,
-    stats: &'a Mutex<DisplayStats>,
-    capture_secs: &'a Mutex<(f64, u64)>,
-    n_panels: u32,
-    /// Live sources drop stale pictures; recorded ones wait for the display.
-    live: bool,
-    hud: Hud,
-    /// Inference end times of the last second (moving fps).
-    recent: std::collections::VecDeque<Instant>,
-    t_pre: f64,
-    t_inf: f64,
-    processed: u64,
-}
-
-impl Outbox<'_> {
-    /// `frame` was preprocessed in `pre_secs` and sent to the model at `sent`; `outs` are
-    /// `[f(x), ..., f^k(x)]`.
-    fn emit(&mut self, frame: Frame, mut outs: Vec<ImageBatch>, pre_secs: f64, sent: Instant) {
-        let t2 = Instant::now();
-        self.recent.push_back(t2);
-        while self
-            .recent
-            .front()
-            .map(|t| (t2 - *t).as_secs_f64() > 1.0)
-            .unwrap_or(false)
-        {
-            self.recent.pop_front();
-        }
-        let hud = &mut self.hud;
-        {
-            let s = self.stats.lock().unwrap();
-            hud.e2e_ms = s.e2e.last().map(|v| v * 1e3).unwrap_or(0.0);
-            hud.display_ms = mean_ms(s.display_secs, s.shown);
-        }
-        let c = *self.capture_secs.lock().unwrap();
-        hud.capture_ms = mean_ms(c.0, c.1);
-        hud.fps = self.recent.len() as f64;
-        hud.preprocess_ms = mean_ms(self.t_pre, self.processed);
-        hud.inference_ms = mean_ms(self.t_inf, self.processed);
-        hud.dropped = self.frames_in.dropped() + self.pictures.dropped();
-
-        self.t_pre += pre_secs;
-        self.t_inf += (t2 - sent).as_secs_f64();
-        self.processed += 1;
-        if self.n_panels == 2 {
-            outs.truncate(1);
-        } else if outs.len() == 1 {
-            outs.push(outs[0].clone());
-        } else if outs.len() > 2 {
-            let last = outs.pop().expect("steps >= 2");
-            outs.truncate(1);
-            outs.push(last);
-        }
-        let picture = Picture {
-            frame,
-            outs,
-            hud: hud.clone(),
-        };
-        if self.live {
-            self.pictures.put(picture);
-        } else {
-            self.pictures.put_when_empty(picture);
-        }
-    }
-}
-
-fn mean_ms(total_secs: f64, n: u64) -> f64 {
+pub(crate) fn mean_ms(total_secs: f64, n: u64) -> f64 {
     total_secs * 1e3 / n.max(1) as f64
 }
 
@@ -224,43 +115,16 @@ pub const STOP_POLL: Duration = Duration::from_millis(50);
 /// nothing, a camera that stopped delivering) before leaving its thread behind.
 pub const SOURCE_GRACE: Duration = Duration::from_millis(500);
 
-/// The next captured frame, or `None` once the source ended or `quit()` says to stop.
-fn next_captured(frames_in: &Mailbox<Captured>, quit: impl Fn() -> bool) -> Option<Captured> {
-    loop {
-        match frames_in.take_timeout(STOP_POLL) {
-            Taken::Item(c) => return Some(c),
-            Taken::Closed => return None,
-            Taken::TimedOut if quit() => return None,
-            Taken::TimedOut => {}
-        }
-    }
-}
-
-/// Join `thread` if it ends within `grace`; otherwise leave it running (it is blocked in a
-/// read that only the process's exit will end). Returns whether it was joined.
-fn join_within(thread: std::thread::JoinHandle<()>, grace: Duration) -> Result<bool> {
-    let deadline = Instant::now() + grace;
-    while !thread.is_finished() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    if !thread.is_finished() {
-        return Ok(false);
-    }
-    thread
-        .join()
-        .map_err(|_| anyhow!("the capture thread panicked"))?;
-    Ok(true)
-}
-
-/// Run the loop until the source ends, `frames` are shown, or `stop` is set.
+/// Run the loop until the source ends, `frames` are shown, or `stop` is set: the capture and
+/// display stages on threads of their own, the inference stage on this one.
 pub fn run_loop(
-    mut source: Box<dyn Source>,
+    source: Box<dyn Source>,
     backend: &mut dyn Backend,
     pre: &Preprocess,
-    mut sink: Box<dyn Sink>,
+    sink: Box<dyn Sink>,
     opts: &LoopOptions,
 ) -> Result<Summary> {
-    let mut steps = opts.steps.max(1);
+    let steps = opts.steps.max(1);
     // With live controls k may change: keep the third panel (f^k) from the start.
     let n_panels = if steps >= 2 || opts.controls.is_some() {
         3
@@ -269,271 +133,66 @@ pub fn run_loop(
     };
     let (cw, ch) = sink.size();
     let layout = compose::Layout::new(cw, ch, n_panels)?;
-    let source_name = source.describe();
-    let sink_name = sink.describe();
-    let live = source.live();
+    let (source_name, sink_name, live) = (source.describe(), sink.describe(), source.live());
+    let target = opts.frames.unwrap_or(u64::MAX);
 
-    let frames_in: Arc<Mailbox<Captured>> = Arc::new(Mailbox::default());
-    // Model inputs go back and forth instead of being allocated per frame: at most one in the
-    // mailbox, one being filled and one in the model exist at a time.
-    let pool: Arc<Mutex<Vec<Vec<f32>>>> = Arc::default();
-    let input_len = pre.channels * pre.height * pre.width;
+    let shared = CaptureShared {
+        frames_in: Arc::new(Mailbox::default()),
+        pool: Arc::default(),
+        error: Arc::default(),
+        secs: Arc::default(),
+        stop: opts.stop.clone(),
+        done: Arc::new(AtomicBool::new(false)),
+    };
+    let capture = capture::spawn(source, pre.clone(), opts.controls.clone(), &shared)?;
     let pictures: Arc<Mailbox<Picture>> = Arc::new(Mailbox::default());
-    let capture_error: Arc<Mutex<Option<anyhow::Error>>> = Arc::default();
-    let capture_secs = Arc::new(Mutex::new((0f64, 0u64)));
-    let done = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(Mutex::new(DisplayStats::default()));
     // Set by the display thread when it ends: N pictures shown, or the sink failed.
     let display_done = Arc::new(AtomicBool::new(false));
+    let display = display::spawn(
+        sink,
+        DisplayPlan {
+            layout,
+            pre: pre.clone(),
+            target,
+        },
+        pictures.clone(),
+        stats.clone(),
+        display_done.clone(),
+    )?;
 
-    let capture = {
-        let (mb, err, stop, done, cs, pool) = (
-            frames_in.clone(),
-            capture_error.clone(),
-            opts.stop.clone(),
-            done.clone(),
-            capture_secs.clone(),
-            pool.clone(),
-        );
-        let (mut pre, controls) = (pre.clone(), opts.controls.clone());
-        std::thread::Builder::new()
-            .name("capture".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) && !done.load(Ordering::Relaxed) {
-                    match source.next_frame() {
-                        Ok(Some(frame)) => {
-                            let mut c = cs.lock().unwrap();
-                            c.0 += frame.capture_secs;
-                            c.1 += 1;
-                            drop(c);
-                            if let Some(c) = &controls {
-                                pre.paper = c.paper.load(Ordering::Relaxed);
-                            }
-                            let t0 = Instant::now();
-                            let mut input = pool
-                                .lock()
-                                .unwrap()
-                                .pop()
-                                .unwrap_or_else(|| vec![0.0; input_len]);
-                            pre.run(&frame.rgb, &mut input);
-                            let item = Captured {
-                                frame,
-                                input,
-                                pre_secs: t0.elapsed().as_secs_f64(),
-                            };
-                            if live {
-                                mb.put(item);
-                            } else {
-                                // recorded sources wait for the consumer: nothing is dropped
-                                mb.put_when_empty(item);
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            *err.lock().unwrap() = Some(e);
-                            break;
-                        }
-                    }
-                }
-                mb.close();
-            })?
-    };
-
-    let stats = Arc::new(Mutex::new(DisplayStats::default()));
-    let shape = (pre.channels, pre.height, pre.width);
-    let target = opts.frames.unwrap_or(u64::MAX);
-    let display = {
-        let (mb, stats, pre, display_done) = (
-            pictures.clone(),
-            stats.clone(),
-            pre.clone(),
-            display_done.clone(),
-        );
-        std::thread::Builder::new()
-            .name("display".into())
-            .spawn(move || {
-                // One canvas, reused: composing (and the sink) run beside the inference.
-                let mut canvas = RgbImage::new(cw, ch);
-                while let Some(p) = mb.take() {
-                    let t = Instant::now();
-                    let composing = sink.wants_picture();
-                    if composing {
-                        compose::clear(&mut canvas);
-                        let rgb = &p.frame.rgb;
-                        let crop = pre.crop(rgb.width(), rgb.height());
-                        compose::draw_frame_panel(
-                            &mut canvas,
-                            rgb,
-                            crop,
-                            layout.panels[0],
-                            layout.cell,
-                        );
-                        for (i, out) in p.outs.iter().enumerate() {
-                            compose::draw_chw_panel(
-                                &mut canvas,
-                                &out.data,
-                                shape,
-                                layout.panels[1 + i],
-                                layout.cell,
-                            );
-                        }
-                        p.hud.draw(&mut canvas, layout.hud_y);
-                    }
-                    sink.status(&p.hud);
-                    let t_shown = Instant::now();
-                    let r = sink.show(&canvas, p.frame.seq);
-                    let now = Instant::now();
-                    let mut s = stats.lock().unwrap();
-                    if composing {
-                        s.compose_secs += (t_shown - t).as_secs_f64();
-                        s.composed += 1;
-                    }
-                    s.display_secs += (now - t_shown).as_secs_f64();
-                    if let Err(e) = r {
-                        s.error = Some(e);
-                        break;
-                    }
-                    s.e2e.push((now - p.frame.captured).as_secs_f64());
-                    s.shown += 1;
-                    s.last_seq = Some(p.frame.seq);
-                    // `--frames N`: N pictures shown, then the sink is closed
-                    if s.shown >= target {
-                        break;
-                    }
-                }
-                // nothing more is taken: a producer waiting to hand a picture over returns
-                mb.close();
-                stats.lock().unwrap().dropped = mb.dropped();
-                display_done.store(true, Ordering::Relaxed);
-                let r = sink.finish();
-                if let Err(e) = r {
-                    stats.lock().unwrap().error.get_or_insert(e);
-                }
-            })?
-    };
-
-    let mut input = ImageBatch {
-        data: vec![0.0; input_len],
-        shape: [1, pre.channels, pre.height, pre.width],
-    };
-    let hud = Hud {
-        model: opts.model_name.clone(),
-        precision: opts.precision.clone(),
-        steps,
-        ..Default::default()
-    };
     let mut out = Outbox {
-        pictures: &pictures,
-        frames_in: &frames_in,
-        stats: &stats,
-        capture_secs: &capture_secs,
+        pictures: pictures.clone(),
+        frames_in: shared.frames_in.clone(),
+        stats: stats.clone(),
+        capture_secs: shared.secs.clone(),
         n_panels,
         live,
-        hud,
+        hud: Hud {
+            model: opts.model_name.clone(),
+            precision: opts.precision.clone(),
+            steps,
+            ..Default::default()
+        },
         recent: Default::default(),
         t_pre: 0.0,
         t_inf: 0.0,
         processed: 0,
     };
-    // Pipelined backends (one NPU context per core) keep up to `depth` frames in flight;
-    // results come back in frame order.
-    let depth = backend.depth().max(1);
-    let mut in_flight: InFlight = Default::default();
-    let mut submitted = 0u64;
     let start = Instant::now();
-    let mut result: Result<()> = Ok(());
-    let quit = || opts.stop.load(Ordering::Relaxed) || display_done.load(Ordering::Relaxed);
-    // Enough frames: a live loop runs until the display has shown N pictures (it drops some);
-    // a recorded one drops nothing, so N frames processed (or sent to the NPU) are N shown.
-    let enough = |processed: u64, submitted: u64| {
-        if live {
-            display_done.load(Ordering::Relaxed)
-        } else {
-            processed >= target || (depth > 1 && submitted >= target)
-        }
+    let plan = InferPlan {
+        steps,
+        shape: (pre.channels, pre.height, pre.width),
+        target,
+        controls: opts.controls.as_deref(),
+        display_done: &display_done,
     };
-    loop {
-        // With frames in flight and none waiting, collect the oldest result instead of
-        // waiting for the camera: results leave as soon as the NPU is done.
-        let captured = if !in_flight.is_empty() {
-            match frames_in.try_take() {
-                Some(f) => f,
-                None => {
-                    if let Err(e) = receive_oldest(backend, &mut in_flight, &mut out) {
-                        result = Err(e);
-                        break;
-                    }
-                    if enough(out.processed, submitted) || quit() {
-                        break;
-                    }
-                    continue;
-                }
-            }
-        } else {
-            match next_captured(&frames_in, quit) {
-                Some(f) => f,
-                None => break,
-            }
-        };
-        if opts.stop.load(Ordering::Relaxed) {
-            break;
-        }
-        if let Some(c) = &opts.controls {
-            steps = c.steps.load(Ordering::Relaxed).max(1);
-            out.hud.steps = steps;
-            if let Some(p) = c.precision() {
-                out.hud.precision = p.to_string();
-            }
-        }
-        let Captured {
-            frame,
-            input: mut data,
-            pre_secs,
-        } = captured;
-        std::mem::swap(&mut input.data, &mut data);
-        pool.lock().unwrap().push(data);
-        let t1 = Instant::now();
-        if depth == 1 {
-            match backend.project(&input, steps) {
-                Ok(o) => out.emit(frame, o, pre_secs, t1),
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
-        } else {
-            if let Err(e) = backend.submit(&input, steps) {
-                result = Err(e);
-                break;
-            }
-            submitted += 1;
-            in_flight.push_back((frame, pre_secs, t1));
-            if in_flight.len() >= depth {
-                if let Err(e) = receive_oldest(backend, &mut in_flight, &mut out) {
-                    result = Err(e);
-                    break;
-                }
-            }
-        }
-        if enough(out.processed, submitted) || quit() {
-            break;
-        }
-    }
-    // frames still on the NPU
-    while let Some((f, p, t)) = in_flight.pop_front() {
-        match backend.receive() {
-            Ok(o) if result.is_ok() => out.emit(f, o, p, t),
-            Ok(_) => {}
-            Err(e) => {
-                result = result.and(Err(e));
-            }
-        }
-    }
-    let (t_pre, t_inf, processed) = (out.t_pre, out.t_inf, out.processed);
-    done.store(true, Ordering::Relaxed);
+    let result = infer::run(backend, &shared, &mut out, &plan);
+    shared.done.store(true, Ordering::Relaxed);
     // closing wakes the capture thread if it waits for the consumer; one blocked in the
     // source's read is left behind
-    frames_in.close();
-    let capture_joined = join_within(capture, SOURCE_GRACE)?;
+    shared.frames_in.close();
+    let capture_joined = capture::join_within(capture, SOURCE_GRACE)?;
     pictures.close();
     display
         .join()
@@ -541,7 +200,7 @@ pub fn run_loop(
     let elapsed = start.elapsed().as_secs_f64();
     result?;
     if let Some(e) = capture_joined
-        .then(|| capture_error.lock().unwrap().take())
+        .then(|| shared.error.lock().unwrap().take())
         .flatten()
     {
         return Err(e);
@@ -550,7 +209,7 @@ pub fn run_loop(
     if let Some(e) = s.error.take() {
         return Err(e);
     }
-    let c = *capture_secs.lock().unwrap();
+    let c = *shared.secs.lock().unwrap();
     Ok(Summary {
         source: source_name,
         sink: sink_name,
@@ -558,11 +217,11 @@ pub fn run_loop(
         seconds: elapsed,
         fps: s.shown as f64 / elapsed.max(1e-9),
         e2e: Latency::from_secs(&s.e2e),
-        dropped_capture: frames_in.dropped(),
+        dropped_capture: shared.frames_in.dropped(),
         dropped_display: s.dropped,
         capture_ms: mean_ms(c.0, c.1),
-        preprocess_ms: mean_ms(t_pre, processed),
-        inference_ms: mean_ms(t_inf, processed),
+        preprocess_ms: mean_ms(out.t_pre, out.processed),
+        inference_ms: mean_ms(out.t_inf, out.processed),
         compose_ms: mean_ms(s.compose_secs, s.composed),
         display_ms: mean_ms(s.display_secs, s.shown),
         last_seq: s.last_seq,
