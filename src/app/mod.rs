@@ -3,9 +3,11 @@
 //!
 //! - [`model_spec`]: which model to run and how (file, threads, precision, board defaults),
 //!   and the bundled model.
+//! - [`run`]: the live loop's configuration (`ign-edge run` and `ign-edge service`).
 //!
 //! The layers: docs/ARCHITECTURE.md.
 
 pub mod model_spec;
+pub mod run;
 
 pub use model_spec::ModelSpec;

@@ -17,6 +17,7 @@
 pub mod machine;
 pub mod peak;
 pub mod pipeline;
+pub mod plan;
 #[cfg(feature = "rknn")]
 pub mod rknn;
 pub use ign_core::stats;

@@ -5,8 +5,9 @@ use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::backend::select::{BackendArgs, BackendKind};
-use crate::bench::{self, Budget, Machine, ModelCase, ModelResult, Report};
+use crate::backend::select::BackendArgs;
+use crate::bench::plan::{regressions_against, BenchPlan, PipelineSettings};
+use crate::bench::{self, Budget, Machine, Report};
 use crate::model::Precision;
 
 /// Measure model latency on this machine, and compare with an earlier run.
@@ -94,76 +95,41 @@ pub struct BenchCmd {
     pub board: Option<String>,
 }
 
-fn default_models() -> Vec<PathBuf> {
-    ["models/ign-mnist.onnx", "models/ign-fashion.onnx"]
-        .iter()
-        .map(PathBuf::from)
-        .filter(|p| p.exists())
-        .collect()
-}
-
 impl BenchCmd {
-    pub fn run(mut self) -> Result<()> {
+    /// The plan this command line asks for (a board profile's defaults merged in).
+    fn plan(&self) -> Result<BenchPlan> {
+        let mut plan = BenchPlan {
+            models: self.models.clone(),
+            precisions: self.precisions.clone(),
+            threads: self.threads.clone(),
+            steps: self.steps.clone(),
+            batch: self.batch,
+            budget: Budget {
+                warmup: self.warmup,
+                iterations: self.iterations,
+                duration: self.duration.map(Duration::from_secs_f64),
+                profile: self.profile,
+            },
+            backend: self.backend.clone(),
+            pipeline: self.pipeline.then(|| PipelineSettings {
+                frames: self.frames,
+                source: self.source.clone(),
+                sink: self.sink.clone(),
+            }),
+            peak: !self.no_peak,
+            cores: self.cores.clone(),
+        };
         if let Some(name) = &self.board {
             let b = crate::board::load(name)?;
             eprintln!("board {}: {}", b.name, b.description);
-            if self.threads.is_empty() {
-                self.threads.push(b.defaults.threads);
-            }
-            if self.precisions.is_empty() {
-                self.precisions.push(Precision::Fp32);
-                if b.defaults.precision != Precision::Fp32 {
-                    self.precisions.push(b.defaults.precision);
-                }
-            }
-            self.cores.get_or_insert(b.defaults.cores.clone());
+            plan.apply_board(&b);
         }
-        let models = if self.models.is_empty() {
-            default_models()
-        } else {
-            self.models.clone()
-        };
-        if models.is_empty() {
-            bail!("no model to benchmark: pass --model FILE.onnx (models/ has none here)");
-        }
-        let precisions_of = |m: &PathBuf| -> Vec<Option<Precision>> {
-            if !self.precisions.is_empty() {
-                return self.precisions.iter().map(|&p| Some(p)).collect();
-            }
-            let mut v = vec![None];
-            let mut natives = vec![Precision::Int8];
-            if crate::backend::cpu::cpu_has_fp16() {
-                natives.push(Precision::Fp16);
-            }
-            for p in natives {
-                if crate::quantize::variant_path(m, p).exists() {
-                    v.push(Some(p));
-                }
-            }
-            v
-        };
-        let cores = crate::backend::cpu::available_cores();
-        let mut threads = if self.threads.is_empty() {
-            vec![1, cores]
-        } else {
-            self.threads.clone()
-        };
-        threads.dedup();
-        let steps = if self.steps.is_empty() {
-            vec![1]
-        } else {
-            self.steps.clone()
-        };
-        let budget = Budget {
-            warmup: self.warmup,
-            iterations: self.iterations,
-            duration: self.duration.map(Duration::from_secs_f64),
-            profile: self.profile,
-        };
-        if let Some(spec) = &self.cores {
-            let cores = crate::cores::pin_spec(spec)?;
-            eprintln!("pinned to cores {cores:?}");
-        }
+        Ok(plan)
+    }
+
+    pub fn run(self) -> Result<()> {
+        let plan = self.plan()?;
+        plan.prepare()?;
         let machine = Machine::detect();
         if let Some(b) = machine.board.as_deref().and_then(crate::board::for_model) {
             if self.board.is_none() {
@@ -185,113 +151,10 @@ impl BenchCmd {
                 .map(|b| format!(", board {b}"))
                 .unwrap_or_default()
         );
-        let mut results = Vec::new();
-        let mut pipeline = Vec::new();
-        for m in models.iter().filter(|_| self.pipeline) {
-            for p in precisions_of(m) {
-                for &t in &threads {
-                    for &k in &steps {
-                        pipeline.push(bench::pipeline::run_pipeline(
-                            &bench::pipeline::PipelineCase {
-                                model: m.clone(),
-                                precision: p,
-                                threads: t,
-                                steps: k,
-                                frames: self.frames,
-                                source: self.source.clone(),
-                                sink: self.sink.clone(),
-                            },
-                        )?);
-                    }
-                }
-            }
-        }
-        let on_npu = |m: &PathBuf| {
-            self.backend.backend == BackendKind::Rknn || crate::backend::select::is_rknn(m)
-        };
-        if self.pipeline && models.iter().any(on_npu) {
-            bail!("the pipeline suite runs on the CPU; for the NPU, time the live loop with `ign-edge run --backend rknn --sink null --frames 300 --json run.json`");
-        }
-        for m in models.iter().filter(|_| !self.pipeline) {
-            if on_npu(m) {
-                for &k in &steps {
-                    let case = ModelCase {
-                        model: m.clone(),
-                        precision: None,
-                        threads: 1,
-                        steps: k,
-                        batch: self.batch,
-                    };
-                    results.push(self.npu_case(&case, &budget)?);
-                }
-                continue;
-            }
-            for p in precisions_of(m) {
-                for &t in &threads {
-                    for &k in &steps {
-                        let case = ModelCase {
-                            model: m.clone(),
-                            precision: p,
-                            threads: t,
-                            steps: k,
-                            batch: self.batch,
-                        };
-                        results.push(bench::run_case(&case, &budget)?);
-                    }
-                }
-            }
-        }
-        if !self.no_peak && !self.pipeline {
-            let mut peaks = std::collections::HashMap::new();
-            for &t in &threads {
-                peaks.insert(t, bench::peak::matmul_peak_gflops(t, 512)?);
-            }
-            for r in results.iter_mut().filter(|r| r.npu.is_none()) {
-                let p = peaks[&r.threads];
-                r.peak_gflops_per_s = Some(p);
-                r.fraction_of_peak = Some(r.gflops_per_s / p);
-            }
-            let mut ps: Vec<_> = peaks.into_iter().collect();
-            ps.sort_by_key(|p| p.0);
-            for (t, p) in ps {
-                eprintln!(
-                    "peak: {p:.1} GFLOP/s for a 512x512 f32 matmul in tract with {t} thread(s)"
-                );
-            }
-        }
-        if self.pipeline {
-            print!("{}", bench::pipeline::table(&pipeline));
-        } else {
-            print!("{}", bench::table(&results));
-            #[cfg(feature = "rknn")]
-            print!("{}", bench::rknn::npu_lines(&results));
-        }
-        for r in &results {
-            print!("{}", bench::profile_table(r));
-        }
-        if let Some(c) = &self.csv {
-            crate::fsio::atomic_write(c, bench::csv(&results).as_bytes())?;
-            eprintln!("wrote {}", c.display());
-        }
-        if let Some(p) = &self.plot {
-            crate::fsio::save_png(p, &bench::cdf_plot(&results))?;
-            eprintln!("wrote {}", p.display());
-        }
-        let report = Report {
-            schema: 1,
-            tool: "ign-edge".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            machine,
-            results,
-            pipeline,
-        };
-        if let Some(j) = &self.json {
-            crate::fsio::atomic_write(j, serde_json::to_string_pretty(&report)?.as_bytes())?;
-            eprintln!("wrote {}", j.display());
-        }
+        let report = plan.run(machine)?;
+        self.write(&report)?;
         if let Some(b) = &self.baseline {
-            let base = bench::read_report(b)?;
-            let regs = bench::regressions(&report, &base, self.tolerance);
+            let regs = regressions_against(&report, b, self.tolerance)?;
             if !regs.is_empty() {
                 for r in &regs {
                     eprintln!("regression: {r}");
@@ -312,24 +175,31 @@ impl BenchCmd {
         Ok(())
     }
 
-    #[cfg(feature = "rknn")]
-    fn npu_case(&self, case: &ModelCase, budget: &Budget) -> Result<ModelResult> {
-        bench::rknn::run_case(
-            case,
-            budget,
-            &crate::backend::rknn::RknnOptions {
-                lib: self.backend.rknn_lib.clone(),
-                cores: self.backend.npu_cores.clone(),
-                pass_through: self.backend.npu_pass_through,
-            },
-        )
-    }
-
-    #[cfg(not(feature = "rknn"))]
-    fn npu_case(&self, case: &ModelCase, _budget: &Budget) -> Result<ModelResult> {
-        bail!(
-            "{}: this ign-edge was built without the NPU backend; build it with `cargo build --release --features rknn`",
-            case.model.display()
-        )
+    /// Print the tables and write the files asked for.
+    fn write(&self, report: &Report) -> Result<()> {
+        let results = &report.results;
+        if self.pipeline {
+            print!("{}", bench::pipeline::table(&report.pipeline));
+        } else {
+            print!("{}", bench::table(results));
+            #[cfg(feature = "rknn")]
+            print!("{}", bench::rknn::npu_lines(results));
+        }
+        for r in results {
+            print!("{}", bench::profile_table(r));
+        }
+        if let Some(c) = &self.csv {
+            crate::fsio::atomic_write(c, bench::csv(results).as_bytes())?;
+            eprintln!("wrote {}", c.display());
+        }
+        if let Some(p) = &self.plot {
+            crate::fsio::save_png(p, &bench::cdf_plot(results))?;
+            eprintln!("wrote {}", p.display());
+        }
+        if let Some(j) = &self.json {
+            crate::fsio::atomic_write(j, serde_json::to_string_pretty(report)?.as_bytes())?;
+            eprintln!("wrote {}", j.display());
+        }
+        Ok(())
     }
 }

@@ -2,7 +2,9 @@
 //! systemd unit runs).
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser};
+use clap::Args;
+
+use crate::app::run::RunConfig;
 use serde::Deserialize;
 use std::path::PathBuf;
 
@@ -45,7 +47,30 @@ pub struct ServiceConfig {
 }
 
 impl ServiceConfig {
-    /// The `ign-edge run` arguments this configuration stands for.
+    /// The run configuration this file stands for: `ign-edge run`'s defaults with the file's
+    /// keys set (no command line is built or parsed).
+    pub fn run_config(&self) -> RunConfig {
+        let mut c = RunConfig {
+            board: self.board.clone(),
+            source: self.source.clone(),
+            sinks: self.sinks.clone().unwrap_or_default(),
+            http_token: self.http_token.clone(),
+            http_token_file: self.http_token_file.clone(),
+            frames: self.frames,
+            paper: self.paper.unwrap_or(false),
+            cores: self.cores.clone(),
+            ..RunConfig::default()
+        };
+        c.model.model = self.model.clone();
+        c.model.precision = self.precision;
+        c.model.threads = self.threads;
+        if let Some(k) = self.steps {
+            c.steps = k;
+        }
+        c
+    }
+
+    /// The `ign-edge run` command line this configuration stands for (`--print`).
     pub fn run_args(&self) -> Vec<String> {
         let mut a: Vec<String> = vec!["ign-edge".into(), "run".into()];
         let mut opt = |k: &str, v: Option<String>| {
@@ -60,7 +85,10 @@ impl ServiceConfig {
             self.model.as_ref().map(|p| p.display().to_string()),
         );
         opt("source", self.source.clone());
-        opt("http-token", self.http_token.clone());
+        opt(
+            "http-token",
+            self.http_token.as_ref().map(|_| "<from the config>".into()),
+        );
         opt(
             "http-token-file",
             self.http_token_file
@@ -92,28 +120,65 @@ impl ServiceCmd {
         })?;
         let cfg: ServiceConfig = toml::from_str(&text)
             .with_context(|| format!("{}: invalid configuration", self.config.display()))?;
-        let args = cfg.run_args();
         if self.print {
-            println!("{}", args.join(" "));
+            println!("{}", cfg.run_args().join(" "));
             return Ok(());
         }
-        let cli = super::Cli::try_parse_from(&args).map_err(|e| {
-            anyhow::anyhow!(
-                "{}: {}",
-                self.config.display(),
-                e.to_string().lines().next().unwrap_or_default()
-            )
-        })?;
-        super::run(cli)
+        let config = cfg.run_config();
+        let summary = crate::app::run::run(config)
+            .with_context(|| format!("running the service of {}", self.config.display()))?;
+        eprintln!("{}", summary.line());
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    /// Every key of the file lands in the run configuration, the rest keeps `run`'s defaults.
+    #[test]
+    fn the_file_becomes_a_run_configuration() {
+        let cfg: ServiceConfig = toml::from_str(
+            "board = \"rpi5\"\nmodel = \"/usr/share/ign-edge/models/ign-mnist.onnx\"\n\
+             source = \"v4l2:/dev/video0\"\nsinks = [\"fb:/dev/fb0\", \"http:0.0.0.0:8080\"]\n\
+             http_token_file = \"/etc/ign-edge/http-token\"\nsteps = 2\npaper = true\n\
+             precision = \"int8\"\nthreads = 3\ncores = \"big\"\nframes = 9\n",
+        )
+        .unwrap();
+        let c = cfg.run_config();
+        assert_eq!(c.board.as_deref(), Some("rpi5"));
+        assert_eq!(
+            c.model.model.as_deref(),
+            Some(std::path::Path::new(
+                "/usr/share/ign-edge/models/ign-mnist.onnx"
+            ))
+        );
+        assert_eq!(c.source.as_deref(), Some("v4l2:/dev/video0"));
+        assert_eq!(c.sinks, ["fb:/dev/fb0", "http:0.0.0.0:8080"]);
+        assert_eq!(
+            c.http_token_file.as_deref(),
+            Some(std::path::Path::new("/etc/ign-edge/http-token"))
+        );
+        assert_eq!(c.http_token, None);
+        assert_eq!((c.steps, c.paper, c.frames), (2, true, Some(9)));
+        assert_eq!(c.model.precision, Some(Precision::Int8));
+        assert_eq!(c.model.threads, Some(3));
+        assert_eq!(c.cores.as_deref(), Some("big"));
+        // untouched keys: run's defaults
+        let d = RunConfig::default();
+        assert_eq!(
+            (c.size.as_str(), c.fps, c.every),
+            (d.size.as_str(), d.fps, d.every)
+        );
+        // an empty file is run's defaults
+        let empty: ServiceConfig = toml::from_str("").unwrap();
+        assert_eq!(format!("{:?}", empty.run_config()), format!("{d:?}"));
+    }
 
     #[test]
-    fn token_file_becomes_the_run_option() {
+    fn print_shows_the_equivalent_command_line_without_the_secret() {
         let cfg: ServiceConfig = toml::from_str(
             "sinks = [\"http:0.0.0.0:8080\"]\nhttp_token_file = \"/etc/ign-edge/http-token\"\n",
         )
@@ -126,5 +191,7 @@ mod tests {
         assert!(!args.contains("--http-token "), "{args}");
         let cli = crate::cli::Cli::try_parse_from(cfg.run_args());
         assert!(cli.is_ok(), "{args}");
+        let secret: ServiceConfig = toml::from_str("http_token = \"s3cret\"\n").unwrap();
+        assert!(!secret.run_args().join(" ").contains("s3cret"));
     }
 }

@@ -171,142 +171,21 @@ impl Model {
                     "not an ONNX model: no graph or an empty graph (truncated file?)",
                 )
             })?;
-
-        // Every operator must be one tract knows.
         let register = tract_onnx::onnx();
-        let mut ops = BTreeMap::new();
-        for n in &graph.node {
-            *ops.entry(n.op_type.clone()).or_insert(0usize) += 1;
-            let std_domain = n.domain.is_empty() || n.domain == "ai.onnx";
-            if !std_domain || !register.op_register.0.contains_key(&n.op_type) {
-                let dom = if std_domain {
-                    String::new()
-                } else {
-                    format!(" (domain {})", n.domain)
-                };
-                bail!(ModelError(format!(
-                    "{}: unsupported operator {}{dom} in node '{}'; export the model with standard ONNX operators",
-                    path.display(),
-                    n.op_type,
-                    n.name
-                )));
-            }
-        }
-
-        let init_names: std::collections::HashSet<&str> =
-            graph.initializer.iter().map(|t| t.name.as_str()).collect();
-        let inputs: Vec<&pb::ValueInfoProto> = graph
-            .input
-            .iter()
-            .filter(|i| !init_names.contains(i.name.as_str()))
-            .collect();
-        if inputs.len() != 1 {
-            bail!(ModelError(format!(
-                "{}: the model has {} inputs ({}); an IGN model has exactly one image input",
-                path.display(),
-                inputs.len(),
-                inputs
-                    .iter()
-                    .map(|i| i.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-        if graph.output.len() != 1 {
-            bail!(ModelError(format!(
-                "{}: the model has {} outputs; an IGN model has exactly one image output",
-                path.display(),
-                graph.output.len()
-            )));
-        }
-        let input = inputs[0];
-        let output = &graph.output[0];
+        let ops = known_operators(path, graph, &register)?;
+        let (input, output) = image_input_output(path, graph)?;
         let metadata: BTreeMap<String, String> = proto
             .metadata_props
             .iter()
             .map(|e| (e.key.clone(), e.value.clone()))
             .collect();
-
-        let (elem, dims) = dims_of(input)
-            .ok_or_else(|| model_err(path, format!("input '{}' has no tensor type", input.name)))?;
-        if elem != pb::tensor_proto::DataType::Float as i32 {
-            bail!(ModelError(format!(
-                "{}: input '{}' is not float32 (ONNX type {elem}); IGN models take float32 NCHW images",
-                path.display(),
-                input.name
-            )));
-        }
-        if dims.len() != 4 {
-            bail!(ModelError(format!(
-                "{}: input '{}' has rank {}, expected 4 (NCHW)",
-                path.display(),
-                input.name,
-                dims.len()
-            )));
-        }
-        let meta_usize = |k: &str| metadata.get(k).and_then(|v| v.trim().parse::<usize>().ok());
-        let dim = |i: usize, key: &str, what: &str| -> Result<usize> {
-            dims[i]
-                .map(|d| d as usize)
-                .or_else(|| meta_usize(key))
-                .ok_or_else(|| {
-                    model_err(
-                        path,
-                        format!(
-                            "input '{}' has no fixed {what} and no {key} metadata",
-                            input.name
-                        ),
-                    )
-                })
-        };
-        let channels = dim(1, "ign.channels", "channel count")?;
-        let height = dim(2, "ign.height", "height")?;
-        let width = dim(3, "ign.width", "width")?;
-        if channels != 1 && channels != 3 {
-            bail!(ModelError(format!(
-                "{}: input '{}' has {channels} channels; IGN models take 1 (gray) or 3 (RGB)",
-                path.display(),
-                input.name
-            )));
-        }
-        let max = crate::limits::MAX_MODEL_SIDE;
-        if height == 0 || width == 0 || height > max || width > max {
-            bail!(ModelError(format!(
-                "{}: input '{}' is {height}x{width}; ign-edge runs models from 1x1 to {max}x{max}",
-                path.display(),
-                input.name
-            )));
-        }
-        let fixed_batch = dims[0].map(|d| d as usize);
-        if fixed_batch.is_some_and(|n| n > MAX_FIXED_BATCH) {
-            bail!(ModelError(format!(
-                "{}: input '{}' has a fixed batch of {}; export it with a dynamic batch axis",
-                path.display(),
-                input.name,
-                dims[0].unwrap_or_default()
-            )));
-        }
-        if let Some((_, odims)) = dims_of(output) {
-            let known: Vec<(usize, i64)> = odims
-                .iter()
-                .enumerate()
-                .filter_map(|(i, d)| d.map(|d| (i, d)))
-                .collect();
-            let want = [
-                fixed_batch.map(|b| b as i64),
-                Some(channels as i64),
-                Some(height as i64),
-                Some(width as i64),
-            ];
-            if odims.len() != 4 || known.iter().any(|&(i, d)| i > 0 && want[i] != Some(d)) {
-                bail!(ModelError(format!(
-                    "{}: output '{}' has shape {:?} but the input is [N, {channels}, {height}, {width}]; an IGN model maps an image to an image of the same shape",
-                    path.display(),
-                    output.name,
-                    odims.iter().map(|d| d.map(|v| v.to_string()).unwrap_or("?".into())).collect::<Vec<_>>()
-                )));
-            }
-        }
+        let Geometry {
+            channels,
+            height,
+            width,
+            fixed_batch,
+        } = input_geometry(path, input, &metadata)?;
+        check_output_dims(path, output, fixed_batch, (channels, height, width))?;
 
         let model_dir = path.parent().and_then(|p| p.to_str()).map(str::to_owned);
         let parsed = register
@@ -431,4 +310,183 @@ pub fn count_flops(model: &TypedModel) -> Result<u64> {
         }
     }
     Ok(2 * fma)
+}
+
+/// The operators of `graph` and how often each occurs; an error names the first one tract
+/// does not know.
+fn known_operators(
+    path: &Path,
+    graph: &pb::GraphProto,
+    register: &tract_onnx::Onnx,
+) -> Result<BTreeMap<String, usize>> {
+    // Every operator must be one tract knows.
+    let mut ops = BTreeMap::new();
+    for n in &graph.node {
+        *ops.entry(n.op_type.clone()).or_insert(0usize) += 1;
+        let std_domain = n.domain.is_empty() || n.domain == "ai.onnx";
+        if !std_domain || !register.op_register.0.contains_key(&n.op_type) {
+            let dom = if std_domain {
+                String::new()
+            } else {
+                format!(" (domain {})", n.domain)
+            };
+            bail!(ModelError(format!(
+                    "{}: unsupported operator {}{dom} in node '{}'; export the model with standard ONNX operators",
+                    path.display(),
+                    n.op_type,
+                    n.name
+                )));
+        }
+    }
+
+    Ok(ops)
+}
+
+/// The one image input (initializers excluded) and the one output.
+fn image_input_output<'g>(
+    path: &Path,
+    graph: &'g pb::GraphProto,
+) -> Result<(&'g pb::ValueInfoProto, &'g pb::ValueInfoProto)> {
+    let init_names: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs: Vec<&pb::ValueInfoProto> = graph
+        .input
+        .iter()
+        .filter(|i| !init_names.contains(i.name.as_str()))
+        .collect();
+    if inputs.len() != 1 {
+        bail!(ModelError(format!(
+            "{}: the model has {} inputs ({}); an IGN model has exactly one image input",
+            path.display(),
+            inputs.len(),
+            inputs
+                .iter()
+                .map(|i| i.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    if graph.output.len() != 1 {
+        bail!(ModelError(format!(
+            "{}: the model has {} outputs; an IGN model has exactly one image output",
+            path.display(),
+            graph.output.len()
+        )));
+    }
+    let input = inputs[0];
+    let output = &graph.output[0];
+    Ok((input, output))
+}
+
+/// The input's image geometry, from its dims or the `ign.*` metadata.
+struct Geometry {
+    channels: usize,
+    height: usize,
+    width: usize,
+    fixed_batch: Option<usize>,
+}
+
+/// Check the input's type, rank, channels, size and batch against the model file contract.
+fn input_geometry(
+    path: &Path,
+    input: &pb::ValueInfoProto,
+    metadata: &BTreeMap<String, String>,
+) -> Result<Geometry> {
+    let (elem, dims) = dims_of(input)
+        .ok_or_else(|| model_err(path, format!("input '{}' has no tensor type", input.name)))?;
+    if elem != pb::tensor_proto::DataType::Float as i32 {
+        bail!(ModelError(format!(
+            "{}: input '{}' is not float32 (ONNX type {elem}); IGN models take float32 NCHW images",
+            path.display(),
+            input.name
+        )));
+    }
+    if dims.len() != 4 {
+        bail!(ModelError(format!(
+            "{}: input '{}' has rank {}, expected 4 (NCHW)",
+            path.display(),
+            input.name,
+            dims.len()
+        )));
+    }
+    let meta_usize = |k: &str| metadata.get(k).and_then(|v| v.trim().parse::<usize>().ok());
+    let dim = |i: usize, key: &str, what: &str| -> Result<usize> {
+        dims[i]
+            .map(|d| d as usize)
+            .or_else(|| meta_usize(key))
+            .ok_or_else(|| {
+                model_err(
+                    path,
+                    format!(
+                        "input '{}' has no fixed {what} and no {key} metadata",
+                        input.name
+                    ),
+                )
+            })
+    };
+    let channels = dim(1, "ign.channels", "channel count")?;
+    let height = dim(2, "ign.height", "height")?;
+    let width = dim(3, "ign.width", "width")?;
+    if channels != 1 && channels != 3 {
+        bail!(ModelError(format!(
+            "{}: input '{}' has {channels} channels; IGN models take 1 (gray) or 3 (RGB)",
+            path.display(),
+            input.name
+        )));
+    }
+    let max = crate::limits::MAX_MODEL_SIDE;
+    if height == 0 || width == 0 || height > max || width > max {
+        bail!(ModelError(format!(
+            "{}: input '{}' is {height}x{width}; ign-edge runs models from 1x1 to {max}x{max}",
+            path.display(),
+            input.name
+        )));
+    }
+    let fixed_batch = dims[0].map(|d| d as usize);
+    if fixed_batch.is_some_and(|n| n > MAX_FIXED_BATCH) {
+        bail!(ModelError(format!(
+            "{}: input '{}' has a fixed batch of {}; export it with a dynamic batch axis",
+            path.display(),
+            input.name,
+            dims[0].unwrap_or_default()
+        )));
+    }
+    Ok(Geometry {
+        channels,
+        height,
+        width,
+        fixed_batch,
+    })
+}
+
+/// The output's declared dims, where known, must be the input's.
+fn check_output_dims(
+    path: &Path,
+    output: &pb::ValueInfoProto,
+    fixed_batch: Option<usize>,
+    (channels, height, width): (usize, usize, usize),
+) -> Result<()> {
+    if let Some((_, odims)) = dims_of(output) {
+        let known: Vec<(usize, i64)> = odims
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| d.map(|d| (i, d)))
+            .collect();
+        let want = [
+            fixed_batch.map(|b| b as i64),
+            Some(channels as i64),
+            Some(height as i64),
+            Some(width as i64),
+        ];
+        if odims.len() != 4 || known.iter().any(|&(i, d)| i > 0 && want[i] != Some(d)) {
+            bail!(ModelError(format!(
+                    "{}: output '{}' has shape {:?} but the input is [N, {channels}, {height}, {width}]; an IGN model maps an image to an image of the same shape",
+                    path.display(),
+                    output.name,
+                    odims.iter().map(|d| d.map(|v| v.to_string()).unwrap_or("?".into())).collect::<Vec<_>>()
+                )));
+        }
+    }
+
+    Ok(())
 }
