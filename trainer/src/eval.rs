@@ -242,7 +242,6 @@ pub fn evaluate(
     )?;
     let (train, test) = (&split.train, &split.test);
     let sh = (channels, size, size);
-    let per = channels * size * size;
 
     let x = &test.images;
     let fx = apply(projector, x, sh, false)?;
@@ -278,116 +277,185 @@ pub fn evaluate(
         ood: None,
         seconds: 0.0,
     };
+    let gen = Generated {
+        z: &z,
+        fx: &fx,
+        fz: &fz,
+        ffz: &ffz,
+        shared_first_step,
+    };
     if let Some((clf, acc)) = classifier_for(train, test, opts)? {
-        let n_ref = train.len().min(5000);
-        let (f_train, _) = clf.features_probs(&train.images[..n_ref * per], sh)?;
-        let (f_test, _) = clf.features_probs(&test.images, sh)?;
-        let (f_fz, p_fz) = clf.features_probs(&fz, sh)?;
-        let (f_ffz, _) = clf.features_probs(&ffz, sh)?;
-        let mut hist = vec![0usize; clf.classes];
-        let mut top1 = 0.0;
-        for p in &p_fz {
-            let k = argmax(p);
-            hist[k] += 1;
-            top1 += p[k] as f64;
-        }
         report.classifier_accuracy = Some(acc);
-        report.fd_fz = Some(frechet_distance(&f_fz, &f_train));
-        report.fd_ffz = Some(frechet_distance(&f_ffz, &f_train));
-        report.fd_test_floor = Some(frechet_distance(&f_test, &f_train));
-        report.max_class_fraction_fz =
-            Some(*hist.iter().max().unwrap() as f64 / opts.samples.max(1) as f64);
-        report.classes_present_fz = Some(hist.iter().filter(|&&c| c > 0).count());
-        report.class_histogram_fz = Some(hist);
-        report.mean_top1_prob_fz = Some(top1 / p_fz.len().max(1) as f64);
+        classifier_figures(&mut report, &clf, train, test, &gen, sh)?;
         if let Some(r) = reference {
-            let agreement = |a: &[Vec<f32>], b: &[Vec<f32>]| {
-                let same = a
-                    .iter()
-                    .zip(b)
-                    .filter(|(p, q)| argmax(p) == argmax(q))
-                    .count();
-                same as f64 / a.len().max(1) as f64
-            };
-            // with a noise variant both share f(z): compare what each makes of it, f(f(z))
-            let (gen, gen_ref) = if shared_first_step {
-                (&ffz, apply(r.projector, &fz, sh, false)?)
-            } else {
-                (&fz, apply(r.projector, &z, sh, true)?)
-            };
-            let (_, p_gen) = clf.features_probs(gen, sh)?;
-            let (_, p_ref) = clf.features_probs(&gen_ref, sh)?;
-            report.top1_agreement_fz = Some(agreement(&p_gen, &p_ref));
-            let fx_ref = apply(r.projector, x, sh, false)?;
-            let (_, p_fx) = clf.features_probs(&fx, sh)?;
-            let (_, p_fx_ref) = clf.features_probs(&fx_ref, sh)?;
-            report.top1_agreement_fx = Some(agreement(&p_fx, &p_fx_ref));
-            report.reference = Some(r.name);
+            compare_with_reference(&mut report, r, &clf, x, &gen, sh)?;
         }
         if let Some(n) = opts.ood {
-            // printed digits for digit data (the garments of Fashion-MNIST have no print)
-            let digits = !opts
-                .data
-                .to_string_lossy()
-                .to_lowercase()
-                .contains("fashion");
-            let (rows, pictures) =
-                crate::ood::evaluate(projector, &clf, test, n, opts.seed, digits)?;
-            if let Some(dir) = &opts.out_dir {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("{}: cannot create folder", dir.display()))?;
-                let g = crate::ood::grid(&pictures, sh)?;
-                ign_core::fsio::save_png(&dir.join("ood.png"), &g)?;
-            }
-            report.ood = Some(rows);
+            out_of_distribution(&mut report, projector, &clf, test, n, opts, sh)?;
         }
     } else if opts.ood.is_some() {
         anyhow::bail!("--ood needs labelled data (IDX images with their labels file)");
     }
-
     if let Some(dir) = &opts.out_dir {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create folder", dir.display()))?;
-        // 10x10 samples f(z)
-        let tiles = |buf: &[f32], n: usize| -> Vec<image::RgbImage> {
-            (0..n)
-                .map(|i| {
-                    ign_core::imaging::chw_to_image(
-                        &buf[i * per..(i + 1) * per],
-                        channels,
-                        size,
-                        size,
-                    )
-                })
-                .collect()
-        };
-        let n = opts.samples.min(100);
-        let t = tiles(&fz, n);
-        let rows: Vec<Vec<image::RgbImage>> = t.chunks(10).map(|c| c.to_vec()).collect();
-        let g = ign_core::imaging::grid(&rows, ign_core::imaging::default_scale(size).min(2), 1)?;
-        ign_core::fsio::save_png(&dir.join("samples.png"), &g)?;
-        // make it real: original, corrupted, f, f(f)
-        let mut rows = Vec::new();
-        for (ki, kind) in ["noise", "mask", "sketch"].iter().enumerate() {
-            for j in 0..4.min(test.len()) {
-                let i = (j * 37 + ki * 11) % test.len();
-                let orig = test.image(i);
-                let c = corrupt(kind, orig, size, size, mix(opts.seed, i as u64, ki as u64));
-                let f1 = apply(projector, &c, sh, false)?;
-                let f2 = apply(projector, &f1, sh, false)?;
-                rows.push(
-                    [orig, &c[..], &f1[..], &f2[..]]
-                        .iter()
-                        .map(|b| ign_core::imaging::chw_to_image(b, channels, size, size))
-                        .collect(),
-                );
-            }
-        }
-        let g = ign_core::imaging::grid(&rows, ign_core::imaging::default_scale(size), 2)?;
-        ign_core::fsio::save_png(&dir.join("projections.png"), &g)?;
+        write_pictures(dir, projector, test, &fz, opts, sh)?;
     }
     report.seconds = t0.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// What the model made of the test images and of noise.
+struct Generated<'a> {
+    z: &'a [f32],
+    fx: &'a [f32],
+    fz: &'a [f32],
+    ffz: &'a [f32],
+    /// f(z) came from the noise variant.
+    shared_first_step: bool,
+}
+
+/// The classifier's view of f(z): Fréchet distances, class histogram, mean top-1.
+fn classifier_figures(
+    report: &mut EvalReport,
+    clf: &Classifier,
+    train: &Dataset,
+    test: &Dataset,
+    gen: &Generated,
+    sh: (usize, usize, usize),
+) -> Result<()> {
+    let per = sh.0 * sh.1 * sh.2;
+    let (fz, ffz) = (gen.fz, gen.ffz);
+    let n_ref = train.len().min(5000);
+    let (f_train, _) = clf.features_probs(&train.images[..n_ref * per], sh)?;
+    let (f_test, _) = clf.features_probs(&test.images, sh)?;
+    let (f_fz, p_fz) = clf.features_probs(fz, sh)?;
+    let (f_ffz, _) = clf.features_probs(ffz, sh)?;
+    let mut hist = vec![0usize; clf.classes];
+    let mut top1 = 0.0;
+    for p in &p_fz {
+        let k = argmax(p);
+        hist[k] += 1;
+        top1 += p[k] as f64;
+    }
+    report.fd_fz = Some(frechet_distance(&f_fz, &f_train));
+    report.fd_ffz = Some(frechet_distance(&f_ffz, &f_train));
+    report.fd_test_floor = Some(frechet_distance(&f_test, &f_train));
+    report.max_class_fraction_fz =
+        Some(*hist.iter().max().unwrap() as f64 / p_fz.len().max(1) as f64);
+    report.classes_present_fz = Some(hist.iter().filter(|&&c| c > 0).count());
+    report.class_histogram_fz = Some(hist);
+    report.mean_top1_prob_fz = Some(top1 / p_fz.len().max(1) as f64);
+    Ok(())
+}
+
+/// Top-1 agreement with a second model, on generations and on test images.
+fn compare_with_reference(
+    report: &mut EvalReport,
+    r: Reference,
+    clf: &Classifier,
+    x: &[f32],
+    gen: &Generated,
+    sh: (usize, usize, usize),
+) -> Result<()> {
+    let (z, fx, fz, ffz, shared_first_step) =
+        (gen.z, gen.fx, gen.fz, gen.ffz, gen.shared_first_step);
+    let agreement = |a: &[Vec<f32>], b: &[Vec<f32>]| {
+        let same = a
+            .iter()
+            .zip(b)
+            .filter(|(p, q)| argmax(p) == argmax(q))
+            .count();
+        same as f64 / a.len().max(1) as f64
+    };
+    // with a noise variant both share f(z): compare what each makes of it, f(f(z))
+    let (gen, gen_ref) = if shared_first_step {
+        (&ffz, apply(r.projector, fz, sh, false)?)
+    } else {
+        (&fz, apply(r.projector, z, sh, true)?)
+    };
+    let (_, p_gen) = clf.features_probs(gen, sh)?;
+    let (_, p_ref) = clf.features_probs(&gen_ref, sh)?;
+    report.top1_agreement_fz = Some(agreement(&p_gen, &p_ref));
+    let fx_ref = apply(r.projector, x, sh, false)?;
+    let (_, p_fx) = clf.features_probs(fx, sh)?;
+    let (_, p_fx_ref) = clf.features_probs(&fx_ref, sh)?;
+    report.top1_agreement_fx = Some(agreement(&p_fx, &p_fx_ref));
+    report.reference = Some(r.name);
+    Ok(())
+}
+
+/// The out-of-distribution section (and ood.png).
+fn out_of_distribution(
+    report: &mut EvalReport,
+    projector: &mut Projector,
+    clf: &Classifier,
+    test: &Dataset,
+    n: usize,
+    opts: &EvalOptions,
+    sh: (usize, usize, usize),
+) -> Result<()> {
+    // printed digits for digit data (the garments of Fashion-MNIST have no print)
+    let digits = !opts
+        .data
+        .to_string_lossy()
+        .to_lowercase()
+        .contains("fashion");
+    let (rows, pictures) = crate::ood::evaluate(projector, clf, test, n, opts.seed, digits)?;
+    if let Some(dir) = &opts.out_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create folder", dir.display()))?;
+        let g = crate::ood::grid(&pictures, sh)?;
+        ign_core::fsio::save_png(&dir.join("ood.png"), &g)?;
+    }
+    report.ood = Some(rows);
+    Ok(())
+}
+
+/// samples.png (100 f(z)) and projections.png (corrupted test images, f, f(f)).
+fn write_pictures(
+    dir: &Path,
+    projector: &mut Projector,
+    test: &Dataset,
+    fz: &[f32],
+    opts: &EvalOptions,
+    sh: (usize, usize, usize),
+) -> Result<()> {
+    let (channels, size, _) = sh;
+    let per = channels * size * size;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("{}: cannot create folder", dir.display()))?;
+    // 10x10 samples f(z)
+    let tiles = |buf: &[f32], n: usize| -> Vec<image::RgbImage> {
+        (0..n)
+            .map(|i| {
+                ign_core::imaging::chw_to_image(&buf[i * per..(i + 1) * per], channels, size, size)
+            })
+            .collect()
+    };
+    let n = opts.samples.min(100);
+    let t = tiles(fz, n);
+    let rows: Vec<Vec<image::RgbImage>> = t.chunks(10).map(|c| c.to_vec()).collect();
+    let g = ign_core::imaging::grid(&rows, ign_core::imaging::default_scale(size).min(2), 1)?;
+    ign_core::fsio::save_png(&dir.join("samples.png"), &g)?;
+    // make it real: original, corrupted, f, f(f)
+    let mut rows = Vec::new();
+    for (ki, kind) in ["noise", "mask", "sketch"].iter().enumerate() {
+        for j in 0..4.min(test.len()) {
+            let i = (j * 37 + ki * 11) % test.len();
+            let orig = test.image(i);
+            let c = corrupt(kind, orig, size, size, mix(opts.seed, i as u64, ki as u64));
+            let f1 = apply(projector, &c, sh, false)?;
+            let f2 = apply(projector, &f1, sh, false)?;
+            rows.push(
+                [orig, &c[..], &f1[..], &f2[..]]
+                    .iter()
+                    .map(|b| ign_core::imaging::chw_to_image(b, channels, size, size))
+                    .collect(),
+            );
+        }
+    }
+    let g = ign_core::imaging::grid(&rows, ign_core::imaging::default_scale(size), 2)?;
+    ign_core::fsio::save_png(&dir.join("projections.png"), &g)?;
+    Ok(())
 }
 
 /// Human-readable summary lines of a report.

@@ -308,6 +308,44 @@ pub fn run(
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("{}: cannot create the run folder", opts.out.display()))?;
     let ck_path = opts.out.join(CHECKPOINT_FILE);
+    let ck = starting_state(&config, opts, &ck_path)?;
+    let (mut trainer, description) = open_trainer(config, ck, data_path, data_opts, &ck_path)?;
+    if trainer.step >= opts.steps {
+        eprintln!(
+            "{}: already at step {} of {}; nothing to do (raise --steps to train longer)",
+            opts.out.display(),
+            trainer.step,
+            opts.steps
+        );
+        return Ok(trainer);
+    }
+    if !opts.quiet {
+        eprintln!(
+            "training {} params ({}x{}x{}, width {}) on {} — {} train / {} test images, batch {}, from step {} to {}",
+            trainer.config.model.num_params(),
+            trainer.config.model.channels,
+            trainer.config.model.image_size,
+            trainer.config.model.image_size,
+            trainer.config.model.width,
+            description,
+            trainer.train.len(),
+            trainer.test.len(),
+            trainer.config.batch,
+            trainer.step,
+            opts.steps
+        );
+    }
+    train_until(&mut trainer, opts, ck_path)?;
+    Ok(trainer)
+}
+
+/// The checkpoint the run starts from: its own (`--resume`), another run's (`--from`, with this
+/// invocation's z sources), or none (a fresh run). An existing run is never overwritten.
+fn starting_state(
+    config: &TrainConfig,
+    opts: &RunOptions,
+    ck_path: &Path,
+) -> Result<Option<checkpoint::Checkpoint>> {
     let existing = ck_path.exists();
     if existing && !opts.resume {
         bail!(
@@ -315,8 +353,8 @@ pub fn run(
             ck_path.display()
         );
     }
-    let ck = if existing {
-        Some(checkpoint::load(&ck_path)?)
+    Ok(if existing {
+        Some(checkpoint::load(ck_path)?)
     } else if let Some(from) = &opts.from {
         let src = from.join(CHECKPOINT_FILE);
         let mut ck = checkpoint::load(&src)
@@ -336,12 +374,23 @@ pub fn run(
         Some(ck)
     } else {
         None
-    };
+    })
+}
+
+/// Load the data (in the checkpoint's shape when there is one) and build the trainer; also
+/// returns the data's description.
+fn open_trainer(
+    config: TrainConfig,
+    ck: Option<checkpoint::Checkpoint>,
+    data_path: &Path,
+    data_opts: &DataOptions,
+    ck_path: &Path,
+) -> Result<(Trainer, String)> {
     // A resumed run keeps its own model and data settings.
     let mut data_opts = data_opts.clone();
     let config = match &ck {
         Some(ck) => {
-            if existing && ck.config != config {
+            if ck_path.exists() && ck.config != config {
                 eprintln!(
                     "resuming {}: using the checkpoint's settings (seed {}, batch {}, width {})",
                     ck_path.display(),
@@ -371,36 +420,16 @@ pub fn run(
             config.model.image_size
         );
     }
-    let mut trainer = match &ck {
+    let trainer = match &ck {
         Some(ck) => Trainer::resume(ck, split.train, split.test)?,
         None => Trainer::new(config, split.train, split.test)?,
     };
-    if trainer.step >= opts.steps {
-        eprintln!(
-            "{}: already at step {} of {}; nothing to do (raise --steps to train longer)",
-            opts.out.display(),
-            trainer.step,
-            opts.steps
-        );
-        return Ok(trainer);
-    }
-    if !opts.quiet {
-        eprintln!(
-            "training {} params ({}x{}x{}, width {}) on {} — {} train / {} test images, batch {}, from step {} to {}",
-            trainer.config.model.num_params(),
-            trainer.config.model.channels,
-            trainer.config.model.image_size,
-            trainer.config.model.image_size,
-            trainer.config.model.width,
-            split.description,
-            trainer.train.len(),
-            trainer.test.len(),
-            trainer.config.batch,
-            trainer.step,
-            opts.steps
-        );
-    }
+    Ok((trainer, split.description))
+}
 
+/// Train `trainer` until `opts.steps`, logging every step, writing samples and checkpoints;
+/// SIGINT/SIGTERM save a checkpoint and return [`Interrupted`].
+fn train_until(trainer: &mut Trainer, opts: &RunOptions, ck_path: PathBuf) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
@@ -448,14 +477,14 @@ pub fn run(
         ));
         let interrupted = stop.load(Ordering::Relaxed);
         let done = trainer.step >= opts.steps;
-        if opts.sample_every > 0 && (trainer.step % opts.sample_every == 0 || done) {
+        if opts.sample_every > 0 && (trainer.step.is_multiple_of(opts.sample_every) || done) {
             log.flush()?;
-            samples::write_samples(&trainer, &opts.out)?;
+            samples::write_samples(trainer, &opts.out)?;
             samples::write_loss_plot(&log_path, &opts.out.join("loss.png"))?;
         }
         if interrupted
             || done
-            || (opts.checkpoint_every > 0 && trainer.step % opts.checkpoint_every == 0)
+            || (opts.checkpoint_every > 0 && trainer.step.is_multiple_of(opts.checkpoint_every))
         {
             log.flush()?;
             trainer.save(&ck_path)?;
@@ -481,5 +510,5 @@ pub fn run(
             opts.out.join("samples/latest.png").display()
         );
     }
-    Ok(trainer)
+    Ok(())
 }

@@ -164,7 +164,7 @@ fn sigint_saves_the_checkpoint_and_exits_130() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let data = fixture("mnist-300-images-idx3-ubyte.gz");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ign-train"))
+    let child = Command::new(env!("CARGO_BIN_EXE_ign-train"))
         .args([
             "train",
             "--data",
