@@ -124,20 +124,7 @@ fn rewrite_one(
     names: &mut Names,
     node: &pb::NodeProto,
 ) -> Result<Vec<pb::NodeProto>> {
-    if let Some(ap) = attr_str(node, "auto_pad") {
-        if !ap.is_empty() && ap != "NOTSET" {
-            bail!("auto_pad {ap} is not supported; export with explicit pads");
-        }
-    }
-    if attr_ints(node, "output_shape").is_some() {
-        bail!("the output_shape attribute is not supported; export with pads");
-    }
-    if attr_int(node, "group").unwrap_or(1) != 1 {
-        bail!("grouped transposed convolutions are not supported");
-    }
-    if attr_ints(node, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1)) {
-        bail!("dilated transposed convolutions are not supported");
-    }
+    check_supported(node)?;
     let w = float_initializer(graph, &node.input[1])?
         .with_context(|| format!("weights '{}' are not a constant", node.input[1]))?;
     if w.dims.len() != 4 {
@@ -155,41 +142,11 @@ fn rewrite_one(
         ),
         None => None,
     };
-    let strides = attr_ints(node, "strides").unwrap_or_else(|| vec![1, 1]);
-    let pads = attr_ints(node, "pads").unwrap_or_else(|| vec![0; 4]);
-    let out_pad = attr_ints(node, "output_padding").unwrap_or_else(|| vec![0, 0]);
-    if strides.len() != 2 || pads.len() != 4 || out_pad.len() != 2 {
-        bail!("expected 2-D strides, pads and output_padding");
-    }
-    let (sh, sw) = (strides[0] as usize, strides[1] as usize);
-    if sh != sw && sh.max(sw) > 1 {
-        bail!("unequal strides {sh}x{sw} are not supported");
-    }
-    let ph = AxisPlan::new(kh, sh, pads[0], pads[2], out_pad[0])?;
-    let pw = AxisPlan::new(kw, sw, pads[1], pads[3], out_pad[1])?;
-    let s = sh;
+    let (ph, pw) = axis_plans(node, kh, kw)?;
+    let s = ph.stride;
     let phases = s * s;
     let (th, tw) = (ph.taps, pw.taps);
-
-    // Sub-pixel kernel: output channel (ry·s + rx)·cout + c (DepthToSpace DCR order).
-    let mut k = vec![0f32; phases * cout * cin * th * tw];
-    for ry in 0..s {
-        for rx in 0..s {
-            for ty in 0..th {
-                let Some(ky) = ph.tap(ry, ty) else { continue };
-                for tx in 0..tw {
-                    let Some(kx) = pw.tap(rx, tx) else { continue };
-                    for c in 0..cout {
-                        let o = (ry * s + rx) * cout + c;
-                        for ci in 0..cin {
-                            k[((o * cin + ci) * th + ty) * tw + tx] =
-                                w.data[((ci * cout + c) * kh + ky) * kw + kx];
-                        }
-                    }
-                }
-            }
-        }
-    }
+    let k = subpixel_kernel(&w.data, (cin, cout, kh, kw), &ph, &pw);
     let base = if node.name.is_empty() {
         node.output[0].as_str()
     } else {
@@ -208,7 +165,90 @@ fn rewrite_one(
             .push(f32_tensor(&b_name, &[phases * cout], &tiled));
         conv_inputs.push(b_name);
     }
+    subpixel_nodes(graph, names, node, base, conv_inputs, (&ph, &pw))
+}
 
+/// The attributes this rewrite handles: explicit pads, no output_shape, no groups, no
+/// dilation.
+fn check_supported(node: &pb::NodeProto) -> Result<()> {
+    if let Some(ap) = attr_str(node, "auto_pad") {
+        if !ap.is_empty() && ap != "NOTSET" {
+            bail!("auto_pad {ap} is not supported; export with explicit pads");
+        }
+    }
+    if attr_ints(node, "output_shape").is_some() {
+        bail!("the output_shape attribute is not supported; export with pads");
+    }
+    if attr_int(node, "group").unwrap_or(1) != 1 {
+        bail!("grouped transposed convolutions are not supported");
+    }
+    if attr_ints(node, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1)) {
+        bail!("dilated transposed convolutions are not supported");
+    }
+    Ok(())
+}
+
+/// The per-axis plans (taps, padding, crop) from the node's strides, pads and output padding.
+fn axis_plans(node: &pb::NodeProto, kh: usize, kw: usize) -> Result<(AxisPlan, AxisPlan)> {
+    let strides = attr_ints(node, "strides").unwrap_or_else(|| vec![1, 1]);
+    let pads = attr_ints(node, "pads").unwrap_or_else(|| vec![0; 4]);
+    let out_pad = attr_ints(node, "output_padding").unwrap_or_else(|| vec![0, 0]);
+    if strides.len() != 2 || pads.len() != 4 || out_pad.len() != 2 {
+        bail!("expected 2-D strides, pads and output_padding");
+    }
+    let (sh, sw) = (strides[0] as usize, strides[1] as usize);
+    if sh != sw && sh.max(sw) > 1 {
+        bail!("unequal strides {sh}x{sw} are not supported");
+    }
+    let ph = AxisPlan::new(kh, sh, pads[0], pads[2], out_pad[0])?;
+    let pw = AxisPlan::new(kw, sw, pads[1], pads[3], out_pad[1])?;
+    Ok((ph, pw))
+}
+
+/// The sub-pixel kernel of weights `w` (`[cin, cout, kh, kw]`): output channel
+/// `(ry·s + rx)·cout + c` (DepthToSpace DCR order), `th×tw` taps.
+fn subpixel_kernel(
+    w: &[f32],
+    (cin, cout, kh, kw): (usize, usize, usize, usize),
+    ph: &AxisPlan,
+    pw: &AxisPlan,
+) -> Vec<f32> {
+    let s = ph.stride;
+    let phases = s * s;
+    let (th, tw) = (ph.taps, pw.taps);
+    // Sub-pixel kernel: output channel (ry·s + rx)·cout + c (DepthToSpace DCR order).
+    let mut k = vec![0f32; phases * cout * cin * th * tw];
+    for ry in 0..s {
+        for rx in 0..s {
+            for ty in 0..th {
+                let Some(ky) = ph.tap(ry, ty) else { continue };
+                for tx in 0..tw {
+                    let Some(kx) = pw.tap(rx, tx) else { continue };
+                    for c in 0..cout {
+                        let o = (ry * s + rx) * cout + c;
+                        for ci in 0..cin {
+                            k[((o * cin + ci) * th + ty) * tw + tx] =
+                                w[((ci * cout + c) * kh + ky) * kw + kx];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    k
+}
+
+/// The stride-1 Conv, then DepthToSpace (stride > 1) and a crop (when the pads ask for one).
+fn subpixel_nodes(
+    graph: &mut pb::GraphProto,
+    names: &mut Names,
+    node: &pb::NodeProto,
+    base: &str,
+    conv_inputs: Vec<String>,
+    (ph, pw): (&AxisPlan, &AxisPlan),
+) -> Result<Vec<pb::NodeProto>> {
+    let s = ph.stride;
+    let (th, tw) = (ph.taps, pw.taps);
     let final_out = node.output[0].clone();
     let needs_d2s = s > 1;
     let needs_crop = ph.crop > 0 || pw.crop > 0;

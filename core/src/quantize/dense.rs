@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use tract_onnx::pb;
 
 use super::graph::{
-    attr_int, attr_ints, attr_str, f32_tensor, float_initializer, graph_mut, i64_tensor, Names,
+    attr_int, attr_ints, attr_str, f32_tensor, float_initializer, graph_mut, i64_tensor,
+    FloatTensor, Names,
 };
 
 /// Spatial size `[H, W]` of each tensor that feeds a convolution, from a calibration run.
@@ -53,120 +54,141 @@ pub fn rewrite_dense(model: &mut pb::ModelProto, shapes: &Shapes) -> Result<usiz
     let mut out = Vec::with_capacity(nodes.len());
     let mut count = 0;
     for node in nodes {
-        let is_conv = node.op_type == "Conv";
-        if !(is_conv || node.op_type == "ConvTranspose") || !plain(&node) {
-            out.push(node);
-            continue;
-        }
-        let (Some(shape), Some(w)) = (
-            shapes.get(&node.input[0]),
-            float_initializer(graph, &node.input[1])?,
-        ) else {
-            out.push(node);
-            continue;
-        };
-        if shape.len() != 4 || w.dims.len() != 4 {
-            out.push(node);
-            continue;
-        }
-        let (h, wd) = (shape[2], shape[3]);
-        let dense = if is_conv {
-            [w.dims[2], w.dims[3]] == [h, wd]
-        } else {
-            (h, wd) == (1, 1)
-        };
-        if !dense {
-            out.push(node);
-            continue;
-        }
-        let base = if node.name.is_empty() {
-            node.output[0].clone()
-        } else {
-            node.name.clone()
-        };
-        let bias = match node.input.get(2).filter(|s| !s.is_empty()) {
-            Some(b) => Some(
-                float_initializer(graph, b)?
-                    .context("bias is not a constant")?
-                    .data,
-            ),
-            None => None,
-        };
-        // B: [K, M] with x flattened to [N, K].
-        let (k, m, b_data, out_shape): (usize, usize, Vec<f32>, Vec<i64>) = if is_conv {
-            let (cout, kk) = (w.dims[0], w.dims[1] * w.dims[2] * w.dims[3]);
-            let mut t = vec![0f32; kk * cout];
-            for o in 0..cout {
-                for i in 0..kk {
-                    t[i * cout + o] = w.data[o * kk + i];
-                }
+        match dense_weights(graph, shapes, &node)? {
+            Some(w) => {
+                emit_dense(graph, &mut names, &mut out, &node, w)?;
+                count += 1;
             }
-            (kk, cout, t, vec![-1, cout as i64, 1, 1])
-        } else {
-            let (cin, cout, kh, kw) = (w.dims[0], w.dims[1], w.dims[2], w.dims[3]);
-            (
-                cin,
-                cout * kh * kw,
-                w.data.clone(),
-                vec![-1, cout as i64, kh as i64, kw as i64],
-            )
-        };
-        let b_name = names.fresh(&format!("{}.dense", node.input[1]));
-        graph
-            .initializer
-            .push(f32_tensor(&b_name, &[k, m], &b_data));
-        let flat_shape = names.fresh(&format!("{base}.flat_shape"));
-        graph
-            .initializer
-            .push(i64_tensor(&flat_shape, &[2], &[-1, k as i64]));
-        let out_shape_name = names.fresh(&format!("{base}.out_shape"));
-        graph
-            .initializer
-            .push(i64_tensor(&out_shape_name, &[4], &out_shape));
-        let flat = names.fresh(&format!("{base}.flat"));
-        let prod = names.fresh(&format!("{base}.matmul"));
-        out.push(pb::NodeProto {
-            name: names.fresh(&format!("{base}.flatten")),
-            op_type: "Reshape".into(),
-            input: vec![node.input[0].clone(), flat_shape],
-            output: vec![flat.clone()],
-            ..Default::default()
-        });
-        out.push(pb::NodeProto {
-            name: names.fresh(&format!("{base}.dense")),
-            op_type: "MatMul".into(),
-            input: vec![flat, b_name],
-            output: vec![prod.clone()],
-            ..Default::default()
-        });
-        let final_out = node.output[0].clone();
-        let shaped = if bias.is_some() {
-            names.fresh(&format!("{base}.shaped"))
-        } else {
-            final_out.clone()
-        };
-        out.push(pb::NodeProto {
-            name: names.fresh(&format!("{base}.unflatten")),
-            op_type: "Reshape".into(),
-            input: vec![prod, out_shape_name],
-            output: vec![shaped.clone()],
-            ..Default::default()
-        });
-        if let Some(b) = bias {
-            let bn = names.fresh(&format!("{}.per_channel", node.input[2]));
-            graph
-                .initializer
-                .push(f32_tensor(&bn, &[1, b.len(), 1, 1], &b));
-            out.push(pb::NodeProto {
-                name: names.fresh(&format!("{base}.bias")),
-                op_type: "Add".into(),
-                input: vec![shaped, bn],
-                output: vec![final_out],
-                ..Default::default()
-            });
+            None => out.push(node),
         }
-        count += 1;
     }
     graph.node = out;
     Ok(count)
+}
+
+/// The weights of `node` when it is a dense layer: a plain Conv whose kernel covers its whole
+/// input, or a ConvTranspose of a 1x1 input.
+fn dense_weights(
+    graph: &pb::GraphProto,
+    shapes: &Shapes,
+    node: &pb::NodeProto,
+) -> Result<Option<FloatTensor>> {
+    let is_conv = node.op_type == "Conv";
+    if !(is_conv || node.op_type == "ConvTranspose") || !plain(node) {
+        return Ok(None);
+    }
+    let (Some(shape), Some(w)) = (
+        shapes.get(&node.input[0]),
+        float_initializer(graph, &node.input[1])?,
+    ) else {
+        return Ok(None);
+    };
+    if shape.len() != 4 || w.dims.len() != 4 {
+        return Ok(None);
+    }
+    let (h, wd) = (shape[2], shape[3]);
+    let dense = if is_conv {
+        [w.dims[2], w.dims[3]] == [h, wd]
+    } else {
+        (h, wd) == (1, 1)
+    };
+    Ok(dense.then_some(w))
+}
+
+/// Reshape → MatMul → Reshape (→ Add for the bias) in place of the dense layer `node`.
+fn emit_dense(
+    graph: &mut pb::GraphProto,
+    names: &mut Names,
+    out: &mut Vec<pb::NodeProto>,
+    node: &pb::NodeProto,
+    w: FloatTensor,
+) -> Result<()> {
+    let is_conv = node.op_type == "Conv";
+    let base = if node.name.is_empty() {
+        node.output[0].clone()
+    } else {
+        node.name.clone()
+    };
+    let bias = match node.input.get(2).filter(|s| !s.is_empty()) {
+        Some(b) => Some(
+            float_initializer(graph, b)?
+                .context("bias is not a constant")?
+                .data,
+        ),
+        None => None,
+    };
+    // B: [K, M] with x flattened to [N, K].
+    let (k, m, b_data, out_shape): (usize, usize, Vec<f32>, Vec<i64>) = if is_conv {
+        let (cout, kk) = (w.dims[0], w.dims[1] * w.dims[2] * w.dims[3]);
+        let mut t = vec![0f32; kk * cout];
+        for o in 0..cout {
+            for i in 0..kk {
+                t[i * cout + o] = w.data[o * kk + i];
+            }
+        }
+        (kk, cout, t, vec![-1, cout as i64, 1, 1])
+    } else {
+        let (cin, cout, kh, kw) = (w.dims[0], w.dims[1], w.dims[2], w.dims[3]);
+        (
+            cin,
+            cout * kh * kw,
+            w.data.clone(),
+            vec![-1, cout as i64, kh as i64, kw as i64],
+        )
+    };
+    let b_name = names.fresh(&format!("{}.dense", node.input[1]));
+    graph
+        .initializer
+        .push(f32_tensor(&b_name, &[k, m], &b_data));
+    let flat_shape = names.fresh(&format!("{base}.flat_shape"));
+    graph
+        .initializer
+        .push(i64_tensor(&flat_shape, &[2], &[-1, k as i64]));
+    let out_shape_name = names.fresh(&format!("{base}.out_shape"));
+    graph
+        .initializer
+        .push(i64_tensor(&out_shape_name, &[4], &out_shape));
+    let flat = names.fresh(&format!("{base}.flat"));
+    let prod = names.fresh(&format!("{base}.matmul"));
+    out.push(pb::NodeProto {
+        name: names.fresh(&format!("{base}.flatten")),
+        op_type: "Reshape".into(),
+        input: vec![node.input[0].clone(), flat_shape],
+        output: vec![flat.clone()],
+        ..Default::default()
+    });
+    out.push(pb::NodeProto {
+        name: names.fresh(&format!("{base}.dense")),
+        op_type: "MatMul".into(),
+        input: vec![flat, b_name],
+        output: vec![prod.clone()],
+        ..Default::default()
+    });
+    let final_out = node.output[0].clone();
+    let shaped = if bias.is_some() {
+        names.fresh(&format!("{base}.shaped"))
+    } else {
+        final_out.clone()
+    };
+    out.push(pb::NodeProto {
+        name: names.fresh(&format!("{base}.unflatten")),
+        op_type: "Reshape".into(),
+        input: vec![prod, out_shape_name],
+        output: vec![shaped.clone()],
+        ..Default::default()
+    });
+    if let Some(b) = bias {
+        let bn = names.fresh(&format!("{}.per_channel", node.input[2]));
+        graph
+            .initializer
+            .push(f32_tensor(&bn, &[1, b.len(), 1, 1], &b));
+        out.push(pb::NodeProto {
+            name: names.fresh(&format!("{base}.bias")),
+            op_type: "Add".into(),
+            input: vec![shaped, bn],
+            output: vec![final_out],
+            ..Default::default()
+        });
+    }
+    Ok(())
 }

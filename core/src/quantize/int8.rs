@@ -140,39 +140,15 @@ pub fn quantize(
         bail!("ConvTranspose left in the graph: rewrite it first (quantize::deconv)");
     }
     let mut names = Names::of(graph);
-    let outputs: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
-    // Who produces and who consumes each tensor.
-    let mut producer: HashMap<String, usize> = HashMap::new();
-    let mut consumers: HashMap<String, Vec<usize>> = HashMap::new();
-    for (i, n) in graph.node.iter().enumerate() {
-        for o in &n.output {
-            producer.insert(o.clone(), i);
-        }
-        for inp in &n.input {
-            consumers.entry(inp.clone()).or_default().push(i);
-        }
-    }
+    let (producer, consumers) = links(graph);
     let conv_ids: Vec<usize> = (0..graph.node.len())
         .filter(|&i| is_quantizable_conv(graph, &graph.node[i]))
         .collect();
-    // Relu nodes that only feed quantized convs: fold them into the QuantizeLinear.
-    let mut folded: HashMap<usize, String> = HashMap::new(); // relu node -> its input
-    for &ci in &conv_ids {
-        let x = &graph.node[ci].input[0];
-        if let Some(&pi) = producer.get(x) {
-            let p = &graph.node[pi];
-            let only_convs = consumers
-                .get(x)
-                .is_some_and(|cs| cs.iter().all(|c| conv_ids.contains(c)));
-            if p.op_type == "Relu" && only_convs && !outputs.contains(x) {
-                folded.insert(pi, p.input[0].clone());
-            }
-        }
-    }
+    let folded = foldable_relus(graph, &conv_ids, &producer, &consumers);
 
     let nodes = std::mem::take(&mut graph.node);
     let mut new_nodes = Vec::with_capacity(nodes.len() + 3 * conv_ids.len());
-    let mut quantized: HashMap<String, (String, String, String)> = HashMap::new(); // x -> (xq, scale, zp)
+    let mut quantized: HashMap<String, QuantizedInput> = HashMap::new();
     let mut summary = Int8Summary::default();
     for (i, node) in nodes.into_iter().enumerate() {
         if folded.contains_key(&i) {
@@ -183,49 +159,153 @@ pub fn quantize(
             new_nodes.push(node);
             continue;
         }
-        let x = node.input[0].clone();
-        let y = node.output[0].clone();
-        let range = |t: &str| {
-            ranges
-                .get(t)
-                .copied()
-                .with_context(|| format!("no calibration range for tensor '{t}'"))
+        let mut e = Emitter {
+            graph: &mut *graph,
+            names: &mut names,
+            nodes: &mut new_nodes,
+            ranges,
         };
+        let x = node.input[0].clone();
         // Quantized input, shared by every conv reading the same tensor.
         if !quantized.contains_key(&x) {
-            let (mn, mx) = range(&x)?;
-            let (s, zp) = u8_params(mn, mx);
-            let src = match producer.get(&x).and_then(|p| folded.get(p)) {
-                Some(relu_in) => {
-                    debug_assert_eq!(zp, 0, "a Relu output has min 0");
-                    relu_in.clone()
-                }
-                None => x.clone(),
-            };
-            let s_name = names.fresh(&format!("{x}.scale"));
-            let zp_name = names.fresh(&format!("{x}.zero_point"));
-            let xq = names.fresh(&format!("{x}.quantized"));
-            graph.initializer.push(f32_tensor(&s_name, &[], &[s]));
-            graph.initializer.push(scalar_u8(&zp_name, zp));
-            new_nodes.push(pb::NodeProto {
-                name: names.fresh(&format!("{x}.quantize")),
-                op_type: "QuantizeLinear".into(),
-                input: vec![src, s_name.clone(), zp_name.clone()],
-                output: vec![xq.clone()],
-                ..Default::default()
-            });
+            let relu_input = producer.get(&x).and_then(|p| folded.get(p));
+            quantized.insert(x.clone(), e.quantize_input(&x, relu_input)?);
             summary.quantize_nodes += 1;
-            quantized.insert(x.clone(), (xq, s_name, zp_name));
         }
-        let (xq, xs_name, xzp_name) = quantized[&x].clone();
-        let (xmn, xmx) = range(&x)?;
-        let (xs, _) = u8_params(xmn, xmx);
-
+        let q = quantized[&x].clone();
         if node.op_type == "MatMul" {
-            emit_matmul_integer(graph, &mut names, &mut new_nodes, &node, &xq, &xzp_name, xs)?;
-            summary.integer_convs += 1;
-            continue;
+            emit_matmul_integer(e.graph, e.names, e.nodes, &node, &q.xq, &q.zp, q.scale)?;
+        } else {
+            e.conv(&node, &q, scheme)?;
+            if scheme == Scheme::QLinearConv {
+                summary.dequantize_nodes += 1;
+            }
         }
+        summary.integer_convs += 1;
+    }
+    graph.node = new_nodes;
+    drop_unused_initializers(graph);
+    Ok((proto, summary))
+}
+
+/// Who produces and who consumes each tensor (by node index).
+type Links = (HashMap<String, usize>, HashMap<String, Vec<usize>>);
+
+fn links(graph: &pb::GraphProto) -> Links {
+    let mut producer: HashMap<String, usize> = HashMap::new();
+    let mut consumers: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, n) in graph.node.iter().enumerate() {
+        for o in &n.output {
+            producer.insert(o.clone(), i);
+        }
+        for inp in &n.input {
+            consumers.entry(inp.clone()).or_default().push(i);
+        }
+    }
+    (producer, consumers)
+}
+
+/// Relu nodes that only feed quantized convs (and are no graph output): they fold into the
+/// QuantizeLinear (uint8 with zero point 0 clips at 0). Maps each to its input.
+fn foldable_relus(
+    graph: &pb::GraphProto,
+    conv_ids: &[usize],
+    producer: &HashMap<String, usize>,
+    consumers: &HashMap<String, Vec<usize>>,
+) -> HashMap<usize, String> {
+    let outputs: Vec<&String> = graph.output.iter().map(|o| &o.name).collect();
+    let mut folded = HashMap::new();
+    for &ci in conv_ids {
+        let x = &graph.node[ci].input[0];
+        if let Some(&pi) = producer.get(x) {
+            let p = &graph.node[pi];
+            let only_convs = consumers
+                .get(x)
+                .is_some_and(|cs| cs.iter().all(|c| conv_ids.contains(c)));
+            if p.op_type == "Relu" && only_convs && !outputs.contains(&x) {
+                folded.insert(pi, p.input[0].clone());
+            }
+        }
+    }
+    folded
+}
+
+/// Drop the float weights nothing reads any more.
+fn drop_unused_initializers(graph: &mut pb::GraphProto) {
+    let used: std::collections::HashSet<&String> =
+        graph.node.iter().flat_map(|n| n.input.iter()).collect();
+    let keep: Vec<bool> = graph
+        .initializer
+        .iter()
+        .map(|t| used.contains(&t.name))
+        .collect();
+    let mut k = keep.iter();
+    graph.initializer.retain(|_| *k.next().unwrap());
+}
+
+/// A tensor quantized to uint8 once, for every conv that reads it.
+#[derive(Clone)]
+struct QuantizedInput {
+    /// The uint8 tensor.
+    xq: String,
+    /// Names of its scale and zero point initializers.
+    scale_name: String,
+    zp: String,
+    /// The scale's value.
+    scale: f32,
+}
+
+/// Appends nodes and initializers to the graph being rewritten.
+struct Emitter<'a> {
+    graph: &'a mut pb::GraphProto,
+    names: &'a mut Names,
+    nodes: &'a mut Vec<pb::NodeProto>,
+    ranges: &'a Ranges,
+}
+
+impl Emitter<'_> {
+    fn range(&self, t: &str) -> Result<(f32, f32)> {
+        self.ranges
+            .get(t)
+            .copied()
+            .with_context(|| format!("no calibration range for tensor '{t}'"))
+    }
+
+    /// `QuantizeLinear` of `x` (or of the input of the Relu that produced it, folded away).
+    fn quantize_input(&mut self, x: &str, relu_input: Option<&String>) -> Result<QuantizedInput> {
+        let (mn, mx) = self.range(x)?;
+        let (s, zp) = u8_params(mn, mx);
+        let src = match relu_input {
+            Some(relu_in) => {
+                debug_assert_eq!(zp, 0, "a Relu output has min 0");
+                relu_in.clone()
+            }
+            None => x.to_string(),
+        };
+        let s_name = self.names.fresh(&format!("{x}.scale"));
+        let zp_name = self.names.fresh(&format!("{x}.zero_point"));
+        let xq = self.names.fresh(&format!("{x}.quantized"));
+        self.graph.initializer.push(f32_tensor(&s_name, &[], &[s]));
+        self.graph.initializer.push(scalar_u8(&zp_name, zp));
+        self.nodes.push(pb::NodeProto {
+            name: self.names.fresh(&format!("{x}.quantize")),
+            op_type: "QuantizeLinear".into(),
+            input: vec![src, s_name.clone(), zp_name.clone()],
+            output: vec![xq.clone()],
+            ..Default::default()
+        });
+        Ok(QuantizedInput {
+            xq,
+            scale_name: s_name,
+            zp: zp_name,
+            scale: s,
+        })
+    }
+
+    /// One conv on integer kernels: int8 per-channel weights, then the scheme's operator.
+    fn conv(&mut self, node: &pb::NodeProto, q: &QuantizedInput, scheme: Scheme) -> Result<()> {
+        let graph = &mut *self.graph;
+        let names = &mut *self.names;
         let w = float_initializer(graph, &node.input[1])?.context("conv weights")?;
         let cout = w.dims[0];
         let (wq, ws) = i8_per_channel(&w.data, cout);
@@ -245,7 +325,6 @@ pub fn quantize(
             pb::tensor_proto::DataType::Int8,
             vec![0; cout],
         ));
-
         let bias = match node.input.get(2).filter(|s| !s.is_empty()) {
             Some(b_name) => Some((
                 b_name.clone(),
@@ -257,123 +336,178 @@ pub fn quantize(
         if !attrs.iter().any(|a| a.name == "group") {
             attrs.push(attr_int("group", 1));
         }
+        let weights = ConvWeights {
+            wq_name,
+            ws_name,
+            wzp_name,
+            ws,
+            cout,
+            bias,
+            attrs,
+        };
+        match scheme {
+            Scheme::QLinearConv => self.qlinear_conv(node, q, weights),
+            Scheme::ConvInteger => self.conv_integer(node, q, weights),
+        }
+    }
+
+    /// `QLinearConv` (uint8 out, requantized with the output's range), then dequantized.
+    fn qlinear_conv(
+        &mut self,
+        node: &pb::NodeProto,
+        q: &QuantizedInput,
+        cw: ConvWeights,
+    ) -> Result<()> {
+        let (graph, names, new_nodes) = (&mut *self.graph, &mut *self.names, &mut *self.nodes);
+        let y = node.output[0].clone();
         let base = if node.name.is_empty() {
             y.clone()
         } else {
             node.name.clone()
         };
-        match scheme {
-            Scheme::QLinearConv => {
-                let (ymn, ymx) = range(&y)?;
-                let (ys, yzp) = u8_params(ymn, ymx);
-                let ys_name = names.fresh(&format!("{y}.scale"));
-                let yzp_name = names.fresh(&format!("{y}.zero_point"));
-                graph.initializer.push(f32_tensor(&ys_name, &[], &[ys]));
-                graph.initializer.push(scalar_u8(&yzp_name, yzp));
-                let mut inputs = vec![
-                    xq,
-                    xs_name,
-                    xzp_name,
-                    wq_name,
-                    ws_name,
-                    wzp_name,
-                    ys_name.clone(),
-                    yzp_name.clone(),
-                ];
-                if let Some((b_name, b)) = &bias {
-                    let bq: Vec<i32> = b
-                        .iter()
-                        .zip(&ws)
-                        .map(|(v, s)| {
-                            (*v as f64 / (xs as f64 * *s as f64))
-                                .round()
-                                .clamp(i32::MIN as f64, i32::MAX as f64)
-                                as i32
-                        })
-                        .collect();
-                    let bq_name = names.fresh(&format!("{b_name}.int32"));
-                    graph.initializer.push(tensor_of(
-                        &bq_name,
-                        &[cout],
-                        pb::tensor_proto::DataType::Int32,
-                        bq.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                    ));
-                    inputs.push(bq_name);
-                }
-                let yq = names.fresh(&format!("{y}.quantized"));
-                new_nodes.push(pb::NodeProto {
-                    name: names.fresh(&format!("{base}.qlinear")),
-                    op_type: "QLinearConv".into(),
-                    input: inputs,
-                    output: vec![yq.clone()],
-                    attribute: attrs,
-                    ..Default::default()
-                });
-                new_nodes.push(pb::NodeProto {
-                    name: names.fresh(&format!("{y}.dequantize")),
-                    op_type: "DequantizeLinear".into(),
-                    input: vec![yq, ys_name, yzp_name],
-                    output: vec![y],
-                    ..Default::default()
-                });
-            }
-            Scheme::ConvInteger => {
-                // int32 accumulators, rescaled in float: y = acc · (x_scale · w_scale[c]) + b[c].
-                let acc = names.fresh(&format!("{y}.int32"));
-                new_nodes.push(pb::NodeProto {
-                    name: names.fresh(&format!("{base}.integer")),
-                    op_type: "ConvInteger".into(),
-                    input: vec![xq, wq_name, xzp_name],
-                    output: vec![acc.clone()],
-                    attribute: attrs,
-                    ..Default::default()
-                });
-                let scaled = if bias.is_some() {
-                    names.fresh(&format!("{y}.rescaled"))
-                } else {
-                    y.clone()
-                };
-                let scale: Vec<f32> = ws.iter().map(|w| w * xs).collect();
-                emit_rescale(
-                    graph,
-                    &mut names,
-                    &mut new_nodes,
-                    &y,
-                    acc,
-                    &scale,
-                    &[1, cout, 1, 1],
-                    scaled.clone(),
-                );
-                if let Some((b_name, b)) = &bias {
-                    let bn = names.fresh(&format!("{b_name}.per_channel"));
-                    graph.initializer.push(f32_tensor(&bn, &[1, cout, 1, 1], b));
-                    new_nodes.push(pb::NodeProto {
-                        name: names.fresh(&format!("{y}.bias_add")),
-                        op_type: "Add".into(),
-                        input: vec![scaled, bn],
-                        output: vec![y],
-                        ..Default::default()
-                    });
-                }
-            }
+        let (xq, xs_name, xzp_name, xs) =
+            (q.xq.clone(), q.scale_name.clone(), q.zp.clone(), q.scale);
+        let ConvWeights {
+            wq_name,
+            ws_name,
+            wzp_name,
+            ws,
+            cout,
+            bias,
+            attrs,
+        } = cw;
+        let (ymn, ymx) = self
+            .ranges
+            .get(&y)
+            .copied()
+            .with_context(|| format!("no calibration range for tensor '{y}'"))?;
+        let (ys, yzp) = u8_params(ymn, ymx);
+        let ys_name = names.fresh(&format!("{y}.scale"));
+        let yzp_name = names.fresh(&format!("{y}.zero_point"));
+        graph.initializer.push(f32_tensor(&ys_name, &[], &[ys]));
+        graph.initializer.push(scalar_u8(&yzp_name, yzp));
+        let mut inputs = vec![
+            xq,
+            xs_name,
+            xzp_name,
+            wq_name,
+            ws_name,
+            wzp_name,
+            ys_name.clone(),
+            yzp_name.clone(),
+        ];
+        if let Some((b_name, b)) = &bias {
+            let bq: Vec<i32> = b
+                .iter()
+                .zip(&ws)
+                .map(|(v, s)| {
+                    (*v as f64 / (xs as f64 * *s as f64))
+                        .round()
+                        .clamp(i32::MIN as f64, i32::MAX as f64) as i32
+                })
+                .collect();
+            let bq_name = names.fresh(&format!("{b_name}.int32"));
+            graph.initializer.push(tensor_of(
+                &bq_name,
+                &[cout],
+                pb::tensor_proto::DataType::Int32,
+                bq.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ));
+            inputs.push(bq_name);
         }
-        summary.integer_convs += 1;
-        if scheme == Scheme::QLinearConv {
-            summary.dequantize_nodes += 1;
-        }
+        let yq = names.fresh(&format!("{y}.quantized"));
+        new_nodes.push(pb::NodeProto {
+            name: names.fresh(&format!("{base}.qlinear")),
+            op_type: "QLinearConv".into(),
+            input: inputs,
+            output: vec![yq.clone()],
+            attribute: attrs,
+            ..Default::default()
+        });
+        new_nodes.push(pb::NodeProto {
+            name: names.fresh(&format!("{y}.dequantize")),
+            op_type: "DequantizeLinear".into(),
+            input: vec![yq, ys_name, yzp_name],
+            output: vec![y],
+            ..Default::default()
+        });
+        Ok(())
     }
-    graph.node = new_nodes;
-    // Drop the float weights nothing reads any more.
-    let used: std::collections::HashSet<&String> =
-        graph.node.iter().flat_map(|n| n.input.iter()).collect();
-    let keep: Vec<bool> = graph
-        .initializer
-        .iter()
-        .map(|t| used.contains(&t.name))
-        .collect();
-    let mut k = keep.iter();
-    graph.initializer.retain(|_| *k.next().unwrap());
-    Ok((proto, summary))
+
+    /// `ConvInteger` (int32 accumulators), rescaled per channel in float, plus the bias.
+    fn conv_integer(
+        &mut self,
+        node: &pb::NodeProto,
+        q: &QuantizedInput,
+        cw: ConvWeights,
+    ) -> Result<()> {
+        let (graph, names, new_nodes) = (&mut *self.graph, &mut *self.names, &mut *self.nodes);
+        let y = node.output[0].clone();
+        let base = if node.name.is_empty() {
+            y.clone()
+        } else {
+            node.name.clone()
+        };
+        let (xq, xzp_name, xs) = (q.xq.clone(), q.zp.clone(), q.scale);
+        let ConvWeights {
+            wq_name,
+            ws,
+            cout,
+            bias,
+            attrs,
+            ..
+        } = cw;
+        // int32 accumulators, rescaled in float: y = acc · (x_scale · w_scale[c]) + b[c].
+        let acc = names.fresh(&format!("{y}.int32"));
+        new_nodes.push(pb::NodeProto {
+            name: names.fresh(&format!("{base}.integer")),
+            op_type: "ConvInteger".into(),
+            input: vec![xq, wq_name, xzp_name],
+            output: vec![acc.clone()],
+            attribute: attrs,
+            ..Default::default()
+        });
+        let scaled = if bias.is_some() {
+            names.fresh(&format!("{y}.rescaled"))
+        } else {
+            y.clone()
+        };
+        let scale: Vec<f32> = ws.iter().map(|w| w * xs).collect();
+        emit_rescale(
+            graph,
+            names,
+            new_nodes,
+            &y,
+            acc,
+            &scale,
+            &[1, cout, 1, 1],
+            scaled.clone(),
+        );
+        if let Some((b_name, b)) = &bias {
+            let bn = names.fresh(&format!("{b_name}.per_channel"));
+            graph.initializer.push(f32_tensor(&bn, &[1, cout, 1, 1], b));
+            new_nodes.push(pb::NodeProto {
+                name: names.fresh(&format!("{y}.bias_add")),
+                op_type: "Add".into(),
+                input: vec![scaled, bn],
+                output: vec![y],
+                ..Default::default()
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A conv's int8 weights (names of the tensor, scales and zero points), its float bias and
+/// attributes.
+struct ConvWeights {
+    wq_name: String,
+    ws_name: String,
+    wzp_name: String,
+    ws: Vec<f32>,
+    cout: usize,
+    bias: Option<(String, Vec<f32>)>,
+    attrs: Vec<pb::AttributeProto>,
 }
 
 /// `MatMul(x, B)` with constant `B [K, M]` → `MatMulInteger` (int8 per-column `B`) → float.

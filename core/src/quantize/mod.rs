@@ -145,118 +145,166 @@ pub fn quantize_bytes(path: &Path, bytes: &[u8], opts: &QuantizeOptions) -> Resu
     }
     let proto = pb::ModelProto::decode(bytes).context("decode")?;
     let out_path = path.with_extension(format!("{}.onnx", opts.precision));
-    let mut candidates = Vec::new();
-    let (variant_bytes, calibration, method, rewrite_err, summary, calib_set) = match opts.precision
-    {
+    let v = match opts.precision {
         Precision::Fp32 => bail!("--precision fp32: the model already is fp32; pick fp16 or int8"),
-        Precision::Fp16 => {
-            let mut p = proto.clone();
-            fp16::weights_to_fp16(&mut p).with_context(|| path.display().to_string())?;
-            set_metadata(&mut p, keys::PRECISION, "fp16");
-            p.producer_name = "ign-edge quantize".into();
-            let set = calib::build(&model, opts.calib.as_deref(), opts.sizes)?;
-            (p.encode_to_vec(), None, None, None, None, set)
-        }
-        Precision::Int8 => {
-            let mut float = proto.clone();
-            let set = calib::build(&model, opts.calib.as_deref(), opts.sizes)?;
-            // Dense layers first (they include the 1x1 → 4x4 ConvTranspose), then sub-pixel.
-            let shapes = calib::shapes(
-                &float,
-                &dense::conv_inputs(&float),
-                &set.held_noise,
-                model.info.fixed_batch,
-            )?;
-            let dense_layers = dense::rewrite_dense(&mut float, &shapes)?;
-            let rewritten = dense_layers
-                + deconv::rewrite_conv_transpose(&mut float)
-                    .with_context(|| path.display().to_string())?;
-            // fp32 on the held-out images: proves the rewrite, then judges each range method.
-            let held = held_all(&set)?;
-            let want = Backend::run(&mut CpuBackend::new(&model, None)?, &held)?;
-            let rewrite_err = if rewritten > 0 {
-                let m = load_variant(path, &float.encode_to_vec())?;
-                let err = want.max_abs_diff(&Backend::run(&mut CpuBackend::new(&m, None)?, &held)?)
-                    as f64;
-                if err > 1e-4 {
-                    bail!("{}: the ConvTranspose rewrite changed the output by {err} (a bug: please report it)", path.display());
-                }
-                Some(err)
-            } else {
-                None
-            };
-            let tensors = int8::calibration_tensors(&float);
-            let values = calib::observe(&float, &tensors, &set.fit, model.info.fixed_batch)?;
-            let mut best: Option<(f64, Vec<u8>, RangeMethod, int8::Int8Summary)> = None;
-            for &m in &opts.methods {
-                let ranges: int8::Ranges = tensors
-                    .iter()
-                    .zip(&values)
-                    .map(|(t, v)| (t.clone(), m.range(v)))
-                    .collect();
-                let (mut q, summary) = int8::quantize(&float, &ranges, opts.scheme)?;
-                set_metadata(&mut q, keys::PRECISION, "int8");
-                set_metadata(
-                    &mut q,
-                    "ign.quantization",
-                    &format!(
-                        "int8 {:?}, per-channel weights, activations by {m}; calibration: {}",
-                        opts.scheme, set.description
-                    ),
-                );
-                q.producer_name = "ign-edge quantize".into();
-                let qb = q.encode_to_vec();
-                let qm = load_variant(&out_path, &qb)?;
-                let got = Backend::run(&mut CpuBackend::new(&qm, None)?, &held)?;
-                let p = fidelity::psnr(&want.data, &got.data);
-                candidates.push(Candidate {
-                    method: m.to_string(),
-                    psnr_f_db: p,
-                });
-                if best.as_ref().is_none_or(|b| p > b.0) {
-                    best = Some((p, qb, m, summary));
-                }
-            }
-            let (_, qb, m, summary) = best.context("no range method given")?;
-            (
-                qb,
-                Some(set.description.clone()),
-                Some(m.to_string()),
-                rewrite_err,
-                Some(summary),
-                set,
-            )
-        }
+        Precision::Fp16 => fp16_variant(path, &model, &proto, opts)?,
+        Precision::Int8 => int8_variant(path, &out_path, &model, &proto, opts)?,
     };
     if !opts.measure {
         return Ok(Quantized {
-            bytes: variant_bytes,
+            bytes: v.bytes,
             report: None,
         });
     }
-    let variant = load_variant(&out_path, &variant_bytes)?;
+    let variant = load_variant(&out_path, &v.bytes)?;
     let report = measure(
         &model,
         &variant,
-        &calib_set,
+        &v.set,
         opts,
         Measured {
             fp32_file_bytes: bytes.len() as u64,
-            file_bytes: variant_bytes.len() as u64,
-            calibration: if opts.precision == Precision::Int8 {
-                calibration
-            } else {
-                None
-            },
-            method,
-            candidates,
-            rewrite_err,
-            summary,
+            file_bytes: v.bytes.len() as u64,
+            calibration: v.calibration,
+            method: v.method,
+            candidates: v.candidates,
+            rewrite_err: v.rewrite_err,
+            summary: v.summary,
         },
     )?;
     Ok(Quantized {
-        bytes: variant_bytes,
+        bytes: v.bytes,
         report: Some(report),
+    })
+}
+
+/// A variant file made, and how it was made (for the report).
+struct Variant {
+    bytes: Vec<u8>,
+    /// The calibration data's description (int8).
+    calibration: Option<String>,
+    /// The range method chosen (int8).
+    method: Option<String>,
+    /// Every range method tried, with its PSNR (int8).
+    candidates: Vec<Candidate>,
+    /// How much the float rewrites (dense, sub-pixel) changed the output (int8).
+    rewrite_err: Option<f64>,
+    summary: Option<int8::Int8Summary>,
+    /// The images the report measures on.
+    set: CalibSet,
+}
+
+fn fp16_variant(
+    path: &Path,
+    model: &Model,
+    proto: &pb::ModelProto,
+    opts: &QuantizeOptions,
+) -> Result<Variant> {
+    let mut p = proto.clone();
+    fp16::weights_to_fp16(&mut p).with_context(|| path.display().to_string())?;
+    set_metadata(&mut p, keys::PRECISION, "fp16");
+    p.producer_name = "ign-edge quantize".into();
+    let set = calib::build(model, opts.calib.as_deref(), opts.sizes)?;
+    Ok(Variant {
+        bytes: p.encode_to_vec(),
+        calibration: None,
+        method: None,
+        candidates: Vec::new(),
+        rewrite_err: None,
+        summary: None,
+        set,
+    })
+}
+
+/// The float graph the int8 pass starts from: dense layers (they include the 1x1 → 4x4
+/// ConvTranspose), then the sub-pixel rewrite of the other transposed convolutions; checked
+/// on the held-out images against the original (`want`): returns the largest difference.
+fn float_rewrites(
+    path: &Path,
+    model: &Model,
+    float: &mut pb::ModelProto,
+    set: &CalibSet,
+    held: &crate::tensor::ImageBatch,
+    want: &crate::tensor::ImageBatch,
+) -> Result<Option<f64>> {
+    let shapes = calib::shapes(
+        float,
+        &dense::conv_inputs(float),
+        &set.held_noise,
+        model.info.fixed_batch,
+    )?;
+    let dense_layers = dense::rewrite_dense(float, &shapes)?;
+    let rewritten = dense_layers
+        + deconv::rewrite_conv_transpose(float).with_context(|| path.display().to_string())?;
+    if rewritten == 0 {
+        return Ok(None);
+    }
+    let m = load_variant(path, &float.encode_to_vec())?;
+    let err = want.max_abs_diff(&Backend::run(&mut CpuBackend::new(&m, None)?, held)?) as f64;
+    if err > 1e-4 {
+        bail!(
+            "{}: the ConvTranspose rewrite changed the output by {err} (a bug: please report it)",
+            path.display()
+        );
+    }
+    Ok(Some(err))
+}
+
+fn int8_variant(
+    path: &Path,
+    out_path: &Path,
+    model: &Model,
+    proto: &pb::ModelProto,
+    opts: &QuantizeOptions,
+) -> Result<Variant> {
+    let mut float = proto.clone();
+    let set = calib::build(model, opts.calib.as_deref(), opts.sizes)?;
+    // fp32 on the held-out images: proves the rewrite, then judges each range method.
+    let held = held_all(&set)?;
+    let want = Backend::run(&mut CpuBackend::new(model, None)?, &held)?;
+    let rewrite_err = float_rewrites(path, model, &mut float, &set, &held, &want)?;
+    let tensors = int8::calibration_tensors(&float);
+    let values = calib::observe(&float, &tensors, &set.fit, model.info.fixed_batch)?;
+    let mut candidates = Vec::new();
+    let mut best: Option<(f64, Vec<u8>, RangeMethod, int8::Int8Summary)> = None;
+    for &m in &opts.methods {
+        let ranges: int8::Ranges = tensors
+            .iter()
+            .zip(&values)
+            .map(|(t, v)| (t.clone(), m.range(v)))
+            .collect();
+        let (mut q, summary) = int8::quantize(&float, &ranges, opts.scheme)?;
+        set_metadata(&mut q, keys::PRECISION, "int8");
+        set_metadata(
+            &mut q,
+            "ign.quantization",
+            &format!(
+                "int8 {:?}, per-channel weights, activations by {m}; calibration: {}",
+                opts.scheme, set.description
+            ),
+        );
+        q.producer_name = "ign-edge quantize".into();
+        let qb = q.encode_to_vec();
+        let qm = load_variant(out_path, &qb)?;
+        let got = Backend::run(&mut CpuBackend::new(&qm, None)?, &held)?;
+        let p = fidelity::psnr(&want.data, &got.data);
+        candidates.push(Candidate {
+            method: m.to_string(),
+            psnr_f_db: p,
+        });
+        if best.as_ref().is_none_or(|b| p > b.0) {
+            best = Some((p, qb, m, summary));
+        }
+    }
+    let (_, bytes, m, summary) = best.context("no range method given")?;
+    Ok(Variant {
+        bytes,
+        calibration: Some(set.description.clone()),
+        method: Some(m.to_string()),
+        candidates,
+        rewrite_err,
+        summary: Some(summary),
+        set,
     })
 }
 
