@@ -86,6 +86,20 @@ pub fn ign_loss(
     z: &Tensor,
     cfg: &LossConfig,
 ) -> Result<(Tensor, LossTerms)> {
+    ign_loss_tight_on(model, frozen, x, z, cfg, z.dim(0)?)
+}
+
+/// [`ign_loss`] with the tightness term taken over the first `tight_samples` of `z` only
+/// (the noise; the rest, corrupted or printed digits, then join reconstruction's neighbours
+/// through the idempotence term alone: `ign-train train --z-tight noise`).
+pub fn ign_loss_tight_on(
+    model: &Ign,
+    frozen: &Ign,
+    x: &Tensor,
+    z: &Tensor,
+    cfg: &LossConfig,
+    tight_samples: usize,
+) -> Result<(Tensor, LossTerms)> {
     let fx = model.forward_t(x, true)?;
     let fz = model.forward_t(z, true)?;
     let f_z = fz.detach();
@@ -95,7 +109,13 @@ pub fn ign_loss(
     let rec = distance_per_sample(&fx, x, cfg.distance)?;
     let idem = distance_per_sample(&f_fz, &fz, cfg.distance)?.mean_all()?;
     let tight_raw = distance_per_sample(&ff_z, &f_z, cfg.distance)?.neg()?;
-    let tight = clamp_tight(&tight_raw, &rec, cfg.tight_clamp)?.mean_all()?;
+    let k = tight_samples.min(tight_raw.dim(0)?);
+    let tight = if k == 0 {
+        tight_raw.zeros_like()?.sum_all()?
+    } else {
+        let (t, r) = (tight_raw.narrow(0, 0, k)?, rec.narrow(0, 0, k)?);
+        clamp_tight(&t, &r, cfg.tight_clamp)?.mean_all()?
+    };
     let rec = rec.mean_all()?;
 
     let total =

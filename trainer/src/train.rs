@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use crate::checkpoint::{self, CHECKPOINT_FILE};
 use crate::data::{self, mix, BatchSampler, DataOptions, Dataset};
-use crate::loss::{ign_loss, LossConfig, LossTerms};
+use crate::loss::{ign_loss_tight_on, LossConfig, LossTerms};
 use crate::model::{Ign, ModelConfig};
 use crate::noise::{Noise, NoiseKind};
 use crate::optim::{Adam, AdamConfig};
@@ -37,12 +37,28 @@ pub struct TrainConfig {
     /// ([`crate::printed::FontSet::Train`]; the evaluation's faces are held out) (0: none).
     #[serde(default)]
     pub z_printed: f64,
+    /// Which `z` the tightness term sees: all of it, or only its noise (corrupted and printed
+    /// digits then feed the idempotence term alone).
+    #[serde(default)]
+    pub z_tight: ZTight,
     pub batch: usize,
     pub seed: u64,
     /// Where the data came from (informational).
     pub data: String,
     /// Which dataset name goes into the exported model's metadata.
     pub dataset_name: String,
+}
+
+/// Which part of each `z` batch the tightness term is taken over.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ZTight {
+    /// Every `z` (the paper's objective).
+    #[default]
+    All,
+    /// Only the noise: tightness pushes f away from being the identity off the data, which
+    /// for digits close to the data (noisy, occluded, printed) fights reconstruction.
+    Noise,
 }
 
 /// Options of one training invocation that are not part of the run's identity.
@@ -211,9 +227,7 @@ impl Trainer {
     /// rendered as printed digits (random digit and training face).
     pub fn noise_batch(&self, step: u64, n: usize) -> Result<Tensor> {
         let seed = self.config.seed;
-        let count = |f: f64| ((f.clamp(0.0, 1.0) * n as f64).round() as usize).min(n);
-        let corrupted = count(self.config.z_mix);
-        let printed = count(self.config.z_printed).min(n - corrupted);
+        let (corrupted, printed) = self.z_counts(n);
         if corrupted + printed == 0 {
             return self.noise.sample(n, mix(seed, step, 0x2), &Device::Cpu);
         }
@@ -237,6 +251,20 @@ impl Trainer {
         Ok(Tensor::from_vec(z, (n, c, h, w), &Device::Cpu)?)
     }
 
+    /// How many of `n` z are corrupted training images and how many printed digits (the rest,
+    /// first in the batch, are noise).
+    fn z_counts(&self, n: usize) -> (usize, usize) {
+        let count = |f: f64| ((f.clamp(0.0, 1.0) * n as f64).round() as usize).min(n);
+        let corrupted = count(self.config.z_mix);
+        (corrupted, count(self.config.z_printed).min(n - corrupted))
+    }
+
+    /// How many of `n` z are noise (they come first in [`Trainer::noise_batch`]).
+    pub fn noise_count(&self, n: usize) -> usize {
+        let (c, p) = self.z_counts(n);
+        n - c - p
+    }
+
     /// Noise for samples and evaluation (fixed per seed, independent of the training stream).
     pub fn eval_noise(&self, n: usize, seed: u64) -> Result<Tensor> {
         self.noise.sample(n, mix(seed, 0, 0xe7a1), &Device::Cpu)
@@ -247,7 +275,18 @@ impl Trainer {
         let idx = self.sampler.indices(self.step, self.config.batch);
         let x = self.train.batch(&idx, &Device::Cpu)?;
         let z = self.noise_batch(self.step, self.config.batch)?;
-        let (loss, terms) = ign_loss(&self.model, &self.frozen, &x, &z, &self.config.loss)?;
+        let tight_samples = match self.config.z_tight {
+            ZTight::All => self.config.batch,
+            ZTight::Noise => self.noise_count(self.config.batch),
+        };
+        let (loss, terms) = ign_loss_tight_on(
+            &self.model,
+            &self.frozen,
+            &x,
+            &z,
+            &self.config.loss,
+            tight_samples,
+        )?;
         if !terms.total.is_finite() {
             bail!(
                 "loss became {} at step {}: lower --lr or check the data",
@@ -360,17 +399,20 @@ fn starting_state(
         let mut ck = checkpoint::load(&src)
             .with_context(|| format!("{}: cannot start from this run", from.display()))?;
         eprintln!(
-            "starting {} from {} at step {} with z-mix {} and z-printed {} (were {} and {})",
+            "starting {} from {} at step {} with z-mix {}, z-printed {}, z-tight {:?} (were {}, {}, {:?})",
             opts.out.display(),
             src.display(),
             ck.step,
             config.z_mix,
             config.z_printed,
+            config.z_tight,
             ck.config.z_mix,
-            ck.config.z_printed
+            ck.config.z_printed,
+            ck.config.z_tight
         );
         ck.config.z_mix = config.z_mix;
         ck.config.z_printed = config.z_printed;
+        ck.config.z_tight = config.z_tight;
         Some(ck)
     } else {
         None

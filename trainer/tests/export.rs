@@ -18,6 +18,7 @@ fn config(model: ModelConfig) -> TrainConfig {
         noise: NoiseKind::Gaussian,
         z_mix: 0.0,
         z_printed: 0.0,
+        z_tight: Default::default(),
         batch: 8,
         seed: 3,
         data: "test".into(),

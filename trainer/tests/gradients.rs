@@ -201,3 +201,49 @@ fn check(cfg: &LossConfig, eps: f64, tol: f64, norm: Norm) {
         "the naive gradient should differ, max rel {max_naive_rel}"
     );
 }
+
+/// `--z-tight noise`: the tightness term over the first `k` z only equals, sample for sample,
+/// the term of a batch of just those z (LayerNorm: samples do not see each other), and its
+/// gradient with respect to the other z is zero.
+#[test]
+fn tightness_over_the_noise_part_only() {
+    use ign_train::loss::ign_loss_tight_on;
+    let varmap = VarMap::new();
+    let cfg = tiny(Norm::Layer);
+    let model = Ign::new(
+        &cfg,
+        VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu),
+    )
+    .unwrap();
+    init_weights(&varmap, 9).unwrap();
+    for v in varmap.all_vars() {
+        v.set(&(v.as_tensor() * 4.0).unwrap()).unwrap();
+    }
+    let frozen = frozen_copy(&varmap, &cfg).unwrap();
+    let x = rand_tensor(4, 3, 1.0);
+    let z = rand_tensor(4, 4, 1.5);
+    let loss_cfg = LossConfig::default();
+    let (_, part) = ign_loss_tight_on(&model, &frozen, &x, &z, &loss_cfg, 2).unwrap();
+    let (_, alone) = ign_loss_tight_on(
+        &model,
+        &frozen,
+        &x.narrow(0, 0, 2).unwrap(),
+        &z.narrow(0, 0, 2).unwrap(),
+        &loss_cfg,
+        2,
+    )
+    .unwrap();
+    let (_, all) = ign_loss_tight_on(&model, &frozen, &x, &z, &loss_cfg, 4).unwrap();
+    assert!(
+        (part.tight - alone.tight).abs() < 1e-6,
+        "{part:?} {alone:?}"
+    );
+    assert!(
+        (part.tight - all.tight).abs() > 1e-6,
+        "the other z changed nothing: {all:?}"
+    );
+    // with k = 0 there is no tightness at all
+    let (_, none) = ign_loss_tight_on(&model, &frozen, &x, &z, &loss_cfg, 0).unwrap();
+    assert_eq!(none.tight, 0.0);
+    assert!((none.idem - all.idem).abs() < 1e-9 && (none.rec - all.rec).abs() < 1e-9);
+}

@@ -28,6 +28,7 @@ fn config() -> TrainConfig {
         noise: NoiseKind::Gaussian,
         z_mix: 0.5,
         z_printed: 0.0,
+        z_tight: Default::default(),
         batch: 8,
         seed: 11,
         data: "fixture".into(),

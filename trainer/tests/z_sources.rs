@@ -25,6 +25,7 @@ fn trainer(z_mix: f64, z_printed: f64) -> anyhow::Result<Trainer> {
         noise: NoiseKind::Gaussian,
         z_mix,
         z_printed,
+        z_tight: Default::default(),
         batch: 8,
         seed: 3,
         data: "fixture".into(),

@@ -90,6 +90,7 @@ impl BenchStepCmd {
             noise: NoiseKind::Gaussian,
             z_mix: 0.0,
             z_printed: 0.0,
+            z_tight: Default::default(),
             batch: self.batch,
             seed: 0,
             data: "random".into(),

@@ -54,7 +54,7 @@ pub struct TrainCmd {
     pub resume: bool,
     /// Start a new run in --out from another run's state (its folder): weights, BatchNorm
     /// statistics, Adam moments and step count carry over, and this command's --z-mix
-    /// and --z-printed apply from that step on (model, data, seed and losses stay the source
+    /// --z-printed and --z-tight apply from that step on (model, data, seed and losses stay the source
     /// run's). For recipe
     /// schedules such as "noise first, corruptions once generation has converged".
     #[arg(long, value_name = "RUN", conflicts_with = "resume")]
@@ -92,6 +92,10 @@ pub struct TrainCmd {
     /// judges printed digits on other faces. 28x28 gray data only.
     #[arg(long, default_value_t = 0.0)]
     pub z_printed: f64,
+    /// Which z the tightness term sees: all (the paper's objective) or noise (corrupted and
+    /// printed digits then feed the idempotence term alone).
+    #[arg(long, value_enum, default_value = "all")]
+    pub z_tight: crate::train::ZTight,
     /// Write samples and the loss plot every N steps (0: never).
     #[arg(long, default_value_t = 500)]
     pub sample_every: u64,
@@ -154,6 +158,7 @@ impl TrainCmd {
             noise: self.noise,
             z_mix: self.z_mix,
             z_printed: self.z_printed,
+            z_tight: self.z_tight,
             batch: self.batch,
             seed: self.seed,
             data: self.data.display().to_string(),
