@@ -26,6 +26,7 @@ pub mod overlay;
 pub use ign_core::preprocess;
 pub mod sink;
 pub mod source;
+pub mod telemetry;
 
 use anyhow::{anyhow, Result};
 use serde::Serialize;

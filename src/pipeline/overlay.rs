@@ -9,24 +9,13 @@ use embedded_graphics::primitives::{PrimitiveStyle, Rectangle};
 use embedded_graphics::text::Text;
 use image::RgbImage;
 
+use super::telemetry::Telemetry;
 use crate::draw::ImageTarget;
 
-/// What the overlay shows.
-#[derive(Clone, Debug, Default)]
-pub struct Hud {
-    pub model: String,
-    pub precision: String,
-    pub steps: usize,
-    pub fps: f64,
-    pub capture_ms: f64,
-    pub preprocess_ms: f64,
-    pub inference_ms: f64,
-    pub display_ms: f64,
-    pub e2e_ms: f64,
-    pub dropped: u64,
-}
+/// What the overlay shows: the loop's [`Telemetry`].
+pub type Hud = Telemetry;
 
-impl Hud {
+impl Telemetry {
     /// The two text lines.
     pub fn lines(&self) -> [String; 2] {
         [

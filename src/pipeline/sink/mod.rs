@@ -30,7 +30,7 @@ pub trait Sink: Send {
         true
     }
     /// The overlay figures of the frame about to be shown (for sinks that report them).
-    fn status(&mut self, _hud: &crate::pipeline::overlay::Hud) {}
+    fn status(&mut self, _now: &crate::pipeline::telemetry::Telemetry) {}
     /// Flush and close (write the GIF trailer, ...).
     fn finish(&mut self) -> Result<()> {
         Ok(())

@@ -47,7 +47,7 @@ use std::time::Duration;
 use super::Sink;
 use crate::backend::Backend;
 use crate::model::{Model, Precision};
-use crate::pipeline::overlay::Hud;
+use crate::pipeline::telemetry::Telemetry;
 use crate::tensor::ImageBatch;
 
 /// Largest request body (pad uploads): 413 beyond, from `Content-Length` or while reading.
@@ -154,19 +154,12 @@ pub struct HttpOptions {
 /// The figures `/stats.json` and `/metrics` report.
 #[derive(Clone, Debug, Default, Serialize)]
 struct Stats {
-    model: String,
-    precision: String,
-    steps: usize,
+    /// The loop's figures (the same the overlay shows).
+    #[serde(flatten)]
+    live: Telemetry,
     paper: bool,
     /// The variants the page can switch between.
     precisions: Vec<Precision>,
-    fps: f64,
-    capture_ms: f64,
-    preprocess_ms: f64,
-    inference_ms: f64,
-    display_ms: f64,
-    e2e_ms: f64,
-    dropped: u64,
     frames: u64,
     clients: usize,
     pad_requests: u64,
@@ -222,14 +215,17 @@ impl HttpSink {
         let pad = worker::Worker::start(&opts.model, opts.noise_model.as_ref())?;
         let shared = Arc::new(Shared {
             stats: Mutex::new(Stats {
-                model: opts
-                    .model
-                    .info
-                    .path
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                precision: opts.model.info.precision.to_string(),
+                live: Telemetry {
+                    model: opts
+                        .model
+                        .info
+                        .path
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    precision: opts.model.info.precision.to_string(),
+                    ..Default::default()
+                },
                 ..Default::default()
             }),
             clients: AtomicUsize::new(0),
@@ -265,15 +261,9 @@ impl Sink for HttpSink {
         self.size
     }
 
-    fn status(&mut self, hud: &Hud) {
+    fn status(&mut self, now: &Telemetry) {
         let mut s = self.shared.stats.lock().unwrap_or_else(|e| e.into_inner());
-        s.fps = hud.fps;
-        s.capture_ms = hud.capture_ms;
-        s.preprocess_ms = hud.preprocess_ms;
-        s.inference_ms = hud.inference_ms;
-        s.display_ms = hud.display_ms;
-        s.e2e_ms = hud.e2e_ms;
-        s.dropped = hud.dropped;
+        s.live = now.clone();
     }
 
     fn show(&mut self, canvas: &RgbImage, _seq: u64) -> Result<()> {

@@ -267,11 +267,11 @@ fn stats_now(shared: &Shared) -> Stats {
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     s.clients = shared.clients.load(Ordering::Relaxed);
-    s.steps = controls.steps.load(Ordering::Relaxed);
+    s.live.steps = controls.steps.load(Ordering::Relaxed);
     s.paper = controls.paper.load(Ordering::Relaxed);
     s.precisions = controls.precisions.clone();
     if let Some(p) = controls.precision() {
-        s.precision = p.to_string();
+        s.live.precision = p.to_string();
     }
     s
 }
@@ -286,37 +286,37 @@ fn metrics_text(s: &Stats) -> String {
     g(
         "fps",
         "Frames per second shown over the last second.",
-        s.fps,
+        s.live.fps,
     );
     g(
         "end_to_end_ms",
         "Capture-to-display latency of the last frame, ms.",
-        s.e2e_ms,
+        s.live.e2e_ms,
     );
     g(
         "capture_ms",
         "Mean capture time per frame, ms.",
-        s.capture_ms,
+        s.live.capture_ms,
     );
     g(
         "preprocess_ms",
         "Mean preprocessing time per frame, ms.",
-        s.preprocess_ms,
+        s.live.preprocess_ms,
     );
     g(
         "inference_ms",
         "Mean inference time per frame (f applied k times), ms.",
-        s.inference_ms,
+        s.live.inference_ms,
     );
     g(
         "display_ms",
         "Mean display time per frame, ms.",
-        s.display_ms,
+        s.live.display_ms,
     );
     g(
         "dropped_frames",
         "Frames dropped so far (capture and display).",
-        s.dropped as f64,
+        s.live.dropped as f64,
     );
     g("frames", "Frames shown so far.", s.frames as f64);
     g(
@@ -324,7 +324,7 @@ fn metrics_text(s: &Stats) -> String {
         "Connected MJPEG clients.",
         s.clients as f64,
     );
-    g("steps", "Applications of f per frame.", s.steps as f64);
+    g("steps", "Applications of f per frame.", s.live.steps as f64);
     m
 }
 

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Ship a trained MNIST run as the bundled model: export it, make its int8 and fp16 variants,
+# evaluate all three, and redraw the README's pictures from it.
+#
+#   models/ship.sh RUN_FOLDER        e.g. models/ship.sh runs/mnist-w32-bn-long
+#
+# Writes models/ign-mnist{,.noise,.int8,.fp16}.onnx, models/ign-mnist/ (eval.json with the
+# out-of-distribution section, eval-int8.json, eval-fp16.json, the quantization reports,
+# samples.png, projections.png, ood.png), docs/ign-demo.png, docs/ign-live.gif and
+# docs/ign-morph.png. Needs ../shared/data/mnist-10k and a release build (made here).
+# The web page's screenshots (docs/web-*.png) are taken by hand in a browser.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+run=${1:?usage: models/ship.sh RUN_FOLDER}
+data=${DATA:-../shared/data/mnist-10k}
+[ -f "$run/checkpoint.safetensors" ] || { echo "error: $run/checkpoint.safetensors: no such run" >&2; exit 2; }
+cargo build --release --workspace
+bin=target/release
+m=models/ign-mnist.onnx
+out=models/ign-mnist
+mkdir -p "$out"
+
+echo "== export $run"
+"$bin/ign-train" export --checkpoint "$run" --out "$m"
+
+echo "== int8 and fp16 variants (calibration: the first images of $data, see MODELS.md)"
+"$bin/ign-edge" quantize -m "$m" --precision int8 --calib "$data/images-idx3-ubyte.gz" \
+    --report "$out/int8-report.json"
+"$bin/ign-edge" quantize -m "$m" --precision fp16 --calib "$data/images-idx3-ubyte.gz" \
+    --report "$out/fp16-report.json"
+
+echo "== evaluations"
+"$bin/ign-train" eval --model "$m" --data "$data" --ood --out-dir "$out" --json "$out/eval.json"
+for p in int8 fp16; do
+  "$bin/ign-train" eval --model "models/ign-mnist.$p.onnx" --reference "$m" --data "$data" \
+      --json "$out/eval-$p.json"
+done
+
+echo "== the README's pictures"
+"$bin/ign-edge" demo -o docs/ign-demo.png
+"$bin/ign-edge" run --source test --fps 0 --sink gif:docs/ign-live.gif --frames 60 --steps 2
+"$bin/ign-edge" latent interpolate models/demo/digit.png models/demo/sketch.png --frames 10 \
+    -o docs/ign-morph.png
+echo "shipped $run: update models/MODELS.md with $out/eval.json's figures"
