@@ -200,3 +200,64 @@ pub fn slerp(a: &[f32], b: &[f32], t: f32) -> Vec<f32> {
         .map(|(x, y)| ((wa * *x as f64 / na + wb * *y as f64 / nb) * len) as f32)
         .collect()
 }
+
+/// How to walk between two latents.
+#[derive(Clone, Copy, Debug, clap::ValueEnum, PartialEq, Eq)]
+pub enum Path2 {
+    Linear,
+    Slerp,
+}
+
+/// The decoded images between the latents of `a` and `b` (`frames` of them, ends included).
+pub fn interpolate(
+    split: &mut LatentSplit,
+    a: &ImageBatch,
+    b: &ImageBatch,
+    frames: usize,
+    how: Path2,
+) -> Result<ImageBatch> {
+    let (la, lb) = (split.encode(a)?, split.encode(b)?);
+    let n = frames.max(2);
+    let points: Vec<Vec<f32>> = (0..n)
+        .map(|i| {
+            let t = i as f32 / (n - 1) as f32;
+            match how {
+                Path2::Linear => lerp(la.get(0), lb.get(0), t),
+                Path2::Slerp => slerp(la.get(0), lb.get(0), t),
+            }
+        })
+        .collect();
+    split.decode(&Latents::stack(&points, &la))
+}
+
+/// `(f(A−B+C)` in input space, `decoder(enc(A)−enc(B)+enc(C))` in latent space).
+pub fn arith(
+    split: &mut LatentSplit,
+    backend: &mut dyn crate::backend::Backend,
+    a: &ImageBatch,
+    b: &ImageBatch,
+    c: &ImageBatch,
+) -> Result<(ImageBatch, ImageBatch, ImageBatch)> {
+    let x: Vec<f32> = a
+        .data
+        .iter()
+        .zip(&b.data)
+        .zip(&c.data)
+        .map(|((p, q), r)| p - q + r)
+        .collect();
+    let x = ImageBatch::new(x, a.shape)?;
+    let input_space = backend.run(&x)?;
+    let (la, lb, lc) = (split.encode(a)?, split.encode(b)?, split.encode(c)?);
+    let z: Vec<f32> = la
+        .data
+        .iter()
+        .zip(&lb.data)
+        .zip(&lc.data)
+        .map(|((p, q), r)| p - q + r)
+        .collect();
+    let latent_space = split.decode(&Latents {
+        data: z,
+        shape: la.shape.clone(),
+    })?;
+    Ok((x, input_space, latent_space))
+}

@@ -266,6 +266,6 @@ fn settings_parsers_survive_hostile_files() {
     let config = std::fs::read(root.join("boards/package/config.toml")).unwrap();
     fuzz("config.toml", &[config], MIB, |b| {
         let _ =
-            toml::from_str::<ign_edge::cli::service::ServiceConfig>(&String::from_utf8_lossy(b));
+            toml::from_str::<ign_edge::app::service::ServiceConfig>(&String::from_utf8_lossy(b));
     });
 }

@@ -2,11 +2,11 @@
 //! ends at f(A) and f(B), `A − A + C` is f(C), refine's first step is `project`'s.
 
 use ign_edge::backend::{cpu::CpuBackend, Backend};
-use ign_edge::cli::latent::{arith, interpolate, Path2};
-use ign_edge::cli::refine::distances;
 use ign_edge::inputs;
 use ign_edge::latent::LatentSplit;
+use ign_edge::latent::{arith, interpolate, Path2};
 use ign_edge::model::Model;
+use ign_edge::tensor::step_distances as distances;
 use std::path::Path;
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {

@@ -104,3 +104,20 @@ pub fn mean_abs_diff(a: &[f32], b: &[f32]) -> f64 {
         .sum::<f64>()
         / a.len().max(1) as f64
 }
+
+/// How far each application of f moves: `mean|f^k − f^(k−1)|` for k = 1..=K over the whole
+/// batch, with f^0 = `x` and `seq` = `[f(x), ..., f^K(x)]` (`ign-edge refine`).
+///
+/// ```
+/// use ign_core::tensor::{step_distances, ImageBatch};
+/// let b = |v: f32| ImageBatch::new(vec![v; 4], [1, 1, 2, 2]).unwrap();
+/// assert_eq!(step_distances(&b(0.0), &[b(0.5), b(0.75)]), vec![0.5, 0.25]);
+/// ```
+pub fn step_distances(x: &ImageBatch, seq: &[ImageBatch]) -> Vec<f64> {
+    std::iter::once(x)
+        .chain(seq.iter())
+        .collect::<Vec<_>>()
+        .windows(2)
+        .map(|w| w[0].mean_abs_diff(w[1]))
+        .collect()
+}

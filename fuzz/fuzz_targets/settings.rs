@@ -5,5 +5,5 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let _ = ign_edge::board::parse(&text);
-    let _ = toml::from_str::<ign_edge::cli::service::ServiceConfig>(&text);
+    let _ = toml::from_str::<ign_edge::app::service::ServiceConfig>(&text);
 });

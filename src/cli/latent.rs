@@ -1,13 +1,13 @@
 //! `ign-edge latent interpolate|arith`
 
 use anyhow::{bail, Result};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
 
 use crate::app::model_spec::ModelSpec;
 use crate::backend::Backend;
 use crate::imaging::{self, chw_to_image};
-use crate::latent::{self, LatentSplit, Latents};
+use crate::latent::{arith, interpolate, LatentSplit, Path2};
 use crate::model::ModelInfo;
 use crate::tensor::ImageBatch;
 use crate::{fsio, inputs};
@@ -26,13 +26,6 @@ pub struct LatentCmd {
 pub enum LatentOp {
     Interpolate(InterpolateCmd),
     Arith(ArithCmd),
-}
-
-/// How to walk between two latents.
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-pub enum Path2 {
-    Linear,
-    Slerp,
 }
 
 /// Decode points between the latents of A and B: a strip (.png) or an animation (.gif).
@@ -103,28 +96,6 @@ fn ext_of(p: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// The decoded images between the latents of `a` and `b` (`frames` of them, ends included).
-pub fn interpolate(
-    split: &mut LatentSplit,
-    a: &ImageBatch,
-    b: &ImageBatch,
-    frames: usize,
-    how: Path2,
-) -> Result<ImageBatch> {
-    let (la, lb) = (split.encode(a)?, split.encode(b)?);
-    let n = frames.max(2);
-    let points: Vec<Vec<f32>> = (0..n)
-        .map(|i| {
-            let t = i as f32 / (n - 1) as f32;
-            match how {
-                Path2::Linear => latent::lerp(la.get(0), lb.get(0), t),
-                Path2::Slerp => latent::slerp(la.get(0), lb.get(0), t),
-            }
-        })
-        .collect();
-    split.decode(&Latents::stack(&points, &la))
-}
-
 impl InterpolateCmd {
     pub fn run(self) -> Result<()> {
         let ext = ext_of(&self.out);
@@ -173,38 +144,6 @@ impl InterpolateCmd {
         );
         Ok(())
     }
-}
-
-/// `(f(A−B+C)` in input space, `decoder(enc(A)−enc(B)+enc(C))` in latent space).
-pub fn arith(
-    split: &mut LatentSplit,
-    backend: &mut dyn Backend,
-    a: &ImageBatch,
-    b: &ImageBatch,
-    c: &ImageBatch,
-) -> Result<(ImageBatch, ImageBatch, ImageBatch)> {
-    let x: Vec<f32> = a
-        .data
-        .iter()
-        .zip(&b.data)
-        .zip(&c.data)
-        .map(|((p, q), r)| p - q + r)
-        .collect();
-    let x = ImageBatch::new(x, a.shape)?;
-    let input_space = backend.run(&x)?;
-    let (la, lb, lc) = (split.encode(a)?, split.encode(b)?, split.encode(c)?);
-    let z: Vec<f32> = la
-        .data
-        .iter()
-        .zip(&lb.data)
-        .zip(&lc.data)
-        .map(|((p, q), r)| p - q + r)
-        .collect();
-    let latent_space = split.decode(&Latents {
-        data: z,
-        shape: la.shape.clone(),
-    })?;
-    Ok((x, input_space, latent_space))
 }
 
 impl ArithCmd {

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use crate::app::model_spec::ModelSpec;
 use crate::backend::Backend;
-use crate::tensor::ImageBatch;
 use crate::{fsio, imaging, inputs, plot};
 
 /// Apply f again and again: the sequence f, f², ..., f^K and how far each step still moves.
@@ -37,16 +36,6 @@ pub struct RefineCmd {
     pub csv: Option<PathBuf>,
 }
 
-/// mean|f^k − f^(k−1)| for k = 1..=K over the whole batch, with f^0 = `x`.
-pub fn distances(x: &ImageBatch, seq: &[ImageBatch]) -> Vec<f64> {
-    std::iter::once(x)
-        .chain(seq.iter())
-        .collect::<Vec<_>>()
-        .windows(2)
-        .map(|w| w[0].mean_abs_diff(w[1]))
-        .collect()
-}
-
 impl RefineCmd {
     pub fn run(self) -> Result<()> {
         if self.steps == 0 {
@@ -56,7 +45,7 @@ impl RefineCmd {
         let inp = inputs::load_inputs(&self.inputs, &model.info)?;
         let mut backend = self.model.backend(&model)?;
         let seq = backend.project(&inp.batch, self.steps)?;
-        let d = distances(&inp.batch, &seq);
+        let d = crate::tensor::step_distances(&inp.batch, &seq);
         println!("{:>3}  mean|f^k - f^(k-1)|", "k");
         for (k, v) in d.iter().enumerate() {
             println!("{:>3}  {v:.6}", k + 1);

@@ -2,8 +2,8 @@
 //!
 //! The runtime library `librknnrt.so` is loaded when the backend starts ([`api`], feature
 //! `rknn`), so the default build and CI need nothing of Rockchip's. Models are `.rknn` files
-//! compiled on a host by rknn-toolkit2 from the ONNX model (`ign-edge rknn-prep` prepares the
-//! calibration set and prints the conversion). [`convert`] (layouts, input quantization,
+//! compiled on a host by rknn-toolkit2 from the ONNX model ([`prep`]: the calibration set and the
+//! conversion script, `ign-edge rknn-prep`). [`convert`] (layouts, input quantization,
 //! output dequantization) and [`cores`] (`--npu-cores`) build everywhere.
 
 #[cfg(feature = "rknn")]
@@ -12,6 +12,7 @@ pub mod api;
 mod backend;
 pub mod convert;
 pub mod cores;
+pub mod prep;
 
 #[cfg(feature = "rknn")]
 pub use backend::{InputMode, IoSpec, NpuStats, NpuTiming, RknnBackend, RknnOptions};

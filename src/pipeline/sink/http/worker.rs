@@ -223,15 +223,8 @@ fn interpolation_png(split: &mut LatentSplit, info: &ModelInfo, body: &[u8]) -> 
         return Err(bad());
     }
     let (a, b) = (drawing(&rest[..n], info)?, drawing(&rest[n..], info)?);
-    let (la, lb) = (
-        split.encode(&a).map_err(internal)?,
-        split.encode(&b).map_err(internal)?,
-    );
-    let points: Vec<Vec<f32>> = (0..8)
-        .map(|i| crate::latent::slerp(la.get(0), lb.get(0), i as f32 / 7.0))
-        .collect();
-    let ys = split
-        .decode(&crate::latent::Latents::stack(&points, &la))
+    // eight points, ends included, on the great circle (as `latent interpolate --slerp`)
+    let ys = crate::latent::interpolate(split, &a, &b, 8, crate::latent::Path2::Slerp)
         .map_err(internal)?;
     strip_png(crate::imaging::batch_tiles(&ys))
 }
