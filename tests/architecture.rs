@@ -1,6 +1,7 @@
 //! The dependency rules and size limits of docs/ARCHITECTURE.md, checked on the sources
 //! themselves: nothing outside `src/cli/` and `src/main.rs` uses `crate::cli`; the trainer
-//! depends on `ign-core`, not on the runtime; no function is 120 lines or longer.
+//! depends on `ign-core`, not on the runtime; library code neither prints nor exits; no function
+//! is 120 lines or longer.
 
 use std::path::{Path, PathBuf};
 
@@ -53,6 +54,34 @@ fn the_trainer_and_the_core_do_not_depend_on_the_runtime() {
     }
     let trainer = std::fs::read_to_string(root().join("trainer/Cargo.toml")).unwrap();
     assert!(trainer.contains("ign-core = { path = \"../core\" }"));
+}
+
+/// Library code reports through `log` (`ign_core::notices`); only the front ends print.
+#[test]
+fn library_code_neither_prints_nor_exits() {
+    let cli = root().join("src/cli");
+    let mut offenders = Vec::new();
+    for p in sources(&["src", "core/src", "trainer/src"]) {
+        let front_end = p.starts_with(&cli)
+            || p.ends_with("main.rs")
+            || p.ends_with("core/src/notices.rs")
+            || p.starts_with(root().join("trainer/src/cli"));
+        if front_end {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).unwrap();
+        // the code before its unit tests
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        for needle in ["println!", "process::exit"] {
+            if code
+                .lines()
+                .any(|l| !l.trim_start().starts_with("//") && l.contains(needle))
+            {
+                offenders.push(format!("{}: {needle}", p.display()));
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "{offenders:#?}");
 }
 
 /// `(lines, file, name)` of every `fn` with a body, braces counted from its signature.

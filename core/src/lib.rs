@@ -26,6 +26,7 @@ pub mod imaging;
 pub mod inputs;
 pub mod limits;
 pub mod model;
+pub mod notices;
 pub mod npy;
 pub mod plot;
 pub mod preprocess;

@@ -90,7 +90,7 @@ impl ModelSpec {
     pub fn backend(&self, model: &Model) -> Result<CpuBackend> {
         let b = CpuBackend::new(model, Some(self.threads.unwrap_or(1)))?;
         if let Some(n) = b.notice() {
-            eprintln!("{n}");
+            log::warn!("{n}");
         }
         Ok(b)
     }

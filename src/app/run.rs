@@ -132,7 +132,7 @@ impl RunConfig {
         }
         if let Some(name) = &self.board {
             let b = crate::board::load(name)?;
-            eprintln!("board {}: {}", b.name, b.description);
+            log::info!("board {}: {}", b.name, b.description);
             self.model.apply_board(&b);
             self.backend.apply_board(&b);
             self.source.get_or_insert(b.defaults.source.clone());
@@ -222,7 +222,7 @@ pub fn run(mut config: RunConfig) -> Result<Summary> {
     };
     if let Some(spec) = &c.cores {
         let cores = crate::cores::pin_spec(spec)?;
-        eprintln!("pinned to cores {cores:?}");
+        log::info!("pinned to cores {cores:?}");
     }
     let opened = c.backend.open(&c.model)?;
     let info = opened.info.clone();
@@ -272,7 +272,7 @@ pub fn run(mut config: RunConfig) -> Result<Summary> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    eprintln!(
+    log::info!(
         "running {} -> {} ({}, k={}){}",
         src.describe(),
         snk.describe(),

@@ -96,7 +96,7 @@ impl BackendArgs {
                                 onnx.display()
                             );
                         }
-                        eprintln!("notice: {e}; running {} on the CPU instead", onnx.display());
+                        log::warn!("notice: {e}; running {} on the CPU instead", onnx.display());
                         let mut m = model.clone();
                         m.model = Some(onnx);
                         cpu(&m)

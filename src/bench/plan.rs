@@ -124,7 +124,7 @@ impl BenchPlan {
         self.models()?;
         if let Some(spec) = &self.cores {
             let cores = crate::cores::pin_spec(spec)?;
-            eprintln!("pinned to cores {cores:?}");
+            log::info!("pinned to cores {cores:?}");
         }
         Ok(())
     }
@@ -230,7 +230,7 @@ impl BenchPlan {
             }
         }
         for (t, p) in peaks {
-            eprintln!("peak: {p:.1} GFLOP/s for a 512x512 f32 matmul in tract with {t} thread(s)");
+            log::info!("peak: {p:.1} GFLOP/s for a 512x512 f32 matmul in tract with {t} thread(s)");
         }
         Ok(())
     }

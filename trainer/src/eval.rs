@@ -152,7 +152,7 @@ fn classifier_for(
             return Ok(Some((c, acc)));
         }
     }
-    eprintln!(
+    log::info!(
         "training the evaluation classifier ({} epochs on {} images)...",
         opts.classifier_epochs,
         train.len()

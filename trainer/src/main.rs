@@ -1,6 +1,7 @@
 use clap::Parser;
 
 fn main() {
+    ign_core::notices::init();
     let cli = ign_train::cli::Cli::parse();
     if let Err(e) = ign_train::cli::run(cli) {
         if let Some(i) = e.downcast_ref::<ign_train::train::Interrupted>() {

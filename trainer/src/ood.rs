@@ -174,7 +174,7 @@ pub fn evaluate(
         match *kind {
             "printed" if fonts.is_empty() => {
                 if digits && shape.0 == 1 {
-                    eprintln!(
+                    log::warn!(
                         "printed digits skipped: no font installed (apt install {})",
                         crate::printed::FontSet::HeldOut.packages()
                     );

@@ -350,7 +350,7 @@ pub fn run(
     let ck = starting_state(&config, opts, &ck_path)?;
     let (mut trainer, description) = open_trainer(config, ck, data_path, data_opts, &ck_path)?;
     if trainer.step >= opts.steps {
-        eprintln!(
+        log::info!(
             "{}: already at step {} of {}; nothing to do (raise --steps to train longer)",
             opts.out.display(),
             trainer.step,
@@ -359,7 +359,7 @@ pub fn run(
         return Ok(trainer);
     }
     if !opts.quiet {
-        eprintln!(
+        log::info!(
             "training {} params ({}x{}x{}, width {}) on {} — {} train / {} test images, batch {}, from step {} to {}",
             trainer.config.model.num_params(),
             trainer.config.model.channels,
@@ -398,7 +398,7 @@ fn starting_state(
         let src = from.join(CHECKPOINT_FILE);
         let mut ck = checkpoint::load(&src)
             .with_context(|| format!("{}: cannot start from this run", from.display()))?;
-        eprintln!(
+        log::info!(
             "starting {} from {} at step {} with z-mix {}, z-printed {}, z-tight {:?} (were {}, {}, {:?})",
             opts.out.display(),
             src.display(),
@@ -433,7 +433,7 @@ fn open_trainer(
     let config = match &ck {
         Some(ck) => {
             if ck_path.exists() && ck.config != config {
-                eprintln!(
+                log::info!(
                     "resuming {}: using the checkpoint's settings (seed {}, batch {}, width {})",
                     ck_path.display(),
                     ck.config.seed,
@@ -544,7 +544,7 @@ fn train_until(trainer: &mut Trainer, opts: &RunOptions, ck_path: PathBuf) -> Re
     debug_assert_eq!(last_saved, trainer.step);
     bar.finish();
     if !opts.quiet {
-        eprintln!(
+        log::info!(
             "done: step {} in {:.1} s; checkpoint {}; samples {}",
             trainer.step,
             t0.elapsed().as_secs_f64(),

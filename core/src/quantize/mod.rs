@@ -486,7 +486,7 @@ pub fn in_precision(model: Model, precision: Precision) -> Result<Model> {
     }
     let bytes = model.bytes().to_vec();
     if precision == Precision::Int8 {
-        eprintln!(
+        log::info!(
             "notice: no {}: quantizing to int8 now, calibrated on noise only; `ign-edge quantize --precision int8 --calib <real images>` makes a better file",
             variant.display()
         );

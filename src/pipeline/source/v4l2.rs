@@ -118,7 +118,7 @@ impl V4l2Source {
         self.stream = None;
         let mut wait = Duration::from_millis(500);
         loop {
-            eprintln!(
+            log::warn!(
                 "camera {} lost ({why}); retrying in {:.1} s (Ctrl-C to stop)",
                 self.path.display(),
                 wait.as_secs_f64()
@@ -132,7 +132,7 @@ impl V4l2Source {
             }
             match open_device(&self.path, &self.opts) {
                 Ok(o) => {
-                    eprintln!("camera {} is back", self.path.display());
+                    log::warn!("camera {} is back", self.path.display());
                     self.stream = Some(o.stream);
                     self.format = o.format;
                     return Ok(true);
@@ -195,7 +195,7 @@ impl Source for V4l2Source {
                     return Ok(Some(f));
                 }
                 // A corrupt frame (USB hiccup): skip it.
-                Ok(Err(e)) => eprintln!("camera {}: skipping a frame: {e:#}", self.path.display()),
+                Ok(Err(e)) => log::warn!("camera {}: skipping a frame: {e:#}", self.path.display()),
                 Err(e) => {
                     if !self.reconnect(&e.to_string())? {
                         return Ok(None);

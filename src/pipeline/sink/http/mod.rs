@@ -203,7 +203,7 @@ impl HttpSink {
             .local_addr()
             .map_err(|e| anyhow!("http:{addr}: no local address ({e})"))?;
         if !bound.ip().is_loopback() {
-            eprintln!(
+            log::info!(
                 "warning: serving on {bound}: the stream and the pad are visible on the network{}",
                 if token.is_some() {
                     " (token required)"
@@ -237,7 +237,7 @@ impl HttpSink {
         });
         let server = server::Server::start(listener, routes::router(shared.clone()))
             .map_err(|e| anyhow!("http:{bound}: cannot start the server: {e:#}"))?;
-        eprintln!("serving the live view on http://{bound}/ (pad: http://{bound}/pad)");
+        log::info!("serving the live view on http://{bound}/ (pad: http://{bound}/pad)");
         Ok(HttpSink {
             addr: bound,
             size,

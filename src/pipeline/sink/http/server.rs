@@ -57,7 +57,7 @@ impl Server {
                     Ok::<_, io::Error>(())
                 });
                 if let Err(e) = r {
-                    eprintln!("http: the server stopped: {e}");
+                    log::warn!("http: the server stopped: {e}");
                 }
                 // Connections still open (streams, slow clients) are dropped here.
                 rt.shutdown_timeout(Duration::from_millis(500));
