@@ -237,7 +237,7 @@ pub fn run(mut config: RunConfig) -> Result<Summary> {
     let web_model = web_model(&opened, &info, web)?;
     let variants = precision_variants(&opened, &info, web)?;
     let controls = web.then(|| {
-        sink::http::Controls::new(c.steps, c.paper, variants.iter().map(|v| v.0).collect())
+        pipeline::controls::Controls::new(c.steps, c.paper, variants.iter().map(|v| v.0).collect())
     });
     let web_noise = match &web_model {
         Some(m) => c.model.noise_variant(m)?,
@@ -297,7 +297,7 @@ pub fn run(mut config: RunConfig) -> Result<Summary> {
             for m in variants[1..].iter().filter_map(|v| v.1.as_ref()) {
                 backends.push(Box::new(c.model.backend(m)?) as Box<dyn Backend>);
             }
-            let mut switch = sink::http::SwitchBackend {
+            let mut switch = pipeline::controls::SwitchBackend {
                 backends,
                 controls: ctl.clone(),
             };

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::controls::Controls;
 use super::frame::Frame;
 use super::mailbox::{Mailbox, Taken};
 use super::preprocess::Preprocess;
-use super::sink::http::Controls;
 use super::source::Source;
 use super::STOP_POLL;
 

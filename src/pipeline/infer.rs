@@ -13,12 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::capture::{next_captured, CaptureShared, Captured};
+use super::controls::Controls;
 use super::display::{DisplayStats, Picture};
 use super::frame::Frame;
 use super::mailbox::Mailbox;
 use super::mean_ms;
 use super::overlay::Hud;
-use super::sink::http::Controls;
 use crate::backend::Backend;
 use crate::tensor::ImageBatch;
 

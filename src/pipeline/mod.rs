@@ -18,6 +18,7 @@
 
 mod capture;
 pub mod compose;
+pub mod controls;
 mod display;
 pub mod frame;
 mod infer;
@@ -35,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::backend::Backend;
-use crate::bench::stats::Latency;
+use ign_core::stats::Latency;
 use capture::CaptureShared;
 use display::{DisplayPlan, DisplayStats, Picture};
 use infer::{InferPlan, Outbox};
@@ -59,7 +60,7 @@ pub struct LoopOptions {
     pub model_name: String,
     pub precision: String,
     /// Settings changed while running (the web page's k and paper mode).
-    pub controls: Option<Arc<sink::http::Controls>>,
+    pub controls: Option<Arc<controls::Controls>>,
 }
 
 /// What a run did (printed at the end; `--json` writes it).

@@ -40,15 +40,13 @@ use bytes::Bytes;
 use image::RgbImage;
 use serde::Serialize;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::Sink;
-use crate::backend::Backend;
 use crate::model::{Model, Precision};
 use crate::pipeline::telemetry::Telemetry;
-use crate::tensor::ImageBatch;
 
 /// Largest request body (pad uploads): 413 beyond, from `Content-Length` or while reading.
 pub const MAX_UPLOAD: usize = 1 << 20;
@@ -77,64 +75,7 @@ pub const PAD_QUEUE: usize = 4;
 /// A pad request not answered within this time gets 503 (the connection does not wait on).
 pub const PAD_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Settings of the running loop that the page can change.
-#[derive(Debug)]
-pub struct Controls {
-    /// Applications of f per frame.
-    pub steps: AtomicUsize,
-    /// Dark ink on white paper.
-    pub paper: AtomicBool,
-    /// Index into `precisions` of the variant the loop runs.
-    pub precision: AtomicUsize,
-    /// The model variants the loop can switch between (fp32 and the files beside it).
-    pub precisions: Vec<Precision>,
-}
-
-impl Controls {
-    /// Controls starting at `steps` and `paper`, on the first of `precisions`.
-    pub fn new(steps: usize, paper: bool, precisions: Vec<Precision>) -> Arc<Controls> {
-        Arc::new(Controls {
-            steps: AtomicUsize::new(steps.max(1)),
-            paper: AtomicBool::new(paper),
-            precision: AtomicUsize::new(0),
-            precisions,
-        })
-    }
-
-    /// The variant the loop runs now.
-    pub fn precision(&self) -> Option<Precision> {
-        self.precisions
-            .get(self.precision.load(Ordering::Relaxed))
-            .copied()
-    }
-}
-
-/// Several variants of one model behind one [`Backend`]; [`Controls`] says which one runs.
-pub struct SwitchBackend {
-    /// One backend per variant, in the order of `controls.precisions`.
-    pub backends: Vec<Box<dyn Backend>>,
-    /// Which one runs.
-    pub controls: Arc<Controls>,
-}
-
-impl Backend for SwitchBackend {
-    fn name(&self) -> String {
-        let i = self
-            .controls
-            .precision
-            .load(Ordering::Relaxed)
-            .min(self.backends.len() - 1);
-        self.backends[i].name()
-    }
-    fn run(&mut self, input: &ImageBatch) -> Result<ImageBatch> {
-        let i = self
-            .controls
-            .precision
-            .load(Ordering::Relaxed)
-            .min(self.backends.len() - 1);
-        self.backends[i].run(input)
-    }
-}
+pub use crate::pipeline::controls::{Controls, SwitchBackend};
 
 /// What the http sink needs beyond a canvas size.
 #[derive(Clone)]
