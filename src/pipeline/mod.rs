@@ -36,9 +36,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::backend::Backend;
-use ign_core::stats::Latency;
 use capture::CaptureShared;
 use display::{DisplayPlan, DisplayStats, Picture};
+use ign_core::stats::Latency;
 use infer::{InferPlan, Outbox};
 use mailbox::Mailbox;
 use overlay::Hud;

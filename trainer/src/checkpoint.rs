@@ -12,9 +12,9 @@ use candle_nn::{VarBuilder, VarMap};
 use std::collections::HashMap;
 use std::path::Path;
 
+use crate::config::TrainConfig;
 use crate::model::Ign;
 use crate::optim::Adam;
-use crate::train::TrainConfig;
 
 /// The file name of the checkpoint inside a run folder.
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";

@@ -11,8 +11,8 @@ use ign_core::model::metadata::keys;
 use ign_core::model::writer::{attr_float, attr_int, attr_ints, Dim, OnnxWriter};
 use std::path::{Path, PathBuf};
 
+use crate::config::TrainConfig;
 use crate::model::{Act, LayerSpec, Norm, NORM_EPS};
-use crate::train::TrainConfig;
 
 const BN_EPS: f64 = NORM_EPS;
 

@@ -6,6 +6,7 @@ pub mod bnstats;
 pub mod checkpoint;
 pub mod classifier;
 pub mod cli;
+pub mod config;
 pub mod corrupt;
 pub mod data;
 pub mod eval;

@@ -7,8 +7,8 @@ use ign_core::plot::{line_plot, Series};
 use image::RgbImage;
 use std::path::Path;
 
+use crate::data::Dataset;
 use crate::model::Ign;
-use crate::train::Trainer;
 
 /// Tiles of a `[B, C, H, W]` tensor.
 pub fn tensor_tiles(t: &Tensor) -> Result<Vec<RgbImage>> {
@@ -32,15 +32,15 @@ pub fn sample_grid(model: &Ign, x: &Tensor, z: &Tensor) -> Result<RgbImage> {
     imaging::grid(&rows, imaging::default_scale(x.dim(2)?), 2)
 }
 
-/// Write `samples/step-NNNNNNN.png` and `samples/latest.png` into the run folder.
-pub fn write_samples(t: &Trainer, out: &Path) -> Result<()> {
-    let n = t.test.len().min(8);
+/// Write `samples/step-NNNNNNN.png` and `samples/latest.png` into the run folder: the grid of
+/// `model` on the first 8 `test` images and the noise `z`.
+pub fn write_samples(model: &Ign, test: &Dataset, z: &Tensor, step: u64, out: &Path) -> Result<()> {
+    let n = test.len().min(8);
     let idx: Vec<usize> = (0..n).collect();
-    let x = t.test.batch(&idx, &Device::Cpu)?;
-    let z = t.eval_noise(8, t.config.seed)?;
-    let g = sample_grid(&t.model, &x, &z)?;
+    let x = test.batch(&idx, &Device::Cpu)?;
+    let g = sample_grid(model, &x, z)?;
     let dir = out.join("samples");
-    ign_core::fsio::save_png(&dir.join(format!("step-{:07}.png", t.step)), &g)?;
+    ign_core::fsio::save_png(&dir.join(format!("step-{step:07}.png")), &g)?;
     ign_core::fsio::save_png(&dir.join("latest.png"), &g)
 }
 

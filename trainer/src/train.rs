@@ -6,7 +6,6 @@ use candle_nn::{VarBuilder, VarMap};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,50 +15,13 @@ use std::time::Instant;
 
 use crate::checkpoint::{self, CHECKPOINT_FILE};
 use crate::data::{self, mix, BatchSampler, DataOptions, Dataset};
-use crate::loss::{ign_loss_tight_on, LossConfig, LossTerms};
+use crate::loss::{ign_loss_tight_on, LossTerms};
 use crate::model::{Ign, ModelConfig};
-use crate::noise::{Noise, NoiseKind};
-use crate::optim::{Adam, AdamConfig};
+use crate::noise::Noise;
+use crate::optim::Adam;
 use crate::samples;
 
-/// Everything that defines a run; saved in every checkpoint.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TrainConfig {
-    pub model: ModelConfig,
-    pub loss: LossConfig,
-    pub adam: AdamConfig,
-    pub noise: NoiseKind,
-    /// Fraction of each batch of `z` drawn from corruptions of real training images
-    /// ([`crate::corrupt`]) instead of noise: the paper's "any input" (0: noise only).
-    #[serde(default)]
-    pub z_mix: f64,
-    /// Fraction of each batch of `z` rendered as printed digits from the training faces
-    /// ([`crate::printed::FontSet::Train`]; the evaluation's faces are held out) (0: none).
-    #[serde(default)]
-    pub z_printed: f64,
-    /// Which `z` the tightness term sees: all of it, or only its noise (corrupted and printed
-    /// digits then feed the idempotence term alone).
-    #[serde(default)]
-    pub z_tight: ZTight,
-    pub batch: usize,
-    pub seed: u64,
-    /// Where the data came from (informational).
-    pub data: String,
-    /// Which dataset name goes into the exported model's metadata.
-    pub dataset_name: String,
-}
-
-/// Which part of each `z` batch the tightness term is taken over.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum ZTight {
-    /// Every `z` (the paper's objective).
-    #[default]
-    All,
-    /// Only the noise: tightness pushes f away from being the identity off the data, which
-    /// for digits close to the data (noisy, occluded, printed) fights reconstruction.
-    Noise,
-}
+pub use crate::config::{TrainConfig, ZTight};
 
 /// Options of one training invocation that are not part of the run's identity.
 #[derive(Clone, Debug)]
@@ -521,7 +483,8 @@ fn train_until(trainer: &mut Trainer, opts: &RunOptions, ck_path: PathBuf) -> Re
         let done = trainer.step >= opts.steps;
         if opts.sample_every > 0 && (trainer.step.is_multiple_of(opts.sample_every) || done) {
             log.flush()?;
-            samples::write_samples(trainer, &opts.out)?;
+            let z = trainer.eval_noise(8, trainer.config.seed)?;
+            samples::write_samples(&trainer.model, &trainer.test, &z, trainer.step, &opts.out)?;
             samples::write_loss_plot(&log_path, &opts.out.join("loss.png"))?;
         }
         if interrupted

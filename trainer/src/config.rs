@@ -1,0 +1,47 @@
+//! What defines a training run ([`TrainConfig`], saved in every checkpoint).
+
+use serde::{Deserialize, Serialize};
+
+use crate::loss::LossConfig;
+use crate::model::ModelConfig;
+use crate::noise::NoiseKind;
+use crate::optim::AdamConfig;
+
+/// Everything that defines a run; saved in every checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub model: ModelConfig,
+    pub loss: LossConfig,
+    pub adam: AdamConfig,
+    pub noise: NoiseKind,
+    /// Fraction of each batch of `z` drawn from corruptions of real training images
+    /// ([`crate::corrupt`]) instead of noise: the paper's "any input" (0: noise only).
+    #[serde(default)]
+    pub z_mix: f64,
+    /// Fraction of each batch of `z` rendered as printed digits from the training faces
+    /// ([`crate::printed::FontSet::Train`]; the evaluation's faces are held out) (0: none).
+    #[serde(default)]
+    pub z_printed: f64,
+    /// Which `z` the tightness term sees: all of it, or only its noise (corrupted and printed
+    /// digits then feed the idempotence term alone).
+    #[serde(default)]
+    pub z_tight: ZTight,
+    pub batch: usize,
+    pub seed: u64,
+    /// Where the data came from (informational).
+    pub data: String,
+    /// Which dataset name goes into the exported model's metadata.
+    pub dataset_name: String,
+}
+
+/// Which part of each `z` batch the tightness term is taken over.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ZTight {
+    /// Every `z` (the paper's objective).
+    #[default]
+    All,
+    /// Only the noise: tightness pushes f away from being the identity off the data, which
+    /// for digits close to the data (noisy, occluded, printed) fights reconstruction.
+    Noise,
+}
