@@ -26,6 +26,9 @@ pub struct TrainConfig {
     /// digits then feed the idempotence term alone).
     #[serde(default)]
     pub z_tight: ZTight,
+    /// Whether the noise and the other z share one batch's BatchNorm statistics.
+    #[serde(default)]
+    pub z_bn: ZBatchNorm,
     pub batch: usize,
     pub seed: u64,
     /// Where the data came from (informational).
@@ -44,4 +47,16 @@ pub enum ZTight {
     /// Only the noise: tightness pushes f away from being the identity off the data, which
     /// for digits close to the data (noisy, occluded, printed) fights reconstruction.
     Noise,
+}
+
+/// How the noise and the other z (corrupted, printed) meet BatchNorm.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ZBatchNorm {
+    /// One batch: the digits are normalized with the noise's statistics mixed in.
+    #[default]
+    Shared,
+    /// Two batches, each with its own statistics (as the exported model sees them: real-like
+    /// inputs with statistics of real images, noise with those of noise).
+    Separate,
 }

@@ -100,11 +100,58 @@ pub fn ign_loss_tight_on(
     cfg: &LossConfig,
     tight_samples: usize,
 ) -> Result<(Tensor, LossTerms)> {
+    ign_loss_planned(
+        model,
+        frozen,
+        x,
+        z,
+        cfg,
+        ZPlan {
+            tight_samples,
+            bn_split: None,
+        },
+    )
+}
+
+/// How a batch of `z` goes through the loss.
+#[derive(Clone, Copy, Debug)]
+pub struct ZPlan {
+    /// The tightness term is taken over the first `tight_samples` z.
+    pub tight_samples: usize,
+    /// With `Some(k)`, the first `k` z (the noise) and the rest (corrupted or printed digits)
+    /// go through f as two batches, each normalized by its own BatchNorm statistics
+    /// (`ign-train train --z-bn separate`); `None`: one batch.
+    pub bn_split: Option<usize>,
+}
+
+/// `f` on `z`, in one batch or in two at `split` (each with its own batch statistics).
+fn forward_split(f: &Ign, z: &Tensor, split: Option<usize>) -> Result<Tensor> {
+    let n = z.dim(0)?;
+    match split {
+        Some(k) if k > 0 && k < n => {
+            let a = f.forward_t(&z.narrow(0, 0, k)?, true)?;
+            let b = f.forward_t(&z.narrow(0, k, n - k)?, true)?;
+            Tensor::cat(&[&a, &b], 0)
+        }
+        _ => f.forward_t(z, true),
+    }
+}
+
+/// [`ign_loss`] with the batch of `z` handled as `plan` says.
+pub fn ign_loss_planned(
+    model: &Ign,
+    frozen: &Ign,
+    x: &Tensor,
+    z: &Tensor,
+    cfg: &LossConfig,
+    plan: ZPlan,
+) -> Result<(Tensor, LossTerms)> {
+    let tight_samples = plan.tight_samples;
     let fx = model.forward_t(x, true)?;
-    let fz = model.forward_t(z, true)?;
+    let fz = forward_split(model, z, plan.bn_split)?;
     let f_z = fz.detach();
-    let ff_z = model.forward_t(&f_z, true)?;
-    let f_fz = frozen.forward_t(&fz, true)?;
+    let ff_z = forward_split(model, &f_z, plan.bn_split)?;
+    let f_fz = forward_split(frozen, &fz, plan.bn_split)?;
 
     let rec = distance_per_sample(&fx, x, cfg.distance)?;
     let idem = distance_per_sample(&f_fz, &fz, cfg.distance)?.mean_all()?;

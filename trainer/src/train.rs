@@ -15,13 +15,13 @@ use std::time::Instant;
 
 use crate::checkpoint::{self, CHECKPOINT_FILE};
 use crate::data::{self, mix, BatchSampler, DataOptions, Dataset};
-use crate::loss::{ign_loss_tight_on, LossTerms};
+use crate::loss::{ign_loss_planned, LossTerms, ZPlan};
 use crate::model::{Ign, ModelConfig};
 use crate::noise::Noise;
 use crate::optim::Adam;
 use crate::samples;
 
-pub use crate::config::{TrainConfig, ZTight};
+pub use crate::config::{TrainConfig, ZBatchNorm, ZTight};
 
 /// Options of one training invocation that are not part of the run's identity.
 #[derive(Clone, Debug)]
@@ -237,18 +237,16 @@ impl Trainer {
         let idx = self.sampler.indices(self.step, self.config.batch);
         let x = self.train.batch(&idx, &Device::Cpu)?;
         let z = self.noise_batch(self.step, self.config.batch)?;
-        let tight_samples = match self.config.z_tight {
-            ZTight::All => self.config.batch,
-            ZTight::Noise => self.noise_count(self.config.batch),
+        let noise = self.noise_count(self.config.batch);
+        let plan = ZPlan {
+            tight_samples: match self.config.z_tight {
+                ZTight::All => self.config.batch,
+                ZTight::Noise => noise,
+            },
+            bn_split: (self.config.z_bn == ZBatchNorm::Separate).then_some(noise),
         };
-        let (loss, terms) = ign_loss_tight_on(
-            &self.model,
-            &self.frozen,
-            &x,
-            &z,
-            &self.config.loss,
-            tight_samples,
-        )?;
+        let (loss, terms) =
+            ign_loss_planned(&self.model, &self.frozen, &x, &z, &self.config.loss, plan)?;
         if !terms.total.is_finite() {
             bail!(
                 "loss became {} at step {}: lower --lr or check the data",
@@ -361,20 +359,23 @@ fn starting_state(
         let mut ck = checkpoint::load(&src)
             .with_context(|| format!("{}: cannot start from this run", from.display()))?;
         log::info!(
-            "starting {} from {} at step {} with z-mix {}, z-printed {}, z-tight {:?} (were {}, {}, {:?})",
+            "starting {} from {} at step {} with z-mix {}, z-printed {}, z-tight {:?}, z-bn {:?} (were {}, {}, {:?}, {:?})",
             opts.out.display(),
             src.display(),
             ck.step,
             config.z_mix,
             config.z_printed,
             config.z_tight,
+            config.z_bn,
             ck.config.z_mix,
             ck.config.z_printed,
-            ck.config.z_tight
+            ck.config.z_tight,
+            ck.config.z_bn
         );
         ck.config.z_mix = config.z_mix;
         ck.config.z_printed = config.z_printed;
         ck.config.z_tight = config.z_tight;
+        ck.config.z_bn = config.z_bn;
         Some(ck)
     } else {
         None

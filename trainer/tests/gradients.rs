@@ -247,3 +247,44 @@ fn tightness_over_the_noise_part_only() {
     assert_eq!(none.tight, 0.0);
     assert!((none.idem - all.idem).abs() < 1e-9 && (none.rec - all.rec).abs() < 1e-9);
 }
+
+/// `--z-bn separate`: the noise and the other z go through f as two batches, so the
+/// idempotence term of the whole batch is the size-weighted mean of the terms of each part
+/// alone (with BatchNorm, one shared batch gives another value).
+#[test]
+fn separate_batch_norm_treats_each_part_as_its_own_batch() {
+    use ign_train::loss::{ign_loss_planned, ZPlan};
+    let varmap = VarMap::new();
+    let cfg = tiny(Norm::Batch);
+    let model = Ign::new(
+        &cfg,
+        VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu),
+    )
+    .unwrap();
+    init_weights(&varmap, 13).unwrap();
+    let frozen = frozen_copy(&varmap, &cfg).unwrap();
+    let x = rand_tensor(6, 5, 1.0);
+    // noise, then digits-like inputs of another scale
+    let z = Tensor::cat(&[&rand_tensor(4, 6, 1.5), &rand_tensor(2, 7, 0.3)], 0).unwrap();
+    let loss_cfg = LossConfig::default();
+    let plan = |bn_split| ZPlan {
+        tight_samples: 6,
+        bn_split,
+    };
+    let idem = |z: &Tensor, bn_split| {
+        ign_loss_planned(&model, &frozen, &x, z, &loss_cfg, plan(bn_split))
+            .unwrap()
+            .1
+            .idem as f64
+    };
+    let split = idem(&z, Some(4));
+    let a = idem(&z.narrow(0, 0, 4).unwrap(), None);
+    let b = idem(&z.narrow(0, 4, 2).unwrap(), None);
+    let weighted = (4.0 * a + 2.0 * b) / 6.0;
+    assert!((split - weighted).abs() < 1e-6, "{split} vs {weighted}");
+    let shared = idem(&z, None);
+    assert!(
+        (shared - split).abs() > 1e-6,
+        "one batch gave the same: {shared}"
+    );
+}

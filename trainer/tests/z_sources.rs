@@ -26,6 +26,7 @@ fn trainer(z_mix: f64, z_printed: f64) -> anyhow::Result<Trainer> {
         z_mix,
         z_printed,
         z_tight: Default::default(),
+        z_bn: Default::default(),
         batch: 8,
         seed: 3,
         data: "fixture".into(),

@@ -54,7 +54,7 @@ pub struct TrainCmd {
     pub resume: bool,
     /// Start a new run in --out from another run's state (its folder): weights, BatchNorm
     /// statistics, Adam moments and step count carry over, and this command's --z-mix
-    /// --z-printed and --z-tight apply from that step on (model, data, seed and losses stay the source
+    /// --z-printed, --z-tight and --z-bn apply from that step on (model, data, seed and losses stay the source
     /// run's). For recipe
     /// schedules such as "noise first, corruptions once generation has converged".
     #[arg(long, value_name = "RUN", conflicts_with = "resume")]
@@ -96,6 +96,10 @@ pub struct TrainCmd {
     /// printed digits then feed the idempotence term alone).
     #[arg(long, value_enum, default_value = "all")]
     pub z_tight: crate::train::ZTight,
+    /// BatchNorm with --z-mix/--z-printed: shared (one batch of noise and digits) or separate
+    /// (the noise and the digits in two batches, each with its own statistics).
+    #[arg(long, value_enum, default_value = "shared")]
+    pub z_bn: crate::train::ZBatchNorm,
     /// Write samples and the loss plot every N steps (0: never).
     #[arg(long, default_value_t = 500)]
     pub sample_every: u64,
@@ -159,6 +163,7 @@ impl TrainCmd {
             z_mix: self.z_mix,
             z_printed: self.z_printed,
             z_tight: self.z_tight,
+            z_bn: self.z_bn,
             batch: self.batch,
             seed: self.seed,
             data: self.data.display().to_string(),
