@@ -295,61 +295,73 @@ impl CustomOp3 for NormAct {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (batch, c, _, _) = x.dims4()?;
-        let dev = x.device().clone();
-        let (x_, w_, y_, dy_) = (
-            x.contiguous()?,
-            w.contiguous()?,
-            y.contiguous()?,
-            dy.contiguous()?,
-        );
-        // the kernels read the tensors' storage in place
-        let (sx, sw, sy, sd) = (
-            x_.storage_and_layout(),
-            w_.storage_and_layout(),
-            y_.storage_and_layout(),
-            dy_.storage_and_layout(),
-        );
-        let (Storage::Cpu(cx), Storage::Cpu(cw), Storage::Cpu(cy), Storage::Cpu(cd)) =
-            (&*sx.0, &*sw.0, &*sy.0, &*sd.0)
-        else {
-            candle_core::bail!("norm-act: CPU tensors only");
-        };
-        let kept = self.stats.lock().unwrap();
+        let kept = self.stats.lock().unwrap().clone();
         if kept.len() != 2 * batch * self.groups {
             candle_core::bail!("norm-act: backward without the forward pass's statistics");
         }
-        macro_rules! run {
-            ($t:ty) => {{
-                let kept: Vec<$t> = kept.iter().map(|&v| v as $t).collect();
-                let (dx, dw, db) = backward::<$t>(
-                    contiguous(cx, sx.1)?,
-                    contiguous(cw, sw.1)?,
-                    contiguous(cy, sy.1)?,
-                    contiguous(cd, sd.1)?,
-                    &kept,
-                    batch,
-                    c,
-                    self.groups,
-                    self.act,
-                );
-                (
-                    Tensor::from_vec(dx, x.shape(), &dev)?,
-                    Tensor::from_vec(dw, c, &dev)?,
-                    Tensor::from_vec(db, c, &dev)?,
-                )
-            }};
-        }
-        let (dx, dw, db) = match x.dtype() {
-            candle_core::DType::F64 => run!(f64),
-            _ => run!(f32),
-        };
-        // no gradient where nothing asks for one (frozen weights, detached inputs)
-        Ok((
-            x.track_op().then_some(dx),
-            w.track_op().then_some(dw),
-            b.track_op().then_some(db),
-        ))
+        let (groups, act) = (self.groups, self.act);
+        norm_backward(
+            "norm-act",
+            [x, w, b, y, dy],
+            |[x, w, y, dy]| {
+                let kept: Vec<f32> = kept.iter().map(|&v| v as f32).collect();
+                backward(x, w, y, dy, &kept, batch, c, groups, act)
+            },
+            |[x, w, y, dy]| backward(x, w, y, dy, &kept, batch, c, groups, act),
+        )
     }
+}
+
+/// `(dx, dw, db)` of a norm op.
+type Grads<T> = (Vec<T>, Vec<T>, Vec<T>);
+
+/// Gradients `(dx, dw, db)` of a norm op's inputs, from `[x, w, b, y, dy]`: computed on the
+/// CPU by `f32` or `f64` (whichever is `x`'s type) from the values of x, w, y and dy read in
+/// place; only the inputs that ask for a gradient get one (frozen weights and detached inputs
+/// do not).
+pub(crate) fn norm_backward(
+    op: &str,
+    [x, w, b, y, dy]: [&Tensor; 5],
+    f32: impl FnOnce([&[f32]; 4]) -> Grads<f32>,
+    f64: impl FnOnce([&[f64]; 4]) -> Grads<f64>,
+) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    let c = w.dim(0)?;
+    let dev = x.device().clone();
+    let tensors = [x, w, y, dy].map(|t| t.contiguous());
+    let [x_, w_, y_, dy_] = tensors;
+    let (x_, w_, y_, dy_) = (x_?, w_?, y_?, dy_?);
+    let guards = [&x_, &w_, &y_, &dy_].map(|t| t.storage_and_layout());
+    let mut cpu = Vec::with_capacity(4);
+    for (s, l) in &guards {
+        match &**s {
+            Storage::Cpu(st) => cpu.push((st, *l)),
+            _ => candle_core::bail!("{op}: CPU tensors only"),
+        }
+    }
+    macro_rules! run {
+        ($f:ident) => {{
+            let (dx, dw, db) = $f([
+                contiguous(cpu[0].0, cpu[0].1)?,
+                contiguous(cpu[1].0, cpu[1].1)?,
+                contiguous(cpu[2].0, cpu[2].1)?,
+                contiguous(cpu[3].0, cpu[3].1)?,
+            ]);
+            (
+                Tensor::from_vec(dx, x.shape(), &dev)?,
+                Tensor::from_vec(dw, c, &dev)?,
+                Tensor::from_vec(db, c, &dev)?,
+            )
+        }};
+    }
+    let (dx, dw, db) = match x.dtype() {
+        candle_core::DType::F64 => run!(f64),
+        _ => run!(f32),
+    };
+    Ok((
+        x.track_op().then_some(dx),
+        w.track_op().then_some(dw),
+        b.track_op().then_some(db),
+    ))
 }
 
 /// `act(LayerNorm(x)·w + b)` over (C, H, W) per sample, as one op.

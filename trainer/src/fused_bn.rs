@@ -14,12 +14,12 @@
 //! The op also hands back each channel's batch mean and (biased) variance, from which the caller
 //! updates the running statistics as `candle_nn::BatchNorm` does (see [`batch_norm_act`]).
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 
 use crate::fastconv::contiguous;
-use crate::fused::{sum_by, Elem, NormActivation, LANES};
+use crate::fused::{norm_backward, sum_by, Elem, NormActivation, LANES};
 
 /// One batch's statistics of each channel, as the forward pass measured them.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -273,64 +273,26 @@ impl CustomOp3 for BatchNormAct {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (_, c, h, wd) = x.dims4()?;
-        let dev = x.device().clone();
-        let (x_, w_, y_, dy_) = (
-            x.contiguous()?,
-            w.contiguous()?,
-            y.contiguous()?,
-            dy.contiguous()?,
-        );
-        // the kernels read the tensors' storage in place
-        let (sx, sw, sy, sd) = (
-            x_.storage_and_layout(),
-            w_.storage_and_layout(),
-            y_.storage_and_layout(),
-            dy_.storage_and_layout(),
-        );
-        let (Storage::Cpu(cx), Storage::Cpu(cw), Storage::Cpu(cy), Storage::Cpu(cd)) =
-            (&*sx.0, &*sw.0, &*sy.0, &*sd.0)
-        else {
-            candle_core::bail!("batch-norm-act: CPU tensors only");
-        };
         let kept = self.stats.lock().unwrap().clone();
         if kept.mean.len() != c {
             candle_core::bail!("batch-norm-act: backward without the forward pass's statistics");
         }
-        macro_rules! run {
-            ($t:ty) => {{
-                let st: Vec<($t, $t)> = kept
-                    .mean
-                    .iter()
-                    .zip(&kept.var)
-                    .map(|(&m, &v)| (m as $t, v as $t))
-                    .collect();
-                let (dx, dw, db) = backward::<$t>(
-                    contiguous(cx, sx.1)?,
-                    contiguous(cw, sw.1)?,
-                    contiguous(cy, sy.1)?,
-                    contiguous(cd, sd.1)?,
-                    &st,
-                    (c, h * wd),
-                    self.eps,
-                    self.act,
-                );
-                (
-                    Tensor::from_vec(dx, x.shape(), &dev)?,
-                    Tensor::from_vec(dw, c, &dev)?,
-                    Tensor::from_vec(db, c, &dev)?,
-                )
-            }};
-        }
-        let (dx, dw, db) = match x.dtype() {
-            candle_core::DType::F64 => run!(f64),
-            _ => run!(f32),
-        };
-        // no gradient where nothing asks for one (frozen weights, detached inputs)
-        Ok((
-            x.track_op().then_some(dx),
-            w.track_op().then_some(dw),
-            b.track_op().then_some(db),
-        ))
+        let (eps, act) = (self.eps, self.act);
+        let st: Vec<(f64, f64)> = kept
+            .mean
+            .iter()
+            .zip(&kept.var)
+            .map(|(&m, &v)| (m, v))
+            .collect();
+        norm_backward(
+            "batch-norm-act",
+            [x, w, b, y, dy],
+            |[x, w, y, dy]| {
+                let st: Vec<(f32, f32)> = st.iter().map(|&(m, v)| (m as f32, v as f32)).collect();
+                backward(x, w, y, dy, &st, (c, h * wd), eps, act)
+            },
+            |[x, w, y, dy]| backward(x, w, y, dy, &st, (c, h * wd), eps, act),
+        )
     }
 }
 

@@ -126,34 +126,24 @@ fn four_steps_equal_two_plus_resume_plus_two() {
     let resumed = run(config(), &fixture(), &d, &opts(&b, 4, true)).unwrap();
     assert_eq!(resumed.step, 4);
 
-    let fa = full.varmap.data().lock().unwrap();
-    let fb = resumed.varmap.data().lock().unwrap();
-    let mut max = 0f32;
-    let mut moved = 0f32;
-    for (name, va) in fa.iter() {
-        let vb = &fb[name];
-        let diff = (va.as_tensor() - vb.as_tensor())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        max = max.max(diff);
-        if name.ends_with("conv.weight") {
-            moved += va
-                .as_tensor()
+    let max = max_weight_diff(&full, &resumed);
+    let moved: f32 = full
+        .varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(name, _)| name.ends_with("conv.weight"))
+        .map(|(_, v)| {
+            v.as_tensor()
                 .abs()
                 .unwrap()
                 .sum_all()
                 .unwrap()
                 .to_scalar::<f32>()
-                .unwrap();
-        }
-    }
+                .unwrap()
+        })
+        .sum();
     assert!(max <= 1e-6, "resumed weights differ by {max}");
     assert!(moved > 0.0);
     // the log has one line per step, across both invocations
