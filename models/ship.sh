@@ -7,8 +7,9 @@
 # Writes models/ign-mnist{,.noise,.int8,.fp16}.onnx, models/ign-mnist/ (eval.json with the
 # out-of-distribution section, eval-int8.json, eval-fp16.json, the quantization reports,
 # samples.png, projections.png, ood.png), docs/ign-demo.png, docs/ign-live.gif and
-# docs/ign-morph.png. Needs ../shared/data/mnist-10k and a release build (made here).
-# The web page's screenshots (docs/web-*.png) are taken by hand in a browser.
+# docs/ign-morph.png and, with chromium installed, docs/web-live.png. Needs
+# ../shared/data/mnist-10k and a release build (made here). docs/web-pad.png (a drawing on the
+# pad) is taken by hand in a browser.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 run=${1:?usage: models/ship.sh RUN_FOLDER}
@@ -41,4 +42,15 @@ echo "== the README's pictures"
 "$bin/ign-edge" run --source test --fps 0 --sink gif:docs/ign-live.gif --frames 60 --steps 2
 "$bin/ign-edge" latent interpolate models/demo/digit.png models/demo/sketch.png --frames 10 \
     -o docs/ign-morph.png
-echo "shipped $run: update models/MODELS.md with $out/eval.json's figures"
+if command -v chromium >/dev/null 2>&1; then
+  # the live page with the test scene (a 7 on a noisy background), as docs/web-live.png
+  "$bin/ign-edge" run --source test --sink http:127.0.0.1:8093 --steps 2 --frames 3000 >/dev/null 2>&1 &
+  page=$!
+  sleep 2
+  chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+      --disable-background-networking --disable-component-update --disable-sync \
+      --user-data-dir="$(mktemp -d)" --screenshot=docs/web-live.png --window-size=1000,640 \
+      --virtual-time-budget=4000 http://127.0.0.1:8093/ >/dev/null 2>&1 || true
+  kill "$page" 2>/dev/null || true
+fi
+echo "shipped $run: update models/MODELS.md with $out/eval.json's figures (docs/web-pad.png: by hand)"
