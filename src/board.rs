@@ -1,4 +1,4 @@
-//! Board profiles (`boards/<name>/board.toml`, Contract 3 of ARCHITECTURE.md): the build
+//! Board profiles (`boards/<name>/board.toml`, docs/ARCHITECTURE.md, contract 3): the build
 //! target and flags, and the run defaults (source, sink, precision, threads, cores) that
 //! `--board NAME` applies to `run` and `bench`. The shipped profiles are embedded in the binary;
 //! `--board path/to/board.toml` reads another, `--board auto` picks the one matching

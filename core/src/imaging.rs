@@ -1,6 +1,6 @@
 //! Image ⇄ tensor conversion shared by the runtime and the trainer.
 //!
-//! Models see images as float32 `C×H×W` in `[-1, 1]` (Contract 1). Any PNG/JPEG of any size
+//! Models see images as float32 `C×H×W` in `[-1, 1]` (the model file contract, docs/ARCHITECTURE.md). Any PNG/JPEG of any size
 //! and colour is center-cropped to the model's aspect ratio, resized with a Lanczos filter,
 //! converted to gray or RGB and scaled; the way back clamps and rounds to 8 bits.
 //!

@@ -1,4 +1,4 @@
-//! ONNX export (Contract 1): float32 NCHW in and out, dynamic batch axis, `ign.*` metadata.
+//! ONNX export (the model file contract, docs/ARCHITECTURE.md): float32 NCHW in and out, dynamic batch axis, `ign.*` metadata.
 //!
 //! BatchNorm is folded into the preceding convolution with the running statistics (the
 //! eval-mode network). LayerNorm (the default) is written with standard ops: ReduceMean, Sub,

@@ -1,4 +1,4 @@
-//! The `ign.*` metadata keys of Contract 1.
+//! The `ign.*` metadata keys of the model file contract (docs/ARCHITECTURE.md).
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! Load and validate an IGN model (ONNX, Contract 1 of ARCHITECTURE.md).
+//! Load and validate an IGN model (ONNX; the model file contract of docs/ARCHITECTURE.md).
 //!
 //! Stages, as in tract: bytes → protobuf (validated here) → inference model → typed model
 //! (shapes checked) → optimized plan (built per batch size by a [`crate::backend::Backend`]).
@@ -140,7 +140,7 @@ fn dims_of(v: &pb::ValueInfoProto) -> Option<(i32, Vec<Option<i64>>)> {
 }
 
 impl Model {
-    /// Load an ONNX model and validate it against Contract 1.
+    /// Load an ONNX model and validate it against the model file contract.
     ///
     /// Accepts files from `ign-train` and from other exporters (PyTorch's: BatchNormalization
     /// and Identity nodes, any input name, opsets 13 to 17, fixed or dynamic batch). Errors name

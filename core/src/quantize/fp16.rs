@@ -2,7 +2,7 @@
 //!
 //! Every float32 initializer `w` becomes a float16 initializer `w.fp16` and a `Cast` node
 //! (to float32) that recreates `w`. The file is standard ONNX with float32 input and output
-//! (Contract 1), about half the size; onnxruntime and tract run it as is. At load, `ign-edge`
+//! (the model file contract, docs/ARCHITECTURE.md), about half the size; onnxruntime and tract run it as is. At load, `ign-edge`
 //! runs it with fp16 arithmetic where the CPU has it (aarch64 `asimdhp`) and in fp32 elsewhere.
 
 use anyhow::{bail, Result};

@@ -4,7 +4,7 @@
 //!
 //! A model compiled by `ign-edge rknn-prep`'s recipe has `mean_values=[[127.5]]` and
 //! `std_values=[[127.5]]`: a uint8 pixel `u` means `(u - 127.5) / 127.5`, exactly the `[-1, 1]`
-//! scale of Contract 1. So `x` goes in as `u = round((x + 1) · 127.5)`, or, when the input is
+//! scale of the model file contract (docs/ARCHITECTURE.md). So `x` goes in as `u = round((x + 1) · 127.5)`, or, when the input is
 //! passed through in the model's own int8 format (`scale`, `zero point`), as
 //! `q = round(x / scale) + zp`: normalization and quantization in one step.
 //!
