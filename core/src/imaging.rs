@@ -1,8 +1,9 @@
 //! Image ⇄ tensor conversion shared by the runtime and the trainer.
 //!
-//! Models see images as float32 `C×H×W` in `[-1, 1]` (the model file contract, docs/ARCHITECTURE.md). Any PNG/JPEG of any size
-//! and colour is center-cropped to the model's aspect ratio, resized with a Lanczos filter,
-//! converted to gray or RGB and scaled; the way back clamps and rounds to 8 bits.
+//! Models see images as float32 `C×H×W` in `[-1, 1]` (the model file contract,
+//! docs/ARCHITECTURE.md). Any PNG/JPEG of any size and colour is center-cropped to the model's
+//! aspect ratio, resized with a Lanczos filter, converted to gray or RGB and scaled; the way back
+//! clamps and rounds to 8 bits.
 //!
 //! ```
 //! use ign_core::imaging::{image_to_chw, chw_to_image};
