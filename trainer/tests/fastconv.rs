@@ -29,6 +29,33 @@ fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
     d.to_scalar::<f32>().unwrap() / m.to_scalar::<f32>().unwrap().max(1e-6)
 }
 
+/// The gradients of `[x, w, b]` through `fused` and through `reference` agree (relative 1e-4)
+/// for a loss that weighs every output differently (`weights`).
+fn same_gradients(
+    fused: &Tensor,
+    reference: &Tensor,
+    vars: [&Var; 3],
+    weights: &Tensor,
+    what: &str,
+) {
+    let grads = |y: &Tensor| {
+        (y * weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap()
+    };
+    let (gf, gr) = (grads(fused), grads(reference));
+    for (name, v) in ["x", "w", "b"].iter().zip(vars) {
+        let (a, e) = (
+            gf.get(v.as_tensor()).unwrap(),
+            gr.get(v.as_tensor()).unwrap(),
+        );
+        assert!(max_rel(a, e) < 1e-4, "{what} d{name}: {}", max_rel(a, e));
+    }
+}
+
 /// (transpose, batch, cin, cout, size, k, stride, pad)
 type Case = (bool, usize, usize, usize, usize, usize, usize, usize);
 
@@ -139,31 +166,14 @@ fn fused_norm_activation_matches_candle_ops() {
             max_rel(&fused, &reference) < 1e-5,
             "{act:?} {groups} forward"
         );
-        // a loss that weighs every output differently
-        let weights = rand(&[3, 5, 7, 6], 70);
-        let gr = (&reference * &weights)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let gf = (&fused * &weights)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        for (name, v) in [("x", &x), ("w", &w), ("b", &b)] {
-            let (a, e) = (
-                gf.get(v.as_tensor()).unwrap(),
-                gr.get(v.as_tensor()).unwrap(),
-            );
-            assert!(
-                max_rel(a, e) < 1e-4,
-                "{act:?} {groups} d{name}: {}",
-                max_rel(a, e)
-            );
-        }
+        let what = format!("{act:?} {groups}");
+        same_gradients(
+            &fused,
+            &reference,
+            [&x, &w, &b],
+            &rand(&[3, 5, 7, 6], 70),
+            &what,
+        );
     }
 }
 
@@ -231,31 +241,14 @@ fn fused_batch_norm_activation_matches_candle_batch_norm() {
             max_rel(rv.as_tensor(), bn.running_var()) < 1e-5,
             "running var"
         );
-        // a loss that weighs every output differently
-        let weights = rand(&shape, seed + 6);
-        let gr = (&reference * &weights)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let gf = (&fused * &weights)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        for (name, v) in [("x", &x), ("w", &w), ("b", &b)] {
-            let (a, e) = (
-                gf.get(v.as_tensor()).unwrap(),
-                gr.get(v.as_tensor()).unwrap(),
-            );
-            assert!(
-                max_rel(a, e) < 1e-4,
-                "{act:?} {shape:?} d{name}: {}",
-                max_rel(a, e)
-            );
-        }
+        let what = format!("{act:?} {shape:?}");
+        same_gradients(
+            &fused,
+            &reference,
+            [&x, &w, &b],
+            &rand(&shape, seed + 6),
+            &what,
+        );
     }
 }
 
