@@ -18,7 +18,8 @@ use anyhow::{bail, Context, Result};
 use tract_onnx::pb;
 
 use super::graph::{
-    attr_int, attr_ints, attr_str, f32_tensor, float_initializer, graph_mut, i64_tensor, Names,
+    attr_int, attr_ints, attr_str, f32_tensor, float_initializer, graph_mut, i64_tensor,
+    node_label, Names,
 };
 use crate::model::writer::{attr_int as mk_int, attr_ints as mk_ints, attr_string};
 
@@ -105,11 +106,7 @@ pub fn rewrite_conv_transpose(model: &mut pb::ModelProto) -> Result<usize> {
             out_nodes.push(node);
             continue;
         }
-        let label = if node.name.is_empty() {
-            node.output[0].clone()
-        } else {
-            node.name.clone()
-        };
+        let label = node_label(&node).to_string();
         let new = rewrite_one(graph, &mut names, &node)
             .with_context(|| format!("ConvTranspose node '{label}'"))?;
         out_nodes.extend(new);
@@ -147,11 +144,7 @@ fn rewrite_one(
     let phases = s * s;
     let (th, tw) = (ph.taps, pw.taps);
     let k = subpixel_kernel(&w.data, (cin, cout, kh, kw), &ph, &pw);
-    let base = if node.name.is_empty() {
-        node.output[0].as_str()
-    } else {
-        node.name.as_str()
-    };
+    let base = node_label(node);
     let k_name = names.fresh(&format!("{}.subpixel", node.input[1]));
     graph
         .initializer

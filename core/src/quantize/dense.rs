@@ -12,7 +12,7 @@ use tract_onnx::pb;
 
 use super::graph::{
     attr_int, attr_ints, attr_str, f32_tensor, float_initializer, graph_mut, i64_tensor,
-    FloatTensor, Names,
+    node_label, FloatTensor, Names,
 };
 
 /// Spatial size `[H, W]` of each tensor that feeds a convolution, from a calibration run.
@@ -104,11 +104,7 @@ fn emit_dense(
     w: FloatTensor,
 ) -> Result<()> {
     let is_conv = node.op_type == "Conv";
-    let base = if node.name.is_empty() {
-        node.output[0].clone()
-    } else {
-        node.name.clone()
-    };
+    let base = node_label(node).to_string();
     let bias = match node.input.get(2).filter(|s| !s.is_empty()) {
         Some(b) => Some(
             float_initializer(graph, b)?

@@ -110,6 +110,15 @@ pub struct Names {
     used: HashSet<String>,
 }
 
+/// What names derived from `node` start with: its name, or its first output when unnamed.
+pub fn node_label(node: &pb::NodeProto) -> &str {
+    if node.name.is_empty() {
+        &node.output[0]
+    } else {
+        &node.name
+    }
+}
+
 impl Names {
     /// Every name in use in `graph`: inputs, outputs, initializers, node outputs and names.
     pub fn of(graph: &pb::GraphProto) -> Names {

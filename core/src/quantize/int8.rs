@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, HashMap};
 use tract_onnx::pb;
 
-use super::graph::{f32_tensor, float_initializer, graph_mut, Names};
+use super::graph::{f32_tensor, float_initializer, graph_mut, node_label, Names};
 use crate::model::writer::attr_int;
 
 /// Activation range `(min, max)` per tensor name.
@@ -358,13 +358,10 @@ impl Emitter<'_> {
         q: &QuantizedInput,
         cw: ConvWeights,
     ) -> Result<()> {
-        let (graph, names, new_nodes) = (&mut *self.graph, &mut *self.names, &mut *self.nodes);
         let y = node.output[0].clone();
-        let base = if node.name.is_empty() {
-            y.clone()
-        } else {
-            node.name.clone()
-        };
+        let (ymn, ymx) = self.range(&y)?;
+        let (graph, names, new_nodes) = (&mut *self.graph, &mut *self.names, &mut *self.nodes);
+        let base = node_label(node).to_string();
         let (xq, xs_name, xzp_name, xs) =
             (q.xq.clone(), q.scale_name.clone(), q.zp.clone(), q.scale);
         let ConvWeights {
@@ -376,11 +373,6 @@ impl Emitter<'_> {
             bias,
             attrs,
         } = cw;
-        let (ymn, ymx) = self
-            .ranges
-            .get(&y)
-            .copied()
-            .with_context(|| format!("no calibration range for tensor '{y}'"))?;
         let (ys, yzp) = u8_params(ymn, ymx);
         let ys_name = names.fresh(&format!("{y}.scale"));
         let yzp_name = names.fresh(&format!("{y}.zero_point"));
@@ -443,11 +435,7 @@ impl Emitter<'_> {
     ) -> Result<()> {
         let (graph, names, new_nodes) = (&mut *self.graph, &mut *self.names, &mut *self.nodes);
         let y = node.output[0].clone();
-        let base = if node.name.is_empty() {
-            y.clone()
-        } else {
-            node.name.clone()
-        };
+        let base = node_label(node).to_string();
         let (xq, xzp_name, xs) = (q.xq.clone(), q.zp.clone(), q.scale);
         let ConvWeights {
             wq_name,
