@@ -269,31 +269,29 @@ mod tests {
             fused.step(&loss(&a_big, &a_small)).unwrap();
             reference.step_reference(&loss(&b_big, &b_small)).unwrap();
         }
-        for (a, b) in [(&a_big, &b_big), (&a_small, &b_small)] {
-            let d = (a.as_tensor() - b.as_tensor())
+        let max_diff = |a: &Tensor, b: &Tensor| {
+            (a - b)
                 .unwrap()
                 .abs()
                 .unwrap()
                 .max(0)
                 .unwrap()
                 .to_scalar::<f32>()
-                .unwrap();
-            let moved = (a.as_tensor()
-                - make(a.elem_count(), if a.elem_count() == 37 { 2 } else { 1 }).as_tensor())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+                .unwrap()
+        };
+        let starts = [make(100_003, 1), make(37, 2)];
+        for ((a, b), start) in [(&a_big, &b_big), (&a_small, &b_small)]
+            .into_iter()
+            .zip(&starts)
+        {
+            let d = max_diff(a.as_tensor(), b.as_tensor());
+            let moved = max_diff(a.as_tensor(), start.as_tensor());
             assert!(d <= 1e-6, "fused and tensor Adam differ by {d}");
             assert!(moved > 1e-3, "the weights did not move ({moved})");
         }
         let (sf, sr) = (fused.state(), reference.state());
         for (k, t) in &sf {
-            let d = (t - &sr[k]).unwrap().abs().unwrap().max(0).unwrap();
-            assert!(d.to_scalar::<f32>().unwrap() <= 1e-6, "{k}");
+            assert!(max_diff(t, &sr[k]) <= 1e-6, "{k}");
         }
     }
 }
