@@ -3,6 +3,7 @@
 //! `ign_edge::backend::rknn`, feature `rknn`).
 
 pub mod cpu;
+pub mod patches;
 pub mod projector;
 
 pub use projector::Projector;

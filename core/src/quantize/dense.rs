@@ -45,25 +45,39 @@ fn plain(node: &pb::NodeProto) -> bool {
         && attr_ints(node, "output_shape").is_none()
 }
 
+/// What a dense layer becomes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DenseForm {
+    /// Reshape → MatMul → Reshape (→ Add for the bias): `MatMulInteger` in the int8 file.
+    MatMul,
+    /// Reshape to `[N, K, 1, 1]` → 1×1 Conv with the bias → Reshape: `QLinearConv` in the
+    /// int8 file, which carries the bias and requantizes inside the integer kernel.
+    Conv1x1,
+}
+
 /// Rewrite every dense-layer convolution of `model` (shapes from `shapes`, `[N, C, H, W]` per
-/// input tensor); returns how many were rewritten.
-pub fn rewrite_dense(model: &mut pb::ModelProto, shapes: &Shapes) -> Result<usize> {
+/// input tensor) into `form`; returns the output tensor of each dense product (the MatMul or
+/// the 1×1 Conv).
+pub fn rewrite_dense(
+    model: &mut pb::ModelProto,
+    shapes: &Shapes,
+    form: DenseForm,
+) -> Result<Vec<String>> {
     let graph = graph_mut(model)?;
     let mut names = Names::of(graph);
     let nodes = std::mem::take(&mut graph.node);
     let mut out = Vec::with_capacity(nodes.len());
-    let mut count = 0;
+    let mut dense = Vec::new();
     for node in nodes {
         match dense_weights(graph, shapes, &node)? {
             Some(w) => {
-                emit_dense(graph, &mut names, &mut out, &node, w)?;
-                count += 1;
+                dense.push(emit_dense(graph, &mut names, &mut out, &node, w, form)?);
             }
             None => out.push(node),
         }
     }
     graph.node = out;
-    Ok(count)
+    Ok(dense)
 }
 
 /// The weights of `node` when it is a dense layer: a plain Conv whose kernel covers its whole
@@ -102,7 +116,8 @@ fn emit_dense(
     out: &mut Vec<pb::NodeProto>,
     node: &pb::NodeProto,
     w: FloatTensor,
-) -> Result<()> {
+    form: DenseForm,
+) -> Result<String> {
     let is_conv = node.op_type == "Conv";
     let base = node_label(node).to_string();
     let bias = match node.input.get(2).filter(|s| !s.is_empty()) {
@@ -132,6 +147,23 @@ fn emit_dense(
             vec![-1, cout as i64, kh as i64, kw as i64],
         )
     };
+    if form == DenseForm::Conv1x1 {
+        // Conv weights [M, K, 1, 1] are B transposed; the bias per output channel of the
+        // layer, repeated over its kh·kw positions for a transposed conv.
+        let mut wt = vec![0f32; k * m];
+        for i in 0..k {
+            for j in 0..m {
+                wt[j * k + i] = b_data[i * m + j];
+            }
+        }
+        let bias = bias.map(|b| {
+            let per = m / b.len().max(1);
+            b.iter()
+                .flat_map(|&v| std::iter::repeat_n(v, per))
+                .collect::<Vec<f32>>()
+        });
+        return emit_dense_conv(graph, names, out, node, (k, m), &wt, bias, &out_shape);
+    }
     let b_name = names.fresh(&format!("{}.dense", node.input[1]));
     graph
         .initializer
@@ -160,6 +192,7 @@ fn emit_dense(
         output: vec![prod.clone()],
         ..Default::default()
     });
+    let dense = prod.clone();
     let final_out = node.output[0].clone();
     let shaped = if bias.is_some() {
         names.fresh(&format!("{base}.shaped"))
@@ -186,5 +219,64 @@ fn emit_dense(
             ..Default::default()
         });
     }
-    Ok(())
+    Ok(dense)
+}
+
+/// Reshape to `[N, K, 1, 1]` → 1×1 Conv (weights `wt` as `[M, K, 1, 1]`, bias per M) →
+/// Reshape to `out_shape`, in place of the dense layer `node`.
+#[allow(clippy::too_many_arguments)]
+fn emit_dense_conv(
+    graph: &mut pb::GraphProto,
+    names: &mut Names,
+    out: &mut Vec<pb::NodeProto>,
+    node: &pb::NodeProto,
+    (k, m): (usize, usize),
+    wt: &[f32],
+    bias: Option<Vec<f32>>,
+    out_shape: &[i64],
+) -> Result<String> {
+    let base = node_label(node).to_string();
+    let w_name = names.fresh(&format!("{}.dense_1x1", node.input[1]));
+    graph
+        .initializer
+        .push(f32_tensor(&w_name, &[m, k, 1, 1], wt));
+    let flat_shape = names.fresh(&format!("{base}.flat_shape"));
+    graph
+        .initializer
+        .push(i64_tensor(&flat_shape, &[4], &[-1, k as i64, 1, 1]));
+    let out_shape_name = names.fresh(&format!("{base}.out_shape"));
+    graph
+        .initializer
+        .push(i64_tensor(&out_shape_name, &[4], out_shape));
+    let flat = names.fresh(&format!("{base}.flat"));
+    let prod = names.fresh(&format!("{base}.dense"));
+    out.push(pb::NodeProto {
+        name: names.fresh(&format!("{base}.flatten")),
+        op_type: "Reshape".into(),
+        input: vec![node.input[0].clone(), flat_shape],
+        output: vec![flat.clone()],
+        ..Default::default()
+    });
+    let mut inputs = vec![flat, w_name];
+    if let Some(b) = bias {
+        let bn = names.fresh(&format!("{}.dense_1x1", node.input[2]));
+        graph.initializer.push(f32_tensor(&bn, &[m], &b));
+        inputs.push(bn);
+    }
+    out.push(pb::NodeProto {
+        name: names.fresh(&format!("{base}.dense_1x1")),
+        op_type: "Conv".into(),
+        input: inputs,
+        output: vec![prod.clone()],
+        attribute: vec![crate::model::writer::attr_ints("kernel_shape", &[1, 1])],
+        ..Default::default()
+    });
+    out.push(pb::NodeProto {
+        name: names.fresh(&format!("{base}.unflatten")),
+        op_type: "Reshape".into(),
+        input: vec![prod.clone(), out_shape_name],
+        output: vec![node.output[0].clone()],
+        ..Default::default()
+    });
+    Ok(prod)
 }

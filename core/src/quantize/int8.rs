@@ -113,6 +113,12 @@ pub enum Scheme {
     /// `ConvInteger`: uint8 in, int32 out, rescaled per channel in float (no output range).
     #[default]
     ConvInteger,
+    /// int8 end to end: `QLinearConv` with per-tensor scales (requantized inside tract's
+    /// integer kernel), data movement on int8, activations as lookup tables
+    /// ([`super::fused`]).
+    Fused,
+    /// [`Scheme::Fused`] with per-channel weight scales (requantized outside the kernel).
+    FusedPerChannel,
 }
 
 /// What the quantizer did, for the report.
@@ -125,15 +131,31 @@ pub struct Int8Summary {
     /// QuantizeLinear / DequantizeLinear pairs at float-island borders.
     pub quantize_nodes: usize,
     pub dequantize_nodes: usize,
+    /// Dense layers kept in float arithmetic on int8 weights (fused schemes).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub float_dense: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Quantize every constant-weight `Conv` of `model` (a float graph with no `ConvTranspose`
-/// left; see [`super::deconv`]) using `ranges` for the activations.
+/// left; see [`super::deconv`]) using `ranges` for the activations. `dense` names the outputs
+/// of the dense layers (the fused schemes keep their arithmetic in float, see
+/// [`super::fused`]).
 pub fn quantize(
     model: &pb::ModelProto,
     ranges: &Ranges,
     scheme: Scheme,
+    dense: &[String],
 ) -> Result<(pb::ModelProto, Int8Summary)> {
+    use super::fused::{quantize as fused, Weights};
+    match scheme {
+        Scheme::Fused => return fused(model, ranges, Weights::PerTensor, dense),
+        Scheme::FusedPerChannel => return fused(model, ranges, Weights::PerChannel, dense),
+        _ => {}
+    }
     let mut proto = model.clone();
     let graph = graph_mut(&mut proto)?;
     if graph.node.iter().any(|n| n.op_type == "ConvTranspose") {
@@ -177,7 +199,7 @@ pub fn quantize(
             emit_matmul_integer(e.graph, e.names, e.nodes, &node, &q.xq, &q.zp, q.scale)?;
         } else {
             e.conv(&node, &q, scheme)?;
-            if scheme == Scheme::QLinearConv {
+            if scheme != Scheme::ConvInteger {
                 summary.dequantize_nodes += 1;
             }
         }
@@ -231,7 +253,7 @@ fn foldable_relus(
 }
 
 /// Drop the float weights nothing reads any more.
-fn drop_unused_initializers(graph: &mut pb::GraphProto) {
+pub(crate) fn drop_unused_initializers(graph: &mut pb::GraphProto) {
     let used: std::collections::HashSet<&String> =
         graph.node.iter().flat_map(|n| n.input.iter()).collect();
     let keep: Vec<bool> = graph
@@ -346,8 +368,8 @@ impl Emitter<'_> {
             attrs,
         };
         match scheme {
-            Scheme::QLinearConv => self.qlinear_conv(node, q, weights),
             Scheme::ConvInteger => self.conv_integer(node, q, weights),
+            _ => self.qlinear_conv(node, q, weights),
         }
     }
 
@@ -548,7 +570,7 @@ fn emit_matmul_integer(
 /// `out = float(acc) · scale`: the int32 accumulator of an integer conv or matmul back in
 /// float (`Cast`, then `Mul` by a constant of shape `dims` named after `y`).
 #[allow(clippy::too_many_arguments)]
-fn emit_rescale(
+pub(crate) fn emit_rescale(
     graph: &mut pb::GraphProto,
     names: &mut Names,
     new_nodes: &mut Vec<pb::NodeProto>,

@@ -14,6 +14,7 @@ pub mod deconv;
 pub mod dense;
 pub mod fidelity;
 pub mod fp16;
+pub mod fused;
 pub mod graph;
 pub mod int8;
 pub mod layernorm;
@@ -218,7 +219,8 @@ fn fp16_variant(
 
 /// The float graph the int8 pass starts from: dense layers (they include the 1x1 → 4x4
 /// ConvTranspose), then the sub-pixel rewrite of the other transposed convolutions; checked
-/// on the held-out images against the original (`want`): returns the largest difference.
+/// on the held-out images against the original (`want`): returns the largest difference and
+/// the dense products' output tensors.
 fn float_rewrites(
     path: &Path,
     model: &Model,
@@ -226,18 +228,23 @@ fn float_rewrites(
     set: &CalibSet,
     held: &crate::tensor::ImageBatch,
     want: &crate::tensor::ImageBatch,
-) -> Result<Option<f64>> {
+    scheme: int8::Scheme,
+) -> Result<(Option<f64>, Vec<String>)> {
     let shapes = calib::shapes(
         float,
         &dense::conv_inputs(float),
         &set.held_noise,
         model.info.fixed_batch,
     )?;
-    let dense_layers = dense::rewrite_dense(float, &shapes)?;
-    let rewritten = dense_layers
+    let form = match scheme {
+        int8::Scheme::Fused | int8::Scheme::FusedPerChannel => dense::DenseForm::Conv1x1,
+        _ => dense::DenseForm::MatMul,
+    };
+    let dense_layers = dense::rewrite_dense(float, &shapes, form)?;
+    let rewritten = dense_layers.len()
         + deconv::rewrite_conv_transpose(float).with_context(|| path.display().to_string())?;
     if rewritten == 0 {
-        return Ok(None);
+        return Ok((None, dense_layers));
     }
     let m = load_variant(path, &float.encode_to_vec())?;
     let err = want.max_abs_diff(&Backend::run(&mut CpuBackend::new(&m, None)?, held)?) as f64;
@@ -247,7 +254,7 @@ fn float_rewrites(
             path.display()
         );
     }
-    Ok(Some(err))
+    Ok((Some(err), dense_layers))
 }
 
 fn int8_variant(
@@ -262,7 +269,8 @@ fn int8_variant(
     // fp32 on the held-out images: proves the rewrite, then judges each range method.
     let held = held_all(&set)?;
     let want = Backend::run(&mut CpuBackend::new(model, None)?, &held)?;
-    let rewrite_err = float_rewrites(path, model, &mut float, &set, &held, &want)?;
+    let (rewrite_err, dense) =
+        float_rewrites(path, model, &mut float, &set, &held, &want, opts.scheme)?;
     let tensors = int8::calibration_tensors(&float);
     let values = calib::observe(&float, &tensors, &set.fit, model.info.fixed_batch)?;
     let mut candidates = Vec::new();
@@ -273,7 +281,7 @@ fn int8_variant(
             .zip(&values)
             .map(|(t, v)| (t.clone(), m.range(v)))
             .collect();
-        let (mut q, summary) = int8::quantize(&float, &ranges, opts.scheme)?;
+        let (mut q, summary) = int8::quantize(&float, &ranges, opts.scheme, &dense)?;
         set_metadata(&mut q, keys::PRECISION, "int8");
         set_metadata(
             &mut q,
@@ -402,8 +410,8 @@ pub fn table(r: &Report) -> String {
             &mut s,
             "graph",
             format!(
-                "{} integer convs, {} Relu folded, {} Quantize / {} Dequantize",
-                q.integer_convs, q.folded_relus, q.quantize_nodes, q.dequantize_nodes
+                "{} integer convs, {} dense in float on int8 weights, {} Relu folded, {} Quantize / {} Dequantize",
+                q.integer_convs, q.float_dense, q.folded_relus, q.quantize_nodes, q.dequantize_nodes
             ),
         );
     }

@@ -1,0 +1,58 @@
+//! Per-node profile of a model's optimized tract plan (a development tool for the int8 work,
+//! docs/int8-plan.md): `cargo run --release -p ign-core --example profile_nodes -- MODEL [RUNS]`.
+//! Prints every node of the plan with its operator, output shape and mean time per call; int8
+//! plans get the project's packed im2col as `ign-edge` runs them (`IGN_EDGE_TRACT_IM2COL=1`:
+//! tract's own).
+
+use ign_core::model::Model;
+use std::path::Path;
+use tract_onnx::prelude::*;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let path = args
+        .get(1)
+        .map(String::as_str)
+        .unwrap_or("models/ign-mnist.onnx");
+    let runs: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(500);
+    let model = Model::load(Path::new(path))?;
+    let mut opt = model.typed(1)?.into_optimized()?;
+    if std::env::var_os("IGN_EDGE_TRACT_IM2COL").is_none() {
+        let n = ign_core::backend::patches::replace_im2col(&mut opt)?;
+        eprintln!("{n} Im2col replaced");
+    }
+    let plan = opt.into_runnable()?;
+    let mut state = plan.spawn()?;
+    let info = &model.info;
+    let x = Tensor::from_shape(
+        &[1, info.channels, info.height, info.width],
+        &vec![0.1f32; info.channels * info.height * info.width],
+    )?;
+    let mut times = vec![0f64; state.model().nodes().len()];
+    for i in 0..runs + 50 {
+        state.run_plan_with_eval(tvec!(x.clone().into()), |ctx, st, node, inputs| {
+            let t0 = std::time::Instant::now();
+            let r = tract_onnx::tract_core::plan::eval(ctx, st, node, inputs);
+            if i >= 50 {
+                times[node.id] += t0.elapsed().as_secs_f64() * 1e6;
+            }
+            r
+        })?;
+    }
+    let m = state.model();
+    let mut total = 0.0;
+    for id in m.eval_order()? {
+        let n = m.node(id);
+        let us = times[id] / runs as f64;
+        total += us;
+        println!(
+            "{:>8.2} us  {:<22} {:<40} {:?}",
+            us,
+            n.op().name(),
+            n.name.chars().take(40).collect::<String>(),
+            n.outputs[0].fact
+        );
+    }
+    println!("{total:>8.2} us  total");
+    Ok(())
+}

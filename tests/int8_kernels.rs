@@ -1,0 +1,140 @@
+//! The int8 plan's own tract op (`ign_core::backend::patches::PackedPatches`, issue 18)
+//! against tract's `Im2col`, which it replaces: byte for byte on every convolution of the
+//! shipped int8 model and of a fused-scheme quantization of it, and the whole plan bit for bit.
+
+use ign_edge::backend::patches::{replace_im2col, replacement};
+use ign_edge::inputs;
+use ign_edge::model::{Model, Precision};
+use ign_edge::quantize::{self, int8::Scheme, QuantizeOptions};
+use std::path::Path;
+use tract_linalg::mmm::{EagerPackedInput, PackedMatrixStorage};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::cnn::conv::Im2Col;
+use tract_onnx::tract_core::ops::EvalOp;
+
+fn shipped_int8() -> Model {
+    Model::load(Path::new("models/ign-mnist.int8.onnx")).unwrap()
+}
+
+fn fused_int8() -> Model {
+    let mut o = QuantizeOptions {
+        precision: Precision::Int8,
+        calib: Some("noise:64".into()),
+        measure: false,
+        ..Default::default()
+    };
+    o.scheme = Scheme::Fused;
+    let q = quantize::quantize(Path::new("models/ign-mnist.onnx"), &o).unwrap();
+    Model::from_bytes(Path::new("fused.int8.onnx"), &q.bytes).unwrap()
+}
+
+/// The packed bytes of every matrix in a packed tensor.
+fn packed_bytes(t: &Tensor) -> Vec<Vec<u8>> {
+    let s = t.try_storage_as::<PackedMatrixStorage>().unwrap();
+    s.values()
+        .iter()
+        .map(|v| {
+            let e = v
+                .downcast_ref::<EagerPackedInput>()
+                .expect("eager packed input");
+            e.packed.as_bytes().to_vec()
+        })
+        .collect()
+}
+
+/// For every Im2col of the optimized plan: tract's output and ours on the same bytes.
+fn every_im2col_matches(model: &Model, batch: usize) -> usize {
+    let plan = model.typed(batch).unwrap().into_optimized().unwrap();
+    let mut checked = 0;
+    for node in plan.nodes() {
+        let Some(op) = node.op_as::<Im2Col>() else {
+            continue;
+        };
+        let Some(ours) = replacement(&plan, node, op).unwrap() else {
+            continue;
+        };
+        let fact = plan.outlet_fact(node.inputs[0]).unwrap();
+        let shape = fact.shape.as_concrete().unwrap().to_vec();
+        let n: usize = shape.iter().product();
+        // Every byte value, in an order that differs per position.
+        let bytes: Vec<u8> = (0..n).map(|i| (i * 73 + 11) as u8).collect();
+        let mut x = Tensor::from_shape(&shape, &bytes).unwrap();
+        unsafe { x.set_datum_type(fact.datum_type) };
+        let mut inputs: TVec<TValue> = tvec![x.into_tvalue()];
+        if let Some(pad) = node.inputs.get(1) {
+            let k = plan
+                .outlet_fact(*pad)
+                .unwrap()
+                .konst
+                .clone()
+                .expect("constant pad");
+            inputs.push(k.into_tvalue());
+        }
+        let want = op.eval_out_of_plan(inputs.clone()).unwrap().unwrap();
+        let got = ours.eval_out_of_plan(inputs).unwrap().unwrap();
+        let (want, got) = (packed_bytes(&want[0]), packed_bytes(&got[0]));
+        assert_eq!(want.len(), got.len(), "{}", node.name);
+        for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+            assert_eq!(w.len(), g.len(), "{} matrix {i}: length", node.name);
+            if let Some(at) = w.iter().zip(g).position(|(a, b)| a != b) {
+                panic!(
+                    "{} matrix {i}: first difference at byte {at} of {}",
+                    node.name,
+                    w.len()
+                );
+            }
+        }
+        checked += 1;
+    }
+    checked
+}
+
+#[test]
+fn packed_im2col_writes_what_tracts_im2col_writes() {
+    for (name, model) in [("shipped", shipped_int8()), ("fused", fused_int8())] {
+        for batch in [1, 3] {
+            let n = every_im2col_matches(&model, batch);
+            // Where tract's int8 kernels pack K in fours (x86 AVX2 / AVX-512 VNNI), every
+            // strided or padded conv of ign-mnist goes through the replacement.
+            if cfg!(target_arch = "x86_64") {
+                assert_eq!(n, 6, "{name} batch {batch}: convs checked");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_plan_with_packed_im2col_is_bit_identical() {
+    let x = inputs::noise_batch(&shipped_int8().info, 4, 7);
+    for model in [shipped_int8(), fused_int8()] {
+        let shape = x.shape;
+        let run = |replace: bool| {
+            let mut plan = model.typed(shape[0]).unwrap().into_optimized().unwrap();
+            let n = if replace {
+                replace_im2col(&mut plan).unwrap()
+            } else {
+                0
+            };
+            let out = plan
+                .into_runnable()
+                .unwrap()
+                .run(tvec!(Tensor::from_shape(&shape, &x.data).unwrap().into()))
+                .unwrap();
+            (
+                n,
+                out[0]
+                    .to_plain_array_view::<f32>()
+                    .unwrap()
+                    .iter()
+                    .copied()
+                    .collect::<Vec<f32>>(),
+            )
+        };
+        let (_, want) = run(false);
+        let (n, got) = run(true);
+        if cfg!(target_arch = "x86_64") {
+            assert!(n > 0);
+        }
+        assert_eq!(want, got, "{n} replaced");
+    }
+}
