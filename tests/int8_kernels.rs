@@ -1,8 +1,10 @@
-//! The int8 plan's own tract op (`ign_core::backend::patches::PackedPatches`, issue 18)
-//! against tract's `Im2col`, which it replaces: byte for byte on every convolution of the
-//! shipped int8 model and of a fused-scheme quantization of it, and the whole plan bit for bit.
+//! The int8 plan's own tract ops (issue 18) against the tract ops they replace: the packed
+//! im2col (`ign_core::backend::patches`) byte for byte on every convolution of the shipped int8
+//! model and of a fused-scheme quantization of it, `QuantizeLinear`
+//! (`ign_core::backend::quantize_op`) on every rounding tie, and the whole plan bit for bit.
 
-use ign_edge::backend::patches::{replace_im2col, replacement};
+use ign_edge::backend::own_ops;
+use ign_edge::backend::patches::replacement;
 use ign_edge::inputs;
 use ign_edge::model::{Model, Precision};
 use ign_edge::quantize::{self, int8::Scheme, QuantizeOptions};
@@ -21,6 +23,7 @@ fn fused_int8() -> Model {
         precision: Precision::Int8,
         calib: Some("noise:64".into()),
         measure: false,
+        methods: vec![quantize::calib::RangeMethod::Percentile(99.99)],
         ..Default::default()
     };
     o.scheme = Scheme::Fused;
@@ -104,14 +107,14 @@ fn packed_im2col_writes_what_tracts_im2col_writes() {
 }
 
 #[test]
-fn the_plan_with_packed_im2col_is_bit_identical() {
+fn the_plan_with_our_ops_is_bit_identical() {
     let x = inputs::noise_batch(&shipped_int8().info, 4, 7);
     for model in [shipped_int8(), fused_int8()] {
         let shape = x.shape;
         let run = |replace: bool| {
             let mut plan = model.typed(shape[0]).unwrap().into_optimized().unwrap();
             let n = if replace {
-                replace_im2col(&mut plan).unwrap()
+                own_ops(&mut plan).unwrap()
             } else {
                 0
             };
@@ -136,5 +139,67 @@ fn the_plan_with_packed_im2col_is_bit_identical() {
             assert!(n > 0);
         }
         assert_eq!(want, got, "{n} replaced");
+    }
+}
+
+#[test]
+fn fast_quantize_rounds_and_saturates_like_tracts_quantize_linear() {
+    use ign_edge::backend::quantize_op::FastQuantize;
+    use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
+    use tract_onnx::tract_core::ops::quant::{QuantizeLinearI8, QuantizeLinearU8};
+    // Every tie x·(1/scale) = k + 0.5 over the whole range and past it, values between, large
+    // values and both signs of zero. (Past ±2³¹ tract's `round(x·s) as i32 + zp` overflows
+    // and wraps, e.g. -1e9 to 127 at zero point -128; ours saturates: checked below.)
+    let inv = 1.0 / 0.037f32;
+    let mut xs: Vec<f32> = (-400..=400).map(|k| (k as f32 + 0.5) / inv).collect();
+    xs.extend((-4000..=4000).map(|k| k as f32 * 0.0123));
+    xs.extend([0.0, -0.0, 1e6, -1e6, 3e7, -3e7]);
+    for (zp, signed) in [
+        (0, true),
+        (-128, true),
+        (17, true),
+        (0, false),
+        (128, false),
+        (3, false),
+    ] {
+        let tract: Box<dyn tract_onnx::tract_core::ops::element_wise::ElementWiseMiniOp> = if signed
+        {
+            Box::new(QuantizeLinearI8 {
+                scale: inv,
+                zero_point: zp as i8,
+            })
+        } else {
+            Box::new(QuantizeLinearU8 {
+                scale: inv,
+                zero_point: zp as u8,
+            })
+        };
+        let x = tensor1(&xs);
+        let want = ElementWiseOp(tract, None)
+            .eval_out_of_plan(tvec!(x.clone().into_tvalue()))
+            .unwrap()
+            .unwrap();
+        let ours = FastQuantize {
+            inv_scale: inv,
+            zero_point: zp,
+            signed,
+        };
+        let got = ours
+            .eval_out_of_plan(tvec!(x.into_tvalue()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(want[0].datum_type(), got[0].datum_type());
+        let (w, g) = (want[0].as_bytes(), got[0].as_bytes());
+        if let Some(i) = w.iter().zip(g).position(|(a, b)| a != b) {
+            panic!(
+                "zp {zp} signed {signed}: x = {} gives {} in tract, {} here",
+                xs[i], w[i], g[i]
+            );
+        }
+        // Far past the range: the ends of the type, whatever the zero point.
+        let mut far = [0u8; 4];
+        ours.run(&[1e9, -1e9, f32::MAX, f32::MIN], &mut far);
+        let (lo, hi) = if signed { (0x80, 0x7f) } else { (0, 255) };
+        assert_eq!(far, [hi, lo, hi, lo], "zp {zp} signed {signed}");
     }
 }

@@ -1,8 +1,8 @@
 //! Per-node profile of a model's optimized tract plan (a development tool for the int8 work,
 //! docs/int8-plan.md): `cargo run --release -p ign-core --example profile_nodes -- MODEL [RUNS]`.
 //! Prints every node of the plan with its operator, output shape and mean time per call; int8
-//! plans get the project's packed im2col as `ign-edge` runs them (`IGN_EDGE_TRACT_IM2COL=1`:
-//! tract's own).
+//! plans get the project's own ops as `ign-edge` runs them (`IGN_EDGE_TRACT_OPS=1`: tract's
+//! own).
 
 use ign_core::model::Model;
 use std::path::Path;
@@ -17,10 +17,8 @@ fn main() -> anyhow::Result<()> {
     let runs: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(500);
     let model = Model::load(Path::new(path))?;
     let mut opt = model.typed(1)?.into_optimized()?;
-    if std::env::var_os("IGN_EDGE_TRACT_IM2COL").is_none() {
-        let n = ign_core::backend::patches::replace_im2col(&mut opt)?;
-        eprintln!("{n} Im2col replaced");
-    }
+    let n = ign_core::backend::own_ops(&mut opt)?;
+    eprintln!("{n} nodes run by ign-core's own ops");
     let plan = opt.into_runnable()?;
     let mut state = plan.spawn()?;
     let info = &model.info;

@@ -102,9 +102,7 @@ impl CpuBackend {
             let plan = typed
                 .into_optimized()
                 .and_then(|mut m| {
-                    if std::env::var_os("IGN_EDGE_TRACT_IM2COL").is_none() {
-                        super::patches::replace_im2col(&mut m)?;
-                    }
+                    super::own_ops(&mut m)?;
                     Ok(m)
                 })
                 .and_then(|m| m.into_runnable())

@@ -5,12 +5,26 @@
 pub mod cpu;
 pub mod patches;
 pub mod projector;
+pub mod quantize_op;
 
 pub use projector::Projector;
 
 use anyhow::{bail, Result};
 
 use crate::tensor::ImageBatch;
+
+/// Put this project's own ops into an optimized tract plan where they compute the same bytes
+/// faster: the int8 im2col ([`patches`]) and `QuantizeLinear` ([`quantize_op`]). Returns how
+/// many nodes were replaced. `IGN_EDGE_TRACT_OPS=1` in the environment keeps tract's own ops
+/// (to compare speed, or to rule these out).
+pub fn own_ops(
+    plan: &mut tract_onnx::prelude::TypedModel,
+) -> tract_onnx::prelude::TractResult<usize> {
+    if std::env::var_os("IGN_EDGE_TRACT_OPS").is_some() {
+        return Ok(0);
+    }
+    Ok(patches::replace_im2col(plan)? + quantize_op::replace_quantize(plan)?)
+}
 
 /// Something that applies the model `f` to images.
 pub trait Backend {

@@ -8,7 +8,7 @@
 //! tract's op in `tests/int8_kernels.rs`) four K values at a time from a padded copy of the
 //! image and per-layer offset tables. The file on disk is unchanged; only tract's plan is.
 //!
-//! `IGN_EDGE_TRACT_IM2COL=1` keeps tract's own op (to compare, or to rule this one out).
+//! `IGN_EDGE_TRACT_OPS=1` keeps tract's own op (see [`super::own_ops`]).
 
 use tract_linalg::mmm::{EagerPackedInput, MMMInputValue, PackedExoticFact, PackedMatrixStorage};
 use tract_linalg::pack::PackedI8K4;

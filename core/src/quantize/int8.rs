@@ -131,9 +131,10 @@ pub struct Int8Summary {
     /// QuantizeLinear / DequantizeLinear pairs at float-island borders.
     pub quantize_nodes: usize,
     pub dequantize_nodes: usize,
-    /// Dense layers kept in float arithmetic on int8 weights (fused schemes).
+    /// Convs kept in float arithmetic on int8 weights: dense layers and the first conv (fused
+    /// schemes).
     #[serde(skip_serializing_if = "is_zero")]
-    pub float_dense: usize,
+    pub float_convs: usize,
 }
 
 fn is_zero(n: &usize) -> bool {
