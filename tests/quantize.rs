@@ -52,21 +52,36 @@ fn fidelity(bytes: &[u8], half: bool) -> (f64, f64) {
 fn int8_runs_every_conv_on_integer_kernels_and_stays_close() {
     let q = quantize::quantize(Path::new(MODEL), &opts(Precision::Int8, Some(DIGITS))).unwrap();
     let ops = ops(&q.bytes);
-    // 4 convs + 4 transposed convs: the two dense ones as MatMulInteger, the rest ConvInteger.
+    // The fused scheme: 4 convs + 4 transposed convs (rewritten) become 4 QLinearConv, the
+    // last one ConvInteger (float out for the tanh), and 3 float Conv (the first, the two
+    // dense layers) whose weights are int8, dequantized from constants.
+    let count = |op: &str| ops.iter().filter(|o| *o == op).count();
+    assert_eq!(count("ConvTranspose") + count("MatMul"), 0, "{ops:?}");
+    assert_eq!(count("QLinearConv"), 4, "{ops:?}");
+    assert_eq!(count("ConvInteger"), 1, "{ops:?}");
+    assert_eq!(count("Conv"), 3, "{ops:?}");
+    let g = pb::ModelProto::decode(&q.bytes[..]).unwrap().graph.unwrap();
+    for conv in g.node.iter().filter(|n| n.op_type == "Conv") {
+        let dq = g
+            .node
+            .iter()
+            .find(|n| n.output[0] == conv.input[1])
+            .unwrap_or_else(|| panic!("{}: weights not from a node", conv.name));
+        assert_eq!(dq.op_type, "DequantizeLinear", "{}", conv.name);
+        let w = g
+            .initializer
+            .iter()
+            .find(|t| t.name == dq.input[0])
+            .unwrap();
+        assert_eq!(w.data_type, pb::tensor_proto::DataType::Int8 as i32);
+    }
+    // No float weights left anywhere.
     assert!(
-        !ops.iter()
-            .any(|o| o == "ConvTranspose" || o == "Conv" || o == "MatMul"),
-        "{ops:?}"
-    );
-    assert_eq!(
-        ops.iter().filter(|o| *o == "ConvInteger").count(),
-        6,
-        "{ops:?}"
-    );
-    assert_eq!(
-        ops.iter().filter(|o| *o == "MatMulInteger").count(),
-        2,
-        "{ops:?}"
+        !g.initializer
+            .iter()
+            .any(|t| t.data_type == pb::tensor_proto::DataType::Float as i32
+                && t.dims.iter().product::<i64>() > 4096),
+        "a large float initializer is left"
     );
     let report = q.report.unwrap();
     assert!(report.rewrite_max_abs_error.unwrap() < 1e-5);
@@ -122,7 +137,8 @@ fn pytorch_style_graphs_quantize_too() {
     .unwrap();
     let report = q.report.unwrap();
     let summary = report.int8.unwrap();
-    assert_eq!(summary.integer_convs, 4);
+    // The first conv reads the input: float arithmetic on int8 weights.
+    assert_eq!((summary.integer_convs, summary.float_convs), (3, 1));
     assert!(summary.folded_relus >= 1);
     assert!(
         report.noise.psnr_f_db > 25.0,
@@ -136,6 +152,29 @@ fn pytorch_style_graphs_quantize_too() {
     )
     .unwrap();
     assert!(q.report.unwrap().noise.psnr_f_db > 25.0);
+}
+
+#[test]
+fn conv_integer_scheme_keeps_int32_accumulators_and_float_between_layers() {
+    let mut o = opts(Precision::Int8, Some(DIGITS));
+    o.scheme = quantize::int8::Scheme::ConvInteger;
+    o.methods = vec![quantize::calib::RangeMethod::Percentile(99.99)];
+    let q = quantize::quantize(Path::new(MODEL), &o).unwrap();
+    let ops = ops(&q.bytes);
+    // The two dense layers as MatMulInteger, the other six as ConvInteger.
+    let count = |op: &str| ops.iter().filter(|o| *o == op).count();
+    assert_eq!(
+        (count("ConvInteger"), count("MatMulInteger")),
+        (6, 2),
+        "{ops:?}"
+    );
+    assert_eq!(
+        count("Conv") + count("ConvTranspose") + count("MatMul"),
+        0,
+        "{ops:?}"
+    );
+    let (real, noise) = fidelity(&q.bytes, false);
+    assert!(real > 28.0 && noise > 28.0, "{real:.1} / {noise:.1} dB");
 }
 
 #[test]

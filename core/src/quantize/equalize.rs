@@ -80,10 +80,7 @@ pub fn equalize(model: &mut pb::ModelProto) -> Result<usize> {
         }
         let mut t = n.output[0].clone();
         let mut mapping = Mapping::Same;
-        loop {
-            let Some([next]) = consumers.get(&t).map(Vec::as_slice) else {
-                break;
-            };
+        while let Some([next]) = consumers.get(&t).map(Vec::as_slice) {
             let m = &graph.node[*next];
             if outputs.contains(&t) || m.input[0] != t {
                 break;

@@ -111,14 +111,12 @@ pub enum Scheme {
     /// `QLinearConv`: uint8 in, uint8 out (requantized), then `DequantizeLinear`.
     QLinearConv,
     /// `ConvInteger`: uint8 in, int32 out, rescaled per channel in float (no output range).
-    #[default]
     ConvInteger,
     /// int8 end to end: `QLinearConv` with per-tensor scales (requantized inside tract's
     /// integer kernel), data movement on int8, activations as lookup tables
     /// ([`super::fused`]).
+    #[default]
     Fused,
-    /// [`Scheme::Fused`] with per-channel weight scales (requantized outside the kernel).
-    FusedPerChannel,
 }
 
 /// What the quantizer did, for the report.
@@ -151,11 +149,8 @@ pub fn quantize(
     scheme: Scheme,
     dense: &[String],
 ) -> Result<(pb::ModelProto, Int8Summary)> {
-    use super::fused::{quantize as fused, Weights};
-    match scheme {
-        Scheme::Fused => return fused(model, ranges, Weights::PerTensor, dense),
-        Scheme::FusedPerChannel => return fused(model, ranges, Weights::PerChannel, dense),
-        _ => {}
+    if scheme == Scheme::Fused {
+        return super::fused::quantize(model, ranges, dense);
     }
     let mut proto = model.clone();
     let graph = graph_mut(&mut proto)?;

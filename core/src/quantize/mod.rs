@@ -238,7 +238,7 @@ fn float_rewrites(
         model.info.fixed_batch,
     )?;
     let form = match scheme {
-        int8::Scheme::Fused | int8::Scheme::FusedPerChannel => dense::DenseForm::Conv1x1,
+        int8::Scheme::Fused => dense::DenseForm::Conv1x1,
         _ => dense::DenseForm::MatMul,
     };
     let dense_layers = dense::rewrite_dense(float, &shapes, form)?;
@@ -365,7 +365,7 @@ fn describe(choice: &[RangeMethod]) -> String {
             None => counts.push((s, 1)),
         }
     }
-    counts.sort_by(|a, b| b.1.cmp(&a.1));
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
     let mut out = counts.first().map(|c| c.0.clone()).unwrap_or(first);
     for (m, n) in counts.iter().skip(1) {
         out.push_str(&format!(", {m} for {n} of {} tensors", choice.len()));
