@@ -87,3 +87,40 @@ fn info_reads_shapes_metadata_params_and_flops() {
     assert_eq!(m.info.opset, 17);
     assert!(m.info.metadata.is_empty());
 }
+
+#[test]
+fn fp16_runs_in_the_arithmetic_this_cpu_has_within_45_db_of_fp32() {
+    use ign_edge::backend::cpu::cpu_has_fp16;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let m32 = Model::load(&root.join("ign-mnist.onnx")).unwrap();
+    let m16 = Model::load(&root.join("ign-mnist.fp16.onnx")).unwrap();
+    let mut b16 = CpuBackend::new(&m16, None).unwrap();
+    // CI runs this under `qemu-aarch64 -cpu max` (FEAT_FP16) with IGN_EXPECT_FP16=1: the
+    // detection must see it there.
+    if std::env::var_os("IGN_EXPECT_FP16").is_some() {
+        assert!(
+            cpu_has_fp16(),
+            "this CPU reports fp16 arithmetic, the detection missed it"
+        );
+    }
+    let want = if cpu_has_fp16() { "fp16" } else { "fp32" };
+    assert_eq!(b16.arithmetic(), want);
+    let digits = ign_edge::inputs::read_idx_images(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("trainer/tests/fixtures/mnist-300-images-idx3-ubyte.gz"),
+        &m32.info,
+        0,
+    )
+    .unwrap()
+    .slice(0, 8);
+    let noise = ign_edge::inputs::noise_batch(&m32.info, 8, 5);
+    let mut b32 = CpuBackend::new(&m32, None).unwrap();
+    for (what, x) in [("digits", digits), ("noise", noise)] {
+        let (a, b) = (b32.run(&x).unwrap(), b16.run(&x).unwrap());
+        let p = ign_edge::quantize::fidelity::psnr(&a.data, &b.data);
+        assert!(
+            p >= 45.0,
+            "{what}: fp16 ({want} arithmetic) {p:.1} dB from fp32"
+        );
+    }
+}

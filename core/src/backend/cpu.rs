@@ -20,10 +20,31 @@ pub struct CpuBackend {
     half: bool,
 }
 
-/// Whether this CPU has native fp16 arithmetic (aarch64 `asimdhp`, e.g. Cortex-A76 in the
-/// Raspberry Pi 5 and RK3588; not the Pi 4's A72, not x86).
+/// Whether this CPU has native fp16 arithmetic (aarch64 FEAT_FP16, `asimdhp`: e.g. the
+/// Cortex-A76 of the Raspberry Pi 5 and the RK3588; not the Pi 4's A72, not x86).
+///
+/// Read from the hardware capabilities the kernel reports (`getauxval(AT_HWCAP)`, what
+/// `is_aarch64_feature_detected!` reads), not from the text of /proc/cpuinfo as tract does: an
+/// emulator (`qemu-aarch64 -cpu max`) reports FEAT_FP16 there but shows the host's cpuinfo.
+/// [`steer_tract_fp16`] makes tract's kernel choice agree.
 pub fn cpu_has_fp16() -> bool {
-    tract_linalg::has_fp16()
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("fp16")
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        false
+    }
+}
+
+/// When this CPU has fp16 arithmetic ([`cpu_has_fp16`]) but tract's own detection missed it,
+/// the value to give `TRACT_CPU_ISA` before tract's first dispatch so that its fp16 kernels
+/// are picked (`None`: nothing to do, or `TRACT_CPU_ISA` is already set). A program sets it
+/// at the start of `main`, before any thread starts.
+pub fn steer_tract_fp16() -> Option<&'static str> {
+    let unset = std::env::var_os("TRACT_CPU_ISA").is_none();
+    (unset && cpu_has_fp16() && !tract_linalg::has_fp16()).then_some("+fp16")
 }
 
 /// The number of CPU cores available to this process.
