@@ -16,10 +16,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or("models/ign-mnist.onnx");
     let runs: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(500);
     let model = Model::load(Path::new(path))?;
-    let mut opt = model.typed(1)?.into_optimized()?;
-    let n = ign_core::backend::own_ops(&mut opt)?;
-    eprintln!("{n} nodes run by ign-core's own ops");
-    let plan = opt.into_runnable()?;
+    let plan = ign_core::backend::optimize(model.typed(1)?)?.into_runnable()?;
     let mut state = plan.spawn()?;
     let info = &model.info;
     let x = Tensor::from_shape(

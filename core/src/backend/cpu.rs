@@ -120,12 +120,7 @@ impl CpuBackend {
                     .ok_or_else(|| anyhow::anyhow!("tract has no f32_to_f16 transform"))?;
                 t.transform(&mut typed)?;
             }
-            let plan = typed
-                .into_optimized()
-                .and_then(|mut m| {
-                    super::own_ops(&mut m)?;
-                    Ok(m)
-                })
+            let plan = super::optimize(typed)
                 .and_then(|m| m.into_runnable())
                 .map_err(|e| {
                     anyhow::anyhow!(ModelError(format!(

@@ -3,6 +3,7 @@
 //! `ign_edge::backend::rknn`, feature `rknn`).
 
 pub mod cpu;
+pub mod fold;
 pub mod patches;
 pub mod projector;
 pub mod quantize_op;
@@ -16,14 +17,36 @@ use crate::tensor::ImageBatch;
 /// Put this project's own ops into an optimized tract plan where they compute the same bytes
 /// faster: the int8 im2col ([`patches`]) and `QuantizeLinear` ([`quantize_op`]). Returns how
 /// many nodes were replaced. `IGN_EDGE_TRACT_OPS=1` in the environment keeps tract's own ops
-/// (to compare speed, or to rule these out).
+/// and folding (to compare speed, or to rule these out).
 pub fn own_ops(
     plan: &mut tract_onnx::prelude::TypedModel,
 ) -> tract_onnx::prelude::TractResult<usize> {
-    if std::env::var_os("IGN_EDGE_TRACT_OPS").is_some() {
+    if tract_only() {
         return Ok(0);
     }
     Ok(patches::replace_im2col(plan)? + quantize_op::replace_quantize(plan)?)
+}
+
+fn tract_only() -> bool {
+    std::env::var_os("IGN_EDGE_TRACT_OPS").is_some()
+}
+
+/// A typed model as the CPU backend runs it: constants folded whatever their size
+/// ([`fold`]), optimized by tract, constants folded again (what codegen made of the weights),
+/// and [`own_ops`] in place.
+pub fn optimize(
+    typed: tract_onnx::prelude::TypedModel,
+) -> tract_onnx::prelude::TractResult<tract_onnx::prelude::TypedModel> {
+    let mut typed = typed;
+    if !tract_only() {
+        fold::fold_constants(&mut typed)?;
+    }
+    let mut plan = typed.into_optimized()?;
+    if !tract_only() {
+        fold::fold_constants(&mut plan)?;
+    }
+    own_ops(&mut plan)?;
+    Ok(plan)
 }
 
 /// Something that applies the model `f` to images.
