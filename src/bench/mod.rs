@@ -62,7 +62,12 @@ pub struct ModelResult {
     pub model_file: String,
     pub precision: Precision,
     pub backend: String,
+    /// Threads asked for.
     pub threads: usize,
+    /// Threads the plan ran with: 1 where one thread measured faster at load (absent in files
+    /// from before it was recorded).
+    #[serde(default)]
+    pub threads_used: Option<usize>,
     pub steps: usize,
     pub batch: usize,
     pub load_ms: f64,
@@ -129,6 +134,7 @@ pub fn run_case(case: &ModelCase, budget: &Budget) -> Result<ModelResult> {
     backend.prepare(case.batch)?;
     let load = t0.elapsed();
     let mut r = measure(&mut backend, &model.info, load, case, budget)?;
+    r.threads_used = Some(backend.threads_for(case.batch));
     if budget.profile {
         let x = noise_batch(&model.info, case.batch, 1);
         r.profile = Some(backend.profile(&x, 20)?);
@@ -178,6 +184,7 @@ pub fn measure(
         precision: info.precision,
         backend: backend.name(),
         threads: case.threads,
+        threads_used: None,
         steps: case.steps,
         batch: case.batch,
         load_ms: load.as_secs_f64() * 1e3,
@@ -302,13 +309,22 @@ pub fn table(results: &[ModelResult]) -> String {
         "GFLOP/s",
         "%peak"
     );
+    let mut fell_back = false;
     for r in results {
         let l = &r.latency;
+        // "2>1": two threads asked, one used (it measured faster at load).
+        let thr = match r.threads_used {
+            Some(u) if u != r.threads => {
+                fell_back = true;
+                format!("{}>{u}", r.threads)
+            }
+            _ => r.threads.to_string(),
+        };
         s += &format!(
             "{:<22} {:>5} {:>3} {:>2} {:>3} {:>9.1} {:>9.2} {:>9.1} {:>9.1} {:>9.1} {:>10} {:>8.0} {:>9.2} {:>6}\n",
             r.model,
             r.precision.as_str(),
-            r.threads,
+            thr,
             r.steps,
             r.batch,
             r.load_ms,
@@ -323,6 +339,9 @@ pub fn table(results: &[ModelResult]) -> String {
                 .map(|f| format!("{:.1}", f * 100.0))
                 .unwrap_or_else(|| "-".into())
         );
+    }
+    if fell_back {
+        s += "thr N>1: N threads asked, 1 used: one thread measured faster when the model loaded\n";
     }
     s
 }

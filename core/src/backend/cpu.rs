@@ -13,8 +13,9 @@ use crate::tensor::ImageBatch;
 /// Runs a [`Model`] with tract on the CPU.
 pub struct CpuBackend {
     model: Model,
-    states: HashMap<usize, TypedSimpleState>,
-    executor: Executor,
+    /// Per batch size: the plan's state and the thread count it runs with.
+    states: HashMap<usize, (TypedSimpleState, Threads)>,
+    /// Threads asked for.
     threads: usize,
     /// Run the plan in fp16 arithmetic (tract's `f32_to_f16` transform).
     half: bool,
@@ -68,26 +69,37 @@ impl CpuBackend {
     /// Like [`CpuBackend::new`], choosing fp16 arithmetic (`half`) or fp32 explicitly, on any
     /// CPU (fp16 without hardware support is emulated: slow but exact, for fidelity checks).
     pub fn with_arithmetic(model: &Model, threads: Option<usize>, half: bool) -> Result<Self> {
-        let threads = threads.unwrap_or(1).max(1);
-        let executor = if threads > 1 {
-            Executor::multithread(threads)
-        } else {
-            Executor::SingleThread
-        };
         let mut b = CpuBackend {
             model: model.clone(),
             states: HashMap::new(),
-            executor,
-            threads,
+            threads: threads.unwrap_or(1).max(1),
             half,
         };
-        b.prepare(model.info.fixed_batch.unwrap_or(1))?;
+        b.prepare(b.default_batch())?;
         Ok(b)
     }
 
-    /// Threads used by the matrix kernels.
-    pub fn threads(&self) -> usize {
+    fn default_batch(&self) -> usize {
+        self.model.info.fixed_batch.unwrap_or(1)
+    }
+
+    /// Threads asked for (`--threads`).
+    pub fn threads_requested(&self) -> usize {
         self.threads
+    }
+
+    /// Threads the plan for the model's usual batch (its fixed batch, else 1) runs with: the
+    /// requested count, or 1 where one thread measured faster at load ([`Threads`]).
+    pub fn threads(&self) -> usize {
+        self.threads_for(self.default_batch())
+    }
+
+    /// Threads the plan for `batch` runs with (see [`CpuBackend::threads`]); the requested
+    /// count for a batch not prepared yet.
+    pub fn threads_for(&self, batch: usize) -> usize {
+        self.states
+            .get(&batch)
+            .map_or(self.threads, |(_, t)| t.used)
     }
 
     /// The arithmetic the plan runs in: `fp32`, `fp16` or `int8` (int8 convolutions with
@@ -100,15 +112,25 @@ impl CpuBackend {
         }
     }
 
-    /// A one-line notice when the model does not run in its own precision (an fp16 model on a
-    /// CPU without fp16 arithmetic).
+    /// A one-line notice when the model does not run as asked: an fp16 model on a CPU without
+    /// fp16 arithmetic, or more threads asked for than help (one was faster at load).
     pub fn notice(&self) -> Option<String> {
-        (self.model.info.precision == crate::model::Precision::Fp16 && !self.half).then(|| {
-            format!(
-                "notice: {}: this CPU has no fp16 arithmetic (aarch64 asimdhp), so the fp16 weights run in fp32",
-                self.model.info.path.display()
-            )
-        })
+        let path = self.model.info.path.display();
+        let mut lines = Vec::new();
+        if self.model.info.precision == crate::model::Precision::Fp16 && !self.half {
+            lines.push(format!(
+                "notice: {path}: this CPU has no fp16 arithmetic (aarch64 asimdhp), so the fp16 weights run in fp32"
+            ));
+        }
+        if let Some((_, t)) = self.states.get(&self.default_batch()) {
+            if t.used < self.threads {
+                lines.push(format!(
+                    "notice: {path}: {} threads took {:.0} us per call against {:.0} us for one, so it runs on one thread",
+                    self.threads, t.measured_us[1], t.measured_us[0]
+                ));
+            }
+        }
+        (!lines.is_empty()).then(|| lines.join("\n"))
     }
 
     /// Optimize the plan for `batch` now (otherwise done on first use).
@@ -128,7 +150,9 @@ impl CpuBackend {
                         self.model.info.path.display()
                     )))
                 })?;
-            self.states.insert(batch, plan.spawn()?);
+            let mut state = plan.spawn()?;
+            let threads = Threads::choose(&mut state, &self.model.info, batch, self.threads)?;
+            self.states.insert(batch, (state, threads));
         }
         Ok(())
     }
@@ -136,7 +160,65 @@ impl CpuBackend {
     /// The optimized model for `batch`, for profiling and inspection.
     pub fn optimized_model(&mut self, batch: usize) -> Result<&TypedModel> {
         self.prepare(batch)?;
-        Ok(self.states[&batch].model())
+        Ok(self.states[&batch].0.model())
+    }
+}
+
+/// The thread count a plan runs with. More threads than one are kept only when they measured
+/// faster at load: on a small model at batch 1 (ign-mnist: 260 µs on 2 threads against 135 µs
+/// on one, on a 2-core x86) tract's workers cost more than they share.
+struct Threads {
+    executor: Executor,
+    used: usize,
+    /// Median µs per call on 1 and on the requested threads (0 when not measured).
+    measured_us: [f64; 2],
+}
+
+impl Threads {
+    /// Time `state` on noise with one thread and with `asked`, alternating, for about 0.2 s at
+    /// most (at least 3 calls each), and keep the faster.
+    fn choose(
+        state: &mut TypedSimpleState,
+        info: &crate::model::ModelInfo,
+        batch: usize,
+        asked: usize,
+    ) -> Result<Threads> {
+        if asked <= 1 {
+            return Ok(Threads {
+                executor: Executor::SingleThread,
+                used: 1,
+                measured_us: [0.0; 2],
+            });
+        }
+        let x = crate::inputs::noise_batch(info, batch, 7);
+        let t = input_tensor(state, &x)?;
+        let executors = [Executor::SingleThread, Executor::multithread(asked)];
+        let mut times: [Vec<f64>; 2] = [vec![], vec![]];
+        let start = std::time::Instant::now();
+        for round in 0..25 {
+            for (e, ts) in executors.iter().zip(times.iter_mut()) {
+                let t0 = std::time::Instant::now();
+                multithread_tract_scope(e.clone(), || state.run(tvec!(t.clone().into())))?;
+                if round > 0 {
+                    ts.push(t0.elapsed().as_secs_f64() * 1e6);
+                }
+            }
+            if round >= 3 && start.elapsed().as_secs_f64() > 0.2 {
+                break;
+            }
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let measured_us = [median(&mut times[0]), median(&mut times[1])];
+        let multi = measured_us[1] < measured_us[0];
+        let [single, many] = executors;
+        Ok(Threads {
+            executor: if multi { many } else { single },
+            used: if multi { asked } else { 1 },
+            measured_us,
+        })
     }
 }
 
@@ -154,11 +236,12 @@ impl CpuBackend {
     pub fn profile(&mut self, input: &ImageBatch, iterations: usize) -> Result<Vec<OpTime>> {
         let n = input.shape[0];
         self.prepare(n)?;
-        let state = self.states.get_mut(&n).expect("prepared");
+        let (state, threads) = self.states.get_mut(&n).expect("prepared");
+        let executor = threads.executor.clone();
         let t = input_tensor(state, input)?;
         let mut by_op: HashMap<String, (std::collections::HashSet<usize>, f64)> = HashMap::new();
         for _ in 0..iterations.max(1) {
-            multithread_tract_scope(self.executor.clone(), || {
+            multithread_tract_scope(executor.clone(), || {
                 state.run_plan_with_eval(tvec!(t.clone().into()), |ctx, st, node, inputs| {
                     let t0 = std::time::Instant::now();
                     let r = tract_onnx::tract_core::plan::eval(ctx, st, node, inputs);
@@ -234,9 +317,9 @@ impl Backend for CpuBackend {
             }
         }
         self.prepare(n)?;
-        let state = self.states.get_mut(&n).expect("prepared");
+        let (state, threads) = self.states.get_mut(&n).expect("prepared");
         let t = input_tensor(state, input)?;
-        let out = multithread_tract_scope(self.executor.clone(), || state.run(tvec!(t.into())))?;
+        let out = multithread_tract_scope(threads.executor.clone(), || state.run(tvec!(t.into())))?;
         let out = out[0].cast_to::<f32>()?;
         let view = out.to_plain_array_view::<f32>()?;
         let data: Vec<f32> = match view.as_slice() {
