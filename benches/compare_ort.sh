@@ -3,12 +3,55 @@
 # back to back in one run on the same model, so that the ratio holds on a noisy machine.
 #
 # Usage: benches/compare_ort.sh [MODEL.onnx ...]   (default: the shipped models)
+#        benches/compare_ort.sh --int8 [MODEL.onnx ...]
+#          (default: ign-mnist and the 64x64 model of benches/bench64.sh) every ratio of the int8
+#          issue in one run: int8 against fp32 in ign-edge, ign-edge against onnxruntime, 2
+#          threads against 1, onnxruntime's own QDQ int8 as the anchor, file sizes, and whether
+#          onnxruntime runs ign-edge's int8 file to the same numbers as tract.
 # Needs a release build (cargo build --release) and python3 with numpy and onnxruntime:
-#   python3 -m venv venv && venv/bin/pip install numpy onnxruntime && PY=venv/bin/python benches/compare_ort.sh
+#   python3 -m venv venv && venv/bin/pip install numpy onnxruntime onnx && PY=venv/bin/python benches/compare_ort.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
 BIN=${BIN:-target/release/ign-edge}
+if [ "${1:-}" = "--int8" ]; then
+  shift
+  models=("$@")
+  [ ${#models[@]} -gt 0 ] || models=(models/ign-mnist.onnx "$(benches/bench64.sh)")
+  p50() { "$PY" -c 'import json,sys
+for x in json.load(open(sys.argv[1]))["results"]:
+    print("%.1f:%s" % (x["latency"]["p50_us"], x.get("threads_used") or x["threads"]), end=" ")' "$1"; }
+  for m in "${models[@]}"; do
+    q="${m%.onnx}.int8.onnx"; ortq="${m%.onnx}.ort-qdq.onnx"
+    [ -f "$q" ] || "$BIN" quantize -m "$m" --precision int8 --calib noise:128 --latency-runs 5 >/dev/null
+    [ -f "$ortq" ] || "$PY" benches/ort_int8.py qdq "$m" "$ortq" 2>/dev/null
+    echo "== $m  (files: fp32 $(stat -c%s "$m") B, ign-edge int8 $(stat -c%s "$q") B = $(( 100 * $(stat -c%s "$q") / $(stat -c%s "$m") ))%, onnxruntime QDQ $(stat -c%s "$ortq") B)"
+    for round in 1 2 3; do
+      "$BIN" bench --model "$m" --precision fp32 --precision int8 --threads 1 --threads 2 \
+          --iterations 200 --no-peak --json /tmp/ign-bench.json >/dev/null 2>&1
+      read -r f1 f2 i1 i2 <<<"$(p50 /tmp/ign-bench.json)"
+      o1=$("$PY" benches/ort_int8.py time "$m" 1 200); o2=$("$PY" benches/ort_int8.py time "$m" 2 200)
+      oq=$("$PY" benches/ort_int8.py time "$ortq" 1 200); oi=$("$PY" benches/ort_int8.py time "$q" 1 200)
+      "$PY" - "$round" "$f1" "$f2" "$i1" "$i2" "$o1" "$o2" "$oq" "$oi" <<'PYEOF'
+import sys
+r = sys.argv[1]
+(f1, t1), (f2, t2), (i1, _), (i2, _) = [(float(a), b) for a, b in (x.split(":") for x in sys.argv[2:6])]
+o1, o2, oq, oi = map(float, sys.argv[6:])
+print(f"round {r}: ign-edge fp32 {f1:.0f} us (1 thr), {f2:.0f} us (2 asked, {t2} used), int8 {i1:.0f} us | "
+      f"onnxruntime fp32 {o1:.0f} / {o2:.0f} us, its QDQ int8 {oq:.0f} us, ign-edge's int8 file {oi:.0f} us")
+print(f"  ratios: ign-edge int8/fp32 {i1/f1:.2f}x (target <= 0.6 at 64x64, <= 1.0 on ign-mnist) | "
+      f"fp32 ign-edge/onnxruntime {f1/o1:.2f}x (target <= 1.0) | ign-edge 2 thr vs 1 {f1/f2:.2f}x faster | "
+      f"onnxruntime QDQ/fp32 {oq/o1:.2f}x")
+PYEOF
+    done
+    # onnxruntime runs ign-edge's int8 file: its outputs against tract's on the same inputs.
+    "$PY" benches/ort_int8.py noise "$m" 8 /tmp/ign-xin.npy
+    "$BIN" project --model "$q" /tmp/ign-xin.npy --out /tmp/ign-y.npy >/dev/null
+    echo "  onnxruntime runs ign-edge's int8 file; against tract's f on 8 noise inputs (max |diff|, PSNR dB):" \
+      "$("$PY" benches/ort_int8.py match "$q" /tmp/ign-xin.npy /tmp/ign-y.npy)"
+  done
+  exit 0
+fi
 models=("$@")
 [ ${#models[@]} -gt 0 ] || models=(models/ign-mnist.onnx $(ls models/ign-fashion.onnx 2>/dev/null || true))
 for m in "${models[@]}"; do
