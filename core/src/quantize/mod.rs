@@ -327,9 +327,16 @@ fn int8_variant(
         // images only judge the result).
         let sel = selection(&set.fit, 96)?;
         let sel_want = Backend::run(&mut CpuBackend::new(model, None)?, &sel)?;
-        let refined = refine(&choice, &opts.methods, |c| {
+        let (refined, tried) = refine(&choice, &opts.methods, REFINE_BUDGET, |c| {
             psnr_on(&build(c)?.0, &sel, &sel_want)
         })?;
+        if tried < tensors.len() {
+            log::info!(
+                "notice: per-tensor range refinement stopped after {} s: {tried} of {} tensors tried",
+                REFINE_BUDGET.as_secs(),
+                tensors.len()
+            );
+        }
         if refined != choice {
             let (qb, s) = build(&refined)?;
             let rp = psnr_on(&qb, &held, &want)?;
@@ -384,17 +391,26 @@ fn selection(fit: &crate::tensor::ImageBatch, n: usize) -> Result<crate::tensor:
     crate::tensor::ImageBatch::concat(&parts)
 }
 
+/// How long the per-tensor range refinement may take (a large model needs seconds per try).
+const REFINE_BUDGET: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Greedy per-tensor range methods: for each tensor in turn, the method among `methods` that
 /// scores best with the others fixed (`score`: higher is better), kept only when it gains
-/// more than 0.01.
+/// more than 0.01; tensors are tried until `budget` runs out. Returns the choice and how many
+/// tensors were tried.
 fn refine(
     start: &[RangeMethod],
     methods: &[RangeMethod],
+    budget: std::time::Duration,
     mut score: impl FnMut(&[RangeMethod]) -> Result<f64>,
-) -> Result<Vec<RangeMethod>> {
+) -> Result<(Vec<RangeMethod>, usize)> {
+    let t0 = std::time::Instant::now();
     let mut choice = start.to_vec();
     let mut best = score(&choice)?;
     for i in 0..choice.len() {
+        if t0.elapsed() > budget {
+            return Ok((choice, i));
+        }
         for &m in methods {
             if m == choice[i] {
                 continue;
@@ -407,7 +423,8 @@ fn refine(
             }
         }
     }
-    Ok(choice)
+    let n = choice.len();
+    Ok((choice, n))
 }
 
 fn held_all(set: &CalibSet) -> Result<crate::tensor::ImageBatch> {
@@ -601,4 +618,31 @@ pub fn in_precision(model: Model, precision: Precision) -> Result<Model> {
     };
     let q = quantize_bytes(&path, &bytes, &opts)?;
     Model::from_bytes(&variant, &q.bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn refine_takes_each_tensors_best_method_and_stops_on_its_budget() {
+        let (a, b) = (RangeMethod::MinMax, RangeMethod::Percentile(99.9));
+        // Tensor 1 scores better with `b`, the others with `a`.
+        let score = |c: &[RangeMethod]| {
+            Ok(c.iter()
+                .enumerate()
+                .map(|(i, m)| if (i == 1) == (*m == b) { 1.0 } else { 0.0 })
+                .sum::<f64>())
+        };
+        let (choice, tried) = refine(&[a, a, a], &[a, b], Duration::from_secs(60), score).unwrap();
+        assert_eq!((choice, tried), (vec![a, b, a], 3));
+        // No time left: nothing tried, the start kept.
+        let (choice, tried) = refine(&[a, a, a], &[a, b], Duration::ZERO, score).unwrap();
+        assert_eq!((choice, tried), (vec![a, a, a], 0));
+        assert_eq!(
+            describe(&[a, b, a]),
+            "minmax, percentile 99.9 for 1 of 3 tensors"
+        );
+    }
 }
