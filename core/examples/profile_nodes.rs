@@ -49,5 +49,22 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!("{total:>8.2} us  total");
+    // Which matrix kernels tract picked (OptMatMul's own description), once each.
+    let mut kernels: Vec<String> = Vec::new();
+    for n in m.nodes().iter().filter(|n| n.op().name() == "OptMatMul") {
+        for line in n
+            .op()
+            .info()?
+            .into_iter()
+            .filter(|l| l.starts_with("Mult:"))
+        {
+            if !kernels.contains(&line) {
+                kernels.push(line);
+            }
+        }
+    }
+    for k in kernels {
+        println!("kernel: {k}");
+    }
     Ok(())
 }

@@ -11,7 +11,7 @@
 //! `IGN_EDGE_TRACT_OPS=1` keeps tract's own op (see [`super::own_ops`]).
 
 use tract_linalg::mmm::{EagerPackedInput, MMMInputValue, PackedExoticFact, PackedMatrixStorage};
-use tract_linalg::pack::PackedI8K4;
+use tract_linalg::pack::{PackedFormat, PackedI8K4};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::conv::Im2Col;
@@ -30,9 +30,59 @@ pub struct ConvGeometry {
     pub output: [usize; 2],
 }
 
-/// tract's `Im2col` for one-byte values into the `PackedI8K4` panels of its int8 kernels
-/// (`out[panel·panel_len + (k/4)·4r + lane·4 + k%4]`), written four K values at a time from a
-/// padded copy of the image and per-layer offset tables, instead of value by value.
+/// How tract's int8 matrix kernel wants its input panels (`r` output positions per panel).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum Packing {
+    /// `PackedI8K4`: K in groups of four, `out[panel·panel_len + (k/4)·4r + lane·4 + k%4]`
+    /// (the dot-product kernels: x86 AVX-512 VNNI and AVX2, arm64 SDOT).
+    K4(PackedI8K4),
+    /// `PackedFormat`, K-major: `out[panel·panel_len + k·r + lane]` (arm64 SMLAL on the Pi 4's
+    /// Cortex-A72, SVE).
+    KMajor(PackedFormat),
+}
+
+impl std::fmt::Debug for Packing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Packing::K4(p) => write!(f, "{p:?}"),
+            Packing::KMajor(p) => write!(f, "PackedFormat(r {})", p.r),
+        }
+    }
+}
+
+impl Packing {
+    fn r(&self) -> usize {
+        match self {
+            Packing::K4(p) => p.r,
+            Packing::KMajor(p) => p.r,
+        }
+    }
+
+    fn align(&self) -> usize {
+        match self {
+            Packing::K4(p) => p.alignment(),
+            Packing::KMajor(p) => p.alignment(),
+        }
+    }
+
+    fn panel_len(&self, k: usize) -> usize {
+        match self {
+            Packing::K4(p) => p.single_panel_len(k),
+            Packing::KMajor(p) => p.single_panel_len(k),
+        }
+    }
+
+    fn format(&self) -> Box<dyn tract_linalg::mmm::MMMInputFormat> {
+        match self {
+            Packing::K4(p) => Box::new(p.clone()),
+            Packing::KMajor(p) => Box::new(p.clone()),
+        }
+    }
+}
+
+/// tract's `Im2col` for one-byte values into the panels of its int8 kernels ([`Packing`]),
+/// written from a padded copy of the image and per-layer offset tables (four K values at a
+/// time for `K4`, runs of `r` positions for `KMajor`), instead of value by value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PackedPatches {
     /// Input `[N, C, H, W]`.
@@ -42,9 +92,7 @@ pub struct PackedPatches {
     pad_before: [usize; 2],
     /// The padded image `[Hp, Wp]` every tap reads from (the pad value outside the input).
     padded: [usize; 2],
-    /// The kernel's packing: panels of `r` output positions, K in groups of 4.
-    r: usize,
-    align: usize,
+    packing: Packing,
     /// Per output position: its top-left offset in the padded plane.
     pos: Vec<u32>,
     /// Per kernel tap `(ky, kx)`: its offset from the top-left in the padded plane.
@@ -55,8 +103,8 @@ pub struct PackedPatches {
 
 impl PackedPatches {
     /// The packing of convolution geometry `g` over an `input` of `[N, C, H, W]` in `group`
-    /// groups, for `PackedI8K4 { r, align }`.
-    pub fn new(g: &ConvGeometry, input: [usize; 4], group: usize, r: usize, align: usize) -> Self {
+    /// groups, into `packing`.
+    pub fn new(g: &ConvGeometry, input: [usize; 4], group: usize, packing: Packing) -> Self {
         let [_, c, h, w] = input;
         let [ho, wo] = g.output;
         let [kh, kw] = g.kernel;
@@ -65,7 +113,11 @@ impl PackedPatches {
         let wp = ((wo.max(1) - 1) * g.strides[1] + (kw - 1) * g.dilations[1] + 1)
             .max(g.pad_before[1] + w);
         let k = c / group * kh * kw;
-        let panel_len = k.div_ceil(4) * 4 * r;
+        let (r, panel_len) = (packing.r(), packing.panel_len(k));
+        let lane = |m: usize| match packing {
+            Packing::K4(_) => (m / r) * panel_len + (m % r) * 4,
+            Packing::KMajor(_) => (m / r) * panel_len + m % r,
+        };
         let mut pos = Vec::with_capacity(ho * wo);
         for oy in 0..ho {
             for ox in 0..wo {
@@ -84,11 +136,8 @@ impl PackedPatches {
             kernel: g.kernel,
             pad_before: g.pad_before,
             padded: [hp, wp],
-            r,
-            align,
-            lanes: (0..ho * wo)
-                .map(|m| ((m / r) * panel_len + (m % r) * 4) as u32)
-                .collect(),
+            lanes: (0..ho * wo).map(|m| lane(m) as u32).collect(),
+            packing,
             pos,
             tap_offsets,
         }
@@ -99,7 +148,7 @@ impl PackedPatches {
     }
 
     fn panel_len(&self) -> usize {
-        self.k().div_ceil(4) * 4 * self.r
+        self.packing.panel_len(self.k())
     }
 
     fn mn(&self) -> usize {
@@ -108,7 +157,7 @@ impl PackedPatches {
 
     /// Bytes of one packed buffer (one image, one group).
     pub fn packed_len(&self) -> usize {
-        self.mn().div_ceil(self.r) * self.panel_len()
+        self.mn().div_ceil(self.packing.r()) * self.panel_len()
     }
 
     /// The packed buffer of image `b`, group `g` (`pad` outside the image, 0 in the lanes past
@@ -130,34 +179,49 @@ impl PackedPatches {
         out.fill(0);
         let k = self.k();
         let offset = |kk: usize| (kk / taps) * hp * wp + self.tap_offsets[kk % taps] as usize;
+        let r = self.packing.r();
+        // Where value (kk, m) goes: lanes[m] + step(kk).
+        let step = |kk: usize| match self.packing {
+            Packing::K4(_) => (kk / 4) * r * 4 + kk % 4,
+            Packing::KMajor(_) => kk * r,
+        };
         // Every read is below `offset(k - 1) + max(pos)` and every write below the last lane's
-        // end: checked once here, so the loop below indexes without checks.
+        // end: checked once here, so the loops below index without checks.
         let max_pos = self.pos.iter().copied().max().unwrap_or(0) as usize;
         let max_lane = self.lanes.iter().copied().max().unwrap_or(0) as usize;
+        let last = match self.packing {
+            Packing::K4(_) => ((k.max(1) - 1) / 4) * r * 4 + 3,
+            Packing::KMajor(_) => step(k.max(1) - 1),
+        };
         assert!(k == 0 || (0..k).map(offset).max().unwrap_or(0) + max_pos < img.len());
-        assert!(k == 0 || max_lane + (k - 1) / 4 * self.r * 4 + 4 <= out.len());
+        assert!(k == 0 || max_lane + last < out.len());
         let (src, dst) = (img.as_ptr(), out.as_mut_ptr());
-        for k4 in 0..k / 4 {
-            let o = [0, 1, 2, 3].map(|j| offset(4 * k4 + j));
-            let base = k4 * self.r * 4;
-            for (&lane, &p) in self.lanes.iter().zip(&self.pos) {
-                let p = p as usize;
-                // SAFETY: in bounds by the two asserts above.
-                unsafe {
-                    let v = [
-                        *src.add(o[0] + p),
-                        *src.add(o[1] + p),
-                        *src.add(o[2] + p),
-                        *src.add(o[3] + p),
-                    ];
-                    std::ptr::copy_nonoverlapping(v.as_ptr(), dst.add(lane as usize + base), 4);
+        let mut kk = 0;
+        if matches!(self.packing, Packing::K4(_)) {
+            for k4 in 0..k / 4 {
+                let o = [0, 1, 2, 3].map(|j| offset(4 * k4 + j));
+                let base = step(4 * k4);
+                for (&lane, &p) in self.lanes.iter().zip(&self.pos) {
+                    let p = p as usize;
+                    // SAFETY: in bounds by the two asserts above.
+                    unsafe {
+                        let v = [
+                            *src.add(o[0] + p),
+                            *src.add(o[1] + p),
+                            *src.add(o[2] + p),
+                            *src.add(o[3] + p),
+                        ];
+                        std::ptr::copy_nonoverlapping(v.as_ptr(), dst.add(lane as usize + base), 4);
+                    }
                 }
             }
+            kk = (k / 4) * 4;
         }
-        for kk in (k / 4) * 4..k {
-            let (o, base) = (offset(kk), (kk / 4) * self.r * 4 + kk % 4);
+        for kk in kk..k {
+            let (o, base) = (offset(kk), step(kk));
             for (&lane, &p) in self.lanes.iter().zip(&self.pos) {
-                out[lane as usize + base] = img[o + p as usize];
+                // SAFETY: in bounds by the two asserts above.
+                unsafe { *dst.add(lane as usize + base) = *src.add(o + p as usize) };
             }
         }
     }
@@ -170,8 +234,8 @@ impl Op for PackedPatches {
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "input {:?} kernel {:?} group {} r {}",
-            self.input, self.kernel, self.group, self.r
+            "input {:?} kernel {:?} group {} {:?}",
+            self.input, self.kernel, self.group, self.packing
         )])
     }
 
@@ -200,14 +264,12 @@ impl EvalOp for PackedPatches {
         for b in 0..self.input[0] {
             for g in 0..self.group {
                 // SAFETY: one-byte values; pack() writes every byte.
-                let mut data = unsafe { Tensor::uninitialized_aligned_dt(dt, &[len], self.align)? };
+                let mut data =
+                    unsafe { Tensor::uninitialized_aligned_dt(dt, &[len], self.packing.align())? };
                 self.pack(bytes, b, g, pad, data.as_bytes_mut());
                 values.push(Box::new(EagerPackedInput {
                     fact: PackedExoticFact {
-                        format: Box::new(PackedI8K4 {
-                            r: self.r,
-                            align: self.align,
-                        }),
+                        format: self.packing.format(),
                         k: self.k(),
                         mn: mn.to_dim(),
                     },
@@ -226,10 +288,7 @@ impl EvalOp for PackedPatches {
 impl TypedOp for PackedPatches {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let pof = PackedExoticFact {
-            format: Box::new(PackedI8K4 {
-                r: self.r,
-                align: self.align,
-            }),
+            format: self.packing.format(),
             k: self.k(),
             mn: self.mn().to_dim(),
         };
@@ -277,7 +336,14 @@ pub fn replacement(
     else {
         return Ok(None);
     };
-    let Some(p4) = pof.format.downcast_ref::<PackedI8K4>() else {
+    let packing = if let Some(p4) = pof.format.downcast_ref::<PackedI8K4>() {
+        Packing::K4(p4.clone())
+    } else if let Some(pf) = pof.format.downcast_ref::<PackedFormat>() {
+        if pf.dt.size_of() != 1 {
+            return Ok(None);
+        }
+        Packing::KMajor(pf.clone())
+    } else {
         return Ok(None);
     };
     let Some(shape) = x.shape.as_concrete() else {
@@ -300,7 +366,7 @@ pub fn replacement(
         pad_before: [padding[0].pad_before, padding[1].pad_before],
         output: [padding[0].convoluted, padding[1].convoluted],
     };
-    let p = PackedPatches::new(&geometry, input, op.group, p4.r, p4.align);
+    let p = PackedPatches::new(&geometry, input, op.group, packing);
     if p.k() != pof.k {
         return Ok(None);
     }
@@ -351,19 +417,31 @@ mod tests {
                 pad_before: [p, p],
                 output: [out(7), out(6)],
             };
-            let pp = PackedPatches::new(&g, input, 1, r, 16);
-            let mut packed = vec![0xAA; pp.packed_len()];
-            pp.pack(&x, 0, 0, 200, &mut packed);
-            let (kk_n, mn) = (3 * k * k, g.output[0] * g.output[1]);
-            let panel_len = kk_n.div_ceil(4) * 4 * r;
-            let mut expected = vec![0u8; packed.len()];
-            for kk in 0..kk_n {
-                for m in 0..mn {
-                    let at = (m / r) * panel_len + (kk / 4) * r * 4 + (m % r) * 4 + kk % 4;
-                    expected[at] = reference(&g, &x, input, kk, m, 200);
+            let k_major = PackedFormat {
+                dt: DatumType::I8,
+                r,
+                alignment_bytes: 16,
+                end_padding_record: 1,
+            };
+            for packing in [Packing::K4(PackedI8K4::new(r)), Packing::KMajor(k_major)] {
+                let pp = PackedPatches::new(&g, input, 1, packing.clone());
+                let mut packed = vec![0xAA; pp.packed_len()];
+                pp.pack(&x, 0, 0, 200, &mut packed);
+                let (kk_n, mn) = (3 * k * k, g.output[0] * g.output[1]);
+                let panel_len = packing.panel_len(kk_n);
+                let mut expected = vec![0u8; packed.len()];
+                for kk in 0..kk_n {
+                    for m in 0..mn {
+                        let at = (m / r) * panel_len
+                            + match packing {
+                                Packing::K4(_) => (kk / 4) * r * 4 + (m % r) * 4 + kk % 4,
+                                Packing::KMajor(_) => kk * r + m % r,
+                            };
+                        expected[at] = reference(&g, &x, input, kk, m, 200);
+                    }
                 }
+                assert_eq!(packed, expected, "k{k} s{s} d{d} p{p} r{r} {packing:?}");
             }
-            assert_eq!(packed, expected, "k{k} s{s} d{d} p{p} r{r}");
         }
     }
 }
