@@ -168,23 +168,8 @@ fn emit_dense(
     graph
         .initializer
         .push(f32_tensor(&b_name, &[k, m], &b_data));
-    let flat_shape = names.fresh(&format!("{base}.flat_shape"));
-    graph
-        .initializer
-        .push(i64_tensor(&flat_shape, &[2], &[-1, k as i64]));
-    let out_shape_name = names.fresh(&format!("{base}.out_shape"));
-    graph
-        .initializer
-        .push(i64_tensor(&out_shape_name, &[4], &out_shape));
-    let flat = names.fresh(&format!("{base}.flat"));
+    let (flat, out_shape_name) = emit_flatten(graph, names, out, node, &[-1, k as i64], &out_shape);
     let prod = names.fresh(&format!("{base}.matmul"));
-    out.push(pb::NodeProto {
-        name: names.fresh(&format!("{base}.flatten")),
-        op_type: "Reshape".into(),
-        input: vec![node.input[0].clone(), flat_shape],
-        output: vec![flat.clone()],
-        ..Default::default()
-    });
     out.push(pb::NodeProto {
         name: names.fresh(&format!("{base}.dense")),
         op_type: "MatMul".into(),
@@ -240,23 +225,9 @@ fn emit_dense_conv(
     graph
         .initializer
         .push(f32_tensor(&w_name, &[m, k, 1, 1], wt));
-    let flat_shape = names.fresh(&format!("{base}.flat_shape"));
-    graph
-        .initializer
-        .push(i64_tensor(&flat_shape, &[4], &[-1, k as i64, 1, 1]));
-    let out_shape_name = names.fresh(&format!("{base}.out_shape"));
-    graph
-        .initializer
-        .push(i64_tensor(&out_shape_name, &[4], out_shape));
-    let flat = names.fresh(&format!("{base}.flat"));
+    let (flat, out_shape_name) =
+        emit_flatten(graph, names, out, node, &[-1, k as i64, 1, 1], out_shape);
     let prod = names.fresh(&format!("{base}.dense"));
-    out.push(pb::NodeProto {
-        name: names.fresh(&format!("{base}.flatten")),
-        op_type: "Reshape".into(),
-        input: vec![node.input[0].clone(), flat_shape],
-        output: vec![flat.clone()],
-        ..Default::default()
-    });
     let mut inputs = vec![flat, w_name];
     if let Some(b) = bias {
         let bn = names.fresh(&format!("{}.dense_1x1", node.input[2]));
@@ -279,4 +250,34 @@ fn emit_dense_conv(
         ..Default::default()
     });
     Ok(prod)
+}
+
+/// The shape constants and the `Reshape` of `node`'s input to `flat_dims` that start a dense
+/// layer; returns (the flattened tensor, the name of the output shape constant).
+fn emit_flatten(
+    graph: &mut pb::GraphProto,
+    names: &mut Names,
+    out: &mut Vec<pb::NodeProto>,
+    node: &pb::NodeProto,
+    flat_dims: &[i64],
+    out_shape: &[i64],
+) -> (String, String) {
+    let base = node_label(node).to_string();
+    let flat_shape = names.fresh(&format!("{base}.flat_shape"));
+    graph
+        .initializer
+        .push(i64_tensor(&flat_shape, &[flat_dims.len()], flat_dims));
+    let out_shape_name = names.fresh(&format!("{base}.out_shape"));
+    graph
+        .initializer
+        .push(i64_tensor(&out_shape_name, &[out_shape.len()], out_shape));
+    let flat = names.fresh(&format!("{base}.flat"));
+    out.push(pb::NodeProto {
+        name: names.fresh(&format!("{base}.flatten")),
+        op_type: "Reshape".into(),
+        input: vec![node.input[0].clone(), flat_shape],
+        output: vec![flat.clone()],
+        ..Default::default()
+    });
+    (flat, out_shape_name)
 }

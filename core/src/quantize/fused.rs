@@ -496,13 +496,8 @@ fn last_convs(nodes: &[pb::NodeProto]) -> HashSet<String> {
 }
 
 fn i8_tensor(name: &str, dims: &[usize], v: &[i8]) -> pb::TensorProto {
-    pb::TensorProto {
-        name: name.into(),
-        dims: dims.iter().map(|&d| d as i64).collect(),
-        data_type: pb::tensor_proto::DataType::Int8 as i32,
-        raw_data: v.iter().map(|&b| b as u8).collect(),
-        ..Default::default()
-    }
+    let raw = v.iter().map(|&b| b as u8).collect();
+    super::int8::tensor_of(name, dims, pb::tensor_proto::DataType::Int8, raw)
 }
 
 #[cfg(test)]

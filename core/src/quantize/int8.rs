@@ -89,7 +89,7 @@ fn scalar_u8(name: &str, v: u8) -> pb::TensorProto {
     }
 }
 
-fn tensor_of(
+pub(crate) fn tensor_of(
     name: &str,
     dims: &[usize],
     dt: pb::tensor_proto::DataType,
