@@ -1,4 +1,6 @@
-//! int8 post-training quantization to standard ONNX operators (QOperator form).
+//! int8 post-training quantization to standard ONNX operators (QOperator form): the
+//! `conv-integer` and `q-linear-conv` schemes. The default scheme, `fused` (int8 end to end),
+//! is [`super::fused`]; this module also holds what both share (ranges, weight rounding).
 //!
 //! Every `Conv` becomes `QuantizeLinear → QLinearConv → DequantizeLinear`:
 //! - weights: int8, symmetric, one scale per output channel (zero point 0);
@@ -113,8 +115,8 @@ pub enum Scheme {
     /// `ConvInteger`: uint8 in, int32 out, rescaled per channel in float (no output range).
     ConvInteger,
     /// int8 end to end: `QLinearConv` with per-tensor scales (requantized inside tract's
-    /// integer kernel), data movement on int8, activations as lookup tables
-    /// ([`super::fused`]).
+    /// integer kernel), data movement on int8, activations as lookup tables (the default;
+    /// see the quantize::fused module).
     #[default]
     Fused,
 }
@@ -141,7 +143,7 @@ fn is_zero(n: &usize) -> bool {
 
 /// Quantize every constant-weight `Conv` of `model` (a float graph with no `ConvTranspose`
 /// left; see [`super::deconv`]) using `ranges` for the activations. `dense` names the outputs
-/// of the dense layers (the fused schemes keep their arithmetic in float, see
+/// of the dense layers (the fused scheme keeps their arithmetic in float, see
 /// [`super::fused`]).
 pub fn quantize(
     model: &pb::ModelProto,
