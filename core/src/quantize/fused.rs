@@ -100,8 +100,6 @@ pub fn quantize(
     let mut float: HashSet<String> = graph.input.iter().map(|i| i.name.clone()).collect();
     float.extend(graph.initializer.iter().map(|t| t.name.clone()));
     let outputs: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
-    let relu_of = foldable_relus(&nodes, &outputs, dense);
-    let last = last_convs(&nodes);
     // The dense layers, and the convs that read the model's input: the input (noise, a camera
     // frame) is the one tensor whose int8 steps cost the most fidelity (held-out noise 38.8 →
     // 40.0 dB on ign-mnist) for the least time (its conv has K = C·kh·kw, 16 on ign-mnist).
@@ -111,6 +109,9 @@ pub fn quantize(
             float_convs.insert(n.output[0].clone());
         }
     }
+    let consumers = consumers(&nodes);
+    let relu_of = foldable_relus(&nodes, &consumers, &outputs, &float_convs);
+    let last = last_convs(&nodes, &consumers);
     let mut pass = Pass {
         last,
         float_convs,
@@ -308,38 +309,23 @@ impl Pass<'_> {
             attribute: attrs,
             ..Default::default()
         });
-        let bias = node.input.get(2).filter(|s| !s.is_empty()).cloned();
-        let scaled = match bias {
-            Some(_) => self.names.fresh(&format!("{y}.rescaled")),
-            None => y.clone(),
+        let bias = match node.input.get(2).filter(|s| !s.is_empty()) {
+            Some(b) => Some((
+                b.clone(),
+                float_initializer(self.graph, b)?.context("conv bias")?.data,
+            )),
+            None => None,
         };
         let scale: Vec<f32> = ws.iter().map(|s| s * x.scale).collect();
-        super::int8::emit_rescale(
+        super::int8::emit_conv_output(
             self.graph,
             &mut self.names,
             &mut self.nodes,
-            &y,
+            y.clone(),
             acc,
             &scale,
-            &[1, cout, 1, 1],
-            scaled.clone(),
+            bias,
         );
-        if let Some(b_name) = bias {
-            let b = float_initializer(self.graph, &b_name)?
-                .context("conv bias")?
-                .data;
-            let bn = self.names.fresh(&format!("{b_name}.per_channel"));
-            self.graph
-                .initializer
-                .push(f32_tensor(&bn, &[1, cout, 1, 1], &b));
-            self.nodes.push(pb::NodeProto {
-                name: self.names.fresh(&format!("{y}.bias_add")),
-                op_type: "Add".into(),
-                input: vec![scaled, bn],
-                output: vec![y.clone()],
-                ..Default::default()
-            });
-        }
         self.float.insert(y);
         self.summary.integer_convs += 1;
         Ok(())
@@ -423,24 +409,32 @@ impl Pass<'_> {
     }
 }
 
-/// Relus that can fold into a conv: reached from a conv's output (not a dense layer's) through
-/// data movement with one consumer at each step, and no graph output on the way. Maps the
-/// conv's output to the Relu's output.
-fn foldable_relus(
-    nodes: &[pb::NodeProto],
-    outputs: &[String],
-    dense: &[String],
-) -> HashMap<String, String> {
-    let mut consumers: HashMap<&str, Vec<&pb::NodeProto>> = HashMap::new();
+/// The nodes that read each tensor.
+type Consumers<'a> = HashMap<&'a str, Vec<&'a pb::NodeProto>>;
+
+fn consumers(nodes: &[pb::NodeProto]) -> Consumers<'_> {
+    let mut consumers: Consumers = HashMap::new();
     for n in nodes {
         for i in &n.input {
             consumers.entry(i.as_str()).or_default().push(n);
         }
     }
+    consumers
+}
+
+/// Relus that can fold into a conv: reached from an integer conv's output (not one kept in
+/// float) through data movement with one consumer at each step, and no graph output on the
+/// way. Maps the conv's output to the Relu's output.
+fn foldable_relus(
+    nodes: &[pb::NodeProto],
+    consumers: &Consumers,
+    outputs: &[String],
+    float_convs: &HashSet<String>,
+) -> HashMap<String, String> {
     let mut out = HashMap::new();
     for conv in nodes.iter().filter(|n| n.op_type == "Conv") {
         let y = &conv.output[0];
-        if dense.contains(y) {
+        if float_convs.contains(y) {
             continue;
         }
         let mut t = y;
@@ -464,13 +458,7 @@ fn foldable_relus(
 }
 
 /// Outputs of the convs from which no other conv can be reached.
-fn last_convs(nodes: &[pb::NodeProto]) -> HashSet<String> {
-    let mut consumers: HashMap<&str, Vec<&pb::NodeProto>> = HashMap::new();
-    for n in nodes {
-        for i in &n.input {
-            consumers.entry(i.as_str()).or_default().push(n);
-        }
-    }
+fn last_convs(nodes: &[pb::NodeProto], consumers: &Consumers) -> HashSet<String> {
     let reaches_conv = |start: &str| {
         let mut stack = vec![start.to_string()];
         let mut seen = HashSet::new();

@@ -460,7 +460,6 @@ impl Emitter<'_> {
         let ConvWeights {
             wq_name,
             ws,
-            cout,
             bias,
             attrs,
             ..
@@ -475,33 +474,8 @@ impl Emitter<'_> {
             attribute: attrs,
             ..Default::default()
         });
-        let scaled = if bias.is_some() {
-            names.fresh(&format!("{y}.rescaled"))
-        } else {
-            y.clone()
-        };
         let scale: Vec<f32> = ws.iter().map(|w| w * xs).collect();
-        emit_rescale(
-            graph,
-            names,
-            new_nodes,
-            &y,
-            acc,
-            &scale,
-            &[1, cout, 1, 1],
-            scaled.clone(),
-        );
-        if let Some((b_name, b)) = &bias {
-            let bn = names.fresh(&format!("{b_name}.per_channel"));
-            graph.initializer.push(f32_tensor(&bn, &[1, cout, 1, 1], b));
-            new_nodes.push(pb::NodeProto {
-                name: names.fresh(&format!("{y}.bias_add")),
-                op_type: "Add".into(),
-                input: vec![scaled, bn],
-                output: vec![y],
-                ..Default::default()
-            });
-        }
+        emit_conv_output(graph, names, new_nodes, y, acc, &scale, bias);
         Ok(())
     }
 }
@@ -563,6 +537,49 @@ fn emit_matmul_integer(
     let sc: Vec<f32> = scales.iter().map(|s| s * xs).collect();
     emit_rescale(graph, names, new_nodes, &y, acc, &sc, &[m], y.clone());
     Ok(())
+}
+
+/// The float output `y` of an integer conv with `cout = scale.len()` channels: its int32
+/// accumulator `acc` rescaled per channel ([`emit_rescale`]), then the float bias added
+/// (`bias`: its name and values).
+pub(crate) fn emit_conv_output(
+    graph: &mut pb::GraphProto,
+    names: &mut Names,
+    new_nodes: &mut Vec<pb::NodeProto>,
+    y: String,
+    acc: String,
+    scale: &[f32],
+    bias: Option<(String, Vec<f32>)>,
+) {
+    let cout = scale.len();
+    let scaled = if bias.is_some() {
+        names.fresh(&format!("{y}.rescaled"))
+    } else {
+        y.clone()
+    };
+    emit_rescale(
+        graph,
+        names,
+        new_nodes,
+        &y,
+        acc,
+        scale,
+        &[1, cout, 1, 1],
+        scaled.clone(),
+    );
+    if let Some((b_name, b)) = bias {
+        let bn = names.fresh(&format!("{b_name}.per_channel"));
+        graph
+            .initializer
+            .push(f32_tensor(&bn, &[1, cout, 1, 1], &b));
+        new_nodes.push(pb::NodeProto {
+            name: names.fresh(&format!("{y}.bias_add")),
+            op_type: "Add".into(),
+            input: vec![scaled, bn],
+            output: vec![y],
+            ..Default::default()
+        });
+    }
 }
 
 /// `out = float(acc) · scale`: the int32 accumulator of an integer conv or matmul back in
