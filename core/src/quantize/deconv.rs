@@ -7,9 +7,11 @@
 //! `y[s·m + r] = Σ_k x[m + d] · w[k]` over the taps `k ≡ r + pad_begin (mod s)`, with
 //! `d = (r + pad_begin − k) / s`. Every phase is thus a stride-1 convolution of `x` with a
 //! sub-kernel of `w`; stacking the `s²` phases as output channels (sub-pixel convolution) and
-//! interleaving them with `DepthToSpace` (mode DCR) gives `y`. A trailing `Slice` crops the
-//! rows/columns past the transposed convolution's output size (odd kernels, `output_padding`).
-//! Stride 1 needs neither: it is a convolution with the flipped kernel.
+//! interleaving them with `DepthToSpace` (mode DCR) gives `y`. Each phase keeps only its own
+//! taps (see [`AxisPlan`]), so the conv has as many weights and multiply-adds as the transposed
+//! convolution itself; a trailing `Slice` aligns the phases (a crop at the start) and drops the
+//! rows/columns past the output size (odd kernels, `output_padding`). Stride 1 needs neither:
+//! it is a convolution with the flipped kernel.
 //!
 //! The padding and the crop depend only on the kernel, stride, pads and output padding, not
 //! on the input size, so the rewritten graph keeps dynamic spatial sizes working.
@@ -24,19 +26,31 @@ use super::graph::{
 use crate::model::writer::{attr_int as mk_int, attr_ints as mk_ints, attr_string};
 
 /// How one spatial axis of a transposed convolution maps onto a stride-1 convolution.
+///
+/// Phase `r` reads the taps `k ≡ r + pad_begin (mod s)`, at input offsets
+/// `d = (r + pad_begin − k) / s` from `d_first(r)` (its largest tap) on. Each phase gets its own
+/// `taps`-long window starting at `d_first(r)`, so no phase carries the other phases' zero
+/// taps (a 4×4, stride-2 kernel gives four 2×2 phases, not four 3×3 ones). The phases' windows
+/// start at different offsets: phase `r` at output position `m` is the conv's position
+/// `m + d_first(r) − d_min`. `DepthToSpace` puts phase `r` in slot `slot(r)`; with the slots
+/// chosen so that `s·(m + d_first(r) − d_min) + slot(r) = s·m + r + crop_begin` for every
+/// phase, a single crop of `crop_begin` rows/columns at the start (and `crop_end` at the end)
+/// after `DepthToSpace` gives the transposed convolution's output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct AxisPlan {
     stride: usize,
     kernel: usize,
     pad_begin: i64,
-    /// Offset `d` of the first tap of the sub-kernels (`x[m + d_min]`).
+    /// The smallest `d_first(r)`: the conv pads `−d_min` at the start.
     d_min: i64,
-    /// Taps of the common sub-kernel.
+    /// Taps of every phase's window (`ceil(kernel / stride)`).
     taps: usize,
     /// Conv padding at the end.
     pad_end: i64,
+    /// Rows/columns to drop at the start after `DepthToSpace`.
+    crop_begin: usize,
     /// Rows/columns to drop at the end after `DepthToSpace`.
-    crop: usize,
+    crop_end: usize,
 }
 
 impl AxisPlan {
@@ -47,30 +61,27 @@ impl AxisPlan {
         pad_end: i64,
         out_pad: i64,
     ) -> Result<AxisPlan> {
-        let s = stride as i64;
-        let mut d_min = i64::MAX;
-        let mut d_max = i64::MIN;
-        for r in 0..s {
-            for k in 0..kernel as i64 {
-                if (r + pad_begin - k).rem_euclid(s) == 0 {
-                    let d = (r + pad_begin - k).div_euclid(s);
-                    d_min = d_min.min(d);
-                    d_max = d_max.max(d);
-                }
-            }
+        let (s, k) = (stride as i64, kernel as i64);
+        if kernel == 0 || stride == 0 {
+            bail!("kernel {kernel} with stride {stride}");
         }
-        if d_min == i64::MAX {
-            bail!("kernel {kernel} with stride {stride} leaves output phases empty");
-        }
-        let taps = (d_max - d_min + 1) as usize;
-        // Output length L = n·s + c; the conv must produce M = n + ceil(c/s) positions.
-        let c = kernel as i64 - s - pad_begin - pad_end + out_pad;
-        let extra = c.div_euclid(s) + i64::from(c.rem_euclid(s) != 0);
-        let pad_end_conv = extra + d_min + taps as i64 - 1;
-        let crop = (s * extra - c) as usize;
-        if d_min > 0 || pad_end_conv < 0 {
+        if pad_begin >= k || pad_begin < 0 {
             bail!("padding {pad_begin}/{pad_end} larger than the kernel {kernel} is not supported");
         }
+        // d_first(0) is the smallest: d_first grows with r.
+        let d_min =
+            (pad_begin - k + 1).div_euclid(s) + i64::from((pad_begin - k + 1).rem_euclid(s) != 0);
+        let taps = kernel.div_ceil(stride);
+        let crop_begin = s - s * d_min + pad_begin - k;
+        // Output length L = (n−1)·s + c0; the crop of crop_begin + L needs n + extra conv positions.
+        let c = k - s - pad_begin - pad_end + out_pad + crop_begin;
+        let extra = c.div_euclid(s) + i64::from(c.rem_euclid(s) != 0);
+        let pad_end_conv = extra + d_min + taps as i64 - 1;
+        let crop_end = s * extra - c;
+        if pad_end_conv < 0 {
+            bail!("padding {pad_begin}/{pad_end} larger than the kernel {kernel} is not supported");
+        }
+        debug_assert!((0..s).contains(&crop_begin) && (0..s).contains(&crop_end));
         Ok(AxisPlan {
             stride,
             kernel,
@@ -78,13 +89,27 @@ impl AxisPlan {
             d_min,
             taps,
             pad_end: pad_end_conv,
-            crop,
+            crop_begin: crop_begin as usize,
+            crop_end: crop_end as usize,
         })
     }
 
-    /// The kernel tap of `w` that phase `r`, sub-kernel tap `t` reads, if any.
+    /// The input offset of phase `r`'s first tap (its largest kernel tap).
+    fn d_first(&self, r: usize) -> i64 {
+        let q = r as i64 + self.pad_begin - (self.kernel as i64 - 1);
+        let s = self.stride as i64;
+        q.div_euclid(s) + i64::from(q.rem_euclid(s) != 0)
+    }
+
+    /// Where `DepthToSpace` puts phase `r`.
+    fn slot(&self, r: usize) -> usize {
+        let s = self.stride as i64;
+        (r as i64 + self.crop_begin as i64 - s * (self.d_first(r) - self.d_min)) as usize
+    }
+
+    /// The kernel tap of `w` that phase `r`, window tap `t` reads, if any.
     fn tap(&self, r: usize, t: usize) -> Option<usize> {
-        let d = self.d_min + t as i64;
+        let d = self.d_first(r) + t as i64;
         let k = r as i64 + self.pad_begin - self.stride as i64 * d;
         (0..self.kernel as i64).contains(&k).then_some(k as usize)
     }
@@ -199,7 +224,7 @@ fn axis_plans(node: &pb::NodeProto, kh: usize, kw: usize) -> Result<(AxisPlan, A
 }
 
 /// The sub-pixel kernel of weights `w` (`[cin, cout, kh, kw]`): output channel
-/// `(ry·s + rx)·cout + c` (DepthToSpace DCR order), `th×tw` taps.
+/// `(slot(ry)·s + slot(rx))·cout + c` (DepthToSpace DCR order), `th×tw` taps.
 fn subpixel_kernel(
     w: &[f32],
     (cin, cout, kh, kw): (usize, usize, usize, usize),
@@ -209,7 +234,6 @@ fn subpixel_kernel(
     let s = ph.stride;
     let phases = s * s;
     let (th, tw) = (ph.taps, pw.taps);
-    // Sub-pixel kernel: output channel (ry·s + rx)·cout + c (DepthToSpace DCR order).
     let mut k = vec![0f32; phases * cout * cin * th * tw];
     for ry in 0..s {
         for rx in 0..s {
@@ -218,7 +242,7 @@ fn subpixel_kernel(
                 for tx in 0..tw {
                     let Some(kx) = pw.tap(rx, tx) else { continue };
                     for c in 0..cout {
-                        let o = (ry * s + rx) * cout + c;
+                        let o = (ph.slot(ry) * s + pw.slot(rx)) * cout + c;
                         for ci in 0..cin {
                             k[((o * cin + ci) * th + ty) * tw + tx] =
                                 w[((ci * cout + c) * kh + ky) * kw + kx];
@@ -244,7 +268,7 @@ fn subpixel_nodes(
     let (th, tw) = (ph.taps, pw.taps);
     let final_out = node.output[0].clone();
     let needs_d2s = s > 1;
-    let needs_crop = ph.crop > 0 || pw.crop > 0;
+    let needs_crop = ph.crop_begin + ph.crop_end + pw.crop_begin + pw.crop_end > 0;
     let conv_out = if needs_d2s || needs_crop {
         names.fresh(&format!("{base}.subpixel"))
     } else {
@@ -286,10 +310,16 @@ fn subpixel_nodes(
         let axes = names.fresh(&format!("{base}.crop.axes"));
         // A negative end counts from the end: the crop does not depend on the input size.
         let end = |crop: usize| if crop == 0 { i64::MAX } else { -(crop as i64) };
-        graph.initializer.push(i64_tensor(&starts, &[2], &[0, 0]));
-        graph
-            .initializer
-            .push(i64_tensor(&ends, &[2], &[end(ph.crop), end(pw.crop)]));
+        graph.initializer.push(i64_tensor(
+            &starts,
+            &[2],
+            &[ph.crop_begin as i64, pw.crop_begin as i64],
+        ));
+        graph.initializer.push(i64_tensor(
+            &ends,
+            &[2],
+            &[end(ph.crop_end), end(pw.crop_end)],
+        ));
         graph.initializer.push(i64_tensor(&axes, &[2], &[2, 3]));
         out.push(pb::NodeProto {
             name: names.fresh(&format!("{base}.crop")),
@@ -438,6 +468,35 @@ mod tests {
                 out_pad: [0, 0],
                 hw: [6, 4],
             },
+            // Phases that start at different offsets, kernels shorter than the stride (empty
+            // phases), pads up to the kernel.
+            Case {
+                cin: 2,
+                cout: 3,
+                k: [4, 4],
+                s: 2,
+                pads: [2, 0, 1, 3],
+                out_pad: [1, 0],
+                hw: [5, 4],
+            },
+            Case {
+                cin: 3,
+                cout: 2,
+                k: [1, 2],
+                s: 3,
+                pads: [0; 4],
+                out_pad: [2, 1],
+                hw: [3, 4],
+            },
+            Case {
+                cin: 2,
+                cout: 2,
+                k: [6, 5],
+                s: 3,
+                pads: [5, 4, 0, 1],
+                out_pad: [0, 2],
+                hw: [4, 5],
+            },
         ];
         for (i, case) in cases.iter().enumerate() {
             let bytes = model(case, i as u64);
@@ -452,6 +511,22 @@ mod tests {
                 .map(|n| n.op_type.as_str())
                 .collect();
             assert!(!ops.contains(&"ConvTranspose"), "case {i}: {ops:?}");
+            // Each phase keeps only its own taps: no more weights than the kernel's, up to the
+            // rounding of kernel / stride.
+            let graph = proto.graph.as_ref().unwrap();
+            let conv = graph.node.iter().find(|n| n.op_type == "Conv").unwrap();
+            let k = graph
+                .initializer
+                .iter()
+                .find(|t| t.name == conv.input[1])
+                .unwrap();
+            let taps = |k: usize| k.div_ceil(case.s) * case.s;
+            assert_eq!(
+                k.dims.iter().product::<i64>() as usize,
+                case.cin * case.cout * taps(case.k[0]) * taps(case.k[1]),
+                "case {i}: sub-pixel kernel {:?}",
+                k.dims
+            );
             let rewritten = proto.encode_to_vec();
             let mut rng = rand::rngs::StdRng::seed_from_u64(100 + i as u64);
             let shape = [2, case.cin, case.hw[0], case.hw[1]];
