@@ -2,7 +2,7 @@
 //! docs/int8-plan.md): `cargo run --release -p ign-core --example profile_nodes -- MODEL [RUNS]`.
 //! Prints every node of the plan with its operator, output shape and mean time per call; int8
 //! plans get the project's own ops as `ign-edge` runs them (`IGN_EDGE_TRACT_OPS=1`: tract's
-//! own).
+//! own). `THREADS=N` runs the plan on tract's N-thread executor.
 
 use ign_core::model::Model;
 use std::path::Path;
@@ -23,15 +23,26 @@ fn main() -> anyhow::Result<()> {
         &[1, info.channels, info.height, info.width],
         &vec![0.1f32; info.channels * info.height * info.width],
     )?;
+    let threads: usize = std::env::var("THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let executor = if threads > 1 {
+        tract_linalg::multithread::Executor::multithread(threads)
+    } else {
+        tract_linalg::multithread::Executor::SingleThread
+    };
     let mut times = vec![0f64; state.model().nodes().len()];
     for i in 0..runs + 50 {
-        state.run_plan_with_eval(tvec!(x.clone().into()), |ctx, st, node, inputs| {
-            let t0 = std::time::Instant::now();
-            let r = tract_onnx::tract_core::plan::eval(ctx, st, node, inputs);
-            if i >= 50 {
-                times[node.id] += t0.elapsed().as_secs_f64() * 1e6;
-            }
-            r
+        tract_linalg::multithread::multithread_tract_scope(executor.clone(), || {
+            state.run_plan_with_eval(tvec!(x.clone().into()), |ctx, st, node, inputs| {
+                let t0 = std::time::Instant::now();
+                let r = tract_onnx::tract_core::plan::eval(ctx, st, node, inputs);
+                if i >= 50 {
+                    times[node.id] += t0.elapsed().as_secs_f64() * 1e6;
+                }
+                r
+            })
         })?;
     }
     let m = state.model();

@@ -3,6 +3,7 @@
 //! `ign_edge::backend::rknn`, feature `rknn`).
 
 pub mod cpu;
+pub mod deconv_sum;
 pub mod fold;
 pub mod patches;
 pub mod projector;
@@ -41,9 +42,11 @@ pub fn optimize(
     if !tract_only() {
         fold::fold_constants(&mut typed)?;
     }
+    let deconvs = deconv_sum::geometries(&typed)?;
     let mut plan = typed.into_optimized()?;
     if !tract_only() {
         fold::fold_constants(&mut plan)?;
+        deconv_sum::replace_deconv_sum(&mut plan, &deconvs)?;
     }
     own_ops(&mut plan)?;
     Ok(plan)
