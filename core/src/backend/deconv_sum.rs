@@ -85,7 +85,7 @@ impl DeconvSum2d {
             // Row oy = iy·sh + ky − ph.
             for ky in 0..kh {
                 let t = (oy + ph) as isize - ky as isize;
-                if t >= 0 && t as usize % sh == 0 && t as usize / sh < ih {
+                if t >= 0 && (t as usize).is_multiple_of(sh) && t as usize / sh < ih {
                     row_taps.push(ky * kw * ih * iw + t as usize / sh * iw);
                 }
             }
@@ -442,7 +442,10 @@ fn per_channel(t: &Tensor, c: usize, plane_len: usize) -> Option<Vec<f32>> {
     if v.len() == c {
         return Some(v.to_vec());
     }
-    if plane_len == 0 || v.len() % plane_len != 0 || (v.len() / plane_len) % c != 0 {
+    if plane_len == 0
+        || !v.len().is_multiple_of(plane_len)
+        || !(v.len() / plane_len).is_multiple_of(c)
+    {
         return None;
     }
     let first: Vec<f32> = v.chunks_exact(plane_len).take(c).map(|p| p[0]).collect();
