@@ -164,6 +164,9 @@ impl CpuBackend {
     }
 }
 
+/// Runs per executor in a row when [`Threads::choose`] measures.
+const BLOCK: usize = 4;
+
 /// The thread count a plan runs with. More threads than one are kept only when they measured
 /// faster at load: on a small model at batch 1 (ign-mnist: 260 µs on 2 threads against 135 µs
 /// on one, on a 2-core x86) tract's workers cost more than they share.
@@ -195,15 +198,20 @@ impl Threads {
         let executors = [Executor::SingleThread, Executor::multithread(asked)];
         let mut times: [Vec<f64>; 2] = [vec![], vec![]];
         let start = std::time::Instant::now();
-        for round in 0..25 {
+        // Blocks of runs on each executor in turn, the first run of a block not counted: a
+        // pool whose threads slept through the other executor's runs wakes up slowly, which
+        // a plan running on it call after call does not pay.
+        for round in 0..12 {
             for (e, ts) in executors.iter().zip(times.iter_mut()) {
-                let t0 = std::time::Instant::now();
-                multithread_tract_scope(e.clone(), || state.run(tvec!(t.clone().into())))?;
-                if round > 0 {
-                    ts.push(t0.elapsed().as_secs_f64() * 1e6);
+                for i in 0..BLOCK {
+                    let t0 = std::time::Instant::now();
+                    multithread_tract_scope(e.clone(), || state.run(tvec!(t.clone().into())))?;
+                    if i > 0 {
+                        ts.push(t0.elapsed().as_secs_f64() * 1e6);
+                    }
                 }
             }
-            if round >= 3 && start.elapsed().as_secs_f64() > 0.2 {
+            if round >= 2 && start.elapsed().as_secs_f64() > 0.3 {
                 break;
             }
         }
@@ -212,6 +220,11 @@ impl Threads {
             v[v.len() / 2]
         };
         let measured_us = [median(&mut times[0]), median(&mut times[1])];
+        log::debug!(
+            "threads: median {measured_us:?} us on 1 and {asked} threads; samples {:?} / {:?}",
+            times[0],
+            times[1]
+        );
         let multi = measured_us[1] < measured_us[0];
         let [single, many] = executors;
         Ok(Threads {
