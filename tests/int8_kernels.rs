@@ -19,7 +19,8 @@ fn shipped_int8() -> Model {
     Model::load(Path::new("models/ign-mnist.int8.onnx")).unwrap()
 }
 
-/// ign-mnist quantized here in `scheme` (one range method: quick).
+/// ign-mnist quantized here in `scheme` (one range method: quick), every conv that can be
+/// int8 in int8 (no fidelity floor).
 fn int8(scheme: Scheme) -> Model {
     let o = QuantizeOptions {
         precision: Precision::Int8,
@@ -27,6 +28,7 @@ fn int8(scheme: Scheme) -> Model {
         measure: false,
         methods: vec![quantize::calib::RangeMethod::Percentile(99.99)],
         scheme,
+        min_psnr_db: 0.0,
         ..Default::default()
     };
     let q = quantize::quantize(Path::new("models/ign-mnist.onnx"), &o).unwrap();
@@ -127,9 +129,11 @@ fn packed_im2col_writes_what_tracts_im2col_writes() {
     for (name, model) in models() {
         for batch in [1, 3] {
             let (im2cols, checked) = every_im2col_matches(&model, batch);
-            // Every strided or padded integer conv of ign-mnist (5 or 6 by scheme) is replaced,
+            // Every strided or padded integer conv of ign-mnist (5 or 6 by scheme; 4 in the
+            // shipped file, whose fidelity floor moved one more conv to float) is replaced,
             // whichever packing the CPU's int8 kernel wants.
-            assert!(im2cols >= 5, "{name}: {im2cols} Im2col");
+            let least = if name == "shipped" { 4 } else { 5 };
+            assert!(im2cols >= least, "{name}: {im2cols} Im2col");
             assert_eq!(checked, im2cols, "{name} batch {batch}: convs checked");
         }
     }

@@ -16,7 +16,8 @@ use crate::quantize::{self, calib::CalibSizes, QuantizeOptions};
 /// QLinearConv with int8 weights and activations that tract requantizes inside its integer
 /// kernel; activations run as lookup tables, the first conv and the dense layers in float on
 /// int8 weights. Ranges come from the calibration images (min-max and percentiles are tried,
-/// then refined per tensor; the best on held-out images wins).
+/// then refined per tensor; the best on held-out images wins). Below the fidelity floor
+/// (--min-psnr, 40 dB), the convs that cost the most fidelity compute in float too.
 /// fp16: weights stored as half floats. Both are standard ONNX that tract and onnxruntime run.
 ///
 /// Examples:
@@ -51,6 +52,11 @@ pub struct QuantizeCmd {
     /// (uint8, per-channel weights, dequantized between layers).
     #[arg(long, value_enum, default_value_t)]
     pub scheme: quantize::int8::Scheme,
+    /// Fidelity floor of the fused scheme, in dB: while f's PSNR against fp32 on the held-out
+    /// real images or on noise is below it, the integer conv that gains the most computes in
+    /// float (on its int8 weights) instead. 0 turns it off (every conv that can be int8 is).
+    #[arg(long, default_value_t = quantize::DEFAULT_MIN_PSNR_DB)]
+    pub min_psnr: f64,
     /// Batch-1 runs per model for the latency comparison.
     #[arg(long, default_value_t = 200)]
     pub latency_runs: usize,
@@ -81,6 +87,7 @@ impl QuantizeCmd {
             },
             latency_runs: self.latency_runs.max(25),
             scheme: self.scheme,
+            min_psnr_db: self.min_psnr.max(0.0),
             ..Default::default()
         };
         let q = quantize::quantize(&self.model, &opts)?;

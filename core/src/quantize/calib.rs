@@ -18,6 +18,9 @@ use crate::tensor::ImageBatch;
 pub struct CalibSet {
     /// Real images + noise + f(noise).
     pub fit: ImageBatch,
+    /// How many of `fit` are real images (the first ones); the rest is noise, then as many
+    /// f(noise).
+    pub fit_real: usize,
     /// Held-out real images (absent when the data is only noise).
     pub held_real: Option<ImageBatch>,
     /// Held-out noise (its own seed).
@@ -79,6 +82,7 @@ pub fn build(model: &Model, spec: Option<&str>, sizes: CalibSizes) -> Result<Cal
     let mut parts = Vec::new();
     let mut held_real = None;
     let mut description = String::new();
+    let fit_real = real.as_ref().map_or(0, |(fit, _)| fit.len());
     if let Some((fit, held)) = real {
         description.push_str(&format!(
             "{} real images of {what} (+{} held out), ",
@@ -96,6 +100,7 @@ pub fn build(model: &Model, spec: Option<&str>, sizes: CalibSizes) -> Result<Cal
     parts.push(fz);
     Ok(CalibSet {
         fit: ImageBatch::concat(&parts)?,
+        fit_real,
         held_real,
         held_noise: inputs::noise_batch(info, sizes.held, noise_seed.wrapping_add(1_000_003)),
         description,

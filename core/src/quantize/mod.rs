@@ -46,6 +46,10 @@ pub struct QuantizeOptions {
     pub measure: bool,
     /// The integer convolution operator.
     pub scheme: int8::Scheme,
+    /// Fidelity floor of the fused scheme (dB, PSNR of `f` against fp32 on the held-out real
+    /// images and on noise): while either kind is below it, the integer conv whose float
+    /// arithmetic (on int8 weights) gains the most moves to float. 0: off.
+    pub min_psnr_db: f64,
 }
 
 impl Default for QuantizeOptions {
@@ -62,9 +66,14 @@ impl Default for QuantizeOptions {
             latency_runs: 200,
             measure: true,
             scheme: int8::Scheme::default(),
+            min_psnr_db: DEFAULT_MIN_PSNR_DB,
         }
     }
 }
+
+/// The fused scheme's default fidelity floor (dB): the int8 issue's target for `f` on real
+/// images and on noise.
+pub const DEFAULT_MIN_PSNR_DB: f64 = 40.0;
 
 /// One int8 range method tried, and its held-out fidelity.
 #[derive(Clone, Debug, Serialize)]
@@ -278,28 +287,30 @@ fn int8_variant(
         float_rewrites(path, model, &mut float, &set, &held, &want, opts.scheme)?;
     let tensors = int8::calibration_tensors(&float);
     let values = calib::observe(&float, &tensors, &set.fit, model.info.fixed_batch)?;
-    let build = |choice: &[RangeMethod]| -> Result<(Vec<u8>, int8::Int8Summary)> {
-        let ranges: int8::Ranges = tensors
-            .iter()
-            .zip(&values)
-            .zip(choice)
-            .map(|((t, v), m)| (t.clone(), m.range(v)))
-            .collect();
-        let (mut q, summary) = int8::quantize(&float, &ranges, opts.scheme, &dense)?;
-        set_metadata(&mut q, keys::PRECISION, "int8");
-        set_metadata(
-            &mut q,
-            "ign.quantization",
-            &format!(
-                "int8 {:?}, activations by {}; calibration: {}",
-                opts.scheme,
-                describe(choice),
-                set.description
-            ),
-        );
-        q.producer_name = "ign-edge quantize".into();
-        Ok((q.encode_to_vec(), summary))
-    };
+    let build_with =
+        |choice: &[RangeMethod], floats: &[String]| -> Result<(Vec<u8>, int8::Int8Summary)> {
+            let ranges: int8::Ranges = tensors
+                .iter()
+                .zip(&values)
+                .zip(choice)
+                .map(|((t, v), m)| (t.clone(), m.range(v)))
+                .collect();
+            let (mut q, summary) = int8::quantize(&float, &ranges, opts.scheme, floats)?;
+            set_metadata(&mut q, keys::PRECISION, "int8");
+            set_metadata(
+                &mut q,
+                "ign.quantization",
+                &format!(
+                    "int8 {:?}, activations by {}; calibration: {}",
+                    opts.scheme,
+                    describe(choice),
+                    set.description
+                ),
+            );
+            q.producer_name = "ign-edge quantize".into();
+            Ok((q.encode_to_vec(), summary))
+        };
+    let build = |choice: &[RangeMethod]| build_with(choice, &dense);
     let psnr_on =
         |bytes: &[u8], x: &crate::tensor::ImageBatch, want: &crate::tensor::ImageBatch| {
             let qm = load_variant(out_path, bytes)?;
@@ -350,10 +361,58 @@ fn int8_variant(
         }
     }
     let _ = p;
+    let mut floor_method = None;
+    if opts.scheme == int8::Scheme::Fused && opts.min_psnr_db > 0.0 {
+        let kinds = held_kinds(&set, model)?;
+        let worst = |bytes: &[u8]| -> Result<f64> {
+            let mut w = f64::INFINITY;
+            for (x, want) in &kinds {
+                w = w.min(psnr_on(bytes, x, want)?);
+            }
+            Ok(w)
+        };
+        let judge = fit_kinds(&set, model)?;
+        let judge_worst = |bytes: &[u8]| -> Result<f64> {
+            let mut w = f64::INFINITY;
+            for (x, want) in &judge {
+                w = w.min(psnr_on(bytes, x, want)?);
+            }
+            Ok(w)
+        };
+        let floats = raise_to_floor(
+            &float,
+            &dense,
+            opts.min_psnr_db,
+            worst(&bytes)?,
+            |floats| {
+                let (qb, _) = build_with(&choice, floats)?;
+                judge_worst(&qb)
+            },
+            |floats| {
+                let (qb, _) = build_with(&choice, floats)?;
+                worst(&qb)
+            },
+        )?;
+        if floats.len() > dense.len() {
+            let (qb, s) = build_with(&choice, &floats)?;
+            let added: Vec<&str> = floats[dense.len()..].iter().map(String::as_str).collect();
+            let method = format!(
+                "{}, {} in float for the {} dB floor",
+                describe(&choice),
+                added.join(", "),
+                opts.min_psnr_db
+            );
+            candidates.push(Candidate {
+                method: method.clone(),
+                psnr_f_db: psnr_on(&qb, &held, &want)?,
+            });
+            (bytes, summary, floor_method) = (qb, s, Some(method));
+        }
+    }
     Ok(Variant {
         bytes,
         calibration: Some(set.description.clone()),
-        method: Some(describe(&choice)),
+        method: Some(floor_method.unwrap_or_else(|| describe(&choice))),
         candidates,
         rewrite_err,
         summary: Some(summary),
@@ -425,6 +484,101 @@ fn refine(
     }
     let n = choice.len();
     Ok((choice, n))
+}
+
+/// The held-out images by kind (real when there are any, noise), each with fp32's `f`.
+fn held_kinds(
+    set: &CalibSet,
+    model: &Model,
+) -> Result<Vec<(crate::tensor::ImageBatch, crate::tensor::ImageBatch)>> {
+    let mut kinds: Vec<crate::tensor::ImageBatch> = set.held_real.iter().cloned().collect();
+    kinds.push(set.held_noise.clone());
+    with_fp32(kinds, model)
+}
+
+/// Part of the fitting images by kind (real when there are any, noise; 48 of each), each
+/// with fp32's `f`: what the fidelity floor's choices are judged on, so that the held-out
+/// images only say whether the floor is met.
+fn fit_kinds(
+    set: &CalibSet,
+    model: &Model,
+) -> Result<Vec<(crate::tensor::ImageBatch, crate::tensor::ImageBatch)>> {
+    let noise = (set.fit.len() - set.fit_real) / 2;
+    let mut kinds = Vec::new();
+    if set.fit_real > 0 {
+        kinds.push(selection(&set.fit.slice(0, set.fit_real), 48)?);
+    }
+    if noise > 0 {
+        kinds.push(selection(
+            &set.fit.slice(set.fit_real, set.fit_real + noise),
+            48,
+        )?);
+    }
+    with_fp32(kinds, model)
+}
+
+fn with_fp32(
+    kinds: Vec<crate::tensor::ImageBatch>,
+    model: &Model,
+) -> Result<Vec<(crate::tensor::ImageBatch, crate::tensor::ImageBatch)>> {
+    let mut fp32 = CpuBackend::new(model, None)?;
+    kinds
+        .into_iter()
+        .map(|x| {
+            let y = Backend::run(&mut fp32, &x)?;
+            Ok((x, y))
+        })
+        .collect()
+}
+
+/// The fused scheme's fidelity floor: while `held_worst` (the lowest held-out PSNR by kind)
+/// is below `floor`, the integer conv of `float` whose float arithmetic raises `judge` (the
+/// same on part of the fitting images) the most joins `floats`, as long as the held-out worst
+/// rises. Returns `floats` (starting with `dense`).
+fn raise_to_floor(
+    float: &pb::ModelProto,
+    dense: &[String],
+    floor: f64,
+    mut held_worst: f64,
+    mut judge: impl FnMut(&[String]) -> Result<f64>,
+    mut held: impl FnMut(&[String]) -> Result<f64>,
+) -> Result<Vec<String>> {
+    let mut floats = dense.to_vec();
+    let graph = float.graph.as_ref().context("model without a graph")?;
+    let inputs: Vec<&str> = graph.input.iter().map(|i| i.name.as_str()).collect();
+    let mut candidates: Vec<String> = graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Conv" && !inputs.contains(&n.input[0].as_str()))
+        .map(|n| n.output[0].clone())
+        .filter(|o| !dense.contains(o))
+        .collect();
+    while held_worst < floor && !candidates.is_empty() {
+        let mut best: Option<(f64, usize)> = None;
+        for (i, c) in candidates.iter().enumerate() {
+            let mut trial = floats.clone();
+            trial.push(c.clone());
+            let score = judge(&trial)?;
+            if best.is_none_or(|b| score > b.0) {
+                best = Some((score, i));
+            }
+        }
+        let Some((_, i)) = best else { break };
+        let mut trial = floats.clone();
+        trial.push(candidates[i].clone());
+        let w = held(&trial)?;
+        if w <= held_worst + 0.05 {
+            break;
+        }
+        log::info!(
+            "notice: {} computes in float (int8 weights) to reach the {floor} dB floor: held-out worst {held_worst:.2} -> {w:.2} dB",
+            candidates[i]
+        );
+        floats = trial;
+        held_worst = w;
+        candidates.remove(i);
+    }
+    Ok(floats)
 }
 
 fn held_all(set: &CalibSet) -> Result<crate::tensor::ImageBatch> {
@@ -624,6 +778,66 @@ pub fn in_precision(model: Model, precision: Precision) -> Result<Model> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn the_fidelity_floor_moves_the_most_useful_convs_to_float_until_it_is_met() {
+        let conv = |x: &str, y: &str| pb::NodeProto {
+            op_type: "Conv".into(),
+            input: vec![x.into(), format!("{y}.w")],
+            output: vec![y.into()],
+            ..Default::default()
+        };
+        let model = pb::ModelProto {
+            graph: Some(pb::GraphProto {
+                input: vec![pb::ValueInfoProto {
+                    name: "x".into(),
+                    ..Default::default()
+                }],
+                node: vec![
+                    conv("x", "first"),
+                    conv("first", "a"),
+                    conv("a", "b"),
+                    conv("b", "dense"),
+                    conv("dense", "c"),
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let dense = vec!["dense".to_string()];
+        // Each conv in float adds its gain; b the most, then c; a nothing.
+        let gain = |floats: &[String]| {
+            floats
+                .iter()
+                .map(|f| match f.as_str() {
+                    "b" => 1.5,
+                    "c" => 0.8,
+                    _ => 0.0,
+                })
+                .sum::<f64>()
+        };
+        let run = |floor: f64, start: f64| {
+            raise_to_floor(
+                &model,
+                &dense,
+                floor,
+                start,
+                |f| Ok(gain(f)),
+                |f| Ok(start + gain(f)),
+            )
+            .unwrap()
+        };
+        // Met already: nothing moves.
+        assert_eq!(run(40.0, 40.5), dense);
+        // One step short by 1 dB: the best conv (b) is enough.
+        assert_eq!(run(40.0, 39.0), vec!["dense", "b"]);
+        // 2 dB short: b, then c; never the first conv (it reads the input: float already)
+        // nor a (no gain).
+        assert_eq!(run(40.0, 38.0), vec!["dense", "b", "c"]);
+        assert_eq!(run(45.0, 38.0), vec!["dense", "b", "c"]);
+        // Off (floor 0): nothing.
+        assert_eq!(run(0.0, 10.0), dense);
+    }
 
     #[test]
     fn refine_takes_each_tensors_best_method_and_stops_on_its_budget() {
