@@ -339,7 +339,7 @@ pub fn run(
 }
 
 /// The checkpoint the run starts from: its own (`--resume`), another run's (`--from`, with this
-/// invocation's z sources), or none (a fresh run). An existing run is never overwritten.
+/// invocation's z sources and learning rate), or none (a fresh run). An existing run is never overwritten.
 fn starting_state(
     config: &TrainConfig,
     opts: &RunOptions,
@@ -359,7 +359,7 @@ fn starting_state(
         let mut ck = checkpoint::load(&src)
             .with_context(|| format!("{}: cannot start from this run", from.display()))?;
         log::info!(
-            "starting {} from {} at step {} with z-mix {}, z-printed {}, z-tight {:?}, z-bn {:?} (were {}, {}, {:?}, {:?})",
+            "starting {} from {} at step {} with z-mix {}, z-printed {}, z-tight {:?}, z-bn {:?}, lr {} (were {}, {}, {:?}, {:?}, {})",
             opts.out.display(),
             src.display(),
             ck.step,
@@ -367,11 +367,14 @@ fn starting_state(
             config.z_printed,
             config.z_tight,
             config.z_bn,
+            config.adam.lr,
             ck.config.z_mix,
             ck.config.z_printed,
             ck.config.z_tight,
-            ck.config.z_bn
+            ck.config.z_bn,
+            ck.config.adam.lr
         );
+        ck.config.adam.lr = config.adam.lr;
         ck.config.z_mix = config.z_mix;
         ck.config.z_printed = config.z_printed;
         ck.config.z_tight = config.z_tight;

@@ -81,15 +81,18 @@ fn a_run_started_from_another_continues_it_with_the_new_z_mix() {
         dir.path().join("full"),
     );
     let d = DataOptions::default();
-    run(config(), &fixture(), &d, &opts(&src, 2, false)).unwrap();
+    let start = run(config(), &fixture(), &d, &opts(&src, 2, false)).unwrap();
     let uninterrupted = run(config(), &fixture(), &d, &opts(&full, 4, false)).unwrap();
-    let from = |out: &Path, z_mix: f64| {
+    let from_with = |out: &Path, z_mix: f64, lr: f64| {
         let mut o = opts(out, 4, false);
         o.from = Some(src.clone());
         let mut c = config();
         c.z_mix = z_mix;
+        c.adam.lr = lr;
         run(c, &fixture(), &d, &o).unwrap()
     };
+    let lr = config().adam.lr;
+    let from = |out: &Path, z_mix: f64| from_with(out, z_mix, lr);
     let same_mix = from(&same, 0.5);
     assert_eq!(same_mix.step, 4);
     let diff = max_weight_diff(&same_mix, &uninterrupted);
@@ -106,6 +109,19 @@ fn a_run_started_from_another_continues_it_with_the_new_z_mix() {
     assert_eq!((src_ck.step, src_ck.config.z_mix), (2, 0.5));
     let log = std::fs::read_to_string(other.join("log.csv")).unwrap();
     assert_eq!(log.lines().count(), 1 + 2, "{log}");
+    // --lr applies from the start step on too: a tenth of it moves the weights far less.
+    let slow = from_with(&dir.path().join("slow"), 0.5, lr / 10.0);
+    let saved =
+        ign_train::checkpoint::load(&dir.path().join("slow/checkpoint.safetensors")).unwrap();
+    assert_eq!(saved.config.adam.lr, lr / 10.0);
+    let (moved, moved_slow) = (
+        max_weight_diff(&same_mix, &start),
+        max_weight_diff(&slow, &start),
+    );
+    assert!(
+        moved_slow < moved / 3.0,
+        "lr/10 moved the weights by {moved_slow}, lr by {moved}"
+    );
 }
 
 #[test]

@@ -53,15 +53,17 @@ pub struct TrainCmd {
     #[arg(long)]
     pub resume: bool,
     /// Start a new run in --out from another run's state (its folder): weights, BatchNorm
-    /// statistics, Adam moments and step count carry over, and this command's --z-mix
-    /// --z-printed, --z-tight and --z-bn apply from that step on (model, data, seed and losses stay the source
-    /// run's). For recipe
-    /// schedules such as "noise first, corruptions once generation has converged".
+    /// statistics, Adam moments and step count carry over, and this command's --z-mix,
+    /// --z-printed, --z-tight, --z-bn and --lr apply from that step on (model, data, seed and
+    /// losses stay the source run's). For recipe schedules such as "noise first, corruptions
+    /// once generation has converged", or a lower learning rate to finish.
     #[arg(long, value_name = "RUN", conflicts_with = "resume")]
     pub from: Option<PathBuf>,
     /// Seed of initialisation, data order and noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Adam's learning rate (with --from it applies from that step on: a lower rate to finish
+    /// a run is a schedule too).
     #[arg(long, default_value_t = 1e-4)]
     pub lr: f64,
     #[arg(long, default_value_t = 0.5)]
