@@ -16,7 +16,9 @@ use anyhow::{bail, Result};
 use crate::tensor::ImageBatch;
 
 /// Put this project's own ops into an optimized tract plan where they compute the same bytes
-/// faster: the int8 im2col ([`patches`]) and `QuantizeLinear` ([`quantize_op`]). Returns how
+/// faster: the int8 im2col ([`patches`]) and `QuantizeLinear` ([`quantize_op`]); the fp32
+/// scatter of transposed convs ([`deconv_sum`]) needs the model before optimization and is
+/// put in by [`optimize`]. Returns how
 /// many nodes were replaced. `IGN_EDGE_TRACT_OPS=1` in the environment keeps tract's own ops
 /// and folding (to compare speed, or to rule these out).
 pub fn own_ops(
