@@ -4,7 +4,7 @@
 //! The header is read first and its dimensions multiplied with checked arithmetic; the data is
 //! then read as a stream of exactly that many bytes, so neither a header that declares more
 //! than the file holds nor a gzip bomb allocates more than the declared size, itself capped at
-//! [`MAX_ARRAY_BYTES`](crate::limits::MAX_ARRAY_BYTES).
+//! [`crate::limits::MAX_ARRAY_BYTES`].
 
 use anyhow::{bail, Context, Result};
 use flate2::read::GzDecoder;

@@ -89,7 +89,7 @@ impl CpuBackend {
     }
 
     /// Threads the plan for the model's usual batch (its fixed batch, else 1) runs with: the
-    /// requested count, or 1 where one thread measured faster at load ([`Threads`]).
+    /// requested count, or 1 where one thread measured faster at load (see `Threads::choose`).
     pub fn threads(&self) -> usize {
         self.threads_for(self.default_batch())
     }

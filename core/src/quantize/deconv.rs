@@ -8,7 +8,7 @@
 //! `d = (r + pad_begin − k) / s`. Every phase is thus a stride-1 convolution of `x` with a
 //! sub-kernel of `w`; stacking the `s²` phases as output channels (sub-pixel convolution) and
 //! interleaving them with `DepthToSpace` (mode DCR) gives `y`. Each phase keeps only its own
-//! taps (see [`AxisPlan`]), so the conv has as many weights and multiply-adds as the transposed
+//! taps (see `AxisPlan`), so the conv has as many weights and multiply-adds as the transposed
 //! convolution itself; a trailing `Slice` aligns the phases (a crop at the start) and drops the
 //! rows/columns past the output size (odd kernels, `output_padding`). Stride 1 needs neither:
 //! it is a convolution with the flipped kernel.
