@@ -400,9 +400,9 @@ mod tests {
             .into_tensor()
     }
 
-    #[test]
-    fn subpixel_rewrite_equals_conv_transpose() {
-        let cases = [
+    /// The shapes the rewrite is checked on.
+    fn cases() -> Vec<Case> {
+        vec![
             // The shipped decoders: k4s1p0 (1→4), k3s2p1 (4→7), k4s2p1 (7→14, 14→28).
             Case {
                 cin: 3,
@@ -497,7 +497,12 @@ mod tests {
                 out_pad: [0, 2],
                 hw: [4, 5],
             },
-        ];
+        ]
+    }
+
+    #[test]
+    fn subpixel_rewrite_equals_conv_transpose() {
+        let cases = cases();
         for (i, case) in cases.iter().enumerate() {
             let bytes = model(case, i as u64);
             let mut proto = pb::ModelProto::decode(&bytes[..]).unwrap();

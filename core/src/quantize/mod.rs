@@ -287,29 +287,16 @@ fn int8_variant(
         float_rewrites(path, model, &mut float, &set, &held, &want, opts.scheme)?;
     let tensors = int8::calibration_tensors(&float);
     let values = calib::observe(&float, &tensors, &set.fit, model.info.fixed_batch)?;
-    let build_with =
-        |choice: &[RangeMethod], floats: &[String]| -> Result<(Vec<u8>, int8::Int8Summary)> {
-            let ranges: int8::Ranges = tensors
-                .iter()
-                .zip(&values)
-                .zip(choice)
-                .map(|((t, v), m)| (t.clone(), m.range(v)))
-                .collect();
-            let (mut q, summary) = int8::quantize(&float, &ranges, opts.scheme, floats)?;
-            set_metadata(&mut q, keys::PRECISION, "int8");
-            set_metadata(
-                &mut q,
-                "ign.quantization",
-                &format!(
-                    "int8 {:?}, activations by {}; calibration: {}",
-                    opts.scheme,
-                    describe(choice),
-                    set.description
-                ),
-            );
-            q.producer_name = "ign-edge quantize".into();
-            Ok((q.encode_to_vec(), summary))
-        };
+    let build_with = |choice: &[RangeMethod], floats: &[String]| {
+        build_int8(
+            &float,
+            (&tensors, &values),
+            choice,
+            floats,
+            opts.scheme,
+            &set,
+        )
+    };
     let build = |choice: &[RangeMethod]| build_with(choice, &dense);
     let psnr_on =
         |bytes: &[u8], x: &crate::tensor::ImageBatch, want: &crate::tensor::ImageBatch| {
@@ -332,67 +319,42 @@ fn int8_variant(
         }
     }
     let (p, bytes, choice, summary) = best.context("no range method given")?;
-    let (mut p, mut bytes, mut choice, mut summary) = (p, bytes, choice, summary);
+    let mut chosen = Chosen {
+        psnr: p,
+        bytes,
+        choice,
+        summary,
+    };
     if opts.methods.len() > 1 {
-        // Then each tensor's own method, judged on part of the fitting images (the held-out
-        // images only judge the result).
-        let sel = selection(&set.fit, 96)?;
-        let sel_want = Backend::run(&mut CpuBackend::new(model, None)?, &sel)?;
-        let (refined, tried) = refine(&choice, &opts.methods, REFINE_BUDGET, |c| {
-            psnr_on(&build(c)?.0, &sel, &sel_want)
-        })?;
-        if tried < tensors.len() {
-            log::info!(
-                "notice: per-tensor range refinement stopped after {} s: {tried} of {} tensors tried",
-                REFINE_BUDGET.as_secs(),
-                tensors.len()
-            );
-        }
-        if refined != choice {
-            let (qb, s) = build(&refined)?;
-            let rp = psnr_on(&qb, &held, &want)?;
-            candidates.push(Candidate {
-                method: describe(&refined),
-                psnr_f_db: rp,
-            });
-            if rp > p {
-                (p, bytes, choice, summary) = (rp, qb, refined, s);
-            }
-        }
+        let (c, candidate) = refine_per_tensor(
+            chosen,
+            &opts.methods,
+            &set,
+            model,
+            (&held, &want),
+            &build,
+            &psnr_on,
+        )?;
+        chosen = c;
+        candidates.extend(candidate);
     }
-    let _ = p;
+    let Chosen {
+        mut bytes,
+        choice,
+        mut summary,
+        ..
+    } = chosen;
     let mut floor_method = None;
     if opts.scheme == int8::Scheme::Fused && opts.min_psnr_db > 0.0 {
-        let kinds = held_kinds(&set, model)?;
-        let worst = |bytes: &[u8]| -> Result<f64> {
-            let mut w = f64::INFINITY;
-            for (x, want) in &kinds {
-                w = w.min(psnr_on(bytes, x, want)?);
-            }
-            Ok(w)
+        let floor = FloorInputs {
+            set: &set,
+            model,
+            float: &float,
+            dense: &dense,
+            floor: opts.min_psnr_db,
         };
-        let judge = fit_kinds(&set, model)?;
-        let judge_worst = |bytes: &[u8]| -> Result<f64> {
-            let mut w = f64::INFINITY;
-            for (x, want) in &judge {
-                w = w.min(psnr_on(bytes, x, want)?);
-            }
-            Ok(w)
-        };
-        let floats = raise_to_floor(
-            &float,
-            &dense,
-            opts.min_psnr_db,
-            worst(&bytes)?,
-            |floats| {
-                let (qb, _) = build_with(&choice, floats)?;
-                judge_worst(&qb)
-            },
-            |floats| {
-                let (qb, _) = build_with(&choice, floats)?;
-                worst(&qb)
-            },
-        )?;
+        let build = |floats: &[String]| build_with(&choice, floats).map(|(b, _)| b);
+        let floats = floor.floats(&bytes, &build, &psnr_on)?;
         if floats.len() > dense.len() {
             let (qb, s) = build_with(&choice, &floats)?;
             let added: Vec<&str> = floats[dense.len()..].iter().map(String::as_str).collect();
@@ -418,6 +380,97 @@ fn int8_variant(
         summary: Some(summary),
         set,
     })
+}
+
+/// The int8 file of the float graph `float` with each of `tensors` (observed `values`) ranged by
+/// its method in `choice`, and `floats` computing in float.
+fn build_int8(
+    float: &pb::ModelProto,
+    (tensors, values): (&[String], &[Vec<f32>]),
+    choice: &[RangeMethod],
+    floats: &[String],
+    scheme: int8::Scheme,
+    set: &CalibSet,
+) -> Result<(Vec<u8>, int8::Int8Summary)> {
+    let ranges: int8::Ranges = tensors
+        .iter()
+        .zip(values)
+        .zip(choice)
+        .map(|((t, v), m)| (t.clone(), m.range(v)))
+        .collect();
+    let (mut q, summary) = int8::quantize(float, &ranges, scheme, floats)?;
+    set_metadata(&mut q, keys::PRECISION, "int8");
+    set_metadata(
+        &mut q,
+        "ign.quantization",
+        &format!(
+            "int8 {:?}, activations by {}; calibration: {}",
+            scheme,
+            describe(choice),
+            set.description
+        ),
+    );
+    q.producer_name = "ign-edge quantize".into();
+    Ok((q.encode_to_vec(), summary))
+}
+
+/// The int8 file chosen so far, and its held-out PSNR.
+struct Chosen {
+    psnr: f64,
+    bytes: Vec<u8>,
+    choice: Vec<RangeMethod>,
+    summary: int8::Int8Summary,
+}
+
+type Build<'b> = dyn Fn(&[RangeMethod]) -> Result<(Vec<u8>, int8::Int8Summary)> + 'b;
+
+/// Each tensor's own range method after the global choice ([`refine`]), judged on part of the
+/// fitting images (the held-out images only judge the result): the better of the two, and the
+/// refined candidate for the report when it differs.
+fn refine_per_tensor(
+    chosen: Chosen,
+    methods: &[RangeMethod],
+    set: &CalibSet,
+    model: &Model,
+    (held, want): (&crate::tensor::ImageBatch, &crate::tensor::ImageBatch),
+    build: &Build<'_>,
+    psnr_on: &PsnrOn<'_>,
+) -> Result<(Chosen, Option<Candidate>)> {
+    let sel = selection(&set.fit, 96)?;
+    let sel_want = Backend::run(&mut CpuBackend::new(model, None)?, &sel)?;
+    let (refined, tried) = refine(&chosen.choice, methods, REFINE_BUDGET, |c| {
+        psnr_on(&build(c)?.0, &sel, &sel_want)
+    })?;
+    if tried < chosen.choice.len() {
+        log::info!(
+            "notice: per-tensor range refinement stopped after {} s: {tried} of {} tensors tried",
+            REFINE_BUDGET.as_secs(),
+            chosen.choice.len()
+        );
+    }
+    if refined == chosen.choice {
+        return Ok((chosen, None));
+    }
+    let (qb, s) = build(&refined)?;
+    let rp = psnr_on(&qb, held, want)?;
+    let candidate = Candidate {
+        method: describe(&refined),
+        psnr_f_db: rp,
+    };
+    let better = rp > chosen.psnr;
+    Ok((
+        if better {
+            Chosen {
+                psnr: rp,
+                bytes: qb,
+                choice: refined,
+                summary: s,
+            }
+        } else {
+            chosen
+        },
+        Some(candidate),
+    ))
 }
 
 /// `percentile 99.99`, or `percentile 99.99, minmax for 2 of 14 tensors` when they differ.
@@ -484,6 +537,51 @@ fn refine(
     }
     let n = choice.len();
     Ok((choice, n))
+}
+
+/// What the fused scheme's fidelity floor works from (see [`raise_to_floor`]).
+struct FloorInputs<'a> {
+    set: &'a CalibSet,
+    model: &'a Model,
+    /// The float graph the int8 pass starts from.
+    float: &'a pb::ModelProto,
+    /// The convs already in float (dense layers).
+    dense: &'a [String],
+    floor: f64,
+}
+
+type PsnrOn<'p> =
+    dyn Fn(&[u8], &crate::tensor::ImageBatch, &crate::tensor::ImageBatch) -> Result<f64> + 'p;
+
+impl FloorInputs<'_> {
+    /// The convs to run in float for the file `bytes` (built by `build` from a list of float
+    /// convs) to meet the floor: `dense`, and those [`raise_to_floor`] adds.
+    fn floats(
+        &self,
+        bytes: &[u8],
+        build: &dyn Fn(&[String]) -> Result<Vec<u8>>,
+        psnr_on: &PsnrOn<'_>,
+    ) -> Result<Vec<String>> {
+        let worst_on = |kinds: &[(crate::tensor::ImageBatch, crate::tensor::ImageBatch)],
+                        bytes: &[u8]|
+         -> Result<f64> {
+            let mut w = f64::INFINITY;
+            for (x, want) in kinds {
+                w = w.min(psnr_on(bytes, x, want)?);
+            }
+            Ok(w)
+        };
+        let held = held_kinds(self.set, self.model)?;
+        let judge = fit_kinds(self.set, self.model)?;
+        raise_to_floor(
+            self.float,
+            self.dense,
+            self.floor,
+            worst_on(&held, bytes)?,
+            |floats| worst_on(&judge, &build(floats)?),
+            |floats| worst_on(&held, &build(floats)?),
+        )
+    }
 }
 
 /// The held-out images by kind (real when there are any, noise), each with fp32's `f`.
