@@ -633,6 +633,10 @@ fn with_fp32(
 /// is below `floor`, the integer conv of `float` whose float arithmetic raises `judge` (the
 /// same on part of the fitting images) the most joins `floats`, as long as the held-out worst
 /// rises. Returns `floats` (starting with `dense`).
+///
+/// Two limits keep an int8 file an int8 file: when the floor is out of reach even with every
+/// conv in float (the int8 weights alone cost more), nothing moves; and at most half of the
+/// integer convs (rounded up) move.
 fn raise_to_floor(
     float: &pb::ModelProto,
     dense: &[String],
@@ -651,7 +655,20 @@ fn raise_to_floor(
         .map(|n| n.output[0].clone())
         .filter(|o| !dense.contains(o))
         .collect();
-    while held_worst < floor && !candidates.is_empty() {
+    if held_worst >= floor || candidates.is_empty() {
+        return Ok(floats);
+    }
+    let mut all = floats.clone();
+    all.extend(candidates.iter().cloned());
+    let reach = held(&all)?;
+    if reach < floor {
+        log::info!(
+            "notice: the {floor} dB fidelity floor is out of reach in int8 (every conv in float on its int8 weights: {reach:.2} dB, against {held_worst:.2}); every conv that can be int8 stays int8"
+        );
+        return Ok(floats);
+    }
+    let cap = candidates.len().div_ceil(2);
+    while held_worst < floor && floats.len() - dense.len() < cap {
         let mut best: Option<(f64, usize)> = None;
         for (i, c) in candidates.iter().enumerate() {
             let mut trial = floats.clone();
@@ -929,12 +946,32 @@ mod tests {
         assert_eq!(run(40.0, 40.5), dense);
         // One step short by 1 dB: the best conv (b) is enough.
         assert_eq!(run(40.0, 39.0), vec!["dense", "b"]);
-        // 2 dB short: b, then c; never the first conv (it reads the input: float already)
-        // nor a (no gain).
+        // 2 dB short: b, then c (2 of the 3 integer convs a, b, c: the cap); never the first
+        // conv (it reads the input: float already).
         assert_eq!(run(40.0, 38.0), vec!["dense", "b", "c"]);
-        assert_eq!(run(45.0, 38.0), vec!["dense", "b", "c"]);
+        // Out of reach even with every conv in float (38 + 2.3 < 41): nothing moves.
+        assert_eq!(run(41.0, 38.0), dense);
+        assert_eq!(run(45.0, 38.0), dense);
         // Off (floor 0): nothing.
         assert_eq!(run(0.0, 10.0), dense);
+        // The cap: a gain only from a, b and c together is never reached, by half (2 of 3).
+        let only_all = |floats: &[String]| {
+            if floats.len() == 4 {
+                5.0
+            } else {
+                0.1 * floats.len() as f64
+            }
+        };
+        let capped = raise_to_floor(
+            &model,
+            &dense,
+            40.0,
+            38.0,
+            |f| Ok(only_all(f)),
+            |f| Ok(38.0 + only_all(f)),
+        )
+        .unwrap();
+        assert_eq!(capped.len(), 1 + 2, "{capped:?}");
     }
 
     #[test]
