@@ -400,103 +400,33 @@ mod tests {
             .into_tensor()
     }
 
-    /// The shapes the rewrite is checked on.
+    /// The shapes the rewrite is checked on: (cin, cout, kernel, stride, pads, output padding,
+    /// input size).
     fn cases() -> Vec<Case> {
+        let case = |cin, cout, k, s, pads, out_pad, hw| Case {
+            cin,
+            cout,
+            k,
+            s,
+            pads,
+            out_pad,
+            hw,
+        };
         vec![
             // The shipped decoders: k4s1p0 (1→4), k3s2p1 (4→7), k4s2p1 (7→14, 14→28).
-            Case {
-                cin: 3,
-                cout: 2,
-                k: [4, 4],
-                s: 1,
-                pads: [0; 4],
-                out_pad: [0, 0],
-                hw: [1, 1],
-            },
-            Case {
-                cin: 3,
-                cout: 4,
-                k: [3, 3],
-                s: 2,
-                pads: [1; 4],
-                out_pad: [0, 0],
-                hw: [4, 4],
-            },
-            Case {
-                cin: 2,
-                cout: 3,
-                k: [4, 4],
-                s: 2,
-                pads: [1; 4],
-                out_pad: [0, 0],
-                hw: [7, 7],
-            },
+            case(3, 2, [4, 4], 1, [0; 4], [0, 0], [1, 1]),
+            case(3, 4, [3, 3], 2, [1; 4], [0, 0], [4, 4]),
+            case(2, 3, [4, 4], 2, [1; 4], [0, 0], [7, 7]),
             // Odd shapes: output padding, asymmetric pads, stride 3, rectangular kernels/inputs.
-            Case {
-                cin: 2,
-                cout: 2,
-                k: [3, 3],
-                s: 2,
-                pads: [1; 4],
-                out_pad: [1, 1],
-                hw: [5, 6],
-            },
-            Case {
-                cin: 1,
-                cout: 2,
-                k: [5, 3],
-                s: 3,
-                pads: [2, 1, 1, 0],
-                out_pad: [0, 2],
-                hw: [4, 3],
-            },
-            Case {
-                cin: 2,
-                cout: 1,
-                k: [2, 2],
-                s: 2,
-                pads: [0; 4],
-                out_pad: [0, 0],
-                hw: [3, 5],
-            },
-            Case {
-                cin: 2,
-                cout: 2,
-                k: [3, 3],
-                s: 1,
-                pads: [1, 0, 2, 1],
-                out_pad: [0, 0],
-                hw: [6, 4],
-            },
+            case(2, 2, [3, 3], 2, [1; 4], [1, 1], [5, 6]),
+            case(1, 2, [5, 3], 3, [2, 1, 1, 0], [0, 2], [4, 3]),
+            case(2, 1, [2, 2], 2, [0; 4], [0, 0], [3, 5]),
+            case(2, 2, [3, 3], 1, [1, 0, 2, 1], [0, 0], [6, 4]),
             // Phases that start at different offsets, kernels shorter than the stride (empty
             // phases), pads up to the kernel.
-            Case {
-                cin: 2,
-                cout: 3,
-                k: [4, 4],
-                s: 2,
-                pads: [2, 0, 1, 3],
-                out_pad: [1, 0],
-                hw: [5, 4],
-            },
-            Case {
-                cin: 3,
-                cout: 2,
-                k: [1, 2],
-                s: 3,
-                pads: [0; 4],
-                out_pad: [2, 1],
-                hw: [3, 4],
-            },
-            Case {
-                cin: 2,
-                cout: 2,
-                k: [6, 5],
-                s: 3,
-                pads: [5, 4, 0, 1],
-                out_pad: [0, 2],
-                hw: [4, 5],
-            },
+            case(2, 3, [4, 4], 2, [2, 0, 1, 3], [1, 0], [5, 4]),
+            case(3, 2, [1, 2], 3, [0; 4], [2, 1], [3, 4]),
+            case(2, 2, [6, 5], 3, [5, 4, 0, 1], [0, 2], [4, 5]),
         ]
     }
 
