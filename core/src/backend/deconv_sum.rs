@@ -334,6 +334,12 @@ fn geometry(
         || ys.len() != 4
         || ps.kernel_shape.len() != 2
         || dilations.iter().any(|&d| d != 1)
+        || xs
+            .iter()
+            .chain(ys.iter())
+            .chain(ps.kernel_shape.iter())
+            .any(|&d| d == 0)
+        || strides.contains(&0)
     {
         return Ok(None);
     }
