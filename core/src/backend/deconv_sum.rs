@@ -391,7 +391,6 @@ fn replace(
         else {
             continue;
         };
-        let op = DeconvSum2d::new(g.clone(), None);
         let gemm = plan.outlet_fact(node.inputs[0])?;
         let bias = plan.outlet_fact(node.inputs[1])?;
         let [n, c, oh, ow] = g.output;
@@ -402,7 +401,8 @@ fn replace(
             && gemm.datum_type == f32::datum_type()
             && gemm.exotic_fact().is_none()
             && gemm.shape.as_concrete().is_some_and(|s| {
-                s.iter().product::<usize>() == n * c * op.taps() * g.input_hw[0] * g.input_hw[1]
+                s.iter().product::<usize>()
+                    == n * c * g.kernel[0] * g.kernel[1] * g.input_hw[0] * g.input_hw[1]
                     && s.last() == Some(&(g.input_hw[0] * g.input_hw[1]))
             })
             && node.outputs[0].fact.shape.as_concrete() == Some(&g.output[..])
@@ -422,15 +422,13 @@ fn replace(
             .as_ref()
             .filter(|_| bias_in_op)
             .and_then(|t| per_channel(t, c, oh * ow));
-        let patch = match op_bias {
-            Some(b) => TypedModelPatch::replace_single_op(
-                plan,
-                node,
-                &node.inputs[..1],
-                DeconvSum2d::new(g.clone(), Some(b)),
-            )?,
-            None => TypedModelPatch::replace_single_op(plan, node, &node.inputs, op)?,
+        let inputs = if op_bias.is_some() {
+            &node.inputs[..1]
+        } else {
+            &node.inputs[..]
         };
+        let op = DeconvSum2d::new(g.clone(), op_bias);
+        let patch = TypedModelPatch::replace_single_op(plan, node, inputs, op)?;
         patch.apply(plan)?;
         done += 1;
     }
