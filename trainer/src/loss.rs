@@ -34,6 +34,11 @@ pub struct LossConfig {
     /// The tightness clamp `a`.
     pub tight_clamp: f64,
     pub distance: Distance,
+    /// Weight of the restoration term `D(f(c(x)), x)` over the corrupted `z` (`--z-mix`): f of a
+    /// corrupted training image is pulled to that image, not only onto some fixed point
+    /// (`ign-train train --lambda-restore`; 0, the default: off, the paper's objective).
+    #[serde(default)]
+    pub lambda_restore: f64,
 }
 
 impl Default for LossConfig {
@@ -44,6 +49,7 @@ impl Default for LossConfig {
             lambda_tight: 2.5,
             tight_clamp: 1.5,
             distance: Distance::L1,
+            lambda_restore: 0.0,
         }
     }
 }
@@ -55,6 +61,8 @@ pub struct LossTerms {
     pub rec: f32,
     pub idem: f32,
     pub tight: f32,
+    /// The restoration term (0 when it is off).
+    pub restore: f32,
 }
 
 /// `D(a, b)` per sample: a `[B]` tensor.
@@ -109,12 +117,22 @@ pub fn ign_loss_tight_on(
         ZPlan {
             tight_samples,
             bn_split: None,
+            restore: None,
         },
     )
 }
 
+/// The clean images behind the corrupted part of a `z` batch, for the restoration term.
+#[derive(Clone, Debug)]
+pub struct Restore {
+    /// Index in `z` of the first corrupted image.
+    pub start: usize,
+    /// The images before corruption, in the same order (`[k, C, H, W]`).
+    pub targets: Tensor,
+}
+
 /// How a batch of `z` goes through the loss.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ZPlan {
     /// The tightness term is taken over the first `tight_samples` z.
     pub tight_samples: usize,
@@ -122,6 +140,9 @@ pub struct ZPlan {
     /// go through f as two batches, each normalized by its own BatchNorm statistics
     /// (`ign-train train --z-bn separate`); `None`: one batch.
     pub bn_split: Option<usize>,
+    /// With `Some`, and `lambda_restore` > 0, the restoration term `D(f(z_i), x_i)` over the
+    /// corrupted z, with the gradient through that f (`ign-train train --lambda-restore`).
+    pub restore: Option<Restore>,
 }
 
 /// `f` on `z`, in one batch or in two at `split` (each with its own batch statistics).
@@ -165,13 +186,22 @@ pub fn ign_loss_planned(
     };
     let rec = rec.mean_all()?;
 
-    let total =
+    let mut total =
         ((&rec * cfg.lambda_rec)? + (&idem * cfg.lambda_idem)? + (&tight * cfg.lambda_tight)?)?;
+    let mut restore_term = 0.0f32;
+    if let Some(r) = plan.restore.as_ref().filter(|_| cfg.lambda_restore > 0.0) {
+        let k = r.targets.dim(0)?;
+        let restored = distance_per_sample(&fz.narrow(0, r.start, k)?, &r.targets, cfg.distance)?
+            .mean_all()?;
+        restore_term = restored.to_dtype(candle_core::DType::F32)?.to_scalar()?;
+        total = (total + (restored * cfg.lambda_restore)?)?;
+    }
     let terms = LossTerms {
         total: total.to_dtype(candle_core::DType::F32)?.to_scalar()?,
         rec: rec.to_dtype(candle_core::DType::F32)?.to_scalar()?,
         idem: idem.to_dtype(candle_core::DType::F32)?.to_scalar()?,
         tight: tight.to_dtype(candle_core::DType::F32)?.to_scalar()?,
+        restore: restore_term,
     };
     Ok((total, terms))
 }

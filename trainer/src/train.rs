@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use crate::checkpoint::{self, CHECKPOINT_FILE};
 use crate::data::{self, mix, BatchSampler, DataOptions, Dataset};
-use crate::loss::{ign_loss_planned, LossTerms, ZPlan};
+use crate::loss::{ign_loss_planned, LossTerms, Restore, ZPlan};
 use crate::model::{Ign, ModelConfig};
 use crate::noise::Noise;
 use crate::optim::Adam;
@@ -140,6 +140,15 @@ impl Trainer {
                 config.z_printed
             );
         }
+        let restore = config.loss.lambda_restore;
+        if !(restore.is_finite() && restore >= 0.0) {
+            bail!("--lambda-restore {restore} must be a finite weight of at least 0");
+        }
+        if restore > 0.0 && config.z_mix <= 0.0 {
+            bail!(
+                "--lambda-restore {restore} is taken over the corrupted z: set --z-mix above 0 too"
+            );
+        }
         let fonts = if config.z_printed > 0.0 {
             use crate::printed::{installed_fonts, FontSet};
             if (train.channels, train.height) != (1, 28) {
@@ -188,19 +197,31 @@ impl Trainer {
     /// than the step's reconstruction batch, drawn at random), with `z_printed` that fraction
     /// rendered as printed digits (random digit and training face).
     pub fn noise_batch(&self, step: u64, n: usize) -> Result<Tensor> {
+        Ok(self.z_batch(step, n)?.0)
+    }
+
+    /// [`Trainer::noise_batch`] with, when `z_mix` > 0, the corrupted images' sources as they
+    /// were before corruption (`[k, C, H, W]`, in the order of the corrupted part of z, which
+    /// starts at [`Trainer::noise_count`]): the targets of the restoration term.
+    pub fn z_batch(&self, step: u64, n: usize) -> Result<(Tensor, Option<Tensor>)> {
         let seed = self.config.seed;
         let (corrupted, printed) = self.z_counts(n);
         if corrupted + printed == 0 {
-            return self.noise.sample(n, mix(seed, step, 0x2), &Device::Cpu);
+            return Ok((
+                self.noise.sample(n, mix(seed, step, 0x2), &Device::Cpu)?,
+                None,
+            ));
         }
         let (c, h, w) = (self.train.channels, self.train.height, self.train.width);
         let mut z = self
             .noise
             .sample_vec(n - corrupted - printed, mix(seed, step, 0x2));
+        let mut sources = Vec::with_capacity(corrupted * c * h * w);
         let mut rng = rand::rngs::StdRng::seed_from_u64(mix(seed, step, 0xc0de));
         for _ in 0..corrupted {
             let i = rand::Rng::random_range(&mut rng, 0..self.train.len());
             let mut img = self.train.image(i).to_vec();
+            sources.extend_from_slice(&img);
             crate::corrupt::Corruption::random(&mut img, (c, h, w), &mut rng);
             z.extend(img);
         }
@@ -210,7 +231,10 @@ impl Trainer {
             let digit = rand::Rng::random_range(&mut rng, 0..10u8);
             z.extend(crate::printed::render_digit(font, digit, h, &mut rng)?);
         }
-        Ok(Tensor::from_vec(z, (n, c, h, w), &Device::Cpu)?)
+        let sources = (corrupted > 0)
+            .then(|| Tensor::from_vec(sources, (corrupted, c, h, w), &Device::Cpu))
+            .transpose()?;
+        Ok((Tensor::from_vec(z, (n, c, h, w), &Device::Cpu)?, sources))
     }
 
     /// How many of `n` z are corrupted training images and how many printed digits (the rest,
@@ -236,7 +260,7 @@ impl Trainer {
     pub fn step_once(&mut self) -> Result<LossTerms> {
         let idx = self.sampler.indices(self.step, self.config.batch);
         let x = self.train.batch(&idx, &Device::Cpu)?;
-        let z = self.noise_batch(self.step, self.config.batch)?;
+        let (z, sources) = self.z_batch(self.step, self.config.batch)?;
         let noise = self.noise_count(self.config.batch);
         let plan = ZPlan {
             tight_samples: match self.config.z_tight {
@@ -244,6 +268,12 @@ impl Trainer {
                 ZTight::Noise => noise,
             },
             bn_split: (self.config.z_bn == ZBatchNorm::Separate).then_some(noise),
+            restore: sources
+                .filter(|_| self.config.loss.lambda_restore > 0.0)
+                .map(|targets| Restore {
+                    start: noise,
+                    targets,
+                }),
         };
         let (loss, terms) =
             ign_loss_planned(&self.model, &self.frozen, &x, &z, &self.config.loss, plan)?;
@@ -339,7 +369,7 @@ pub fn run(
 }
 
 /// The checkpoint the run starts from: its own (`--resume`), another run's (`--from`, with this
-/// invocation's z sources and learning rate), or none (a fresh run). An existing run is never overwritten.
+/// invocation's z sources, learning rate and restoration weight), or none (a fresh run). An existing run is never overwritten.
 fn starting_state(
     config: &TrainConfig,
     opts: &RunOptions,
@@ -359,7 +389,7 @@ fn starting_state(
         let mut ck = checkpoint::load(&src)
             .with_context(|| format!("{}: cannot start from this run", from.display()))?;
         log::info!(
-            "starting {} from {} at step {} with z-mix {}, z-printed {}, z-tight {:?}, z-bn {:?}, lr {} (were {}, {}, {:?}, {:?}, {})",
+            "starting {} from {} at step {} with z-mix {}, z-printed {}, z-tight {:?}, z-bn {:?}, lr {}, lambda-restore {} (were {}, {}, {:?}, {:?}, {}, {})",
             opts.out.display(),
             src.display(),
             ck.step,
@@ -368,13 +398,16 @@ fn starting_state(
             config.z_tight,
             config.z_bn,
             config.adam.lr,
+            config.loss.lambda_restore,
             ck.config.z_mix,
             ck.config.z_printed,
             ck.config.z_tight,
             ck.config.z_bn,
-            ck.config.adam.lr
+            ck.config.adam.lr,
+            ck.config.loss.lambda_restore
         );
         ck.config.adam.lr = config.adam.lr;
+        ck.config.loss.lambda_restore = config.loss.lambda_restore;
         ck.config.z_mix = config.z_mix;
         ck.config.z_printed = config.z_printed;
         ck.config.z_tight = config.z_tight;
@@ -450,8 +483,12 @@ fn train_until(trainer: &mut Trainer, opts: &RunOptions, ck_path: PathBuf) -> Re
         .append(true)
         .open(&log_path)
         .with_context(|| format!("{}: cannot open the log", log_path.display()))?;
+    // The restoration term gets a last column in runs that have it (a run's loss settings
+    // never change on --resume, so a log keeps one layout).
+    let restoring = trainer.config.loss.lambda_restore > 0.0;
     if log.metadata()?.len() == 0 {
-        writeln!(log, "step,total,rec,idem,tight,seconds")?;
+        let extra = if restoring { ",restore" } else { "" };
+        writeln!(log, "step,total,rec,idem,tight,seconds{extra}")?;
     }
     let bar = if opts.quiet {
         ProgressBar::hidden()
@@ -471,16 +508,26 @@ fn train_until(trainer: &mut Trainer, opts: &RunOptions, ck_path: PathBuf) -> Re
         let ts = Instant::now();
         let terms = trainer.step_once()?;
         let dt = ts.elapsed().as_secs_f64();
+        let extra = if restoring {
+            format!(",{:.6}", terms.restore)
+        } else {
+            String::new()
+        };
         writeln!(
             log,
-            "{},{:.6},{:.6},{:.6},{:.6},{:.4}",
+            "{},{:.6},{:.6},{:.6},{:.6},{:.4}{extra}",
             trainer.step, terms.total, terms.rec, terms.idem, terms.tight, dt
         )?;
         let ips = (trainer.step - first) as f64 * trainer.config.batch as f64
             / t0.elapsed().as_secs_f64();
         bar.set_position(trainer.step);
+        let restore = if restoring {
+            format!(" restore {:.3}", terms.restore)
+        } else {
+            String::new()
+        };
         bar.set_message(format!(
-            "loss {:.3} rec {:.3} idem {:.3} tight {:.3} | {ips:.0} img/s",
+            "loss {:.3} rec {:.3} idem {:.3} tight {:.3}{restore} | {ips:.0} img/s",
             terms.total, terms.rec, terms.idem, terms.tight
         ));
         let interrupted = stop.load(Ordering::Relaxed);

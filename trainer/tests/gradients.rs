@@ -270,6 +270,7 @@ fn separate_batch_norm_treats_each_part_as_its_own_batch() {
     let plan = |bn_split| ZPlan {
         tight_samples: 6,
         bn_split,
+        restore: None,
     };
     let idem = |z: &Tensor, bn_split| {
         ign_loss_planned(&model, &frozen, &x, z, &loss_cfg, plan(bn_split))
@@ -286,5 +287,81 @@ fn separate_batch_norm_treats_each_part_as_its_own_batch() {
     assert!(
         (shared - split).abs() > 1e-6,
         "one batch gave the same: {shared}"
+    );
+}
+
+/// `--lambda-restore`: the term is `D(f(z_c), x_c)` over the corrupted part of z (f on that part
+/// as its own BatchNorm batch with `--z-bn separate`), it adds `λ·D` to the total, and its
+/// gradient reaches the weights through that f (checked against finite differences).
+#[test]
+fn restoration_term_pulls_f_of_the_corrupted_z_to_their_sources() {
+    use ign_train::loss::{ign_loss_planned, Restore, ZPlan};
+    let varmap = VarMap::new();
+    let cfg = tiny(Norm::Batch);
+    let model = Ign::new(
+        &cfg,
+        VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu),
+    )
+    .unwrap();
+    init_weights(&varmap, 17).unwrap();
+    let frozen = frozen_copy(&varmap, &cfg).unwrap();
+    let x = rand_tensor(6, 21, 1.0);
+    let z = Tensor::cat(&[&rand_tensor(4, 22, 1.5), &rand_tensor(2, 23, 0.5)], 0).unwrap();
+    let targets = rand_tensor(2, 24, 1.0);
+    let plan = || ZPlan {
+        tight_samples: 4,
+        bn_split: Some(4),
+        restore: Some(Restore {
+            start: 4,
+            targets: targets.clone(),
+        }),
+    };
+    let with = |lambda_restore| LossConfig {
+        distance: Distance::L2,
+        lambda_restore,
+        ..LossConfig::default()
+    };
+    let (on, on_terms) = ign_loss_planned(&model, &frozen, &x, &z, &with(20.0), plan()).unwrap();
+    let (off, off_terms) = ign_loss_planned(&model, &frozen, &x, &z, &with(0.0), plan()).unwrap();
+    let restore_of = |f: &Ign| {
+        let out = f.forward_t(&z.narrow(0, 4, 2).unwrap(), true).unwrap();
+        distance_per_sample(&out, &targets, Distance::L2)
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    let direct = restore_of(&model);
+    assert!(direct > 0.01, "an untrained f restores nothing: {direct}");
+    assert!((on_terms.restore as f64 - direct).abs() < 1e-5 * direct);
+    assert_eq!(off_terms.restore, 0.0);
+    let gap = (on_terms.total - off_terms.total) as f64;
+    assert!(
+        (gap - 20.0 * direct).abs() < 1e-4 * gap,
+        "{gap} vs {direct}"
+    );
+
+    // d(on - off)/dθ = 20 · dD/dθ, through f (not a detached copy)
+    let (g_on, g_off) = (on.backward().unwrap(), off.backward().unwrap());
+    let data = varmap.data().lock().unwrap().clone();
+    let var = &data["enc.0.conv.weight"];
+    let diff = (g_on.get(var.as_tensor()).unwrap() - g_off.get(var.as_tensor()).unwrap()).unwrap();
+    let (i, h) = (3, 1e-6);
+    let v0 = get_elem(var.as_tensor(), i);
+    set_elem(var, i, v0 + h);
+    let up = restore_of(&model);
+    set_elem(var, i, v0 - h);
+    let down = restore_of(&model);
+    set_elem(var, i, v0);
+    let fd = 20.0 * (up - down) / (2.0 * h);
+    let ad = get_elem(&diff, i);
+    assert!(
+        fd.abs() > 1e-6,
+        "the restoration term does not depend on this weight"
+    );
+    assert!(
+        (ad - fd).abs() < 1e-4 * fd.abs().max(1e-3),
+        "autograd {ad} vs finite differences {fd}"
     );
 }

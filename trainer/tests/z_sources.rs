@@ -10,6 +10,10 @@ use ign_train::train::{TrainConfig, Trainer};
 use std::path::Path;
 
 fn trainer(z_mix: f64, z_printed: f64) -> anyhow::Result<Trainer> {
+    trainer_with(z_mix, z_printed, LossConfig::default())
+}
+
+fn trainer_with(z_mix: f64, z_printed: f64, loss: LossConfig) -> anyhow::Result<Trainer> {
     let data =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mnist-300-images-idx3-ubyte.gz");
     let split = load(&data, &DataOptions::default())?;
@@ -20,7 +24,7 @@ fn trainer(z_mix: f64, z_printed: f64) -> anyhow::Result<Trainer> {
             width: 4,
             norm: Norm::Batch,
         },
-        loss: LossConfig::default(),
+        loss,
         adam: AdamConfig::default(),
         noise: NoiseKind::Gaussian,
         z_mix,
@@ -80,4 +84,55 @@ fn z_fractions_over_one_are_refused() {
         "{err}"
     );
     assert!(trainer(-0.1, 0.0).is_err());
+}
+
+/// The restoration targets (`--lambda-restore`) are the training images behind the corrupted
+/// part of z, in its order: each target is a training image, and differs from its z.
+#[test]
+fn restoration_targets_are_the_sources_of_the_corrupted_z() {
+    let t = trainer(0.5, 0.0).unwrap();
+    let (z, sources) = t.z_batch(5, 8).unwrap();
+    let sources = sources.expect("z-mix 0.5 has corrupted z");
+    assert_eq!(sources.dims(), &[4, 1, 28, 28]);
+    assert_eq!(t.noise_count(8), 4);
+    // the same z as noise_batch gives
+    let nb = t.noise_batch(5, 8).unwrap().flatten_all().unwrap();
+    let zv = z.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(nb.to_vec1::<f32>().unwrap(), zv);
+    let sv = sources.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    for k in 0..4 {
+        let src = &sv[k * 784..(k + 1) * 784];
+        let found = (0..t.train.len()).any(|i| t.train.image(i) == src);
+        assert!(found, "target {k} is not a training image");
+    }
+    assert_ne!(
+        &zv[4 * 784..],
+        &sv[..],
+        "the z are their sources uncorrupted"
+    );
+    assert!(trainer(0.0, 0.0)
+        .unwrap()
+        .z_batch(5, 8)
+        .unwrap()
+        .1
+        .is_none());
+}
+
+#[test]
+fn restoration_without_corrupted_z_is_refused() {
+    let loss = LossConfig {
+        lambda_restore: 20.0,
+        ..LossConfig::default()
+    };
+    let err = trainer_with(0.0, 0.0, loss.clone())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("--z-mix"), "{err}");
+    let bad = LossConfig {
+        lambda_restore: -1.0,
+        ..loss
+    };
+    let err = trainer_with(0.3, 0.0, bad).err().unwrap().to_string();
+    assert!(err.contains("at least 0"), "{err}");
 }

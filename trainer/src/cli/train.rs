@@ -54,8 +54,8 @@ pub struct TrainCmd {
     pub resume: bool,
     /// Start a new run in --out from another run's state (its folder): weights, BatchNorm
     /// statistics, Adam moments and step count carry over, and this command's --z-mix,
-    /// --z-printed, --z-tight, --z-bn and --lr apply from that step on (model, data, seed and
-    /// losses stay the source run's). For recipe schedules such as "noise first, corruptions
+    /// --z-printed, --z-tight, --z-bn, --lr and --lambda-restore apply from that step on (model,
+    /// data, seed and the other loss weights stay the source run's). For recipe schedules such as "noise first, corruptions
     /// once generation has converged", or a lower learning rate to finish.
     #[arg(long, value_name = "RUN", conflicts_with = "resume")]
     pub from: Option<PathBuf>,
@@ -81,6 +81,12 @@ pub struct TrainCmd {
     pub tight_clamp: f64,
     #[arg(long, value_enum, default_value = "l1")]
     pub distance: Distance,
+    /// Weight of a restoration term D(f(c(x)), x) over the corrupted z of --z-mix: f of a
+    /// corrupted training image is pulled back to the image itself (a completed occlusion, a
+    /// denoised background), not only onto some fixed point. 0 (default): off, the paper's
+    /// objective; 20 weighs it as reconstruction. Applies from that step on with --from.
+    #[arg(long, default_value_t = 0.0)]
+    pub lambda_restore: f64,
     /// Noise fed as z: gaussian (MNIST) or freq (frequency-matched, for faces).
     #[arg(long, value_enum, default_value = "gaussian")]
     pub noise: NoiseKind,
@@ -154,6 +160,7 @@ impl TrainCmd {
                 lambda_tight: self.lambda_tight,
                 tight_clamp: self.tight_clamp,
                 distance: self.distance,
+                lambda_restore: self.lambda_restore,
             },
             adam: AdamConfig {
                 lr: self.lr,
