@@ -39,6 +39,11 @@ pub struct LossConfig {
     /// (`ign-train train --lambda-restore`; 0, the default: off, the paper's objective).
     #[serde(default)]
     pub lambda_restore: f64,
+    /// The restoration term also takes the printed digits of `z` (`--z-printed`), each to the
+    /// training digit of its class nearest to it (L1): a handwritten target for a printed
+    /// input (`ign-train train --restore-printed`; needs labels).
+    #[serde(default)]
+    pub restore_printed: bool,
 }
 
 impl Default for LossConfig {
@@ -50,6 +55,7 @@ impl Default for LossConfig {
             tight_clamp: 1.5,
             distance: Distance::L1,
             lambda_restore: 0.0,
+            restore_printed: false,
         }
     }
 }

@@ -116,6 +116,8 @@ pub struct Trainer {
     pub test: Dataset,
     /// The training faces, loaded when `z_printed` > 0.
     fonts: Vec<ab_glyph::FontVec>,
+    /// Training images by class, when printed digits are restored (`restore_printed`).
+    by_class: Vec<Vec<usize>>,
 }
 
 impl Trainer {
@@ -144,11 +146,20 @@ impl Trainer {
         if !(restore.is_finite() && restore >= 0.0) {
             bail!("--lambda-restore {restore} must be a finite weight of at least 0");
         }
-        if restore > 0.0 && config.z_mix <= 0.0 {
+        let printed_restored = config.loss.restore_printed;
+        if restore > 0.0 && config.z_mix <= 0.0 && !printed_restored {
             bail!(
                 "--lambda-restore {restore} is taken over the corrupted z: set --z-mix above 0 too"
             );
         }
+        if printed_restored && (restore <= 0.0 || config.z_printed <= 0.0) {
+            bail!("--restore-printed needs --lambda-restore and --z-printed above 0");
+        }
+        let by_class = if printed_restored {
+            by_class(&train).context("--restore-printed")?
+        } else {
+            Vec::new()
+        };
         let fonts = if config.z_printed > 0.0 {
             use crate::printed::{installed_fonts, FontSet};
             if (train.channels, train.height) != (1, 28) {
@@ -170,6 +181,7 @@ impl Trainer {
         };
         Ok(Trainer {
             fonts,
+            by_class,
             sampler: BatchSampler::new(train.len(), config.seed),
             config,
             varmap,
@@ -200,9 +212,10 @@ impl Trainer {
         Ok(self.z_batch(step, n)?.0)
     }
 
-    /// [`Trainer::noise_batch`] with, when `z_mix` > 0, the corrupted images' sources as they
-    /// were before corruption (`[k, C, H, W]`, in the order of the corrupted part of z, which
-    /// starts at [`Trainer::noise_count`]): the targets of the restoration term.
+    /// [`Trainer::noise_batch`] with the restoration targets of its digits: the corrupted
+    /// images as they were before corruption and, with `restore_printed`, the nearest training
+    /// digit of each printed digit's class (`[k, C, H, W]`, in the order of z from
+    /// [`Trainer::noise_count`] on; `None` when z has none of them).
     pub fn z_batch(&self, step: u64, n: usize) -> Result<(Tensor, Option<Tensor>)> {
         let seed = self.config.seed;
         let (corrupted, printed) = self.z_counts(n);
@@ -216,12 +229,12 @@ impl Trainer {
         let mut z = self
             .noise
             .sample_vec(n - corrupted - printed, mix(seed, step, 0x2));
-        let mut sources = Vec::with_capacity(corrupted * c * h * w);
+        let mut targets = Vec::with_capacity((corrupted + printed) * c * h * w);
         let mut rng = rand::rngs::StdRng::seed_from_u64(mix(seed, step, 0xc0de));
         for _ in 0..corrupted {
             let i = rand::Rng::random_range(&mut rng, 0..self.train.len());
             let mut img = self.train.image(i).to_vec();
-            sources.extend_from_slice(&img);
+            targets.extend_from_slice(&img);
             crate::corrupt::Corruption::random(&mut img, (c, h, w), &mut rng);
             z.extend(img);
         }
@@ -229,12 +242,31 @@ impl Trainer {
         for _ in 0..printed {
             let font = &self.fonts[rand::Rng::random_range(&mut rng, 0..self.fonts.len())];
             let digit = rand::Rng::random_range(&mut rng, 0..10u8);
-            z.extend(crate::printed::render_digit(font, digit, h, &mut rng)?);
+            let img = crate::printed::render_digit(font, digit, h, &mut rng)?;
+            if self.config.loss.restore_printed {
+                let near = self.nearest_of_class(&img, digit)?;
+                targets.extend_from_slice(self.train.image(near));
+            }
+            z.extend(img);
         }
-        let sources = (corrupted > 0)
-            .then(|| Tensor::from_vec(sources, (corrupted, c, h, w), &Device::Cpu))
+        let k = targets.len() / (c * h * w);
+        let targets = (k > 0)
+            .then(|| Tensor::from_vec(targets, (k, c, h, w), &Device::Cpu))
             .transpose()?;
-        Ok((Tensor::from_vec(z, (n, c, h, w), &Device::Cpu)?, sources))
+        Ok((Tensor::from_vec(z, (n, c, h, w), &Device::Cpu)?, targets))
+    }
+
+    /// The training image of class `class` nearest to `img` in L1 (the restoration target of a
+    /// printed digit); an error when the class has no image.
+    pub fn nearest_of_class(&self, img: &[f32], class: u8) -> Result<usize> {
+        let l1 = |i: usize| -> f32 {
+            let t = self.train.image(i);
+            t.iter().zip(img).map(|(a, b)| (a - b).abs()).sum()
+        };
+        self.by_class
+            .get(class as usize)
+            .and_then(|ids| ids.iter().copied().min_by(|&a, &b| l1(a).total_cmp(&l1(b))))
+            .with_context(|| format!("--restore-printed: no training image of class {class}"))
     }
 
     /// How many of `n` z are corrupted training images and how many printed digits (the rest,
@@ -300,6 +332,20 @@ impl Trainer {
             Some(&self.adam),
         )
     }
+}
+
+/// The indices of each class's training images (0 to 9 at least, for printed digits).
+fn by_class(train: &Dataset) -> Result<Vec<Vec<usize>>> {
+    let labels = train
+        .labels
+        .as_ref()
+        .context("the data has no labels (IDX labels or one folder per class)")?;
+    let classes = (labels.iter().copied().max().unwrap_or(0) as usize + 1).max(10);
+    let mut by_class = vec![Vec::new(); classes];
+    for (i, &l) in labels.iter().enumerate() {
+        by_class[l as usize].push(i);
+    }
+    Ok(by_class)
 }
 
 /// Training stopped by SIGINT/SIGTERM after saving its checkpoint: the caller decides how to
@@ -389,7 +435,7 @@ fn starting_state(
         let mut ck = checkpoint::load(&src)
             .with_context(|| format!("{}: cannot start from this run", from.display()))?;
         log::info!(
-            "starting {} from {} at step {} with z-mix {}, z-printed {}, z-tight {:?}, z-bn {:?}, lr {}, lambda-restore {} (were {}, {}, {:?}, {:?}, {}, {})",
+            "starting {} from {} at step {} with z-mix {}, z-printed {}, z-tight {:?}, z-bn {:?}, lr {}, lambda-restore {}, restore-printed {} (were {}, {}, {:?}, {:?}, {}, {}, {})",
             opts.out.display(),
             src.display(),
             ck.step,
@@ -399,15 +445,18 @@ fn starting_state(
             config.z_bn,
             config.adam.lr,
             config.loss.lambda_restore,
+            config.loss.restore_printed,
             ck.config.z_mix,
             ck.config.z_printed,
             ck.config.z_tight,
             ck.config.z_bn,
             ck.config.adam.lr,
-            ck.config.loss.lambda_restore
+            ck.config.loss.lambda_restore,
+            ck.config.loss.restore_printed
         );
         ck.config.adam.lr = config.adam.lr;
         ck.config.loss.lambda_restore = config.loss.lambda_restore;
+        ck.config.loss.restore_printed = config.loss.restore_printed;
         ck.config.z_mix = config.z_mix;
         ck.config.z_printed = config.z_printed;
         ck.config.z_tight = config.z_tight;

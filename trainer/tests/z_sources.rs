@@ -136,3 +136,52 @@ fn restoration_without_corrupted_z_is_refused() {
     let err = trainer_with(0.3, 0.0, bad).err().unwrap().to_string();
     assert!(err.contains("at least 0"), "{err}");
 }
+
+/// `--restore-printed`: each printed digit of z gets, as its restoration target, a training
+/// digit of its class nearest to it in L1 (after the corrupted images' sources).
+#[test]
+fn printed_digits_are_restored_to_their_nearest_handwritten_digit() {
+    if ign_train::printed::installed_fonts(ign_train::printed::FontSet::Train).is_empty() {
+        return; // printed_digits_fill_their_share_of_z_deterministically checks the error
+    }
+    let loss = LossConfig {
+        lambda_restore: 20.0,
+        restore_printed: true,
+        ..LossConfig::default()
+    };
+    let t = trainer_with(0.25, 0.25, loss).unwrap();
+    let (z, targets) = t.z_batch(9, 8).unwrap();
+    let targets = targets.expect("corrupted and printed digits have targets");
+    assert_eq!(targets.dims(), &[4, 1, 28, 28]);
+    let zv = z.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let tv = targets.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let labels = t.train.labels.as_ref().expect("the fixture has labels");
+    let l1 = |a: &[f32], b: &[f32]| -> f32 { a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum() };
+    for k in 2..4 {
+        let (printed, target) = (
+            &zv[(4 + k) * 784..(5 + k) * 784],
+            &tv[k * 784..(k + 1) * 784],
+        );
+        let i = (0..t.train.len())
+            .find(|&i| t.train.image(i) == target)
+            .expect("the target is a training image");
+        let best = (0..t.train.len())
+            .filter(|&j| labels[j] == labels[i])
+            .map(|j| l1(t.train.image(j), printed))
+            .fold(f32::INFINITY, f32::min);
+        assert_eq!(
+            l1(target, printed),
+            best,
+            "target {k} is not the nearest of its class"
+        );
+    }
+    // the printed digits themselves are the ones noise_batch gives
+    let nb = t.noise_batch(9, 8).unwrap().flatten_all().unwrap();
+    assert_eq!(nb.to_vec1::<f32>().unwrap(), zv);
+    // without labels it is refused
+    let mut unlabelled = t.train.clone();
+    unlabelled.labels = None;
+    let cfg = t.config.clone();
+    let err = Trainer::new(cfg, unlabelled, t.test.clone()).err().unwrap();
+    assert!(format!("{err:#}").contains("no labels"), "{err:#}");
+}

@@ -54,7 +54,7 @@ pub struct TrainCmd {
     pub resume: bool,
     /// Start a new run in --out from another run's state (its folder): weights, BatchNorm
     /// statistics, Adam moments and step count carry over, and this command's --z-mix,
-    /// --z-printed, --z-tight, --z-bn, --lr and --lambda-restore apply from that step on (model,
+    /// --z-printed, --z-tight, --z-bn, --lr, --lambda-restore and --restore-printed apply from that step on (model,
     /// data, seed and the other loss weights stay the source run's). For recipe schedules such as "noise first, corruptions
     /// once generation has converged", or a lower learning rate to finish.
     #[arg(long, value_name = "RUN", conflicts_with = "resume")]
@@ -87,6 +87,11 @@ pub struct TrainCmd {
     /// objective; 20 weighs it as reconstruction. Applies from that step on with --from.
     #[arg(long, default_value_t = 0.0)]
     pub lambda_restore: f64,
+    /// With --lambda-restore and --z-printed: the restoration term also pulls f of each
+    /// printed digit to the training digit of its class nearest to it (L1), a handwritten
+    /// target for a printed input (needs labelled data). Applies from that step on with --from.
+    #[arg(long)]
+    pub restore_printed: bool,
     /// Noise fed as z: gaussian (MNIST) or freq (frequency-matched, for faces).
     #[arg(long, value_enum, default_value = "gaussian")]
     pub noise: NoiseKind,
@@ -161,6 +166,7 @@ impl TrainCmd {
                 tight_clamp: self.tight_clamp,
                 distance: self.distance,
                 lambda_restore: self.lambda_restore,
+                restore_printed: self.restore_printed,
             },
             adam: AdamConfig {
                 lr: self.lr,
