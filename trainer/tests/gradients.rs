@@ -248,12 +248,8 @@ fn tightness_over_the_noise_part_only() {
     assert!((none.idem - all.idem).abs() < 1e-9 && (none.rec - all.rec).abs() < 1e-9);
 }
 
-/// `--z-bn separate`: the noise and the other z go through f as two batches, so the
-/// idempotence term of the whole batch is the size-weighted mean of the terms of each part
-/// alone (with BatchNorm, one shared batch gives another value).
-#[test]
-fn separate_batch_norm_treats_each_part_as_its_own_batch() {
-    use ign_train::loss::{ign_loss_planned, ZPlan};
+/// A tiny BatchNorm model in f64 initialised from `seed`, its variables and its frozen copy.
+fn batch_norm_model(seed: u64) -> (VarMap, Ign, Ign) {
     let varmap = VarMap::new();
     let cfg = tiny(Norm::Batch);
     let model = Ign::new(
@@ -261,8 +257,18 @@ fn separate_batch_norm_treats_each_part_as_its_own_batch() {
         VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu),
     )
     .unwrap();
-    init_weights(&varmap, 13).unwrap();
+    init_weights(&varmap, seed).unwrap();
     let frozen = frozen_copy(&varmap, &cfg).unwrap();
+    (varmap, model, frozen)
+}
+
+/// `--z-bn separate`: the noise and the other z go through f as two batches, so the
+/// idempotence term of the whole batch is the size-weighted mean of the terms of each part
+/// alone (with BatchNorm, one shared batch gives another value).
+#[test]
+fn separate_batch_norm_treats_each_part_as_its_own_batch() {
+    use ign_train::loss::{ign_loss_planned, ZPlan};
+    let (_varmap, model, frozen) = batch_norm_model(13);
     let x = rand_tensor(6, 5, 1.0);
     // noise, then digits-like inputs of another scale
     let z = Tensor::cat(&[&rand_tensor(4, 6, 1.5), &rand_tensor(2, 7, 0.3)], 0).unwrap();
@@ -296,15 +302,7 @@ fn separate_batch_norm_treats_each_part_as_its_own_batch() {
 #[test]
 fn restoration_term_pulls_f_of_the_corrupted_z_to_their_sources() {
     use ign_train::loss::{ign_loss_planned, Restore, ZPlan};
-    let varmap = VarMap::new();
-    let cfg = tiny(Norm::Batch);
-    let model = Ign::new(
-        &cfg,
-        VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu),
-    )
-    .unwrap();
-    init_weights(&varmap, 17).unwrap();
-    let frozen = frozen_copy(&varmap, &cfg).unwrap();
+    let (varmap, model, frozen) = batch_norm_model(17);
     let x = rand_tensor(6, 21, 1.0);
     let z = Tensor::cat(&[&rand_tensor(4, 22, 1.5), &rand_tensor(2, 23, 0.5)], 0).unwrap();
     let targets = rand_tensor(2, 24, 1.0);
