@@ -265,7 +265,12 @@ impl Trainer {
         };
         self.by_class
             .get(class as usize)
-            .and_then(|ids| ids.iter().copied().min_by(|&a, &b| l1(a).total_cmp(&l1(b))))
+            .and_then(|ids| {
+                ids.iter()
+                    .map(|&i| (l1(i), i))
+                    .min_by(|a, b| a.0.total_cmp(&b.0))
+            })
+            .map(|(_, i)| i)
             .with_context(|| format!("--restore-printed: no training image of class {class}"))
     }
 

@@ -54,9 +54,10 @@ pub struct TrainCmd {
     pub resume: bool,
     /// Start a new run in --out from another run's state (its folder): weights, BatchNorm
     /// statistics, Adam moments and step count carry over, and this command's --z-mix,
-    /// --z-printed, --z-tight, --z-bn, --lr, --lambda-restore and --restore-printed apply from that step on (model,
-    /// data, seed and the other loss weights stay the source run's). For recipe schedules such as "noise first, corruptions
-    /// once generation has converged", or a lower learning rate to finish.
+    /// --z-printed, --z-tight, --z-bn, --lr, --lambda-restore and --restore-printed apply from
+    /// that step on (model, data, seed and the other loss weights stay the source run's). For
+    /// recipe schedules such as "noise first, corruptions once generation has converged", or a
+    /// lower learning rate to finish.
     #[arg(long, value_name = "RUN", conflicts_with = "resume")]
     pub from: Option<PathBuf>,
     /// Seed of initialisation, data order and noise.
