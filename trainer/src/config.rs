@@ -22,6 +22,9 @@ pub struct TrainConfig {
     /// ([`crate::printed::FontSet::Train`]; the evaluation's faces are held out) (0: none).
     #[serde(default)]
     pub z_printed: f64,
+    /// Which training faces render the printed digits of `z_printed`.
+    #[serde(default)]
+    pub z_fonts: ZFonts,
     /// Which `z` the tightness term sees: all of it, or only its noise (corrupted and printed
     /// digits then feed the idempotence term alone).
     #[serde(default)]
@@ -35,6 +38,29 @@ pub struct TrainConfig {
     pub data: String,
     /// Which dataset name goes into the exported model's metadata.
     pub dataset_name: String,
+}
+
+/// Which training faces render the printed digits of `z` (the evaluation's are held out of
+/// both).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ZFonts {
+    /// DejaVu and Liberation: 7 faces ([`crate::printed::FontSet::Train`]).
+    #[default]
+    Base,
+    /// Those and 38 more: italics, light to black weights, condensed, humanist, geometric,
+    /// rounded and hand-lettered faces ([`crate::printed::FontSet::TrainWide`]).
+    Wide,
+}
+
+impl ZFonts {
+    /// The faces.
+    pub fn set(self) -> crate::printed::FontSet {
+        match self {
+            ZFonts::Base => crate::printed::FontSet::Train,
+            ZFonts::Wide => crate::printed::FontSet::TrainWide,
+        }
+    }
 }
 
 /// Which part of each `z` batch the tightness term is taken over.

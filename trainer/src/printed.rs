@@ -15,15 +15,19 @@ use rand_distr::{Distribution, StandardNormal};
 
 use crate::corrupt::{affine, filter3};
 
-/// The Debian packages whose fonts [`FONT_FILES`] names.
+/// The Debian packages of the base training faces and the held-out faces: what
+/// `ign-train train --z-printed` (with the default `--z-fonts base`) and `eval --ood` need.
 pub const FONT_PACKAGES: &str =
     "fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf fonts-urw-base35";
 
-/// Regular, bold, serif, sans and monospaced faces of those packages: the first
-/// [`TRAIN_FACES`] (DejaVu and Liberation) may feed training (`ign-train train --z-printed`),
-/// the rest (FreeFont and URW) are held out for the evaluation's printed digits, so that no
-/// run is judged on faces it saw.
-pub const FONT_FILES: &[&str] = &[
+/// The Debian packages that `--z-fonts wide` adds to [`FONT_PACKAGES`].
+pub const WIDE_FONT_PACKAGES: &str = "fonts-dejavu-extra fonts-lato fonts-open-sans \
+     fonts-crosextra-carlito fonts-crosextra-caladea fonts-cantarell fonts-go fonts-inconsolata \
+     fonts-hack fonts-comfortaa fonts-linuxlibertine fonts-cmu fonts-humor-sans \
+     fonts-roboto-unhinted fonts-noto-mono fonts-beteckna";
+
+/// The base training faces: regular, bold, serif, sans and monospaced DejaVu and Liberation.
+const TRAIN_FILES: &[&str] = &[
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
     "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
     "/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf",
@@ -31,6 +35,55 @@ pub const FONT_FILES: &[&str] = &[
     "/usr/share/fonts/truetype/liberation2/LiberationSans-Regular.ttf",
     "/usr/share/fonts/truetype/liberation2/LiberationSerif-Regular.ttf",
     "/usr/share/fonts/truetype/liberation2/LiberationMono-Regular.ttf",
+];
+
+/// What `--z-fonts wide` adds: italics, light, black and condensed weights, humanist,
+/// geometric, rounded, old-style and hand-lettered faces of [`WIDE_FONT_PACKAGES`] (and more
+/// of fonts-liberation2). None is a clone of a held-out face.
+const WIDE_EXTRA_FILES: &[&str] = &[
+    "/usr/share/fonts/truetype/liberation2/LiberationSans-Italic.ttf",
+    "/usr/share/fonts/truetype/liberation2/LiberationSerif-Italic.ttf",
+    "/usr/share/fonts/truetype/liberation2/LiberationSerif-Bold.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans-Oblique.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSerif-Italic.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans-ExtraLight.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed.ttf",
+    "/usr/share/fonts/truetype/lato/Lato-Regular.ttf",
+    "/usr/share/fonts/truetype/lato/Lato-Black.ttf",
+    "/usr/share/fonts/truetype/lato/Lato-LightItalic.ttf",
+    "/usr/share/fonts/truetype/open-sans/OpenSans-Regular.ttf",
+    "/usr/share/fonts/truetype/open-sans/OpenSans-Italic.ttf",
+    "/usr/share/fonts/truetype/open-sans/OpenSans-ExtraBold.ttf",
+    "/usr/share/fonts/truetype/open-sans/OpenSans-CondLight.ttf",
+    "/usr/share/fonts/truetype/crosextra/Carlito-Regular.ttf",
+    "/usr/share/fonts/truetype/crosextra/Carlito-Italic.ttf",
+    "/usr/share/fonts/truetype/crosextra/Caladea-Regular.ttf",
+    "/usr/share/fonts/truetype/crosextra/Caladea-Bold.ttf",
+    "/usr/share/fonts/opentype/cantarell/Cantarell-Regular.otf",
+    "/usr/share/fonts/fonts-go/Go-Regular.ttf",
+    "/usr/share/fonts/fonts-go/Go-Italic.ttf",
+    "/usr/share/fonts/fonts-go/Go-Mono.ttf",
+    "/usr/share/fonts/truetype/inconsolata/Inconsolata.otf",
+    "/usr/share/fonts/truetype/hack/Hack-Regular.ttf",
+    "/usr/share/fonts/truetype/comfortaa/Comfortaa-Regular.ttf",
+    "/usr/share/fonts/truetype/comfortaa/Comfortaa-Bold.ttf",
+    "/usr/share/fonts/opentype/linux-libertine/LinLibertine_R.otf",
+    "/usr/share/fonts/opentype/linux-libertine/LinLibertine_RI.otf",
+    "/usr/share/fonts/opentype/linux-libertine/LinBiolinum_R.otf",
+    "/usr/share/fonts/truetype/cmu/cmunrm.ttf",
+    "/usr/share/fonts/truetype/cmu/cmunti.ttf",
+    "/usr/share/fonts/truetype/cmu/cmunss.ttf",
+    "/usr/share/fonts/truetype/cmu/cmuntt.ttf",
+    "/usr/share/fonts/truetype/humor-sans/Humor-Sans.ttf",
+    "/usr/share/fonts/truetype/roboto/unhinted/RobotoTTF/Roboto-Regular.ttf",
+    "/usr/share/fonts/truetype/roboto/unhinted/RobotoTTF/Roboto-Light.ttf",
+    "/usr/share/fonts/truetype/noto/NotoMono-Regular.ttf",
+    "/usr/share/fonts/truetype/beteckna/Beteckna.ttf",
+];
+
+/// The evaluation's faces (FreeFont and URW), never trained on, so that no run is judged on
+/// faces it saw.
+const HELD_OUT_FILES: &[&str] = &[
     "/usr/share/fonts/truetype/freefont/FreeSans.ttf",
     "/usr/share/fonts/truetype/freefont/FreeSerifItalic.ttf",
     "/usr/share/fonts/opentype/urw-base35/NimbusSans-Bold.otf",
@@ -38,32 +91,40 @@ pub const FONT_FILES: &[&str] = &[
     "/usr/share/fonts/opentype/urw-base35/C059-Roman.otf",
 ];
 
-/// How many of [`FONT_FILES`], from the start, are training faces.
-pub const TRAIN_FACES: usize = 7;
-
-/// Which faces of [`FONT_FILES`] to load.
+/// Which faces to load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FontSet {
-    /// DejaVu and Liberation (fonts-dejavu-core, fonts-liberation2).
+    /// DejaVu and Liberation, 7 faces (fonts-dejavu-core, fonts-liberation2).
     Train,
+    /// [`FontSet::Train`] and 38 more faces of [`WIDE_FONT_PACKAGES`].
+    TrainWide,
     /// FreeFont and URW (fonts-freefont-ttf, fonts-urw-base35), never trained on.
     HeldOut,
 }
 
 impl FontSet {
     /// The font files of the set.
-    pub fn files(self) -> &'static [&'static str] {
+    pub fn files(self) -> Vec<&'static str> {
         match self {
-            FontSet::Train => &FONT_FILES[..TRAIN_FACES],
-            FontSet::HeldOut => &FONT_FILES[TRAIN_FACES..],
+            FontSet::Train => TRAIN_FILES.to_vec(),
+            FontSet::TrainWide => TRAIN_FILES
+                .iter()
+                .chain(WIDE_EXTRA_FILES)
+                .copied()
+                .collect(),
+            FontSet::HeldOut => HELD_OUT_FILES.to_vec(),
         }
     }
 
     /// The Debian packages that install the set.
-    pub fn packages(self) -> &'static str {
+    pub fn packages(self) -> String {
         match self {
-            FontSet::Train => "fonts-dejavu-core fonts-liberation2",
-            FontSet::HeldOut => "fonts-freefont-ttf fonts-urw-base35",
+            FontSet::Train => "fonts-dejavu-core fonts-liberation2".into(),
+            FontSet::TrainWide => {
+                let wide = WIDE_FONT_PACKAGES.split_whitespace().collect::<Vec<_>>();
+                format!("fonts-dejavu-core fonts-liberation2 {}", wide.join(" "))
+            }
+            FontSet::HeldOut => "fonts-freefont-ttf fonts-urw-base35".into(),
         }
     }
 }
@@ -71,7 +132,7 @@ impl FontSet {
 /// The fonts of `set` that are installed, with their file names.
 pub fn installed_fonts(set: FontSet) -> Vec<(String, FontVec)> {
     set.files()
-        .iter()
+        .into_iter()
         .filter_map(|p| {
             let bytes = std::fs::read(p).ok()?;
             let font = FontVec::try_from_vec(bytes).ok()?;
@@ -80,6 +141,28 @@ pub fn installed_fonts(set: FontSet) -> Vec<(String, FontVec)> {
                 .to_string_lossy()
                 .into_owned();
             Some((name, font))
+        })
+        .collect()
+}
+
+/// Every font of `set`, or an error naming the first one missing and the packages to install
+/// (a training run's z must not depend on which fonts happen to be installed).
+pub fn all_fonts(set: FontSet) -> Result<Vec<FontVec>> {
+    set.files()
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(p).map_err(|e| {
+                anyhow::anyhow!(
+                    "{p}: {e}: install the faces with apt-get install {}",
+                    set.packages()
+                )
+            })?;
+            FontVec::try_from_vec(bytes).map_err(|e| {
+                anyhow::anyhow!(
+                    "{p}: not a font ({e}): reinstall it with apt-get install --reinstall {}",
+                    set.packages()
+                )
+            })
         })
         .collect()
 }
@@ -343,6 +426,38 @@ mod tests {
         let centre: f32 = (10..18).map(|y| a[y * 28 + 14].max(a[y * 28 + 13])).sum();
         assert!(centre > 4.0, "{centre}");
         assert!([0, 27, 27 * 28, 28 * 28 - 1].iter().all(|&i| a[i] == -1.0));
+    }
+
+    #[test]
+    fn every_face_of_every_set_draws_every_digit() {
+        for set in [FontSet::Train, FontSet::TrainWide, FontSet::HeldOut] {
+            let files = set.files();
+            let fonts = installed_fonts(set);
+            if fonts.len() < files.len() {
+                eprintln!(
+                    "{set:?}: {} of {} faces installed: not checked (apt-get install {})",
+                    fonts.len(),
+                    files.len(),
+                    set.packages()
+                );
+                continue;
+            }
+            let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+            for (name, font) in &fonts {
+                for d in 0..10 {
+                    let img = render_digit(font, d, 28, &mut rng).unwrap();
+                    let lit = img.iter().filter(|&&v| v > 0.0).count();
+                    assert!(
+                        (15..400).contains(&lit),
+                        "{name} draws {d} with {lit} lit pixels"
+                    );
+                }
+            }
+        }
+        // the held-out faces stay out of training
+        let train = FontSet::TrainWide.files();
+        assert!(FontSet::Train.files().iter().all(|f| train.contains(f)));
+        assert!(FontSet::HeldOut.files().iter().all(|f| !train.contains(f)));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::noise::Noise;
 use crate::optim::Adam;
 use crate::samples;
 
-pub use crate::config::{TrainConfig, ZBatchNorm, ZTight};
+pub use crate::config::{TrainConfig, ZBatchNorm, ZFonts, ZTight};
 
 /// Options of one training invocation that are not part of the run's identity.
 #[derive(Clone, Debug)]
@@ -161,21 +161,14 @@ impl Trainer {
             Vec::new()
         };
         let fonts = if config.z_printed > 0.0 {
-            use crate::printed::{installed_fonts, FontSet};
             if (train.channels, train.height) != (1, 28) {
                 bail!("--z-printed renders 28x28 gray digits; this data is not MNIST-like");
             }
-            let fonts: Vec<_> = installed_fonts(FontSet::Train)
-                .into_iter()
-                .map(|(_, f)| f)
-                .collect();
-            if fonts.is_empty() {
-                bail!(
-                    "--z-printed needs the training fonts: apt-get install {}",
-                    FontSet::Train.packages()
-                );
-            }
-            fonts
+            let fonts = config.z_fonts;
+            crate::printed::all_fonts(fonts.set()).map_err(|e| {
+                let name = format!("{fonts:?}").to_lowercase();
+                anyhow::anyhow!("--z-printed with --z-fonts {name} needs each of its faces: {e:#}")
+            })?
         } else {
             Vec::new()
         };
@@ -440,12 +433,13 @@ fn starting_state(
         let mut ck = checkpoint::load(&src)
             .with_context(|| format!("{}: cannot start from this run", from.display()))?;
         log::info!(
-            "starting {} from {} at step {} with z-mix {}, z-printed {}, z-tight {:?}, z-bn {:?}, lr {}, lambda-restore {}, restore-printed {} (were {}, {}, {:?}, {:?}, {}, {}, {})",
+            "starting {} from {} at step {} with z-mix {}, z-printed {}, z-fonts {:?}, z-tight {:?}, z-bn {:?}, lr {}, lambda-restore {}, restore-printed {} (were {}, {}, {:?}, {:?}, {:?}, {}, {}, {})",
             opts.out.display(),
             src.display(),
             ck.step,
             config.z_mix,
             config.z_printed,
+            config.z_fonts,
             config.z_tight,
             config.z_bn,
             config.adam.lr,
@@ -453,6 +447,7 @@ fn starting_state(
             config.loss.restore_printed,
             ck.config.z_mix,
             ck.config.z_printed,
+            ck.config.z_fonts,
             ck.config.z_tight,
             ck.config.z_bn,
             ck.config.adam.lr,
@@ -464,6 +459,7 @@ fn starting_state(
         ck.config.loss.restore_printed = config.loss.restore_printed;
         ck.config.z_mix = config.z_mix;
         ck.config.z_printed = config.z_printed;
+        ck.config.z_fonts = config.z_fonts;
         ck.config.z_tight = config.z_tight;
         ck.config.z_bn = config.z_bn;
         Some(ck)

@@ -19,6 +19,7 @@ fn config(model: ModelConfig) -> TrainConfig {
         z_mix: 0.0,
         z_printed: 0.0,
         z_tight: Default::default(),
+        z_fonts: Default::default(),
         z_bn: Default::default(),
         batch: 8,
         seed: 3,

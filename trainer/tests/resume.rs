@@ -29,6 +29,7 @@ fn config() -> TrainConfig {
         z_mix: 0.5,
         z_printed: 0.0,
         z_tight: Default::default(),
+        z_fonts: Default::default(),
         z_bn: Default::default(),
         batch: 8,
         seed: 11,

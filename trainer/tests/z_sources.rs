@@ -6,7 +6,7 @@ use ign_train::loss::LossConfig;
 use ign_train::model::{ModelConfig, Norm};
 use ign_train::noise::NoiseKind;
 use ign_train::optim::AdamConfig;
-use ign_train::train::{TrainConfig, Trainer};
+use ign_train::train::{TrainConfig, Trainer, ZFonts};
 use std::path::Path;
 
 fn trainer(z_mix: f64, z_printed: f64) -> anyhow::Result<Trainer> {
@@ -14,6 +14,15 @@ fn trainer(z_mix: f64, z_printed: f64) -> anyhow::Result<Trainer> {
 }
 
 fn trainer_with(z_mix: f64, z_printed: f64, loss: LossConfig) -> anyhow::Result<Trainer> {
+    trainer_fonts(z_mix, z_printed, loss, ZFonts::Base)
+}
+
+fn trainer_fonts(
+    z_mix: f64,
+    z_printed: f64,
+    loss: LossConfig,
+    z_fonts: ZFonts,
+) -> anyhow::Result<Trainer> {
     let data =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mnist-300-images-idx3-ubyte.gz");
     let split = load(&data, &DataOptions::default())?;
@@ -29,6 +38,7 @@ fn trainer_with(z_mix: f64, z_printed: f64, loss: LossConfig) -> anyhow::Result<
         noise: NoiseKind::Gaussian,
         z_mix,
         z_printed,
+        z_fonts,
         z_tight: Default::default(),
         z_bn: Default::default(),
         batch: 8,
@@ -135,6 +145,45 @@ fn restoration_without_corrupted_z_is_refused() {
     };
     let err = trainer_with(0.3, 0.0, bad).err().unwrap().to_string();
     assert!(err.contains("at least 0"), "{err}");
+}
+
+/// `--z-fonts wide` renders z's printed digits from more faces with the same draws: the noise
+/// and the corrupted digits stay as they were, the printed digits change (and stay digits).
+#[test]
+fn wide_fonts_change_only_the_printed_digits() {
+    let wide = trainer_fonts(0.25, 0.25, LossConfig::default(), ZFonts::Wide);
+    let all = ign_train::printed::FontSet::TrainWide.files().len();
+    if ign_train::printed::installed_fonts(ign_train::printed::FontSet::TrainWide).len() < all {
+        // a run must not depend on which faces happen to be installed: the error names them
+        let err = format!("{:#}", wide.err().expect("a face is missing"));
+        assert!(
+            err.contains("apt-get install") && err.contains("fonts-lato"),
+            "{err}"
+        );
+        return;
+    }
+    let base = trainer(0.25, 0.25).unwrap();
+    let wide = wide.unwrap();
+    let pixels = |t: &Trainer, step| {
+        let z = t.noise_batch(step, 16).unwrap();
+        z.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    let mut changed = 0;
+    for step in 0..4 {
+        let (b, w) = (pixels(&base, step), pixels(&wide, step));
+        // 8 noise images and 4 corrupted digits first, 4 printed digits last
+        assert_eq!(b[..12 * 784], w[..12 * 784], "step {step}");
+        for i in 12..16 {
+            let img = &w[i * 784..(i + 1) * 784];
+            assert!(
+                (0.5..0.97).contains(&background(img)),
+                "step {step} image {i}"
+            );
+            changed += usize::from(img != &b[i * 784..(i + 1) * 784]);
+        }
+    }
+    // 38 of the 45 faces are new: most of 16 printed digits come from one of them
+    assert!(changed >= 8, "only {changed} of 16 printed digits changed");
 }
 
 /// `--restore-printed`: each printed digit of z gets, as its restoration target, a training

@@ -91,6 +91,7 @@ impl BenchStepCmd {
             z_mix: 0.0,
             z_printed: 0.0,
             z_tight: Default::default(),
+            z_fonts: Default::default(),
             z_bn: Default::default(),
             batch: self.batch,
             seed: 0,

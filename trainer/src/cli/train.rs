@@ -54,7 +54,7 @@ pub struct TrainCmd {
     pub resume: bool,
     /// Start a new run in --out from another run's state (its folder): weights, BatchNorm
     /// statistics, Adam moments and step count carry over, and this command's --z-mix,
-    /// --z-printed, --z-tight, --z-bn, --lr, --lambda-restore and --restore-printed apply from
+    /// --z-printed, --z-fonts, --z-tight, --z-bn, --lr, --lambda-restore and --restore-printed apply from
     /// that step on (model, data, seed and the other loss weights stay the source run's). For
     /// recipe schedules such as "noise first, corruptions once generation has converged", or a
     /// lower learning rate to finish.
@@ -102,10 +102,15 @@ pub struct TrainCmd {
     #[arg(long, default_value_t = 0.0)]
     pub z_mix: f64,
     /// Fraction of z rendered as printed digits (random digit, rotation, scale and stroke) from
-    /// the DejaVu and Liberation faces (fonts-dejavu-core, fonts-liberation2); `eval --ood`
-    /// judges printed digits on other faces. 28x28 gray data only.
+    /// the faces of --z-fonts; `eval --ood` judges printed digits on other faces. 28x28 gray
+    /// data only.
     #[arg(long, default_value_t = 0.0)]
     pub z_printed: f64,
+    /// Faces of --z-printed: base (DejaVu and Liberation, 7 faces: fonts-dejavu-core
+    /// fonts-liberation2) or wide (those and 38 more: italics, light to black weights,
+    /// condensed, rounded, hand-lettered; the packages are named if one is missing).
+    #[arg(long, value_enum, default_value = "base")]
+    pub z_fonts: crate::train::ZFonts,
     /// Which z the tightness term sees: all (the paper's objective) or noise (corrupted and
     /// printed digits then feed the idempotence term alone).
     #[arg(long, value_enum, default_value = "all")]
@@ -178,6 +183,7 @@ impl TrainCmd {
             noise: self.noise,
             z_mix: self.z_mix,
             z_printed: self.z_printed,
+            z_fonts: self.z_fonts,
             z_tight: self.z_tight,
             z_bn: self.z_bn,
             batch: self.batch,
