@@ -32,6 +32,8 @@ pub struct RunOptions {
     pub resume: bool,
     /// Start from another run's folder (state and step), with this invocation's `z_mix`.
     pub from: Option<PathBuf>,
+    /// With `from`: a batch size that replaces the source run's (None: keep it).
+    pub from_batch: Option<usize>,
     pub sample_every: u64,
     pub checkpoint_every: u64,
     /// Hide the progress bar (tests).
@@ -460,6 +462,10 @@ fn starting_state(
         ck.config.z_mix = config.z_mix;
         ck.config.z_printed = config.z_printed;
         ck.config.z_fonts = config.z_fonts;
+        if let Some(batch) = opts.from_batch {
+            log::info!("batch {batch} (was {})", ck.config.batch);
+            ck.config.batch = batch;
+        }
         ck.config.z_tight = config.z_tight;
         ck.config.z_bn = config.z_bn;
         Some(ck)

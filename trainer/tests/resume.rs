@@ -44,6 +44,7 @@ fn opts(out: &Path, steps: u64, resume: bool) -> RunOptions {
         steps,
         resume,
         from: None,
+        from_batch: None,
         sample_every: 0,
         checkpoint_every: 0,
         quiet: true,
@@ -122,6 +123,34 @@ fn a_run_started_from_another_continues_it_with_the_new_z_mix() {
     assert!(
         moved_slow < moved / 3.0,
         "lr/10 moved the weights by {moved_slow}, lr by {moved}"
+    );
+}
+
+/// `--from` keeps the source's batch size unless `--batch` is given (the paper's 256 from a
+/// batch-64 state): then the new size is saved and trained with.
+#[test]
+fn a_run_started_from_another_keeps_its_batch_unless_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let d = DataOptions::default();
+    run(config(), &fixture(), &d, &opts(&src, 2, false)).unwrap();
+    let from = |name: &str, batch: Option<usize>| {
+        let mut o = opts(&dir.path().join(name), 3, false);
+        o.from = Some(src.clone());
+        o.from_batch = batch;
+        let mut c = config();
+        c.batch = 64; // what the command line's default would say
+        let t = run(c, &fixture(), &d, &o).unwrap();
+        let path = dir.path().join(name).join("checkpoint.safetensors");
+        (t, ign_train::checkpoint::load(&path).unwrap().config.batch)
+    };
+    let (kept, kept_batch) = from("kept", None);
+    assert_eq!(kept_batch, 8);
+    let (bigger, bigger_batch) = from("bigger", Some(32));
+    assert_eq!(bigger_batch, 32);
+    assert!(
+        max_weight_diff(&kept, &bigger) > 1e-6,
+        "a batch of 32 trained the same as 8"
     );
 }
 

@@ -40,9 +40,10 @@ pub struct TrainCmd {
     /// mixed inputs) or none.
     #[arg(long, value_enum, default_value = "layer")]
     pub norm: Norm,
-    /// Batch size.
-    #[arg(long, default_value_t = 64)]
-    pub batch: usize,
+    /// Batch size [default: 64; with --from, the source run's unless given: --batch 256 is the
+    /// paper's].
+    #[arg(long)]
+    pub batch: Option<usize>,
     /// Train until this many steps in total.
     #[arg(long, default_value_t = 10_000)]
     pub steps: u64,
@@ -54,10 +55,10 @@ pub struct TrainCmd {
     pub resume: bool,
     /// Start a new run in --out from another run's state (its folder): weights, BatchNorm
     /// statistics, Adam moments and step count carry over, and this command's --z-mix,
-    /// --z-printed, --z-fonts, --z-tight, --z-bn, --lr, --lambda-restore and --restore-printed apply from
-    /// that step on (model, data, seed and the other loss weights stay the source run's). For
-    /// recipe schedules such as "noise first, corruptions once generation has converged", or a
-    /// lower learning rate to finish.
+    /// --z-printed, --z-fonts, --z-tight, --z-bn, --lr, --lambda-restore, --restore-printed and
+    /// --batch (if given) apply from that step on (model, data, seed and the other loss weights
+    /// stay the source run's). For recipe schedules such as "noise first, corruptions once
+    /// generation has converged", or a lower learning rate to finish.
     #[arg(long, value_name = "RUN", conflicts_with = "resume")]
     pub from: Option<PathBuf>,
     /// Seed of initialisation, data order and noise.
@@ -186,7 +187,7 @@ impl TrainCmd {
             z_fonts: self.z_fonts,
             z_tight: self.z_tight,
             z_bn: self.z_bn,
-            batch: self.batch,
+            batch: self.batch.unwrap_or(64),
             seed: self.seed,
             data: self.data.display().to_string(),
             dataset_name: name,
@@ -196,6 +197,7 @@ impl TrainCmd {
             steps: self.steps,
             resume: self.resume,
             from: self.from,
+            from_batch: self.batch,
             sample_every: self.sample_every,
             checkpoint_every: self.checkpoint_every,
             quiet: false,
