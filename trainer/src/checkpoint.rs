@@ -1,5 +1,6 @@
 //! Checkpoints: one safetensors file holding the weights (`model/<name>`, BN running statistics
-//! included), the Adam moments (`adam.m/<name>`, `adam.v/<name>`) and, in its metadata, the
+//! included), the Adam moments (`adam.m/<name>`, `adam.v/<name>`), with `--ema` the moving
+//! average of the weights (`ema/<name>`, see [`crate::ema`]) and, in its metadata, the
 //! step, the Adam step count and the whole training configuration (JSON).
 //!
 //! The random state needs no saving: data order and noise are pure functions of
@@ -34,6 +35,7 @@ pub fn save(
     step: u64,
     varmap: &VarMap,
     adam: Option<&Adam>,
+    ema: Option<&crate::ema::Ema>,
 ) -> Result<()> {
     let mut tensors: Vec<(String, Tensor)> = varmap
         .data()
@@ -44,6 +46,9 @@ pub fn save(
         .collect();
     if let Some(a) = adam {
         tensors.extend(a.state());
+    }
+    if let Some(e) = ema {
+        tensors.extend(e.state());
     }
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let mut meta = HashMap::new();
@@ -125,6 +130,25 @@ impl Checkpoint {
         for (name, var) in varmap.data().lock().unwrap().iter() {
             let Some(t) = self.tensors.get(&format!("model/{name}")) else {
                 bail!("checkpoint lacks weight {name}");
+            };
+            var.set(&t.to_dtype(var.dtype())?)?;
+        }
+        Ok(())
+    }
+
+    /// Whether it holds a moving average of the weights (a run with `--ema`).
+    pub fn has_ema(&self) -> bool {
+        self.tensors
+            .keys()
+            .any(|k| k.starts_with(crate::ema::PREFIX))
+    }
+
+    /// Copy the moving average of the weights into `varmap` (BatchNorm running statistics,
+    /// which are not averaged, stay as they are).
+    pub fn restore_ema_weights(&self, varmap: &VarMap) -> Result<()> {
+        for (name, var) in crate::train::trainable_vars(varmap) {
+            let Some(t) = self.tensors.get(&format!("{}{name}", crate::ema::PREFIX)) else {
+                bail!("checkpoint lacks the moving average of {name}");
             };
             var.set(&t.to_dtype(var.dtype())?)?;
         }

@@ -32,6 +32,9 @@ pub struct TrainConfig {
     /// Whether the noise and the other z share one batch's BatchNorm statistics.
     #[serde(default)]
     pub z_bn: ZBatchNorm,
+    /// Decay of the moving average of the weights that export writes ([`crate::ema`]; 0: off).
+    #[serde(default)]
+    pub ema: f64,
     pub batch: usize,
     pub seed: u64,
     /// Where the data came from (informational).

@@ -222,12 +222,15 @@ pub fn noise_variant_path(out: &Path) -> std::path::PathBuf {
 ///
 /// A BatchNorm model gets the statistics of `stats` inputs (see [`crate::bnstats`]; `data`
 /// needs the run's data, `data_path` or the checkpoint's) and, unless `stats` is `running`, a
-/// second file [`noise_variant_path`] with the statistics of noise.
+/// second file [`noise_variant_path`] with the statistics of noise. A run with `--ema` gives
+/// its moving average of the weights ([`crate::ema`]) unless `raw_weights`; the file's
+/// `ign.weights` metadata says which (`ema` or `last`).
 pub fn export(
     checkpoint: &Path,
     out: &Path,
     stats: crate::bnstats::BnStats,
     data_path: Option<&Path>,
+    raw_weights: bool,
 ) -> Result<Vec<std::path::PathBuf>> {
     use crate::bnstats::{recalibrate, BnStats};
     let file = if checkpoint.is_dir() {
@@ -237,6 +240,17 @@ pub fn export(
     };
     let ck = crate::checkpoint::load(&file)?;
     let (model, varmap) = ck.model()?;
+    let weights = if ck.has_ema() && !raw_weights {
+        ck.restore_ema_weights(&varmap)?;
+        log::info!(
+            "exporting the moving average of the weights (--ema {}; --raw-weights for those of step {})",
+            ck.config.ema,
+            ck.step
+        );
+        "ema"
+    } else {
+        "last"
+    };
     let pair = !(ck.config.model.norm != Norm::Batch || stats == BnStats::Running);
     let mut outs = vec![out.to_path_buf()];
     if pair && stats != BnStats::Noise {
@@ -246,7 +260,7 @@ pub fn export(
     inputs.extend(data_path.map(Path::to_path_buf));
     refuse_overwriting(&outs, &inputs)?;
     if !pair {
-        let bytes = onnx_bytes(&ck.config, &varmap, ck.step)?;
+        let bytes = onnx_bytes_with(&ck.config, &varmap, ck.step, &[("ign.weights", weights)])?;
         check_loads(out, &bytes)?;
         ign_core::fsio::atomic_write(out, &bytes)?;
         return Ok(outs);
@@ -287,7 +301,7 @@ pub fn export(
             &ck.config,
             &varmap,
             ck.step,
-            &[("ign.bn_stats", kind.as_str())],
+            &[("ign.bn_stats", kind.as_str()), ("ign.weights", weights)],
         )?;
         check_loads(path, &bytes)?;
         made.push(bytes);

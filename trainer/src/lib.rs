@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod corrupt;
 pub mod data;
+pub mod ema;
 pub mod eval;
 pub mod export;
 pub mod fastconv;

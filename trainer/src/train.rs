@@ -120,6 +120,8 @@ pub struct Trainer {
     fonts: Vec<ab_glyph::FontVec>,
     /// Training images by class, when printed digits are restored (`restore_printed`).
     by_class: Vec<Vec<usize>>,
+    /// The moving average of the weights, with `ema` > 0.
+    pub ema: Option<crate::ema::Ema>,
 }
 
 impl Trainer {
@@ -133,6 +135,11 @@ impl Trainer {
         init_weights(&varmap, config.seed)?;
         let frozen = frozen_copy(&varmap, &config.model)?;
         let adam = Adam::new(trainable_vars(&varmap), config.adam.clone())?;
+        let ema = if config.ema != 0.0 {
+            Some(crate::ema::Ema::new(&trainable_vars(&varmap), config.ema)?)
+        } else {
+            None
+        };
         let noise = Noise::new(config.noise, &train);
         if !(0.0..=1.0).contains(&config.z_mix)
             || !(0.0..=1.0).contains(&config.z_printed)
@@ -175,6 +182,7 @@ impl Trainer {
             Vec::new()
         };
         Ok(Trainer {
+            ema,
             fonts,
             by_class,
             sampler: BatchSampler::new(train.len(), config.seed),
@@ -195,6 +203,12 @@ impl Trainer {
         let mut t = Trainer::new(ck.config.clone(), train, test)?;
         ck.restore_weights(&t.varmap)?;
         t.adam.load_state(&ck.tensors, ck.adam_t)?;
+        if let Some(ema) = &mut t.ema {
+            // the source of --from may have no average: it then starts at its weights
+            if !ema.load(&ck.tensors)? {
+                *ema = crate::ema::Ema::new(&trainable_vars(&t.varmap), ck.config.ema)?;
+            }
+        }
         t.step = ck.step;
         Ok(t)
     }
@@ -318,6 +332,9 @@ impl Trainer {
         }
         let grads = loss.backward()?;
         self.adam.step(&grads)?;
+        if let Some(ema) = &mut self.ema {
+            ema.update(&trainable_vars(&self.varmap))?;
+        }
         self.step += 1;
         Ok(terms)
     }
@@ -330,6 +347,7 @@ impl Trainer {
             self.step,
             &self.varmap,
             Some(&self.adam),
+            self.ema.as_ref(),
         )
     }
 }
@@ -462,6 +480,14 @@ fn starting_state(
         ck.config.z_mix = config.z_mix;
         ck.config.z_printed = config.z_printed;
         ck.config.z_fonts = config.z_fonts;
+        if ck.config.ema != config.ema {
+            log::info!(
+                "weight average --ema {} (was {})",
+                config.ema,
+                ck.config.ema
+            );
+            ck.config.ema = config.ema;
+        }
         if let Some(batch) = opts.from_batch {
             log::info!("batch {batch} (was {})", ck.config.batch);
             ck.config.batch = batch;

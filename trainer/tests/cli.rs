@@ -94,6 +94,7 @@ fn train_export_eval() {
     ));
     let m = ign_core::model::Model::load(&d.join("m.onnx")).unwrap();
     assert_eq!(m.info.metadata["ign.dataset"], "fixtures");
+    assert_eq!(m.info.metadata["ign.weights"], "last");
     assert!(m.info.metadata["ign.trainer"].contains("steps=5"));
 
     // The fp16 copy serves as the reference model whose top-1 classes eval compares.

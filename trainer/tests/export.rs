@@ -21,6 +21,7 @@ fn config(model: ModelConfig) -> TrainConfig {
         z_tight: Default::default(),
         z_fonts: Default::default(),
         z_bn: Default::default(),
+        ema: 0.0,
         batch: 8,
         seed: 3,
         data: "test".into(),
@@ -122,4 +123,75 @@ fn rgb_64_export_matches_candle() {
         width: 8,
         norm: Norm::Layer,
     });
+}
+
+/// A run with `--ema` exports its moving average of the weights (`ign.weights` = ema), and
+/// `--raw-weights` the last step's: each file computes what candle computes with those weights.
+#[test]
+fn a_run_with_a_weight_average_exports_the_average() {
+    use ign_train::train::{run, RunOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/mnist-300-images-idx3-ubyte.gz");
+    let model = ModelConfig {
+        channels: 1,
+        image_size: 28,
+        width: 4,
+        norm: Norm::Layer,
+    };
+    let mut c = config(model);
+    c.ema = 0.5;
+    c.adam.lr = 1e-2; // big steps, so that the average is far from the last weights
+    let out = dir.path().join("run");
+    let opts = RunOptions {
+        out: out.clone(),
+        steps: 3,
+        resume: false,
+        from: None,
+        from_batch: None,
+        sample_every: 0,
+        checkpoint_every: 0,
+        quiet: true,
+    };
+    run(c, &data, &Default::default(), &opts).unwrap();
+    let ck = ign_train::checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
+    let x: Vec<f32> = (0..4 * 784)
+        .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+        .collect();
+    let xt = Tensor::from_vec(x.clone(), (4, 1, 28, 28), &Device::Cpu).unwrap();
+    let candle = |average: bool| {
+        let (ign, vm) = ck.model().unwrap();
+        if average {
+            ck.restore_ema_weights(&vm).unwrap();
+        }
+        let y = ign.forward_t(&xt, false).unwrap();
+        y.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    let exported = |raw: bool| {
+        let path = dir.path().join(if raw { "raw.onnx" } else { "avg.onnx" });
+        let bn = ign_train::bnstats::BnStats::Data;
+        ign_train::export::export(&out, &path, bn, None, raw).unwrap();
+        let loaded = ign_core::model::Model::load(&path).unwrap();
+        let mut cpu = CpuBackend::new(&loaded, None).unwrap();
+        let batch = ImageBatch::new(x.clone(), [4, 1, 28, 28]).unwrap();
+        let y = cpu.run(&batch).unwrap().data;
+        (loaded.info.metadata["ign.weights"].clone(), y)
+    };
+    let max_diff = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max)
+    };
+    let (avg, last) = (candle(true), candle(false));
+    assert!(
+        max_diff(&avg, &last) > 1e-3,
+        "the average is the last weights"
+    );
+    let (kind, y) = exported(false);
+    assert_eq!(kind, "ema");
+    assert!(max_diff(&y, &avg) < 1e-4, "{}", max_diff(&y, &avg));
+    let (kind, y) = exported(true);
+    assert_eq!(kind, "last");
+    assert!(max_diff(&y, &last) < 1e-4, "{}", max_diff(&y, &last));
 }

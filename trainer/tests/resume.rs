@@ -31,6 +31,7 @@ fn config() -> TrainConfig {
         z_tight: Default::default(),
         z_fonts: Default::default(),
         z_bn: Default::default(),
+        ema: 0.0,
         batch: 8,
         seed: 11,
         data: "fixture".into(),
@@ -124,6 +125,91 @@ fn a_run_started_from_another_continues_it_with_the_new_z_mix() {
         moved_slow < moved / 3.0,
         "lr/10 moved the weights by {moved_slow}, lr by {moved}"
     );
+}
+
+/// The moving average of the weights (`--ema`) is saved with the run and resumes exactly: 4
+/// steps equal 2, stop, resume, 2, for the average as for the weights. `--from` a run without
+/// one starts it at the source's weights.
+#[test]
+fn the_weight_average_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = DataOptions::default();
+    let with_ema = || {
+        let mut c = config();
+        c.ema = 0.5;
+        c
+    };
+    let ema_of = |run: &str| {
+        let ck = ign_train::checkpoint::load(&dir.path().join(run).join("checkpoint.safetensors"))
+            .unwrap();
+        let mut t: Vec<(String, Vec<f32>)> = ck
+            .tensors
+            .iter()
+            .filter(|(k, _)| k.starts_with("ema/"))
+            .map(|(k, v)| (k.clone(), v.flatten_all().unwrap().to_vec1().unwrap()))
+            .collect();
+        t.sort_by(|a, b| a.0.cmp(&b.0));
+        (t, ck)
+    };
+    let full = dir.path().join("full");
+    let whole = run(with_ema(), &fixture(), &d, &opts(&full, 4, false)).unwrap();
+    let parts = dir.path().join("parts");
+    run(with_ema(), &fixture(), &d, &opts(&parts, 2, false)).unwrap();
+    run(with_ema(), &fixture(), &d, &opts(&parts, 4, true)).unwrap();
+    let ((a, ck), (b, _)) = (ema_of("full"), ema_of("parts"));
+    assert!(!a.is_empty() && ck.has_ema());
+    assert_eq!(a.len(), b.len());
+    for ((k, x), (_, y)) in a.iter().zip(&b) {
+        let diff = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(diff <= 1e-6, "{k}: the resumed average differs by {diff}");
+    }
+    // the average lags the weights: it is not a copy of them
+    let vm = whole.varmap.data().lock().unwrap();
+    let lag = a
+        .iter()
+        .map(|(k, x)| {
+            let w = vm[&k["ema/".len()..]]
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            x.iter()
+                .zip(&w)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0f32, f32::max)
+        })
+        .fold(0f32, f32::max);
+    assert!(lag > 1e-5, "the average equals the weights ({lag})");
+    drop(vm);
+    // from a run without an average: it starts at the source's weights, then lags them
+    let plain = dir.path().join("plain");
+    run(config(), &fixture(), &d, &opts(&plain, 2, false)).unwrap();
+    let mut o = opts(&dir.path().join("from"), 3, false);
+    o.from = Some(plain.clone());
+    let t = run(with_ema(), &fixture(), &d, &o).unwrap();
+    let (avg, ck) = ema_of("from");
+    assert_eq!((ck.step, ck.config.ema), (3, 0.5));
+    assert_eq!(avg.len(), a.len());
+    let src = ign_train::checkpoint::load(&plain.join("checkpoint.safetensors")).unwrap();
+    assert!(!src.has_ema());
+    // one step at decay 0.5: the average is halfway between the source's and the new weights
+    let vm = t.varmap.data().lock().unwrap();
+    for (k, x) in &avg {
+        let name = &k["ema/".len()..];
+        let w0 = src.tensors[&format!("model/{name}")]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let w1 = vm[name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for ((p, a0), a1) in x.iter().zip(&w0).zip(&w1) {
+            assert!((p - 0.5 * (a0 + a1)).abs() <= 1e-6, "{name}");
+        }
+    }
 }
 
 /// `--from` keeps the source's batch size unless `--batch` is given (the paper's 256 from a

@@ -41,6 +41,7 @@ fn trainer_fonts(
         z_fonts,
         z_tight: Default::default(),
         z_bn: Default::default(),
+        ema: 0.0,
         batch: 8,
         seed: 3,
         data: "fixture".into(),

@@ -93,6 +93,7 @@ impl BenchStepCmd {
             z_tight: Default::default(),
             z_fonts: Default::default(),
             z_bn: Default::default(),
+            ema: 0.0,
             batch: self.batch,
             seed: 0,
             data: "random".into(),

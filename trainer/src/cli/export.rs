@@ -26,6 +26,10 @@ pub struct ExportCmd {
     /// The training data for --bn-stats data (default: the run's).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// A run trained with --ema exports its moving average of the weights; this exports the
+    /// last step's weights instead.
+    #[arg(long)]
+    pub raw_weights: bool,
 }
 
 impl ExportCmd {
@@ -35,6 +39,7 @@ impl ExportCmd {
             &self.out,
             self.bn_stats,
             self.data.as_deref(),
+            self.raw_weights,
         )?;
         for p in written {
             let m = ign_core::model::Model::load(&p)?;

@@ -55,10 +55,10 @@ pub struct TrainCmd {
     pub resume: bool,
     /// Start a new run in --out from another run's state (its folder): weights, BatchNorm
     /// statistics, Adam moments and step count carry over, and this command's --z-mix,
-    /// --z-printed, --z-fonts, --z-tight, --z-bn, --lr, --lambda-restore, --restore-printed and
-    /// --batch (if given) apply from that step on (model, data, seed and the other loss weights
-    /// stay the source run's). For recipe schedules such as "noise first, corruptions once
-    /// generation has converged", or a lower learning rate to finish.
+    /// --z-printed, --z-fonts, --z-tight, --z-bn, --lr, --lambda-restore, --restore-printed,
+    /// --ema and --batch (if given) apply from that step on (model, data, seed and the other
+    /// loss weights stay the source run's). For recipe schedules such as "noise first,
+    /// corruptions once generation has converged", or a lower learning rate to finish.
     #[arg(long, value_name = "RUN", conflicts_with = "resume")]
     pub from: Option<PathBuf>,
     /// Seed of initialisation, data order and noise.
@@ -120,6 +120,12 @@ pub struct TrainCmd {
     /// (the noise and the digits in two batches, each with its own statistics).
     #[arg(long, value_enum, default_value = "shared")]
     pub z_bn: crate::train::ZBatchNorm,
+    /// Keep a moving average of the weights with this decay, saved in checkpoints and written
+    /// by `export` (0.999: about the last 1,000 steps), so that the exported model stands for a
+    /// stretch of training rather than its last step (0: off). Applies from that step on with
+    /// --from, starting at the weights there.
+    #[arg(long, default_value_t = 0.0)]
+    pub ema: f64,
     /// Write samples and the loss plot every N steps (0: never).
     #[arg(long, default_value_t = 500)]
     pub sample_every: u64,
@@ -187,6 +193,7 @@ impl TrainCmd {
             z_fonts: self.z_fonts,
             z_tight: self.z_tight,
             z_bn: self.z_bn,
+            ema: self.ema,
             batch: self.batch.unwrap_or(64),
             seed: self.seed,
             data: self.data.display().to_string(),
