@@ -51,7 +51,7 @@ pub enum ZFonts {
     /// DejaVu and Liberation: 7 faces ([`crate::printed::FontSet::Train`]).
     #[default]
     Base,
-    /// Those and 38 more: italics, light to black weights, condensed, humanist, geometric,
+    /// Those and 48 more: italics, light to black weights, condensed, humanist, geometric,
     /// rounded and hand-lettered faces ([`crate::printed::FontSet::TrainWide`]).
     Wide,
 }

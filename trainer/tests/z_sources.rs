@@ -183,7 +183,7 @@ fn wide_fonts_change_only_the_printed_digits() {
             changed += usize::from(img != &b[i * 784..(i + 1) * 784]);
         }
     }
-    // 38 of the 45 faces are new: most of 16 printed digits come from one of them
+    // 48 of the 55 faces are new: most of 16 printed digits come from one of them
     assert!(changed >= 8, "only {changed} of 16 printed digits changed");
 }
 

@@ -108,7 +108,7 @@ pub struct TrainCmd {
     #[arg(long, default_value_t = 0.0)]
     pub z_printed: f64,
     /// Faces of --z-printed: base (DejaVu and Liberation, 7 faces: fonts-dejavu-core
-    /// fonts-liberation2) or wide (those and 38 more: italics, light to black weights,
+    /// fonts-liberation2) or wide (those and 48 more: italics, light to black weights,
     /// condensed, rounded, hand-lettered; the packages are named if one is missing).
     #[arg(long, value_enum, default_value = "base")]
     pub z_fonts: crate::train::ZFonts,
