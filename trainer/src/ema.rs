@@ -42,7 +42,7 @@ impl Ema {
         }
         let shadow = vars
             .iter()
-            .map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?)))
+            .map(|(k, v)| Ok((k.clone(), v.as_tensor().detach().copy()?)))
             .collect::<Result<_>>()?;
         Ok(Ema { decay, shadow })
     }
@@ -66,7 +66,7 @@ impl Ema {
                     t.dims()
                 );
             }
-            *t = saved.to_dtype(t.dtype())?;
+            *t = saved.to_dtype(t.dtype())?.detach();
         }
         Ok(true)
     }
@@ -76,7 +76,10 @@ impl Ema {
         let d = self.decay;
         for ((name, s), (vname, v)) in self.shadow.iter_mut().zip(vars) {
             debug_assert_eq!(name, vname);
-            *s = ((&*s * d)? + (v.as_tensor() * (1.0 - d))?)?;
+            // detached: a shadow computed from a variable would record the operation, and
+            // each one would keep every earlier shadow alive (gigabytes within a few
+            // thousand steps)
+            *s = ((&*s * d)? + (v.as_tensor().detach() * (1.0 - d))?)?;
         }
         Ok(())
     }
@@ -116,6 +119,8 @@ mod tests {
             assert!((got - want).abs() < 1e-6, "{got} against {want}");
         }
         assert_eq!(ema.state()[0].0, "ema/a");
+        // no operation recorded: a shadow must not keep the earlier ones alive
+        assert!(!ema.state()[0].1.track_op());
     }
 
     #[test]
