@@ -165,14 +165,6 @@ pub fn evaluate(
     let per = test.image_len();
     let n = n.min(test.len());
     let (f_real, _) = clf.features_probs(&test.images, shape)?;
-    let accuracy = |probs: &[Vec<f32>], labels: &[u8]| {
-        let right = probs
-            .iter()
-            .zip(labels)
-            .filter(|(p, &l)| argmax(p) == l as usize)
-            .count();
-        right as f64 / probs.len().max(1) as f64
-    };
     let fonts = if digits && shape.0 == 1 {
         crate::printed::installed_fonts(crate::printed::FontSet::HeldOut)
     } else {
@@ -239,25 +231,8 @@ pub fn evaluate(
         let (feat_in, p_in) = clf.features_probs(&input, shape)?;
         let (feat_f, p_f) = clf.features_probs(&f, shape)?;
         let (feat_ff, p_ff) = clf.features_probs(&ff, shape)?;
-        let by_face = (0..if face_of.is_empty() { 0 } else { fonts.len() })
-            .map(|g| {
-                let pick = |p: &[Vec<f32>]| -> (Vec<Vec<f32>>, Vec<u8>) {
-                    face_of
-                        .iter()
-                        .enumerate()
-                        .filter(|&(_, &f)| f == g)
-                        .map(|(i, _)| (p[i].clone(), truth[i]))
-                        .unzip()
-                };
-                let ((pi, t), (pf, _)) = (pick(&p_in), pick(&p_f));
-                FaceRow {
-                    face: fonts[g].0.clone(),
-                    images: t.len(),
-                    accuracy_input: accuracy(&pi, &t),
-                    accuracy_f: accuracy(&pf, &t),
-                }
-            })
-            .collect();
+        let names: Vec<&str> = fonts.iter().map(|f| f.0.as_str()).collect();
+        let by_face = face_rows(&face_of, &names, &truth, &p_in, &p_f);
         rows.push(OodRow {
             by_face,
             kind: kind.to_string(),
@@ -278,6 +253,47 @@ pub fn evaluate(
         });
     }
     Ok((rows, pictures))
+}
+
+/// The share of `probs` whose top class is the label.
+fn accuracy(probs: &[Vec<f32>], labels: &[u8]) -> f64 {
+    let right = probs
+        .iter()
+        .zip(labels)
+        .filter(|(p, &l)| argmax(p) == l as usize)
+        .count();
+    right as f64 / probs.len().max(1) as f64
+}
+
+/// The accuracies of input and f per face, image `i` drawn in face `face_of[i]` (none when
+/// `face_of` is empty: the kind is not printed digits).
+fn face_rows(
+    face_of: &[usize],
+    names: &[&str],
+    truth: &[u8],
+    p_in: &[Vec<f32>],
+    p_f: &[Vec<f32>],
+) -> Vec<FaceRow> {
+    let faces = if face_of.is_empty() { 0 } else { names.len() };
+    (0..faces)
+        .map(|g| {
+            let pick = |p: &[Vec<f32>]| -> (Vec<Vec<f32>>, Vec<u8>) {
+                face_of
+                    .iter()
+                    .enumerate()
+                    .filter(|&(_, &f)| f == g)
+                    .map(|(i, _)| (p[i].clone(), truth[i]))
+                    .unzip()
+            };
+            let ((pi, t), (pf, _)) = (pick(p_in), pick(p_f));
+            FaceRow {
+                face: names[g].to_string(),
+                images: t.len(),
+                accuracy_input: accuracy(&pi, &t),
+                accuracy_f: accuracy(&pf, &t),
+            }
+        })
+        .collect()
 }
 
 /// The table, one line per kind.
@@ -329,6 +345,23 @@ pub fn grid(pictures: &[OodImages], shape: (usize, usize, usize)) -> Result<imag
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_face_gets_the_accuracy_of_its_own_images() {
+        let hot =
+            |c: usize| -> Vec<f32> { (0..3).map(|k| if k == c { 1.0 } else { 0.0 }).collect() };
+        // faces a, b, a, b; labels 1, 2, 0, 1
+        let (face_of, truth) = ([0, 1, 0, 1], [1u8, 2, 0, 1]);
+        let p_in = vec![hot(1), hot(0), hot(0), hot(0)]; // a: 2 of 2, b: 0 of 2
+        let p_f = vec![hot(2), hot(2), hot(0), hot(1)]; // a: 1 of 2, b: 2 of 2
+        let rows = face_rows(&face_of, &["a", "b"], &truth, &p_in, &p_f);
+        let got: Vec<_> = rows
+            .iter()
+            .map(|r| (r.face.as_str(), r.images, r.accuracy_input, r.accuracy_f))
+            .collect();
+        assert_eq!(got, vec![("a", 2, 1.0, 0.5), ("b", 2, 0.0, 1.0)]);
+        assert!(face_rows(&[], &["a"], &[], &[], &[]).is_empty());
+    }
 
     #[test]
     fn every_kind_is_deterministic_shaped_and_in_range() {
