@@ -138,9 +138,7 @@ impl Checkpoint {
 
     /// Whether it holds a moving average of the weights (a run with `--ema`).
     pub fn has_ema(&self) -> bool {
-        self.tensors
-            .keys()
-            .any(|k| k.starts_with(crate::ema::PREFIX))
+        crate::ema::has_shadows(&self.tensors)
     }
 
     /// Copy the moving average of the weights into `varmap` (BatchNorm running statistics,

@@ -28,6 +28,11 @@ use std::collections::HashMap;
 /// The prefix of the shadows' names in a checkpoint.
 pub const PREFIX: &str = "ema/";
 
+/// Whether `tensors` (a checkpoint's) hold shadows.
+pub fn has_shadows(tensors: &HashMap<String, Tensor>) -> bool {
+    tensors.keys().any(|k| k.starts_with(PREFIX))
+}
+
 /// The shadow weights and their decay.
 pub struct Ema {
     decay: f64,
@@ -52,7 +57,7 @@ impl Ema {
     /// `--ema` starts its average at the weights it starts from); an error when it has only
     /// some or of other shapes.
     pub fn load(&mut self, tensors: &HashMap<String, Tensor>) -> Result<bool> {
-        if !tensors.keys().any(|k| k.starts_with(PREFIX)) {
+        if !has_shadows(tensors) {
             return Ok(false);
         }
         for (name, t) in &mut self.shadow {

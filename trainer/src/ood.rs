@@ -277,20 +277,18 @@ fn face_rows(
     let faces = if face_of.is_empty() { 0 } else { names.len() };
     (0..faces)
         .map(|g| {
-            let pick = |p: &[Vec<f32>]| -> (Vec<Vec<f32>>, Vec<u8>) {
-                face_of
-                    .iter()
-                    .enumerate()
-                    .filter(|&(_, &f)| f == g)
-                    .map(|(i, _)| (p[i].clone(), truth[i]))
-                    .unzip()
+            let mine = || (0..face_of.len()).filter(move |&i| face_of[i] == g);
+            let right = |p: &[Vec<f32>]| {
+                let n = mine()
+                    .filter(|&i| argmax(&p[i]) == truth[i] as usize)
+                    .count();
+                n as f64 / mine().count().max(1) as f64
             };
-            let ((pi, t), (pf, _)) = (pick(p_in), pick(p_f));
             FaceRow {
                 face: names[g].to_string(),
-                images: t.len(),
-                accuracy_input: accuracy(&pi, &t),
-                accuracy_f: accuracy(&pf, &t),
+                images: mine().count(),
+                accuracy_input: right(p_in),
+                accuracy_f: right(p_f),
             }
         })
         .collect()

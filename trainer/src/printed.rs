@@ -134,7 +134,7 @@ impl FontSet {
             FontSet::Train => "fonts-dejavu-core fonts-liberation2".into(),
             FontSet::TrainWide => {
                 let wide = WIDE_FONT_PACKAGES.split_whitespace().collect::<Vec<_>>();
-                format!("fonts-dejavu-core fonts-liberation2 {}", wide.join(" "))
+                format!("{} {}", FontSet::Train.packages(), wide.join(" "))
             }
             FontSet::HeldOut => "fonts-freefont-ttf fonts-urw-base35".into(),
         }
@@ -146,13 +146,9 @@ pub fn installed_fonts(set: FontSet) -> Vec<(String, FontVec)> {
     set.files()
         .into_iter()
         .filter_map(|p| {
-            let bytes = std::fs::read(p).ok()?;
-            let font = FontVec::try_from_vec(bytes).ok()?;
-            let name = std::path::Path::new(p)
-                .file_stem()?
-                .to_string_lossy()
-                .into_owned();
-            Some((name, font))
+            let font = load_font(p, set).ok()?;
+            let name = std::path::Path::new(p).file_stem()?;
+            Some((name.to_string_lossy().into_owned(), font))
         })
         .collect()
 }
@@ -160,23 +156,23 @@ pub fn installed_fonts(set: FontSet) -> Vec<(String, FontVec)> {
 /// Every font of `set`, or an error naming the first one missing and the packages to install
 /// (a training run's z must not depend on which fonts happen to be installed).
 pub fn all_fonts(set: FontSet) -> Result<Vec<FontVec>> {
-    set.files()
-        .into_iter()
-        .map(|p| {
-            let bytes = std::fs::read(p).map_err(|e| {
-                anyhow::anyhow!(
-                    "{p}: {e}: install the faces with apt-get install {}",
-                    set.packages()
-                )
-            })?;
-            FontVec::try_from_vec(bytes).map_err(|e| {
-                anyhow::anyhow!(
-                    "{p}: not a font ({e}): reinstall it with apt-get install --reinstall {}",
-                    set.packages()
-                )
-            })
-        })
-        .collect()
+    set.files().into_iter().map(|p| load_font(p, set)).collect()
+}
+
+/// The font file `path` of `set`, or an error naming it and the packages that install it.
+fn load_font(path: &str, set: FontSet) -> Result<FontVec> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        anyhow::anyhow!(
+            "{path}: {e}: install the faces with apt-get install {}",
+            set.packages()
+        )
+    })?;
+    FontVec::try_from_vec(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{path}: not a font ({e}): reinstall it with apt-get install --reinstall {}",
+            set.packages()
+        )
+    })
 }
 
 /// `digit` in `font`, as a 1×`size`×`size` image in [-1, 1] (white on black), with a random
