@@ -44,6 +44,24 @@ pub struct LossConfig {
     /// input (`ign-train train --restore-printed`; needs labels).
     #[serde(default)]
     pub restore_printed: bool,
+    /// Which training digits of its class a printed digit may be restored to
+    /// (`ign-train train --restore-match`).
+    #[serde(default)]
+    pub restore_match: RestoreMatch,
+}
+
+/// Which training digits of its class a printed digit of `z` may take as its restoration
+/// target (`--restore-printed`); the nearest of them in L1 is taken.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RestoreMatch {
+    /// Any digit of the class: a bold glyph gets the thickest handwritten digit near it, so f
+    /// learns to keep the weight of the face.
+    #[default]
+    Nearest,
+    /// Only digits of typical ink for their class (the middle half of its ink amounts): f
+    /// learns to turn bold and hairline faces into strokes of a handwritten weight.
+    Typical,
 }
 
 impl Default for LossConfig {
@@ -56,6 +74,7 @@ impl Default for LossConfig {
             distance: Distance::L1,
             lambda_restore: 0.0,
             restore_printed: false,
+            restore_match: RestoreMatch::Nearest,
         }
     }
 }

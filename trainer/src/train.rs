@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use crate::checkpoint::{self, CHECKPOINT_FILE};
 use crate::data::{self, mix, BatchSampler, DataOptions, Dataset};
-use crate::loss::{ign_loss_planned, LossTerms, Restore, ZPlan};
+use crate::loss::{ign_loss_planned, LossTerms, Restore, RestoreMatch, ZPlan};
 use crate::model::{Ign, ModelConfig};
 use crate::noise::Noise;
 use crate::optim::Adam;
@@ -165,7 +165,11 @@ impl Trainer {
             bail!("--restore-printed needs --lambda-restore and --z-printed above 0");
         }
         let by_class = if printed_restored {
-            by_class(&train).context("--restore-printed")?
+            let all = by_class(&train).context("--restore-printed")?;
+            match config.loss.restore_match {
+                RestoreMatch::Nearest => all,
+                RestoreMatch::Typical => typical_ink(&train, all),
+            }
         } else {
             Vec::new()
         };
@@ -366,6 +370,21 @@ fn by_class(train: &Dataset) -> Result<Vec<Vec<usize>>> {
     Ok(by_class)
 }
 
+/// Of each class's images, those with the middle half of its ink amounts (the sum of their
+/// pixels): the restoration targets of `--restore-match typical`. A class keeps at least one
+/// image.
+pub fn typical_ink(train: &Dataset, by_class: Vec<Vec<usize>>) -> Vec<Vec<usize>> {
+    let ink = |i: usize| -> f32 { train.image(i).iter().sum() };
+    by_class
+        .into_iter()
+        .map(|mut ids| {
+            ids.sort_by(|&a, &b| ink(a).total_cmp(&ink(b)).then(a.cmp(&b)));
+            let n = ids.len();
+            ids[n / 4..n - n / 4].to_vec()
+        })
+        .collect()
+}
+
 /// Training stopped by SIGINT/SIGTERM after saving its checkpoint: the caller decides how to
 /// exit (`ign-train` exits 130).
 #[derive(Debug)]
@@ -477,6 +496,14 @@ fn starting_state(
         ck.config.adam.lr = config.adam.lr;
         ck.config.loss.lambda_restore = config.loss.lambda_restore;
         ck.config.loss.restore_printed = config.loss.restore_printed;
+        if ck.config.loss.restore_match != config.loss.restore_match {
+            log::info!(
+                "restoration targets --restore-match {:?} (was {:?})",
+                config.loss.restore_match,
+                ck.config.loss.restore_match
+            );
+            ck.config.loss.restore_match = config.loss.restore_match;
+        }
         ck.config.z_mix = config.z_mix;
         ck.config.z_printed = config.z_printed;
         ck.config.z_fonts = config.z_fonts;

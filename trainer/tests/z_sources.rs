@@ -2,7 +2,7 @@
 //! printed digits from the training faces (`--z-printed`), each a pure function of (seed, step).
 
 use ign_train::data::{load, DataOptions};
-use ign_train::loss::LossConfig;
+use ign_train::loss::{LossConfig, RestoreMatch};
 use ign_train::model::{ModelConfig, Norm};
 use ign_train::noise::NoiseKind;
 use ign_train::optim::AdamConfig;
@@ -234,4 +234,78 @@ fn printed_digits_are_restored_to_their_nearest_handwritten_digit() {
     let cfg = t.config.clone();
     let err = Trainer::new(cfg, unlabelled, t.test.clone()).err().unwrap();
     assert!(format!("{err:#}").contains("no labels"), "{err:#}");
+}
+
+/// `--restore-match typical`: the printed digits' targets are the nearest training digits of
+/// their class among those with the middle half of its ink, never the boldest or the faintest.
+#[test]
+fn typical_restoration_targets_have_their_class_s_middle_ink() {
+    if ign_train::printed::installed_fonts(ign_train::printed::FontSet::Train).is_empty() {
+        return; // printed_digits_fill_their_share_of_z_deterministically checks the error
+    }
+    let with = |restore_match| {
+        let loss = LossConfig {
+            lambda_restore: 20.0,
+            restore_printed: true,
+            restore_match,
+            ..LossConfig::default()
+        };
+        trainer_with(0.0, 0.5, loss).unwrap()
+    };
+    let (typical, nearest) = (with(RestoreMatch::Typical), with(RestoreMatch::Nearest));
+    let train = &typical.train;
+    let labels = train.labels.as_ref().expect("the fixture has labels");
+    let ink = |i: usize| -> f32 { train.image(i).iter().sum() };
+    // the middle half of each class, by ink
+    let mut classes = vec![Vec::new(); 10];
+    for (i, &l) in labels.iter().enumerate() {
+        classes[l as usize].push(i);
+    }
+    let kept = ign_train::train::typical_ink(train, classes.clone());
+    for (all, mid) in classes.iter().zip(&kept) {
+        assert_eq!(mid.len(), all.len() - 2 * (all.len() / 4));
+        let (lo, hi) = mid.iter().fold((f32::INFINITY, f32::MIN), |(lo, hi), &i| {
+            (lo.min(ink(i)), hi.max(ink(i)))
+        });
+        let outside = all.iter().filter(|&&i| ink(i) < lo || ink(i) > hi).count();
+        assert_eq!(
+            outside,
+            2 * (all.len() / 4),
+            "the dropped images are the extremes"
+        );
+    }
+    let l1 = |a: &[f32], b: &[f32]| -> f32 { a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum() };
+    let mut differ = 0;
+    for step in 0..6 {
+        let (z, t) = typical.z_batch(step, 8).unwrap();
+        let (_, tn) = nearest.z_batch(step, 8).unwrap();
+        let zv = z.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let tv = t.unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let tn = tn.unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for k in 0..4 {
+            let (printed, target) = (
+                &zv[(4 + k) * 784..(5 + k) * 784],
+                &tv[k * 784..(k + 1) * 784],
+            );
+            let i = (0..train.len())
+                .find(|&i| train.image(i) == target)
+                .expect("the target is a training image");
+            let mid = &kept[labels[i] as usize];
+            assert!(
+                mid.contains(&i),
+                "step {step} target {k} is not of typical ink"
+            );
+            let best = mid
+                .iter()
+                .map(|&j| l1(train.image(j), printed))
+                .fold(f32::INFINITY, f32::min);
+            assert_eq!(l1(target, printed), best, "step {step} target {k}");
+            differ += usize::from(target != &tn[k * 784..(k + 1) * 784]);
+        }
+    }
+    // the same printed digits, and on this fixture most of their targets change
+    assert!(
+        differ >= 6,
+        "only {differ} of 24 targets differ from the nearest ones"
+    );
 }

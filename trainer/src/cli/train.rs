@@ -94,6 +94,12 @@ pub struct TrainCmd {
     /// target for a printed input (needs labelled data). Applies from that step on with --from.
     #[arg(long)]
     pub restore_printed: bool,
+    /// Which digits of its class a printed digit is restored to with --restore-printed:
+    /// nearest (any, the nearest in L1; a bold glyph gets a thick digit) or typical (the
+    /// nearest of those with the middle half of their class's ink, so that f also learns to
+    /// bring bold and hairline faces to a handwritten stroke weight).
+    #[arg(long, value_enum, default_value = "nearest")]
+    pub restore_match: crate::loss::RestoreMatch,
     /// Noise fed as z: gaussian (MNIST) or freq (frequency-matched, for faces).
     #[arg(long, value_enum, default_value = "gaussian")]
     pub noise: NoiseKind,
@@ -180,6 +186,7 @@ impl TrainCmd {
                 distance: self.distance,
                 lambda_restore: self.lambda_restore,
                 restore_printed: self.restore_printed,
+                restore_match: self.restore_match,
             },
             adam: AdamConfig {
                 lr: self.lr,
