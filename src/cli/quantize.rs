@@ -17,7 +17,8 @@ use crate::quantize::{self, calib::CalibSizes, QuantizeOptions};
 /// kernel; activations run as lookup tables, the first conv and the dense layers in float on
 /// int8 weights. Ranges come from the calibration images (min-max and percentiles are tried,
 /// then refined per tensor; the best on held-out images wins). Below the fidelity floor
-/// (--min-psnr, 40 dB), the convs that cost the most fidelity compute in float too.
+/// (--min-psnr, 40 dB), the convs that give back the most fidelity per multiply-add compute
+/// in float too.
 /// fp16: weights stored as half floats. Both are standard ONNX that tract and onnxruntime run.
 ///
 /// Examples:
@@ -47,14 +48,14 @@ pub struct QuantizeCmd {
     /// Write the fidelity report as JSON.
     #[arg(long)]
     pub report: Option<PathBuf>,
-    /// Graph form: fused (int8 end to end, the fastest in tract: 0.87x fp32 on ign-mnist),
+    /// Graph form: fused (int8 end to end, the fastest in tract: 0.92x fp32 on ign-mnist),
     /// conv-integer (int32 out, rescaled in float between layers: 1.14x) or q-linear-conv
     /// (uint8, per-channel weights, dequantized between layers).
     #[arg(long, value_enum, default_value_t)]
     pub scheme: quantize::int8::Scheme,
     /// Fidelity floor of the fused scheme, in dB: while f's PSNR against fp32 on the held-out
-    /// real images or on noise is below it, the integer conv that gains the most computes in
-    /// float (on its int8 weights) instead, up to half of them; nothing moves when even all of
+    /// real images or on noise is below it, the integer conv that gains the most per
+    /// multiply-add computes in float (on its int8 weights) instead, up to half of them; nothing moves when even all of
     /// them in float would miss it. 0 turns it off (every conv that can be int8 is).
     #[arg(long, default_value_t = quantize::DEFAULT_MIN_PSNR_DB)]
     pub min_psnr: f64,

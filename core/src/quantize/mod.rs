@@ -347,6 +347,7 @@ fn int8_variant(
     let mut floor_method = None;
     if opts.scheme == int8::Scheme::Fused && opts.min_psnr_db > 0.0 {
         let floor = FloorInputs {
+            path,
             set: &set,
             model,
             float: &float,
@@ -541,6 +542,8 @@ fn refine(
 
 /// What the fused scheme's fidelity floor works from (see [`raise_to_floor`]).
 struct FloorInputs<'a> {
+    /// The model file (for messages).
+    path: &'a Path,
     set: &'a CalibSet,
     model: &'a Model,
     /// The float graph the int8 pass starts from.
@@ -573,15 +576,52 @@ impl FloorInputs<'_> {
         };
         let held = held_kinds(self.set, self.model)?;
         let judge = fit_kinds(self.set, self.model)?;
+        let macs = conv_macs(self.path, self.float)?;
         raise_to_floor(
             self.float,
             self.dense,
             self.floor,
             worst_on(&held, bytes)?,
+            |conv| macs.get(conv).copied().unwrap_or(0),
             |floats| worst_on(&judge, &build(floats)?),
             |floats| worst_on(&held, &build(floats)?),
         )
     }
+}
+
+/// Multiply-adds of each conv of `float` per image (by its output name, as the fidelity floor
+/// names convs), from tract's cost of the nodes the conv becomes at batch 1: what moving that
+/// conv from int8 to float costs, roughly.
+fn conv_macs(
+    path: &Path,
+    float: &pb::ModelProto,
+) -> Result<std::collections::HashMap<String, u64>> {
+    let typed = load_variant(path, &float.encode_to_vec())?.typed(1)?;
+    let mut by_node = std::collections::HashMap::<String, u64>::new();
+    for node in typed.nodes() {
+        let inputs = typed.node_input_facts(node.id)?;
+        for (cost, n) in node.op.cost(&inputs)? {
+            if let tract_onnx::tract_core::ops::Cost::FMA(_) = cost {
+                *by_node.entry(node.name.clone()).or_default() +=
+                    n.to_i64().unwrap_or(0).max(0) as u64;
+            }
+        }
+    }
+    let graph = float.graph.as_ref().context("model without a graph")?;
+    Ok(graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Conv" && !n.name.is_empty() && !n.output.is_empty())
+        .map(|n| {
+            let prefix = format!("{}.", n.name);
+            let macs = by_node
+                .iter()
+                .filter(|(k, _)| **k == n.name || k.starts_with(&prefix))
+                .map(|(_, v)| v)
+                .sum();
+            (n.output[0].clone(), macs)
+        })
+        .collect())
 }
 
 /// The held-out images by kind (real when there are any, noise), each with fp32's `f`.
@@ -631,8 +671,10 @@ fn with_fp32(
 
 /// The fused scheme's fidelity floor: while `held_worst` (the lowest held-out PSNR by kind)
 /// is below `floor`, the integer conv of `float` whose float arithmetic raises `judge` (the
-/// same on part of the fitting images) the most joins `floats`, as long as the held-out worst
-/// rises. Returns `floats` (starting with `dense`).
+/// same on part of the fitting images) the most *per multiply-add* (`macs`, what the move
+/// costs in time) joins `floats`, as long as the held-out worst rises. Only convs that raise
+/// `judge` by [`MIN_FLOOR_GAIN_DB`] count; when none does or a cost is unknown (0), the
+/// largest gain is taken. Returns `floats` (starting with `dense`).
 ///
 /// Two limits keep an int8 file an int8 file: when the floor is out of reach even with every
 /// conv in float (the int8 weights alone cost more), nothing moves; and at most half of the
@@ -642,6 +684,7 @@ fn raise_to_floor(
     dense: &[String],
     floor: f64,
     mut held_worst: f64,
+    macs: impl Fn(&str) -> u64,
     mut judge: impl FnMut(&[String]) -> Result<f64>,
     mut held: impl FnMut(&[String]) -> Result<f64>,
 ) -> Result<Vec<String>> {
@@ -668,17 +711,18 @@ fn raise_to_floor(
         return Ok(floats);
     }
     let cap = candidates.len().div_ceil(2);
+    let mut now = judge(&floats)?;
     while held_worst < floor && floats.len() - dense.len() < cap {
-        let mut best: Option<(f64, usize)> = None;
-        for (i, c) in candidates.iter().enumerate() {
+        let mut scores = Vec::with_capacity(candidates.len());
+        for c in &candidates {
             let mut trial = floats.clone();
             trial.push(c.clone());
-            let score = judge(&trial)?;
-            if best.is_none_or(|b| score > b.0) {
-                best = Some((score, i));
-            }
+            scores.push(judge(&trial)?);
         }
-        let Some((_, i)) = best else { break };
+        let Some(i) = pick_for_floor(&candidates, &scores, now, &macs) else {
+            break;
+        };
+        now = scores[i];
         let mut trial = floats.clone();
         trial.push(candidates[i].clone());
         let w = held(&trial)?;
@@ -694,6 +738,35 @@ fn raise_to_floor(
         candidates.remove(i);
     }
     Ok(floats)
+}
+
+/// Below this gain on the judging images a conv does not count as helping the floor (the
+/// same margin the held-out worst must rise by).
+pub const MIN_FLOOR_GAIN_DB: f64 = 0.05;
+
+/// Which of `candidates` (judged `scores` with it in float; `now` without) the floor moves:
+/// the largest gain per multiply-add among those that gain [`MIN_FLOOR_GAIN_DB`], else the
+/// largest score.
+fn pick_for_floor(
+    candidates: &[String],
+    scores: &[f64],
+    now: f64,
+    macs: &impl Fn(&str) -> u64,
+) -> Option<usize> {
+    // the first of the largest `value`s among `among`
+    let first_max = |among: &mut dyn Iterator<Item = usize>, value: &dyn Fn(usize) -> f64| {
+        among.fold(None, |best: Option<usize>, i| match best {
+            Some(b) if value(b) >= value(i) => Some(b),
+            _ => Some(i),
+        })
+    };
+    let best_score = first_max(&mut (0..scores.len()), &|i| scores[i]);
+    let costs: Vec<u64> = candidates.iter().map(|c| macs(c)).collect();
+    if costs.contains(&0) {
+        return best_score;
+    }
+    let gaining = &mut (0..scores.len()).filter(|&i| scores[i] - now >= MIN_FLOOR_GAIN_DB);
+    first_max(gaining, &|i| (scores[i] - now) / costs[i] as f64).or(best_score)
 }
 
 fn held_all(set: &CalibSet) -> Result<crate::tensor::ImageBatch> {
@@ -937,6 +1010,7 @@ mod tests {
                 &dense,
                 floor,
                 start,
+                |_| 1,
                 |f| Ok(gain(f)),
                 |f| Ok(start + gain(f)),
             )
@@ -967,11 +1041,85 @@ mod tests {
             &dense,
             40.0,
             38.0,
+            |_| 1,
             |f| Ok(only_all(f)),
             |f| Ok(38.0 + only_all(f)),
         )
         .unwrap();
         assert_eq!(capped.len(), 1 + 2, "{capped:?}");
+    }
+
+    /// The floor weighs each conv's gain against its multiply-adds: a cheap conv that gains a
+    /// little less goes to float before an expensive one (session 11's ign-mnist: `enc.1.conv`,
+    /// 1.6 M, instead of the first transposed conv, 2.1 M, at 0.90x of fp32 instead of 1.03x).
+    #[test]
+    fn the_fidelity_floor_prefers_the_most_gain_per_multiply_add() {
+        let conv = |x: &str, y: &str| pb::NodeProto {
+            op_type: "Conv".into(),
+            input: vec![x.into(), format!("{y}.w")],
+            output: vec![y.into()],
+            ..Default::default()
+        };
+        let model = pb::ModelProto {
+            graph: Some(pb::GraphProto {
+                input: vec![pb::ValueInfoProto {
+                    name: "x".into(),
+                    ..Default::default()
+                }],
+                node: vec![
+                    conv("x", "first"),
+                    conv("first", "cheap"),
+                    conv("cheap", "costly"),
+                    conv("costly", "tiny"),
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        // costly gains 1.5 dB for 2.1 M multiply-adds, cheap 1.2 dB for 1.6 M, tiny 0.01 dB
+        // for 0.1 M (the most per multiply-add, but under the minimum gain)
+        let gain = |floats: &[String]| {
+            floats
+                .iter()
+                .map(|f| match f.as_str() {
+                    "costly" => 1.5,
+                    "cheap" => 1.2,
+                    "tiny" => 0.01,
+                    _ => 0.0,
+                })
+                .sum::<f64>()
+        };
+        let macs = |c: &str| match c {
+            "costly" => 2_100_000,
+            "cheap" => 1_600_000,
+            "tiny" => 100_000,
+            _ => 0,
+        };
+        let run = |start: f64, macs: &dyn Fn(&str) -> u64| {
+            raise_to_floor(
+                &model,
+                &[],
+                40.0,
+                start,
+                macs,
+                |f| Ok(gain(f)),
+                |f| Ok(start + gain(f)),
+            )
+            .unwrap()
+        };
+        // 1 dB short: cheap is enough and costs less per dB
+        assert_eq!(run(39.0, &macs), vec!["cheap"]);
+        // 2 dB short: cheap, then costly (tiny never: it gains under the minimum)
+        assert_eq!(run(38.0, &macs), vec!["cheap", "costly"]);
+        // costs unknown: the largest gain first, as before
+        assert_eq!(run(39.0, &|_| 0), vec!["costly"]);
+        // the costs of a real graph: tract's multiply-adds, by output name
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/ign-mnist.onnx");
+        let proto = pb::ModelProto::decode(&*std::fs::read(&path).unwrap()).unwrap();
+        let costs = conv_macs(&path, &proto).unwrap();
+        // enc.1.conv: 32 -> 64 channels, 4x4 kernel, 7x7 outputs
+        assert_eq!(costs["enc.1.conv"], 64 * 32 * 16 * 49, "{costs:?}");
+        assert!(costs.values().all(|&m| m > 0), "{costs:?}");
     }
 
     #[test]
