@@ -40,8 +40,9 @@ pub struct LossConfig {
     #[serde(default)]
     pub lambda_restore: f64,
     /// The restoration term also takes the printed digits of `z` (`--z-printed`), each to the
-    /// training digit of its class nearest to it (L1): a handwritten target for a printed
-    /// input (`ign-train train --restore-printed`; needs labels).
+    /// training digit of its class nearest to it (L1) among those [`RestoreMatch`] allows: a
+    /// handwritten target for a printed input (`ign-train train --restore-printed`; needs
+    /// labels).
     #[serde(default)]
     pub restore_printed: bool,
     /// Which training digits of its class a printed digit may be restored to

@@ -118,7 +118,9 @@ pub struct Trainer {
     pub test: Dataset,
     /// The training faces, loaded when `z_printed` > 0.
     fonts: Vec<ab_glyph::FontVec>,
-    /// Training images by class, when printed digits are restored (`restore_printed`).
+    /// The restoration candidates of each class, when printed digits are restored
+    /// (`restore_printed`): all its training images, or those of typical ink
+    /// ([`RestoreMatch::Typical`]).
     by_class: Vec<Vec<usize>>,
     /// The moving average of the weights, with `ema` > 0.
     pub ema: Option<crate::ema::Ema>,
@@ -163,6 +165,9 @@ impl Trainer {
         }
         if printed_restored && (restore <= 0.0 || config.z_printed <= 0.0) {
             bail!("--restore-printed needs --lambda-restore and --z-printed above 0");
+        }
+        if !printed_restored && config.loss.restore_match != RestoreMatch::Nearest {
+            bail!("--restore-match picks the targets of --restore-printed: add --restore-printed");
         }
         let by_class = if printed_restored {
             let all = by_class(&train).context("--restore-printed")?;
@@ -226,8 +231,9 @@ impl Trainer {
     }
 
     /// [`Trainer::noise_batch`] with the restoration targets of its digits: the corrupted
-    /// images as they were before corruption and, with `restore_printed`, the nearest training
-    /// digit of each printed digit's class (`[k, C, H, W]`, in the order of z from
+    /// images as they were before corruption and, with `restore_printed`, the nearest
+    /// restoration candidate of each printed digit's class ([`Trainer::nearest_of_class`];
+    /// `[k, C, H, W]`, in the order of z from
     /// [`Trainer::noise_count`] on; `None` when z has none of them).
     pub fn z_batch(&self, step: u64, n: usize) -> Result<(Tensor, Option<Tensor>)> {
         let seed = self.config.seed;
@@ -269,8 +275,9 @@ impl Trainer {
         Ok((Tensor::from_vec(z, (n, c, h, w), &Device::Cpu)?, targets))
     }
 
-    /// The training image of class `class` nearest to `img` in L1 (the restoration target of a
-    /// printed digit); an error when the class has no image.
+    /// The restoration candidate of class `class` nearest to `img` in L1 (the restoration
+    /// target of a printed digit): among all its training images, or those of typical ink with
+    /// [`RestoreMatch::Typical`]; an error when the class has none.
     pub fn nearest_of_class(&self, img: &[f32], class: u8) -> Result<usize> {
         let l1 = |i: usize| -> f32 {
             let t = self.train.image(i);
@@ -371,14 +378,16 @@ fn by_class(train: &Dataset) -> Result<Vec<Vec<usize>>> {
 }
 
 /// Of each class's images, those with the middle half of its ink amounts (the sum of their
-/// pixels): the restoration targets of `--restore-match typical`. A class keeps at least one
-/// image.
+/// pixels): the restoration targets of `--restore-match typical`. A class with any image
+/// keeps at least one.
 pub fn typical_ink(train: &Dataset, by_class: Vec<Vec<usize>>) -> Vec<Vec<usize>> {
-    let ink = |i: usize| -> f32 { train.image(i).iter().sum() };
+    let ink: Vec<f32> = (0..train.len())
+        .map(|i| train.image(i).iter().sum())
+        .collect();
     by_class
         .into_iter()
         .map(|mut ids| {
-            ids.sort_by(|&a, &b| ink(a).total_cmp(&ink(b)).then(a.cmp(&b)));
+            ids.sort_by(|&a, &b| ink[a].total_cmp(&ink[b]).then(a.cmp(&b)));
             let n = ids.len();
             ids[n / 4..n - n / 4].to_vec()
         })

@@ -308,4 +308,12 @@ fn typical_restoration_targets_have_their_class_s_middle_ink() {
         differ >= 6,
         "only {differ} of 24 targets differ from the nearest ones"
     );
+    // without --restore-printed there is nothing for it to pick: refused, not ignored
+    let loss = LossConfig {
+        lambda_restore: 20.0,
+        restore_match: RestoreMatch::Typical,
+        ..LossConfig::default()
+    };
+    let err = trainer_with(0.25, 0.25, loss).err().expect("refused");
+    assert!(format!("{err:#}").contains("--restore-printed"), "{err:#}");
 }

@@ -56,7 +56,7 @@ pub struct TrainCmd {
     /// Start a new run in --out from another run's state (its folder): weights, BatchNorm
     /// statistics, Adam moments and step count carry over, and this command's --z-mix,
     /// --z-printed, --z-fonts, --z-tight, --z-bn, --lr, --lambda-restore, --restore-printed,
-    /// --ema and --batch (if given) apply from that step on (model, data, seed and the other
+    /// --restore-match, --ema and --batch (if given) apply from that step on (model, data, seed and the other
     /// loss weights stay the source run's). For recipe schedules such as "noise first,
     /// corruptions once generation has converged", or a lower learning rate to finish.
     #[arg(long, value_name = "RUN", conflicts_with = "resume")]
@@ -97,7 +97,8 @@ pub struct TrainCmd {
     /// Which digits of its class a printed digit is restored to with --restore-printed:
     /// nearest (any, the nearest in L1; a bold glyph gets a thick digit) or typical (the
     /// nearest of those with the middle half of their class's ink, so that f also learns to
-    /// bring bold and hairline faces to a handwritten stroke weight).
+    /// bring bold and hairline faces to a handwritten stroke weight). Applies from that step on
+    /// with --from.
     #[arg(long, value_enum, default_value = "nearest")]
     pub restore_match: crate::loss::RestoreMatch,
     /// Noise fed as z: gaussian (MNIST) or freq (frequency-matched, for faces).
