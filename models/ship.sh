@@ -7,9 +7,8 @@
 # Writes models/ign-mnist{,.noise,.int8,.fp16}.onnx, models/ign-mnist/ (eval.json with the
 # out-of-distribution section, eval-int8.json, eval-fp16.json, the quantization reports,
 # samples.png, projections.png, ood.png), docs/ign-demo.png, docs/ign-live.gif and
-# docs/ign-morph.png and, with chromium installed, docs/web-live.png. Needs
-# ../shared/data/mnist-10k and a release build (made here). docs/web-pad.png (a drawing on the
-# pad) is taken by hand in a browser.
+# docs/ign-morph.png and, with chromium installed, docs/web-live.png and docs/web-pad.png (the
+# pad with a drawn 7). Needs ../shared/data/mnist-10k and a release build (made here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 run=${1:?usage: models/ship.sh RUN_FOLDER}
@@ -51,6 +50,11 @@ if command -v chromium >/dev/null 2>&1; then
       --disable-background-networking --disable-component-update --disable-sync \
       --user-data-dir="$(mktemp -d)" --screenshot=docs/web-live.png --window-size=1000,640 \
       --virtual-time-budget=4000 http://127.0.0.1:8093/ >/dev/null 2>&1 || true
+  # the pad with a drawn 7 and its f and f∘f, as docs/web-pad.png
+  chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+      --disable-background-networking --disable-component-update --disable-sync \
+      --user-data-dir="$(mktemp -d)" --screenshot=docs/web-pad.png --window-size=940,420 \
+      --virtual-time-budget=4000 'http://127.0.0.1:8093/pad?demo=1' >/dev/null 2>&1 || true
   kill "$page" 2>/dev/null || true
 fi
-echo "shipped $run: update models/MODELS.md with $out/eval.json's figures (docs/web-pad.png: by hand)"
+echo "shipped $run: update models/MODELS.md with $out/eval.json's figures"
