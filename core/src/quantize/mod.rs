@@ -977,31 +977,37 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    #[test]
-    fn the_fidelity_floor_moves_the_most_useful_convs_to_float_until_it_is_met() {
-        let conv = |x: &str, y: &str| pb::NodeProto {
-            op_type: "Conv".into(),
-            input: vec![x.into(), format!("{y}.w")],
-            output: vec![y.into()],
-            ..Default::default()
-        };
-        let model = pb::ModelProto {
+    /// A graph of convs one after the other from the input `x`, each named by its output.
+    fn conv_chain(names: &[&str]) -> pb::ModelProto {
+        let node = names
+            .iter()
+            .enumerate()
+            .map(|(i, y)| pb::NodeProto {
+                op_type: "Conv".into(),
+                input: vec![
+                    if i == 0 { "x" } else { names[i - 1] }.into(),
+                    format!("{y}.w"),
+                ],
+                output: vec![y.to_string()],
+                ..Default::default()
+            })
+            .collect();
+        pb::ModelProto {
             graph: Some(pb::GraphProto {
                 input: vec![pb::ValueInfoProto {
                     name: "x".into(),
                     ..Default::default()
                 }],
-                node: vec![
-                    conv("x", "first"),
-                    conv("first", "a"),
-                    conv("a", "b"),
-                    conv("b", "dense"),
-                    conv("dense", "c"),
-                ],
+                node,
                 ..Default::default()
             }),
             ..Default::default()
-        };
+        }
+    }
+
+    #[test]
+    fn the_fidelity_floor_moves_the_most_useful_convs_to_float_until_it_is_met() {
+        let model = conv_chain(&["first", "a", "b", "dense", "c"]);
         let dense = vec!["dense".to_string()];
         // Each conv in float adds its gain; b the most, then c; a nothing.
         let gain = |floats: &[String]| {
@@ -1065,28 +1071,7 @@ mod tests {
     /// 1.03-1.07x).
     #[test]
     fn the_fidelity_floor_prefers_the_most_gain_per_multiply_add() {
-        let conv = |x: &str, y: &str| pb::NodeProto {
-            op_type: "Conv".into(),
-            input: vec![x.into(), format!("{y}.w")],
-            output: vec![y.into()],
-            ..Default::default()
-        };
-        let model = pb::ModelProto {
-            graph: Some(pb::GraphProto {
-                input: vec![pb::ValueInfoProto {
-                    name: "x".into(),
-                    ..Default::default()
-                }],
-                node: vec![
-                    conv("x", "first"),
-                    conv("first", "cheap"),
-                    conv("cheap", "costly"),
-                    conv("costly", "tiny"),
-                ],
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let model = conv_chain(&["first", "cheap", "costly", "tiny"]);
         // costly gains 1.5 dB for 2.1 M multiply-adds, cheap 1.2 dB for 1.6 M, tiny 0.04 dB
         // for 10 k (the most per multiply-add, 4 dB per M, but under the minimum gain)
         let gain = |floats: &[String]| {
