@@ -55,8 +55,9 @@ pub struct QuantizeCmd {
     pub scheme: quantize::int8::Scheme,
     /// Fidelity floor of the fused scheme, in dB: while f's PSNR against fp32 on the held-out
     /// real images or on noise is below it, the integer conv that gains the most per
-    /// multiply-add computes in float (on its int8 weights) instead, up to half of them; nothing moves when even all of
-    /// them in float would miss it. 0 turns it off (every conv that can be int8 is).
+    /// multiply-add computes in float (on its int8 weights) instead, up to half of them;
+    /// nothing moves when even all of them in float would miss it. 0 turns it off (every conv
+    /// that can be int8 is).
     #[arg(long, default_value_t = quantize::DEFAULT_MIN_PSNR_DB)]
     pub min_psnr: f64,
     /// Batch-1 runs per model for the latency comparison.

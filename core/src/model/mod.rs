@@ -292,24 +292,33 @@ fn root_cause(e: &anyhow::Error) -> String {
 
 /// Floating-point operations of a typed model (2 per multiply-add, as tract counts them).
 pub fn count_flops(model: &TypedModel) -> Result<u64> {
-    let mut fma = 0u64;
+    Ok(2 * node_fmas(model)?.iter().map(|(_, fma)| fma).sum::<u64>())
+}
+
+/// Multiply-adds of each node of a typed model, by node name (nodes without any left out).
+pub fn node_fmas(model: &TypedModel) -> Result<Vec<(String, u64)>> {
+    let mut out = Vec::new();
     for node in model.nodes() {
         let inputs = model.node_input_facts(node.id)?;
+        let mut fma = 0u64;
         // tract has no cost for transposed convolutions: every input value meets
         // out_channels/group * kernel taps.
         if let Some(d) = node.op_as::<tract_onnx::tract_core::ops::cnn::Deconv>() {
             let input_elems = inputs[0].shape.volume().to_i64().unwrap_or(0).max(0) as u64;
             let taps: usize = d.pool_spec.kernel_shape.iter().product();
-            fma += input_elems * (d.pool_spec.output_channels / d.group.max(1) * taps) as u64;
-            continue;
-        }
-        for (cost, n) in node.op.cost(&inputs)? {
-            if let tract_onnx::tract_core::ops::Cost::FMA(_) = cost {
-                fma += n.to_i64().unwrap_or(0).max(0) as u64;
+            fma = input_elems * (d.pool_spec.output_channels / d.group.max(1) * taps) as u64;
+        } else {
+            for (cost, n) in node.op.cost(&inputs)? {
+                if let tract_onnx::tract_core::ops::Cost::FMA(_) = cost {
+                    fma += n.to_i64().unwrap_or(0).max(0) as u64;
+                }
             }
         }
+        if fma > 0 {
+            out.push((node.name.clone(), fma));
+        }
     }
-    Ok(2 * fma)
+    Ok(out)
 }
 
 /// The operators of `graph` and how often each occurs; an error names the first one tract

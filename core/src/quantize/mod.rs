@@ -603,16 +603,7 @@ fn conv_macs(
     let typed = Model::from_bytes(path, &float.encode_to_vec())
         .and_then(|m| m.typed(1))
         .context("typing the float graph at batch 1")?;
-    let mut by_node = std::collections::HashMap::<String, u64>::new();
-    for node in typed.nodes() {
-        let inputs = typed.node_input_facts(node.id)?;
-        for (cost, n) in node.op.cost(&inputs)? {
-            if let tract_onnx::tract_core::ops::Cost::FMA(_) = cost {
-                *by_node.entry(node.name.clone()).or_default() +=
-                    n.to_i64().unwrap_or(0).max(0) as u64;
-            }
-        }
-    }
+    let by_node = crate::model::node_fmas(&typed)?;
     let graph = float.graph.as_ref().context("model without a graph")?;
     Ok(graph
         .node
@@ -624,7 +615,7 @@ fn conv_macs(
             let prefix = format!("{name}.");
             let macs = by_node
                 .iter()
-                .filter(|(k, _)| *k == name || k.starts_with(&prefix))
+                .filter(|(k, _)| k == name || k.starts_with(&prefix))
                 .map(|(_, v)| v)
                 .sum();
             (n.output[0].clone(), macs)

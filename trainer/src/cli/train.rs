@@ -56,9 +56,9 @@ pub struct TrainCmd {
     /// Start a new run in --out from another run's state (its folder): weights, BatchNorm
     /// statistics, Adam moments and step count carry over, and this command's --z-mix,
     /// --z-printed, --z-fonts, --z-tight, --z-bn, --lr, --lambda-restore, --restore-printed,
-    /// --restore-match, --ema and --batch (if given) apply from that step on (model, data, seed and the other
-    /// loss weights stay the source run's). For recipe schedules such as "noise first,
-    /// corruptions once generation has converged", or a lower learning rate to finish.
+    /// --restore-match, --ema and --batch (if given) apply from that step on (model, data, seed
+    /// and the other loss weights stay the source run's). For recipe schedules such as "noise
+    /// first, corruptions once generation has converged", or a lower learning rate to finish.
     #[arg(long, value_name = "RUN", conflicts_with = "resume")]
     pub from: Option<PathBuf>,
     /// Seed of initialisation, data order and noise.
