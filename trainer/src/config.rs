@@ -7,6 +7,8 @@ use crate::model::ModelConfig;
 use crate::noise::NoiseKind;
 use crate::optim::AdamConfig;
 
+pub use crate::fonts::ZFonts;
+
 /// Everything that defines a run; saved in every checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -19,10 +21,11 @@ pub struct TrainConfig {
     #[serde(default)]
     pub z_mix: f64,
     /// Fraction of each batch of `z` rendered as printed digits from the training faces
-    /// ([`crate::printed::FontSet::Train`]; the evaluation's faces are held out) (0: none).
+    /// of [`TrainConfig::z_fonts`] (the evaluation's faces are held out) (0: none).
     #[serde(default)]
     pub z_printed: f64,
-    /// Which training faces render the printed digits of `z_printed`.
+    /// Which training faces render the printed digits of `z_printed`: `base`, `wide` or a
+    /// folder (old checkpoints hold `base` or `wide`).
     #[serde(default)]
     pub z_fonts: ZFonts,
     /// Which `z` the tightness term sees: all of it, or only its noise (corrupted and printed
@@ -41,29 +44,6 @@ pub struct TrainConfig {
     pub data: String,
     /// Which dataset name goes into the exported model's metadata.
     pub dataset_name: String,
-}
-
-/// Which training faces render the printed digits of `z` (the evaluation's are held out of
-/// both).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum ZFonts {
-    /// DejaVu and Liberation: 7 faces ([`crate::printed::FontSet::Train`]).
-    #[default]
-    Base,
-    /// Those and 48 more: italics, light to black weights, condensed, humanist, geometric,
-    /// rounded and hand-lettered faces ([`crate::printed::FontSet::TrainWide`]).
-    Wide,
-}
-
-impl ZFonts {
-    /// The faces.
-    pub fn set(self) -> crate::printed::FontSet {
-        match self {
-            ZFonts::Base => crate::printed::FontSet::Train,
-            ZFonts::Wide => crate::printed::FontSet::TrainWide,
-        }
-    }
 }
 
 /// Which part of each `z` batch the tightness term is taken over.
@@ -88,4 +68,31 @@ pub enum ZBatchNorm {
     /// Two batches, each with its own statistics (as the exported model sees them: real-like
     /// inputs with statistics of real images, noise with those of noise).
     Separate,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ign.config` of ign-mnist's run at step 58,500 (written when `--z-fonts` was base|wide).
+    const OLD: &str = r#"{"model":{"channels":1,"image_size":28,"width":32,"norm":"batch"},"loss":{"lambda_rec":20.0,"lambda_idem":20.0,"lambda_tight":2.5,"tight_clamp":1.5,"distance":"L1","lambda_restore":20.0,"restore_printed":true,"restore_match":"typical"},"adam":{"lr":0.00005,"beta1":0.5,"beta2":0.999,"eps":1e-8},"noise":"Gaussian","z_mix":0.3,"z_printed":0.1,"z_fonts":"wide","z_tight":"noise","z_bn":"separate","ema":0.999,"batch":64,"seed":0,"data":"../shared/data/mnist-10k","dataset_name":"mnist-10k"}"#;
+
+    #[test]
+    fn old_checkpoint_configurations_still_load() {
+        let c: TrainConfig = serde_json::from_str(OLD).unwrap();
+        assert_eq!(c.z_fonts, ZFonts::Wide);
+        let base = OLD.replace(r#""z_fonts":"wide""#, r#""z_fonts":"base""#);
+        let c: TrainConfig = serde_json::from_str(&base).unwrap();
+        assert_eq!(c.z_fonts, ZFonts::Base);
+        // from before --z-fonts: the base faces
+        let none = OLD.replace(r#""z_fonts":"wide","#, "");
+        let c: TrainConfig = serde_json::from_str(&none).unwrap();
+        assert_eq!(c.z_fonts, ZFonts::Base);
+        // a folder goes in and out as its path
+        let mut c = c;
+        c.z_fonts = ZFonts::Dir("fonts/mine".into());
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(json.contains(r#""z_fonts":"fonts/mine""#), "{json}");
+        assert_eq!(serde_json::from_str::<TrainConfig>(&json).unwrap(), c);
+    }
 }

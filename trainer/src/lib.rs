@@ -13,6 +13,7 @@ pub mod ema;
 pub mod eval;
 pub mod export;
 pub mod fastconv;
+pub mod fonts;
 pub mod fused;
 pub mod fused_bn;
 pub mod loss;

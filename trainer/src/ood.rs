@@ -9,7 +9,7 @@
 //!
 //! Two more kinds are what a camera sees: photos of the test digits drawn in ink on paper
 //! (dark on white, uneven light, JPEG) through the paper-mode preprocessing, and, for digit
-//! datasets, printed digits rendered from the system's fonts ([`crate::printed`]).
+//! datasets, printed digits rendered from the system's held-out faces ([`crate::fonts`]).
 //!
 //! And digits sketched with a round pen as on the pad (strokes of each digit, moved a little).
 
@@ -165,8 +165,9 @@ pub fn evaluate(
     let per = test.image_len();
     let n = n.min(test.len());
     let (f_real, _) = clf.features_probs(&test.images, shape)?;
+    let held_out = crate::fonts::FontSet::HeldOut;
     let fonts = if digits && shape.0 == 1 {
-        crate::printed::installed_fonts(crate::printed::FontSet::HeldOut)
+        crate::fonts::Catalogue::system(held_out).installed()
     } else {
         Vec::new()
     };
@@ -182,7 +183,7 @@ pub fn evaluate(
                 if digits && shape.0 == 1 {
                     log::warn!(
                         "printed digits skipped: no font installed (apt install {})",
-                        crate::printed::FontSet::HeldOut.packages()
+                        held_out.packages()
                     );
                 }
                 continue;
@@ -192,7 +193,7 @@ pub fn evaluate(
                 let mut rng = rand::rngs::StdRng::seed_from_u64(mix(seed, 0, k as u64));
                 for i in 0..n {
                     face_of.push((i / 10) % fonts.len());
-                    let font = &fonts[(i / 10) % fonts.len()].1;
+                    let font = &fonts[(i / 10) % fonts.len()].font;
                     let digit = (i % 10) as u8;
                     input.extend(crate::printed::render_digit(
                         font,
@@ -231,7 +232,7 @@ pub fn evaluate(
         let (feat_in, p_in) = clf.features_probs(&input, shape)?;
         let (feat_f, p_f) = clf.features_probs(&f, shape)?;
         let (feat_ff, p_ff) = clf.features_probs(&ff, shape)?;
-        let names: Vec<&str> = fonts.iter().map(|f| f.0.as_str()).collect();
+        let names: Vec<&str> = fonts.iter().map(|f| f.name.as_str()).collect();
         let by_face = face_rows(&face_of, &names, &truth, &p_in, &p_f);
         rows.push(OodRow {
             by_face,

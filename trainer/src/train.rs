@@ -117,7 +117,7 @@ pub struct Trainer {
     pub train: Dataset,
     pub test: Dataset,
     /// The training faces, loaded when `z_printed` > 0.
-    fonts: Vec<ab_glyph::FontVec>,
+    fonts: Vec<crate::fonts::Face>,
     /// The restoration candidates of each class, when printed digits are restored
     /// (`restore_printed`): all its training images, or those of typical ink
     /// ([`RestoreMatch::Typical`]).
@@ -182,11 +182,13 @@ impl Trainer {
             if (train.channels, train.height) != (1, 28) {
                 bail!("--z-printed renders 28x28 gray digits; this data is not MNIST-like");
             }
-            let fonts = config.z_fonts;
-            crate::printed::all_fonts(fonts.set()).map_err(|e| {
-                let name = format!("{fonts:?}").to_lowercase();
-                anyhow::anyhow!("--z-printed with --z-fonts {name} needs each of its faces: {e:#}")
-            })?
+            let fonts = &config.z_fonts;
+            fonts
+                .catalogue()
+                .and_then(|c| c.load_all())
+                .with_context(|| {
+                    format!("--z-printed with --z-fonts {fonts} needs each of its faces")
+                })?
         } else {
             Vec::new()
         };
@@ -259,7 +261,7 @@ impl Trainer {
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(mix(seed, step, 0xf0e7));
         for _ in 0..printed {
-            let font = &self.fonts[rand::Rng::random_range(&mut rng, 0..self.fonts.len())];
+            let font = &self.fonts[rand::Rng::random_range(&mut rng, 0..self.fonts.len())].font;
             let digit = rand::Rng::random_range(&mut rng, 0..10u8);
             let img = crate::printed::render_digit(font, digit, h, &mut rng)?;
             if self.config.loss.restore_printed {
@@ -481,7 +483,7 @@ fn starting_state(
         let mut ck = checkpoint::load(&src)
             .with_context(|| format!("{}: cannot start from this run", from.display()))?;
         log::info!(
-            "starting {} from {} at step {} with z-mix {}, z-printed {}, z-fonts {:?}, z-tight {:?}, z-bn {:?}, lr {}, lambda-restore {}, restore-printed {} (were {}, {}, {:?}, {:?}, {:?}, {}, {}, {})",
+            "starting {} from {} at step {} with z-mix {}, z-printed {}, z-fonts {}, z-tight {:?}, z-bn {:?}, lr {}, lambda-restore {}, restore-printed {} (were {}, {}, {}, {:?}, {:?}, {}, {}, {})",
             opts.out.display(),
             src.display(),
             ck.step,
@@ -515,7 +517,7 @@ fn starting_state(
         }
         ck.config.z_mix = config.z_mix;
         ck.config.z_printed = config.z_printed;
-        ck.config.z_fonts = config.z_fonts;
+        ck.config.z_fonts = config.z_fonts.clone();
         if ck.config.ema != config.ema {
             log::info!(
                 "weight average --ema {} (was {})",

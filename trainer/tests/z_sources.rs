@@ -7,14 +7,19 @@ use ign_train::model::{ModelConfig, Norm};
 use ign_train::noise::NoiseKind;
 use ign_train::optim::AdamConfig;
 use ign_train::train::{TrainConfig, Trainer, ZFonts};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 fn trainer(z_mix: f64, z_printed: f64) -> anyhow::Result<Trainer> {
     trainer_with(z_mix, z_printed, LossConfig::default())
 }
 
 fn trainer_with(z_mix: f64, z_printed: f64, loss: LossConfig) -> anyhow::Result<Trainer> {
-    trainer_fonts(z_mix, z_printed, loss, ZFonts::Base)
+    trainer_fonts(z_mix, z_printed, loss, ZFonts::Dir(fixture_fonts()))
+}
+
+/// The committed faces (the Go fonts, trainer/tests/fixtures/fonts/LICENSE).
+fn fixture_fonts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fonts")
 }
 
 fn trainer_fonts(
@@ -57,13 +62,6 @@ fn background(img: &[f32]) -> f64 {
 
 #[test]
 fn printed_digits_fill_their_share_of_z_deterministically() {
-    let fonts = ign_train::printed::installed_fonts(ign_train::printed::FontSet::Train);
-    if fonts.is_empty() {
-        // the error names the packages instead
-        let err = trainer(0.0, 0.25).err().unwrap().to_string();
-        assert!(err.contains("fonts-dejavu-core"), "{err}");
-        return;
-    }
     let t = trainer(0.25, 0.25).unwrap();
     let z = t.noise_batch(17, 8).unwrap();
     assert_eq!(z.dims(), &[8, 1, 28, 28]);
@@ -148,23 +146,19 @@ fn restoration_without_corrupted_z_is_refused() {
     assert!(err.contains("at least 0"), "{err}");
 }
 
-/// `--z-fonts wide` renders z's printed digits from more faces with the same draws: the noise
-/// and the corrupted digits stay as they were, the printed digits change (and stay digits).
+/// Other faces (`--z-fonts wide`, or here a folder of more faces) render z's printed digits
+/// with the same draws: the noise and the corrupted digits stay as they were, the printed
+/// digits change (and stay digits).
 #[test]
-fn wide_fonts_change_only_the_printed_digits() {
-    let wide = trainer_fonts(0.25, 0.25, LossConfig::default(), ZFonts::Wide);
-    let all = ign_train::printed::FontSet::TrainWide.files().len();
-    if ign_train::printed::installed_fonts(ign_train::printed::FontSet::TrainWide).len() < all {
-        // a run must not depend on which faces happen to be installed: the error names them
-        let err = format!("{:#}", wide.err().expect("a face is missing"));
-        assert!(
-            err.contains("apt-get install") && err.contains("fonts-lato"),
-            "{err}"
-        );
-        return;
+fn other_faces_change_only_the_printed_digits() {
+    // two of the four fixture faces against all four
+    let few = tempfile::tempdir().unwrap();
+    for face in ["Go-Mono.ttf", "Go-Regular.ttf"] {
+        std::fs::copy(fixture_fonts().join(face), few.path().join(face)).unwrap();
     }
-    let base = trainer(0.25, 0.25).unwrap();
-    let wide = wide.unwrap();
+    let fonts = |dir: &Path| ZFonts::Dir(dir.to_path_buf());
+    let base = trainer_fonts(0.25, 0.25, LossConfig::default(), fonts(few.path())).unwrap();
+    let wide = trainer_fonts(0.25, 0.25, LossConfig::default(), fonts(&fixture_fonts())).unwrap();
     let pixels = |t: &Trainer, step| {
         let z = t.noise_batch(step, 16).unwrap();
         z.flatten_all().unwrap().to_vec1::<f32>().unwrap()
@@ -183,17 +177,32 @@ fn wide_fonts_change_only_the_printed_digits() {
             changed += usize::from(img != &b[i * 784..(i + 1) * 784]);
         }
     }
-    // 48 of the 55 faces are new: most of 16 printed digits come from one of them
+    // a draw keeps its face only in the last quarter (Go-Regular in both): most change
     assert!(changed >= 8, "only {changed} of 16 printed digits changed");
+}
+
+/// A run's z must not depend on which faces happen to be there: a face that is missing or a
+/// folder without faces is an error naming it, never fewer faces.
+#[test]
+fn printed_digits_without_their_faces_are_refused() {
+    let empty = tempfile::tempdir().unwrap();
+    let fonts = ZFonts::Dir(empty.path().to_path_buf());
+    let err = trainer_fonts(0.0, 0.25, LossConfig::default(), fonts.clone()).err();
+    let err = format!("{:#}", err.expect("no faces"));
+    assert!(
+        err.contains("--z-fonts")
+            && err.contains(&empty.path().display().to_string())
+            && err.contains("no .ttf or .otf"),
+        "{err}"
+    );
+    // without printed digits the faces are not needed
+    assert!(trainer_fonts(0.25, 0.0, LossConfig::default(), fonts).is_ok());
 }
 
 /// `--restore-printed`: each printed digit of z gets, as its restoration target, a training
 /// digit of its class nearest to it in L1 (after the corrupted images' sources).
 #[test]
 fn printed_digits_are_restored_to_their_nearest_handwritten_digit() {
-    if ign_train::printed::installed_fonts(ign_train::printed::FontSet::Train).is_empty() {
-        return; // printed_digits_fill_their_share_of_z_deterministically checks the error
-    }
     let loss = LossConfig {
         lambda_restore: 20.0,
         restore_printed: true,
@@ -240,9 +249,6 @@ fn printed_digits_are_restored_to_their_nearest_handwritten_digit() {
 /// their class among those with the middle half of its ink, never the boldest or the faintest.
 #[test]
 fn typical_restoration_targets_have_their_class_s_middle_ink() {
-    if ign_train::printed::installed_fonts(ign_train::printed::FontSet::Train).is_empty() {
-        return; // printed_digits_fill_their_share_of_z_deterministically checks the error
-    }
     let with = |restore_match| {
         let loss = LossConfig {
             lambda_restore: 20.0,

@@ -115,9 +115,10 @@ pub struct TrainCmd {
     #[arg(long, default_value_t = 0.0)]
     pub z_printed: f64,
     /// Faces of --z-printed: base (DejaVu and Liberation, 7 faces: fonts-dejavu-core
-    /// fonts-liberation2) or wide (those and 48 more: italics, light to black weights,
-    /// condensed, rounded, hand-lettered; the packages are named if one is missing).
-    #[arg(long, value_enum, default_value = "base")]
+    /// fonts-liberation2), wide (those and 48 more: italics, light to black weights,
+    /// condensed, rounded, hand-lettered; the packages are named if one is missing) or a
+    /// folder (every .ttf/.otf file in it, sorted by name; ./base for a folder named base).
+    #[arg(long, value_name = "base|wide|DIR", default_value = "base")]
     pub z_fonts: crate::train::ZFonts,
     /// Which z the tightness term sees: all (the paper's objective) or noise (corrupted and
     /// printed digits then feed the idempotence term alone).
