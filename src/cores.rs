@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 /// assert_eq!(ign_edge::cores::parse_list("0,2-3").unwrap(), vec![0, 2, 3]);
 /// ```
 pub fn resolve(spec: &str) -> Result<Vec<usize>> {
-    let n = crate::backend::cpu::available_cores();
+    let n = ign_core::backend::cpu::available_cores();
     match spec {
         "all" => Ok((0..online_cores().max(n)).collect()),
         "big" | "little" => {

@@ -202,7 +202,7 @@ pub fn slerp(a: &[f32], b: &[f32], t: f32) -> Vec<f32> {
 }
 
 /// How to walk between two latents.
-#[derive(Clone, Copy, Debug, clap::ValueEnum, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Path2 {
     Linear,
     Slerp,

@@ -20,6 +20,7 @@ pub mod cores;
 pub mod latent;
 pub mod pipeline;
 pub mod signals;
+pub mod web;
 
 // The model format, passes, CPU backend and imaging live in `ign-core`, shared with the
 // trainer; re-exported so that `ign_edge::model` and friends stay where users found them.

@@ -28,6 +28,7 @@ fn opts(frames: u64, steps: usize) -> LoopOptions {
         model_name: "tiny28".into(),
         precision: "fp32".into(),
         controls: None,
+        watchers: Vec::new(),
     }
 }
 
@@ -235,21 +236,37 @@ fn recorded_sources_drop_nothing() {
 
 #[test]
 fn sigterm_stops_the_binary_cleanly_with_a_summary() {
+    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ign-edge"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ign-edge"))
         .args(["run", "--source", "test", "--sink", "null", "-m"])
         .arg(fixture("tiny28.onnx"))
         .current_dir(dir.path())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // the signal goes once the loop says it runs, not after a guess at how long that takes
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            if line.starts_with("running") {
+                let _ = tx.send(());
+            }
+            all += &line;
+            all.push('\n');
+        }
+        all
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the loop says it runs");
     // SAFETY: sending a signal to our own child process by its pid.
     let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     assert_eq!(rc, 0);
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
+    let status = child.wait().unwrap();
+    let err = reader.join().unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
     assert!(err.contains("frames in") && err.contains("fps"), "{err}");
 }
 

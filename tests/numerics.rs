@@ -18,7 +18,9 @@ fn npy(name: &str, model: &Model) -> ImageBatch {
 
 fn check(model_file: &str, x: &str, y1: &str, y2: &str, threads: usize) {
     let model = Model::load(&fixture(model_file)).unwrap();
-    let mut cpu = CpuBackend::new(&model, Some(threads)).unwrap();
+    // pinned: the thread count is not left to a measurement that may keep one thread
+    let mut cpu = CpuBackend::pinned(&model, threads).unwrap();
+    assert_eq!(cpu.threads(), threads);
     let x = npy(x, &model);
     let out = cpu.project(&x, 2).unwrap();
     for (k, (got, want)) in out

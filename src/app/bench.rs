@@ -5,9 +5,9 @@
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 
-use super::pipeline::{run_pipeline, PipelineCase};
-use super::{Budget, Machine, ModelCase, ModelResult, Report};
-use crate::backend::select::{is_rknn, BackendArgs, BackendKind};
+use crate::backend::select::{is_rknn, BackendKind, BackendOptions};
+use crate::bench::pipeline::{run_pipeline, PipelineCase};
+use crate::bench::{Budget, Machine, ModelCase, ModelResult, Report};
 use crate::model::Precision;
 
 /// The pipeline suite's settings: the live loop for `frames` frames per configuration.
@@ -32,13 +32,15 @@ pub struct BenchPlan {
     pub batch: usize,
     pub budget: Budget,
     /// The NPU's options (and `--backend rknn`).
-    pub backend: BackendArgs,
+    pub backend: BackendOptions,
     /// Run the pipeline suite instead of the model suite.
     pub pipeline: Option<PipelineSettings>,
     /// Measure the matmul peak per thread count.
     pub peak: bool,
     /// Core pinning (`all`, `big`, `little`, a list).
     pub cores: Option<String>,
+    /// Board profile whose defaults fill what is not given (name, path or `auto`).
+    pub board: Option<String>,
 }
 
 /// The shipped models that are present.
@@ -115,12 +117,18 @@ impl BenchPlan {
     }
 
     fn on_npu(&self, m: &Path) -> bool {
-        self.backend.backend == BackendKind::Rknn || is_rknn(m)
+        self.backend.kind == BackendKind::Rknn || is_rknn(m)
     }
 
-    /// Check that there is a model to measure, and pin this process to the plan's cores
-    /// (before the machine is described: its core count is what the process may use).
-    pub fn prepare(&self) -> Result<()> {
+    /// Fill what is not given from the board profile, check that there is a model to
+    /// measure, and pin this process to the plan's cores (before the machine is described:
+    /// its core count is what the process may use).
+    pub fn prepare(&mut self) -> Result<()> {
+        if let Some(name) = &self.board {
+            let b = crate::board::load(name)?;
+            log::info!("board {}: {}", b.name, b.description);
+            self.apply_board(&b);
+        }
         self.models()?;
         if let Some(spec) = &self.cores {
             let cores = crate::cores::pin_spec(spec)?;
@@ -156,7 +164,7 @@ impl BenchPlan {
         &self,
         models: &[PathBuf],
         settings: &PipelineSettings,
-    ) -> Result<Vec<super::pipeline::PipelineResult>> {
+    ) -> Result<Vec<crate::bench::pipeline::PipelineResult>> {
         if models.iter().any(|m| self.on_npu(m)) {
             bail!("the pipeline suite runs on the CPU; for the NPU, time the live loop with `ign-edge run --backend rknn --sink null --frames 300 --json run.json`");
         }
@@ -208,7 +216,7 @@ impl BenchPlan {
                         results.push(if on_npu {
                             self.npu_case(&case)?
                         } else {
-                            super::run_case(&case, &self.budget)?
+                            crate::bench::run_case(&case, &self.budget)?
                         });
                     }
                 }
@@ -221,7 +229,7 @@ impl BenchPlan {
     fn add_peaks(&self, results: &mut [ModelResult]) -> Result<()> {
         let mut peaks = std::collections::BTreeMap::new();
         for &t in &self.thread_counts() {
-            peaks.insert(t, super::peak::matmul_peak_gflops(t, 512)?);
+            peaks.insert(t, crate::bench::peak::matmul_peak_gflops(t, 512)?);
         }
         for r in results.iter_mut().filter(|r| r.npu.is_none()) {
             if let Some(&p) = peaks.get(&r.threads) {
@@ -237,7 +245,7 @@ impl BenchPlan {
 
     #[cfg(feature = "rknn")]
     fn npu_case(&self, case: &ModelCase) -> Result<ModelResult> {
-        super::rknn::run_case(
+        crate::bench::rknn::run_case(
             case,
             &self.budget,
             &crate::backend::rknn::RknnOptions {
@@ -264,6 +272,6 @@ pub fn regressions_against(
     baseline: &Path,
     tolerance: f64,
 ) -> Result<Vec<String>> {
-    let base = super::read_report(baseline)?;
-    Ok(super::regressions(report, &base, tolerance))
+    let base = crate::bench::read_report(baseline)?;
+    Ok(crate::bench::regressions(report, &base, tolerance))
 }

@@ -2,10 +2,10 @@
 //! with a board profile's defaults merged once ([`ModelSpec::apply_board`]); and the bundled
 //! model itself.
 
-use anyhow::Result;
-use clap::Args;
+use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 
+use crate::backend::select::{self, is_rknn, BackendKind, BackendOptions, Opened};
 use crate::backend::{cpu::CpuBackend, Projector};
 use crate::model::{Model, Precision};
 
@@ -24,21 +24,17 @@ pub static EMBEDDED_NOISE_MODEL: &[u8] = include_bytes!(concat!(
     "/models/ign-mnist.noise.onnx"
 ));
 
-/// Which model to run and how (the `--model`, `--threads`, `--precision` options of every
-/// command that runs one).
-#[derive(Args, Debug, Clone, Default)]
+/// Which model to run and how (what the `--model`, `--threads`, `--precision` options of
+/// every command that runs one fill in).
+#[derive(Debug, Clone, Default)]
 pub struct ModelSpec {
-    /// ONNX model file (default: the bundled models/ign-mnist.onnx).
-    #[arg(long, short = 'm')]
+    /// The model file (`None`: the bundled models/ign-mnist.onnx).
     pub model: Option<PathBuf>,
-    /// Worker threads for tract's matrix kernels (default 1, fastest at batch 1 on small
+    /// Worker threads for tract's matrix kernels (`None`: 1, fastest at batch 1 on small
     /// models; or the board profile's).
-    #[arg(long)]
     pub threads: Option<usize>,
-    /// Precision to run: the model's variant file beside it (M.fp16.onnx, M.int8.onnx, made by
-    /// `ign-edge quantize`) or, when there is none, a conversion on the fly (int8 then
-    /// calibrates on noise only).
-    #[arg(long, value_enum)]
+    /// Precision to run: the model's variant file beside it (M.fp16.onnx, M.int8.onnx) or,
+    /// when there is none, a conversion on the fly (int8 then calibrates on noise only).
     pub precision: Option<Precision>,
 }
 
@@ -47,6 +43,39 @@ impl ModelSpec {
     pub fn apply_board(&mut self, board: &crate::board::Board) {
         self.threads.get_or_insert(board.defaults.threads);
         self.precision.get_or_insert(board.defaults.precision);
+    }
+
+    /// The threads asked for (1 when unset).
+    pub fn thread_count(&self) -> usize {
+        self.threads.unwrap_or(1)
+    }
+
+    /// Open the model on the backend `opts` chooses: a `.rknn` file on the NPU (or, with
+    /// `--backend auto`, the `.onnx` beside it on the CPU when the NPU or its runtime is
+    /// missing), anything else loaded in the chosen precision and run on the CPU.
+    pub fn open(&self, opts: &BackendOptions) -> Result<Opened> {
+        let Some(path) = self.model.as_deref().filter(|p| is_rknn(p)) else {
+            return opts.open_model(self.load()?, self.thread_count());
+        };
+        match opts.open_file(path) {
+            Ok(o) => Ok(o),
+            Err(e) if opts.kind == BackendKind::Auto => {
+                let onnx = path.with_extension("onnx");
+                if !onnx.exists() {
+                    bail!(
+                        "{e} (and no {} beside it to run on the CPU instead)",
+                        onnx.display()
+                    );
+                }
+                log::warn!("{e}; running {} on the CPU instead", onnx.display());
+                let spec = ModelSpec {
+                    model: Some(onnx),
+                    ..self.clone()
+                };
+                opts.open_model(spec.load()?, spec.thread_count())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Load the chosen model (or the bundled one) in the chosen precision.
@@ -76,23 +105,22 @@ impl ModelSpec {
 
     /// `model` and its noise variant (when it has one) on the CPU, with these threads.
     pub fn projector(&self, model: &Model) -> Result<Projector<CpuBackend>> {
-        let noise = self.noise_variant(model)?;
-        let p = Projector::new(
+        Ok(Projector::new(
             Box::new(self.backend(model)?),
-            noise
-                .map(|m| CpuBackend::new(&m, Some(self.threads.unwrap_or(1))).map(Box::new))
-                .transpose()?,
-        );
-        Ok(p)
+            self.noise_backend(model)?,
+        ))
     }
 
-    /// The CPU backend for a loaded model (prints a notice when an fp16 model runs in fp32).
+    /// The noise variant of `model` on the CPU with these threads, if it has one.
+    pub fn noise_backend(&self, model: &Model) -> Result<Option<Box<CpuBackend>>> {
+        self.noise_variant(model)?
+            .map(|m| CpuBackend::new(&m, Some(self.thread_count())).map(Box::new))
+            .transpose()
+    }
+
+    /// The CPU backend for a loaded model (a warning when it cannot run as asked).
     pub fn backend(&self, model: &Model) -> Result<CpuBackend> {
-        let b = CpuBackend::new(model, Some(self.threads.unwrap_or(1)))?;
-        if let Some(n) = b.notice() {
-            log::warn!("{n}");
-        }
-        Ok(b)
+        select::cpu(model, self.thread_count())
     }
 }
 
@@ -103,5 +131,14 @@ pub fn load_default_model() -> Result<Model> {
         Model::load(p)
     } else {
         Model::from_bytes(Path::new("<bundled ign-mnist.onnx>"), EMBEDDED_MODEL)
+    }
+}
+
+/// Fill `--backend` from a board profile when the user left it at auto.
+pub fn apply_board_to_backend(opts: &mut BackendOptions, board: &crate::board::Board) {
+    if opts.kind == BackendKind::Auto {
+        if let Ok(k) = board.defaults.backend.parse() {
+            opts.kind = k;
+        }
     }
 }

@@ -3,95 +3,73 @@
 //! run the same code (docs/ARCHITECTURE.md, "Crates and layers").
 
 use anyhow::{bail, Result};
-use clap::Args;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::app::model_spec::ModelSpec;
-use crate::backend::select::{BackendArgs, Opened};
+use crate::backend::select::{BackendOptions, Opened};
 use crate::backend::Backend;
 use crate::model::{Model, ModelInfo, Precision};
 use crate::pipeline::{self, preprocess::Preprocess, preprocess::Rect, sink, source, Summary};
 
 /// The live loop's settings: model, backend, source, sinks, steps, the web page's token,
 /// camera and canvas options (the options of `ign-edge run`, documented there).
-#[derive(Args, Debug, Clone)]
+#[derive(Debug, Clone)]
 pub struct RunConfig {
-    #[command(flatten)]
     pub model: ModelSpec,
-    #[command(flatten)]
-    pub backend: BackendArgs,
+    pub backend: BackendOptions,
     /// Frame source (default: test, or the board profile's).
-    #[arg(long)]
     pub source: Option<String>,
     /// Display sink, repeat for several (default: null, or the board profile's).
-    #[arg(long = "sink")]
     pub sinks: Vec<String>,
     /// Board profile whose defaults (source, sink, precision, threads, cores) fill what is not
     /// given: rpi4, rpi5, rk3588, auto (from /proc/device-tree/model) or a board.toml.
-    #[arg(long)]
     pub board: Option<String>,
     /// http sink: require this token on every request (?token=... or Authorization: Bearer).
     /// Visible in `ps`: prefer --http-token-file or the IGN_EDGE_HTTP_TOKEN variable.
-    #[arg(long)]
     pub http_token: Option<String>,
     /// http sink: read the token from this file's first line (keep it mode 0640 or tighter).
-    #[arg(long, conflicts_with = "http_token")]
     pub http_token_file: Option<PathBuf>,
     /// http sink: most MJPEG stream clients at once (then 503).
-    #[arg(long, default_value_t = 8)]
     pub http_max_clients: usize,
     /// Applications of f per frame (2 or more adds an f^k panel).
-    #[arg(long, short = 'k', default_value_t = 1)]
     pub steps: usize,
     /// Stop after N frames (default: run until the source ends or Ctrl-C).
-    #[arg(long)]
     pub frames: Option<u64>,
     /// Start files and folders again at their end.
-    #[arg(long = "loop")]
     pub looping: bool,
     /// Dark ink on white paper: invert and stretch so a drawing looks like the training data.
-    #[arg(long)]
     pub paper: bool,
     /// Region of the frame fed to the model, x,y,w,h in pixels (default: centered square).
-    #[arg(long)]
     pub roi: Option<Rect>,
     /// Canvas size for png/gif/null sinks, WxH.
-    #[arg(long, default_value = "480x200")]
     pub size: String,
     /// png sink: write every Nth frame.
-    #[arg(long, default_value_t = 1)]
     pub every: u64,
     /// fb sink on a plain file: WxH:bpp (16, 24 or 32).
-    #[arg(long)]
     pub fb_geometry: Option<String>,
     /// Frame rate of the test source (0: as fast as the loop takes them).
-    #[arg(long, default_value_t = 30.0)]
     pub fps: f64,
     /// Camera resolution for v4l2 and rpicam, WxH.
-    #[arg(long, default_value = "640x480")]
     pub camera_size: String,
     /// Camera frame rate for v4l2 and rpicam (0: the camera's default; rpicam: 30).
-    #[arg(long, default_value_t = 0.0)]
     pub camera_fps: f64,
     /// Camera pixel format for v4l2.
-    #[arg(long, value_enum, default_value_t)]
     pub camera_format: source::CameraFormat,
     /// Write the summary as JSON.
-    #[arg(long)]
     pub json: Option<PathBuf>,
     /// Pin to these CPU cores: all, big (e.g. RK3588's Cortex-A76 4-7), little, or a list.
-    #[arg(long)]
     pub cores: Option<String>,
 }
 
 impl Default for RunConfig {
-    /// The command line's defaults (a test checks that they agree).
+    /// The defaults of `ign-edge run` and of the service (the command line takes its own from
+    /// here).
     fn default() -> Self {
         RunConfig {
             model: ModelSpec::default(),
-            backend: BackendArgs::default(),
+            backend: BackendOptions::default(),
             source: None,
             sinks: Vec::new(),
             board: None,
@@ -116,6 +94,11 @@ impl Default for RunConfig {
     }
 }
 
+/// Whether a `--sink` spec names the web page (`http` or `http:addr:port`).
+fn is_web(spec: &str) -> bool {
+    spec == "http" || spec.starts_with("http:")
+}
+
 fn parse_size(s: &str) -> Result<(u32, u32)> {
     let (w, h) = s
         .split_once('x')
@@ -134,7 +117,7 @@ impl RunConfig {
             let b = crate::board::load(name)?;
             log::info!("board {}: {}", b.name, b.description);
             self.model.apply_board(&b);
-            self.backend.apply_board(&b);
+            crate::app::model_spec::apply_board_to_backend(&mut self.backend, &b);
             self.source.get_or_insert(b.defaults.source.clone());
             if self.sinks.is_empty() {
                 self.sinks.push(b.defaults.sink.clone());
@@ -151,7 +134,24 @@ impl RunConfig {
     /// Whether a web page is among the sinks (its controls can then switch the variants
     /// beside the model while running).
     fn web(&self) -> bool {
-        self.sinks.iter().any(|s| s.starts_with("http"))
+        self.sinks.iter().any(|s| is_web(s))
+    }
+
+    /// The web page's address (`http:[addr:port]` among the sinks: `""` for the default),
+    /// and the sinks proper; more than one page is refused.
+    fn split_sinks(&self) -> Result<(Option<String>, Vec<String>)> {
+        let (web, sinks): (Vec<&String>, Vec<&String>) = self.sinks.iter().partition(|s| is_web(s));
+        if web.len() > 1 {
+            bail!("give --sink http: once: one web page serves every browser");
+        }
+        let addr = web
+            .first()
+            .map(|s| s.split_once(':').map_or("", |(_, a)| a).to_string());
+        let mut sinks: Vec<String> = sinks.into_iter().cloned().collect();
+        if sinks.is_empty() {
+            sinks.push("null".into());
+        }
+        Ok((addr, sinks))
     }
 
     fn source_options(&self, stop: &Arc<AtomicBool>) -> Result<source::SourceOptions> {
@@ -212,10 +212,10 @@ pub fn run(mut config: RunConfig) -> Result<Summary> {
     let web = c.web();
     // Checked before anything loads: an empty or unreadable token ends the run at once.
     let http_token = if web {
-        sink::http::resolve_token(
+        crate::web::resolve_token(
             c.http_token.as_deref(),
             c.http_token_file.as_deref(),
-            std::env::var_os(sink::http::TOKEN_ENV),
+            std::env::var_os(crate::web::TOKEN_ENV),
         )?
     } else {
         None
@@ -224,7 +224,7 @@ pub fn run(mut config: RunConfig) -> Result<Summary> {
         let cores = crate::cores::pin_spec(spec)?;
         log::info!("pinned to cores {cores:?}");
     }
-    let opened = c.backend.open(&c.model)?;
+    let opened = c.model.open(&c.backend)?;
     let info = opened.info.clone();
     // Until the source is open, a signal ends the process (opening it may wait for a
     // camera or a pipe); from then on it asks the loop to stop.
@@ -234,15 +234,10 @@ pub fn run(mut config: RunConfig) -> Result<Summary> {
     // From here a signal asks the loop to stop (before the sinks print where they serve
     // and "running" is printed, so whoever waits for those lines can stop it cleanly).
     crate::signals::stop_on_signals(&stop)?;
-    let web_model = web_model(&opened, &info, web)?;
     let variants = precision_variants(&opened, &info, web)?;
     let controls = web.then(|| {
         pipeline::controls::Controls::new(c.steps, c.paper, variants.iter().map(|v| v.0).collect())
     });
-    let web_noise = match &web_model {
-        Some(m) => c.model.noise_variant(m)?,
-        None => None,
-    };
     let sink_opts = sink::SinkOptions {
         size: parse_size(&c.size)?,
         every: c.every,
@@ -251,15 +246,15 @@ pub fn run(mut config: RunConfig) -> Result<Summary> {
             .as_deref()
             .map(sink::parse_geometry)
             .transpose()?,
-        http: controls.as_ref().map(|ctl| sink::http::HttpOptions {
-            model: web_model.clone().expect("loaded for the web sink"),
-            noise_model: web_noise.clone(),
-            token: http_token.clone(),
-            max_clients: c.http_max_clients.max(1),
-            controls: ctl.clone(),
-        }),
     };
-    let snk = sink::open_all(&c.sinks, &sink_opts)?;
+    let (web_addr, sink_specs) = c.split_sinks()?;
+    let snk = sink::open_all(&sink_specs, &sink_opts)?;
+    let page = match (&web_addr, &controls) {
+        (Some(addr), Some(ctl)) => Some(start_page(c, addr, &opened, ctl, http_token)?),
+        _ => None,
+    };
+    let watchers: Vec<Arc<dyn pipeline::feed::Watcher>> =
+        page.iter().map(|p| p.watcher()).collect();
     let pre = Preprocess {
         channels: info.channels,
         height: info.height,
@@ -272,10 +267,14 @@ pub fn run(mut config: RunConfig) -> Result<Summary> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let shown_on = match &page {
+        Some(p) => format!("{} + {}", snk.describe(), p.describe()),
+        None => snk.describe(),
+    };
     log::info!(
         "running {} -> {} ({}, k={}){}",
         src.describe(),
-        snk.describe(),
+        shown_on,
         name,
         c.steps,
         c.frames
@@ -289,8 +288,47 @@ pub fn run(mut config: RunConfig) -> Result<Summary> {
         model_name: name,
         precision: info.precision.to_string(),
         controls,
+        watchers,
     };
-    let mut backend = opened.backend;
+    let result = run_variants(c, opened.backend, &variants, src, &pre, snk, &opts);
+    drop(page); // the page stops serving once the loop has ended
+    result
+}
+
+/// The web page at `addr`, serving the loop's stream and figures, with the pad on its own
+/// copy of the ONNX model (beside a `.rknn` one too) and the loop's `controls`.
+fn start_page(
+    c: &RunConfig,
+    addr: &str,
+    opened: &Opened,
+    controls: &Arc<pipeline::controls::Controls>,
+    token: Option<String>,
+) -> Result<crate::web::WebServer> {
+    let model = web_model(opened, &opened.info, true)?.expect("loaded for the web page");
+    let noise_model = c.model.noise_variant(&model)?;
+    crate::web::WebServer::start(
+        addr,
+        crate::web::WebOptions {
+            model,
+            noise_model,
+            token,
+            max_clients: c.http_max_clients.max(1),
+            controls: controls.clone(),
+        },
+    )
+}
+
+/// The loop on `backend`, or, when the page may switch between precision `variants`, on a
+/// backend that switches between them.
+fn run_variants(
+    c: &RunConfig,
+    backend: Box<dyn Backend>,
+    variants: &[(Precision, Option<Model>)],
+    src: Box<dyn source::Source>,
+    pre: &Preprocess,
+    snk: Box<dyn sink::Sink>,
+    opts: &pipeline::LoopOptions,
+) -> Result<Summary> {
     match &opts.controls {
         Some(ctl) if variants.len() > 1 => {
             let mut backends = vec![backend];
@@ -301,28 +339,11 @@ pub fn run(mut config: RunConfig) -> Result<Summary> {
                 backends,
                 controls: ctl.clone(),
             };
-            pipeline::run_loop(src, &mut switch, &pre, snk, &opts)
+            pipeline::run_loop(src, &mut switch, pre, snk, opts)
         }
-        _ => pipeline::run_loop(src, backend.as_mut(), &pre, snk, &opts),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Wrap {
-        #[command(flatten)]
-        config: RunConfig,
-    }
-
-    /// `RunConfig::default()` (what the service starts from) is what the command line gives
-    /// with no option.
-    #[test]
-    fn defaults_agree_with_the_command_line() {
-        let parsed = Wrap::try_parse_from(["run"]).unwrap().config;
-        assert_eq!(format!("{:?}", RunConfig::default()), format!("{parsed:?}"));
+        _ => {
+            let mut backend = backend;
+            pipeline::run_loop(src, backend.as_mut(), pre, snk, opts)
+        }
     }
 }

@@ -1,16 +1,17 @@
-//! `--backend cpu|rknn|auto`: open the chosen backend for a model file.
+//! `--backend cpu|rknn|auto`: open the chosen backend for a loaded ONNX model or a compiled
+//! NPU model file. Which model, in which precision, and the fallback from the NPU to the CPU
+//! are the application's ([`crate::app::model_spec::ModelSpec::open`]).
 
 use anyhow::{bail, Result};
-use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 
+use super::cpu::CpuBackend;
 use super::rknn::cores::NpuCores;
 use super::Backend;
-use crate::app::model_spec::ModelSpec;
 use crate::model::{Model, ModelInfo};
 
 /// Which backend runs the model.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BackendKind {
     /// `rknn` for a `.rknn` model (falling back to the CPU with the `.onnx` beside it when the
     /// NPU or its runtime is missing), `cpu` otherwise.
@@ -22,23 +23,33 @@ pub enum BackendKind {
     Rknn,
 }
 
-/// Backend options of `project`, `run` and `bench`.
-#[derive(Args, Debug, Clone, Default)]
-pub struct BackendArgs {
-    /// Backend: auto (rknn for .rknn models, else cpu), cpu or rknn.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub backend: BackendKind,
-    /// NPU cores for --backend rknn: auto, 0, 1, 2, 0-1, 0-2 (one context per core, used
-    /// round-robin; frames stay in order).
-    #[arg(long, default_value = "auto")]
+impl BackendKind {
+    /// The names `--backend` takes, in the order of the variants.
+    pub const NAMES: [&'static str; 3] = ["auto", "cpu", "rknn"];
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(BackendKind::Auto),
+            "cpu" => Ok(BackendKind::Cpu),
+            "rknn" => Ok(BackendKind::Rknn),
+            _ => bail!("{s}: not a backend; use auto, cpu or rknn"),
+        }
+    }
+}
+
+/// How to open a backend: which one, and the NPU's settings.
+#[derive(Debug, Clone, Default)]
+pub struct BackendOptions {
+    pub kind: BackendKind,
+    /// NPU cores, one context each, used round-robin.
     pub npu_cores: NpuCores,
-    /// The NPU runtime library (default: $IGN_EDGE_RKNN_LIB, then librknnrt.so on the
-    /// loader's path and in /usr/lib).
-    #[arg(long)]
+    /// The NPU runtime library (default: `$IGN_EDGE_RKNN_LIB`, then the loader's path).
     pub rknn_lib: Option<PathBuf>,
-    /// NPU int8 models: feed the model's own int8 tensor (pass_through) instead of uint8
-    /// NHWC pixels that the runtime normalizes (the default, as in Rockchip's examples).
-    #[arg(long)]
+    /// Feed NPU int8 models their own int8 tensor instead of uint8 pixels.
     pub npu_pass_through: bool,
 }
 
@@ -57,54 +68,34 @@ pub fn is_rknn(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-impl BackendArgs {
-    /// Fill `--backend` from a board profile when the user left it at auto.
-    pub fn apply_board(&mut self, board: &crate::board::Board) {
-        if self.backend == BackendKind::Auto {
-            if let Ok(k) = BackendKind::from_str(&board.defaults.backend, true) {
-                self.backend = k;
-            }
-        }
-    }
-
-    /// Open the model of `model` on the chosen backend.
-    pub fn open(&self, model: &ModelSpec) -> Result<Opened> {
-        let path = model.model.clone();
-        let rknn_model = path.as_deref().map(is_rknn).unwrap_or(false);
-        match (self.backend, rknn_model) {
-            (BackendKind::Rknn, false) => bail!(
+impl BackendOptions {
+    /// Run a loaded ONNX model on the CPU with `threads` (refused with `--backend rknn`,
+    /// which runs compiled `.rknn` files).
+    pub fn open_model(&self, model: Model, threads: usize) -> Result<Opened> {
+        if self.kind == BackendKind::Rknn {
+            bail!(
                 "{}: --backend rknn runs a .rknn model compiled by rknn-toolkit2 from the ONNX \
                  file (see `ign-edge rknn-prep --help` and boards/rk3588/README.md)",
-                path.as_deref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| "the bundled model".into())
-            ),
-            (BackendKind::Cpu, true) => bail!(
-                "{}: the CPU backend runs ONNX models; give the .onnx file or use --backend rknn",
-                path.as_deref().expect("rknn path").display()
-            ),
-            (BackendKind::Cpu, false) | (BackendKind::Auto, false) => cpu(model),
-            (kind, true) => {
-                let p = path.expect("rknn path");
-                match self.open_rknn(&p) {
-                    Ok(o) => Ok(o),
-                    Err(e) if kind == BackendKind::Auto => {
-                        let onnx = p.with_extension("onnx");
-                        if !onnx.exists() {
-                            bail!(
-                                "{e} (and no {} beside it to run on the CPU instead)",
-                                onnx.display()
-                            );
-                        }
-                        log::warn!("notice: {e}; running {} on the CPU instead", onnx.display());
-                        let mut m = model.clone();
-                        m.model = Some(onnx);
-                        cpu(&m)
-                    }
-                    Err(e) => Err(e),
-                }
-            }
+                model.info.path.display()
+            );
         }
+        let b = cpu(&model, threads)?;
+        Ok(Opened {
+            info: model.info.clone(),
+            backend: Box::new(b),
+            model: Some(model),
+        })
+    }
+
+    /// Open a compiled NPU model file (refused with `--backend cpu`).
+    pub fn open_file(&self, path: &Path) -> Result<Opened> {
+        if self.kind == BackendKind::Cpu {
+            bail!(
+                "{}: the CPU backend runs ONNX models; give the .onnx file or use --backend rknn",
+                path.display()
+            );
+        }
+        self.open_rknn(path)
     }
 
     #[cfg(feature = "rknn")]
@@ -134,12 +125,12 @@ impl BackendArgs {
     }
 }
 
-fn cpu(model: &ModelSpec) -> Result<Opened> {
-    let m = model.load()?;
-    let b = model.backend(&m)?;
-    Ok(Opened {
-        info: m.info.clone(),
-        backend: Box::new(b),
-        model: Some(m),
-    })
+/// The CPU backend of `model` on `threads`, with a warning when it cannot run as asked (an
+/// fp16 model on a CPU without fp16 arithmetic, threads that measured slower than one).
+pub fn cpu(model: &Model, threads: usize) -> Result<CpuBackend> {
+    let b = CpuBackend::new(model, Some(threads))?;
+    if let Some(n) = b.notice() {
+        log::warn!("{n}");
+    }
+    Ok(b)
 }

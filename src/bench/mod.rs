@@ -17,7 +17,6 @@
 pub mod machine;
 pub mod peak;
 pub mod pipeline;
-pub mod plan;
 #[cfg(feature = "rknn")]
 pub mod rknn;
 pub use ign_core::stats;
@@ -203,36 +202,66 @@ pub fn measure(
     })
 }
 
-/// The results as CSV (one row per configuration).
-pub fn csv(results: &[ModelResult]) -> String {
-    let mut s = String::from("model,precision,backend,threads,steps,batch,load_ms,first_inference_ms,load_to_first_output_ms,p50_us,p90_us,p99_us,max_us,mean_us,std_us,images_per_s,flops,gflops_per_s,fraction_of_peak,peak_rss_bytes\n");
+/// One row of [`csv`]: a configuration's figures, flat.
+#[derive(serde::Serialize)]
+struct CsvRow<'a> {
+    model: &'a str,
+    precision: crate::model::Precision,
+    backend: &'a str,
+    threads: usize,
+    steps: usize,
+    batch: usize,
+    load_ms: f64,
+    first_inference_ms: f64,
+    load_to_first_output_ms: f64,
+    p50_us: f64,
+    p90_us: f64,
+    p99_us: f64,
+    max_us: f64,
+    mean_us: f64,
+    std_us: f64,
+    images_per_s: f64,
+    flops: u64,
+    gflops_per_s: f64,
+    fraction_of_peak: Option<f64>,
+    peak_rss_bytes: Option<u64>,
+}
+
+/// `x` to `d` decimals, so that the CSV shows what was measured and not float noise.
+fn round(x: f64, d: i32) -> f64 {
+    let m = 10f64.powi(d);
+    (x * m).round() / m
+}
+
+/// The results as CSV (one row per configuration, a header; fields quoted where needed).
+pub fn csv(results: &[ModelResult]) -> anyhow::Result<Vec<u8>> {
+    let mut w = ::csv::Writer::from_writer(Vec::new());
     for r in results {
         let l = &r.latency;
-        s += &format!(
-            "{},{},{},{},{},{},{:.3},{:.3},{:.3},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{},{:.3},{},{}\n",
-            r.model,
-            r.precision,
-            r.backend,
-            r.threads,
-            r.steps,
-            r.batch,
-            r.load_ms,
-            r.first_inference_ms,
-            r.load_to_first_output_ms,
-            l.p50_us,
-            l.p90_us,
-            l.p99_us,
-            l.max_us,
-            l.mean_us,
-            l.std_us,
-            r.images_per_s,
-            r.flops,
-            r.gflops_per_s,
-            r.fraction_of_peak.map(|f| format!("{f:.4}")).unwrap_or_default(),
-            r.peak_rss_bytes.map(|b| b.to_string()).unwrap_or_default()
-        );
+        w.serialize(CsvRow {
+            model: &r.model,
+            precision: r.precision,
+            backend: &r.backend,
+            threads: r.threads,
+            steps: r.steps,
+            batch: r.batch,
+            load_ms: round(r.load_ms, 3),
+            first_inference_ms: round(r.first_inference_ms, 3),
+            load_to_first_output_ms: round(r.load_to_first_output_ms, 3),
+            p50_us: round(l.p50_us, 1),
+            p90_us: round(l.p90_us, 1),
+            p99_us: round(l.p99_us, 1),
+            max_us: round(l.max_us, 1),
+            mean_us: round(l.mean_us, 1),
+            std_us: round(l.std_us, 1),
+            images_per_s: round(r.images_per_s, 1),
+            flops: r.flops,
+            gflops_per_s: round(r.gflops_per_s, 3),
+            fraction_of_peak: r.fraction_of_peak.map(|f| round(f, 4)),
+            peak_rss_bytes: r.peak_rss_bytes,
+        })?;
     }
-    s
+    Ok(w.into_inner()?)
 }
 
 /// A latency CDF per configuration (x: microseconds, y: fraction of runs).

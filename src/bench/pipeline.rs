@@ -73,7 +73,6 @@ pub fn run_pipeline(case: &PipelineCase) -> Result<PipelineResult> {
             size: (480, 200),
             every: 1,
             fb_geometry: None,
-            http: None,
         },
     )?;
     let pre = Preprocess {
@@ -96,6 +95,7 @@ pub fn run_pipeline(case: &PipelineCase) -> Result<PipelineResult> {
         model_name: name.clone(),
         precision: model.info.precision.to_string(),
         controls: None,
+        watchers: Vec::new(),
     };
     let backend_name = backend.name();
     // The model alone, on a frame of the same source, around the loop (the host drifts).

@@ -5,8 +5,8 @@ use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::backend::select::BackendArgs;
-use crate::bench::plan::{regressions_against, BenchPlan, PipelineSettings};
+use super::args::{choice, BackendArgs};
+use crate::app::bench::{regressions_against, BenchPlan, PipelineSettings};
 use crate::bench::{self, Budget, Machine, Report};
 use crate::model::Precision;
 
@@ -31,7 +31,7 @@ pub struct BenchCmd {
     /// Precisions (default: each model's own, plus its int8 variant file and, on CPUs with
     /// fp16 arithmetic, its fp16 one, when they exist beside it). A precision without a
     /// variant file is converted on load (int8 then calibrates on noise).
-    #[arg(long = "precision", value_enum)]
+    #[arg(long = "precision", value_parser = choice::<Precision>(&Precision::NAMES))]
     pub precisions: Vec<Precision>,
     /// Thread counts (default: 1 and all cores).
     #[arg(long = "threads")]
@@ -96,9 +96,9 @@ pub struct BenchCmd {
 }
 
 impl BenchCmd {
-    /// The plan this command line asks for (a board profile's defaults merged in).
-    fn plan(&self) -> Result<BenchPlan> {
-        let mut plan = BenchPlan {
+    /// The plan this command line asks for.
+    fn plan(&self) -> BenchPlan {
+        BenchPlan {
             models: self.models.clone(),
             precisions: self.precisions.clone(),
             threads: self.threads.clone(),
@@ -110,7 +110,7 @@ impl BenchCmd {
                 duration: self.duration.map(Duration::from_secs_f64),
                 profile: self.profile,
             },
-            backend: self.backend.clone(),
+            backend: self.backend.clone().into(),
             pipeline: self.pipeline.then(|| PipelineSettings {
                 frames: self.frames,
                 source: self.source.clone(),
@@ -118,17 +118,12 @@ impl BenchCmd {
             }),
             peak: !self.no_peak,
             cores: self.cores.clone(),
-        };
-        if let Some(name) = &self.board {
-            let b = crate::board::load(name)?;
-            eprintln!("board {}: {}", b.name, b.description);
-            plan.apply_board(&b);
+            board: self.board.clone(),
         }
-        Ok(plan)
     }
 
     pub fn run(self) -> Result<()> {
-        let plan = self.plan()?;
+        let mut plan = self.plan();
         plan.prepare()?;
         let machine = Machine::detect();
         if let Some(b) = machine.board.as_deref().and_then(crate::board::for_model) {
@@ -189,7 +184,7 @@ impl BenchCmd {
             print!("{}", bench::profile_table(r));
         }
         if let Some(c) = &self.csv {
-            crate::fsio::atomic_write(c, bench::csv(results).as_bytes())?;
+            crate::fsio::atomic_write(c, &bench::csv(results)?)?;
             eprintln!("wrote {}", c.display());
         }
         if let Some(p) = &self.plot {

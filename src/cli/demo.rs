@@ -5,6 +5,7 @@ use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use super::args::ModelArgs;
 use crate::app::model_spec::ModelSpec;
 use crate::tensor::ImageBatch;
 use crate::{fsio, imaging, inputs};
@@ -27,7 +28,7 @@ static SKETCH_PNG: &[u8] = include_bytes!(concat!(
 #[derive(Args, Debug)]
 pub struct DemoCmd {
     #[command(flatten)]
-    pub model: ModelSpec,
+    pub model: ModelArgs,
     /// Output PNG.
     #[arg(long, short = 'o', default_value = "ign-demo.png")]
     pub out: PathBuf,
@@ -46,9 +47,10 @@ fn decode_bundled(bytes: &[u8], info: &crate::model::ModelInfo) -> Result<ImageB
 
 impl DemoCmd {
     pub fn run(self) -> Result<()> {
+        let spec = ModelSpec::from(self.model.clone());
         let steps = self.steps.max(1);
         let t = Instant::now();
-        let model = self.model.load()?;
+        let model = spec.load()?;
         let load_ms = t.elapsed().as_secs_f64() * 1e3;
         eprintln!(
             "[1/4] loaded {} ({}x{}x{}, {:.2} M params, {:.1} MFLOP) in {load_ms:.1} ms",
@@ -60,7 +62,7 @@ impl DemoCmd {
             model.info.flops as f64 / 1e6
         );
         let t = Instant::now();
-        let mut f = self.model.projector(&model)?;
+        let mut f = spec.projector(&model)?;
         eprintln!(
             "[2/4] optimized the plan for {} in {:.1} ms",
             f.name(),

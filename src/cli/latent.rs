@@ -4,6 +4,7 @@ use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
 
+use super::args::ModelArgs;
 use crate::app::model_spec::ModelSpec;
 use crate::backend::Backend;
 use crate::imaging::{self, chw_to_image};
@@ -35,7 +36,7 @@ pub enum LatentOp {
 #[command(verbatim_doc_comment)]
 pub struct InterpolateCmd {
     #[command(flatten)]
-    pub model: ModelSpec,
+    pub model: ModelArgs,
     pub a: String,
     pub b: String,
     /// Points from A to B, both included.
@@ -59,7 +60,7 @@ pub struct InterpolateCmd {
 #[command(verbatim_doc_comment)]
 pub struct ArithCmd {
     #[command(flatten)]
-    pub model: ModelSpec,
+    pub model: ModelArgs,
     pub a: String,
     pub b: String,
     pub c: String,
@@ -81,7 +82,7 @@ impl LatentCmd {
 pub fn one_input(spec: &str, info: &ModelInfo) -> Result<ImageBatch> {
     let all = inputs::load_inputs(&[spec.to_string()], info)?.batch;
     if all.len() > 1 {
-        eprintln!("notice: {spec} holds {} images; using the first", all.len());
+        log::warn!("{spec} holds {} images; using the first", all.len());
     }
     Ok(all.slice(0, 1))
 }
@@ -98,6 +99,7 @@ fn ext_of(p: &Path) -> String {
 
 impl InterpolateCmd {
     pub fn run(self) -> Result<()> {
+        let spec = ModelSpec::from(self.model.clone());
         let ext = ext_of(&self.out);
         if ext != "png" && ext != "gif" {
             bail!(
@@ -105,7 +107,7 @@ impl InterpolateCmd {
                 self.out.display()
             );
         }
-        let model = self.model.load()?;
+        let model = spec.load()?;
         let info = &model.info;
         let mut split = LatentSplit::new(&model)?;
         let (a, b) = (one_input(&self.a, info)?, one_input(&self.b, info)?);
@@ -148,13 +150,14 @@ impl InterpolateCmd {
 
 impl ArithCmd {
     pub fn run(self) -> Result<()> {
+        let spec = ModelSpec::from(self.model.clone());
         if ext_of(&self.out) != "png" {
             bail!("{}: the output must end in .png", self.out.display());
         }
-        let model = self.model.load()?;
+        let model = spec.load()?;
         let info = &model.info;
         let mut split = LatentSplit::new(&model)?;
-        let mut backend = self.model.backend(&model)?;
+        let mut backend = spec.backend(&model)?;
         let (a, b, c) = (
             one_input(&self.a, info)?,
             one_input(&self.b, info)?,

@@ -2,6 +2,7 @@
 //! subcommand, each parsing its arguments into the application layer's configurations
 //! ([`crate::app`]) and calling the engine. Nothing outside `cli/` and `main.rs` uses it.
 
+pub mod args;
 pub mod bench;
 pub mod demo;
 pub mod info;

@@ -32,7 +32,7 @@ pub struct QuantizeCmd {
     #[arg(long, short = 'm')]
     pub model: PathBuf,
     /// int8 or fp16.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::args::choice::<Precision>(&Precision::NAMES))]
     pub precision: Precision,
     /// Calibration images: an IDX file, an image folder, a .npy, or noise:<N>[:<seed>].
     /// Noise and f(noise) are always added (at k >= 2 the model sees its own outputs).
@@ -51,7 +51,7 @@ pub struct QuantizeCmd {
     /// Graph form: fused (int8 end to end, the fastest in tract: 0.92x fp32 on ign-mnist),
     /// conv-integer (int32 out, rescaled in float between layers: 1.14x) or q-linear-conv
     /// (uint8, per-channel weights, dequantized between layers).
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(long, default_value = "fused", value_parser = super::args::choice::<quantize::int8::Scheme>(&quantize::int8::Scheme::NAMES))]
     pub scheme: quantize::int8::Scheme,
     /// Fidelity floor of the fused scheme, in dB: while f's PSNR against fp32 on the held-out
     /// real images or on noise is below it, the integer conv that gains the most per

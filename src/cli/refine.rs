@@ -4,6 +4,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use std::path::PathBuf;
 
+use super::args::ModelArgs;
 use crate::app::model_spec::ModelSpec;
 use crate::backend::Backend;
 use crate::{fsio, imaging, inputs, plot};
@@ -18,7 +19,7 @@ use crate::{fsio, imaging, inputs, plot};
 #[command(verbatim_doc_comment)]
 pub struct RefineCmd {
     #[command(flatten)]
-    pub model: ModelSpec,
+    pub model: ModelArgs,
     /// Images, folders, .npy, IDX files or noise:<N>[:<seed>].
     #[arg(required = true)]
     pub inputs: Vec<String>,
@@ -38,12 +39,13 @@ pub struct RefineCmd {
 
 impl RefineCmd {
     pub fn run(self) -> Result<()> {
+        let spec = ModelSpec::from(self.model.clone());
         if self.steps == 0 {
             bail!("--steps must be at least 1");
         }
-        let model = self.model.load()?;
+        let model = spec.load()?;
         let inp = inputs::load_inputs(&self.inputs, &model.info)?;
-        let mut backend = self.model.backend(&model)?;
+        let mut backend = spec.backend(&model)?;
         let seq = backend.project(&inp.batch, self.steps)?;
         let d = crate::tensor::step_distances(&inp.batch, &seq);
         println!("{:>3}  mean|f^k - f^(k-1)|", "k");
@@ -72,11 +74,12 @@ impl RefineCmd {
             )?;
         }
         if let Some(c) = &self.csv {
-            let mut s = String::from("k,mean_abs_change\n");
+            let mut w = csv::Writer::from_writer(Vec::new());
+            w.write_record(["k", "mean_abs_change"])?;
             for (k, v) in d.iter().enumerate() {
-                s += &format!("{},{v}\n", k + 1);
+                w.serialize((k + 1, v))?;
             }
-            fsio::atomic_write(c, s.as_bytes())?;
+            fsio::atomic_write(c, &w.into_inner()?)?;
         }
         eprintln!(
             "{} input(s), {} steps -> {}",

@@ -4,7 +4,10 @@
 use anyhow::Result;
 use clap::Args;
 
-use crate::backend::rknn::prep::PrepConfig;
+use std::path::PathBuf;
+
+use super::args::choice;
+use crate::backend::rknn::prep::{NpuPrecision, PrepConfig};
 
 /// Prepare a model for the Rockchip NPU: calibration images, dataset.txt and the exact
 /// rknn-toolkit2 conversion script.
@@ -23,13 +26,34 @@ use crate::backend::rknn::prep::PrepConfig;
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct RknnPrepCmd {
-    #[command(flatten)]
-    pub config: PrepConfig,
+    /// The fp32 ONNX model.
+    #[arg(long, short = 'm')]
+    pub model: PathBuf,
+    /// Calibration images: an IDX file, a folder with IDX files or images, an image, a .npy
+    /// (needed for int8).
+    #[arg(long)]
+    pub calib: Option<String>,
+    /// Output folder (created).
+    #[arg(long, short = 'o')]
+    pub out: PathBuf,
+    /// How many calibration images to write.
+    #[arg(long, default_value_t = 200)]
+    pub count: usize,
+    /// What the NPU computes in: int8 (calibrated on --calib, fastest) or fp16.
+    #[arg(long, default_value = "int8", value_parser = choice::<NpuPrecision>(&NpuPrecision::NAMES))]
+    pub precision: NpuPrecision,
 }
 
 impl RknnPrepCmd {
     pub fn run(self) -> Result<()> {
-        let p = self.config.prepare()?;
+        let config = PrepConfig {
+            model: self.model,
+            calib: self.calib,
+            out: self.out,
+            count: self.count,
+            precision: self.precision,
+        };
+        let p = config.prepare()?;
         if p.fused > 0 {
             eprintln!(
                 "fused {} LayerNorm(s) into LayerNormalization for rknn-toolkit2 (which cannot build the \
@@ -47,7 +71,7 @@ impl RknnPrepCmd {
                 .map(|d| format!("{} (+ calib/) ", d.display()))
                 .unwrap_or_default(),
             p.script.display(),
-            self.config.out.display(),
+            config.out.display(),
             p.script.file_name().unwrap_or_default().to_string_lossy(),
             p.rknn_name,
             p.rknn_name,

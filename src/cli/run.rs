@@ -2,8 +2,12 @@
 
 use anyhow::Result;
 use clap::Args;
+use std::path::PathBuf;
 
+use super::args::{choice, BackendArgs, ModelArgs};
 use crate::app::run::RunConfig;
+use crate::pipeline::preprocess::Rect;
+use crate::pipeline::source::CameraFormat;
 
 /// The live loop: camera (or file) -> projection -> display, with an overlay.
 ///
@@ -11,15 +15,7 @@ use crate::app::run::RunConfig;
 /// --steps), shows camera | f | f^k with an overlay on a sink. Ctrl-C stops it and prints a
 /// summary (frames, fps, end-to-end latency, drops).
 ///
-/// Sources: test (a synthetic moving scene), file:<image|folder|video.y4m>, y4m:- (stdin,
-/// e.g. `ffmpeg ... -f yuv4mpegpipe -`), v4l2:/dev/videoN (USB webcams: YUYV or MJPEG; if the
-/// camera goes away the loop waits for it), rpicam[:<extra rpicam-vid args>] (Pi camera modules),
-/// gst:<pipeline> (any GStreamer source, gst-launch syntax without the sink; feature gstreamer).
-/// Sinks: null, png:<dir>, gif:<file.gif>, fb[:/dev/fbN] (--fb-geometry WxH:bpp for a file),
-/// drm[:/dev/dri/cardN] (KMS, where /dev/fb0 is absent: Pi 5, RK3588), lcd:/dev/spidevB.C[,...]
-/// (SPI LCDs, ST7789/ILI9341, feature lcd; options in `src/pipeline/sink/lcd.rs`),
-/// http[:addr:port] (a web page with the stream, controls and a drawing pad; default
-/// 127.0.0.1:8080). Give --sink several times to show on several.
+/// The sources and sinks of this build are listed under --source and --sink below.
 ///
 /// Examples:
 ///   ign-edge run --source test --sink gif:live.gif --frames 60
@@ -33,17 +29,158 @@ use crate::app::run::RunConfig;
 #[command(verbatim_doc_comment)]
 pub struct RunCmd {
     #[command(flatten)]
-    pub config: RunConfig,
+    pub args: RunArgs,
 }
 
 impl RunCmd {
     pub fn run(self) -> Result<()> {
-        let json = self.config.json.clone();
-        let summary = crate::app::run::run(self.config)?;
+        let config = RunConfig::from(self.args);
+        let json = config.json.clone();
+        let summary = crate::app::run::run(config)?;
         eprintln!("{}", summary.line());
         if let Some(j) = &json {
             crate::fsio::atomic_write(j, serde_json::to_string_pretty(&summary)?.as_bytes())?;
         }
         Ok(())
+    }
+}
+
+/// The options of `ign-edge run`; defaults from [`RunConfig::default`], which the service
+/// starts from too.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Frame source (default: test, or the board profile's).
+    #[arg(long, long_help = source_help())]
+    pub source: Option<String>,
+    /// Display sink, repeat for several (default: null, or the board profile's); http: for
+    /// the web page.
+    #[arg(long = "sink", long_help = sink_help())]
+    pub sinks: Vec<String>,
+    /// Board profile whose defaults (source, sink, precision, threads, cores) fill what is not
+    /// given: rpi4, rpi5, rk3588, auto (from /proc/device-tree/model) or a board.toml.
+    #[arg(long)]
+    pub board: Option<String>,
+    /// http sink: require this token on every request (?token=... or Authorization: Bearer).
+    /// Visible in `ps`: prefer --http-token-file or the IGN_EDGE_HTTP_TOKEN variable.
+    #[arg(long)]
+    pub http_token: Option<String>,
+    /// http sink: read the token from this file's first line (keep it mode 0640 or tighter).
+    #[arg(long, conflicts_with = "http_token")]
+    pub http_token_file: Option<PathBuf>,
+    /// http sink: most MJPEG stream clients at once (then 503).
+    #[arg(long, default_value_t = RunConfig::default().http_max_clients)]
+    pub http_max_clients: usize,
+    /// Applications of f per frame (2 or more adds an f^k panel).
+    #[arg(long, short = 'k', default_value_t = RunConfig::default().steps)]
+    pub steps: usize,
+    /// Stop after N frames (default: run until the source ends or Ctrl-C).
+    #[arg(long)]
+    pub frames: Option<u64>,
+    /// Start files and folders again at their end.
+    #[arg(long = "loop")]
+    pub looping: bool,
+    /// Dark ink on white paper: invert and stretch so a drawing looks like the training data.
+    #[arg(long)]
+    pub paper: bool,
+    /// Region of the frame fed to the model, x,y,w,h in pixels (default: centered square).
+    #[arg(long)]
+    pub roi: Option<Rect>,
+    /// Canvas size for png/gif/null sinks, WxH.
+    #[arg(long, default_value_t = RunConfig::default().size)]
+    pub size: String,
+    /// png sink: write every Nth frame.
+    #[arg(long, default_value_t = RunConfig::default().every)]
+    pub every: u64,
+    /// fb sink on a plain file: WxH:bpp (16, 24 or 32).
+    #[arg(long)]
+    pub fb_geometry: Option<String>,
+    /// Frame rate of the test source (0: as fast as the loop takes them).
+    #[arg(long, default_value_t = RunConfig::default().fps)]
+    pub fps: f64,
+    /// Camera resolution for v4l2 and rpicam, WxH.
+    #[arg(long, default_value_t = RunConfig::default().camera_size)]
+    pub camera_size: String,
+    /// Camera frame rate for v4l2 and rpicam (0: the camera's default; rpicam: 30).
+    #[arg(long, default_value_t = RunConfig::default().camera_fps)]
+    pub camera_fps: f64,
+    /// Camera pixel format for v4l2.
+    #[arg(long, default_value = "auto", value_parser = choice::<CameraFormat>(&CameraFormat::NAMES))]
+    pub camera_format: CameraFormat,
+    /// Write the summary as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Pin to these CPU cores: all, big (e.g. RK3588's Cortex-A76 4-7), little, or a list.
+    #[arg(long)]
+    pub cores: Option<String>,
+}
+
+/// `--source`'s long help: the sources of this build, from their table.
+fn source_help() -> String {
+    format!(
+        "Frame source (default: test, or the board profile's):\n{}",
+        crate::pipeline::source::help()
+    )
+}
+
+/// `--sink`'s long help: the sinks of this build, from their table, and the web page.
+fn sink_help() -> String {
+    format!(
+        "Display sink, repeat for several (default: null, or the board profile's):\n{}\n  {:<38} {}",
+        crate::pipeline::sink::help(),
+        "http[:addr:port]",
+        "the web page: stream, controls, drawing pad (default 127.0.0.1:8080)"
+    )
+}
+
+impl From<RunArgs> for RunConfig {
+    fn from(a: RunArgs) -> Self {
+        RunConfig {
+            model: a.model.into(),
+            backend: a.backend.into(),
+            source: a.source,
+            sinks: a.sinks,
+            board: a.board,
+            http_token: a.http_token,
+            http_token_file: a.http_token_file,
+            http_max_clients: a.http_max_clients,
+            steps: a.steps,
+            frames: a.frames,
+            looping: a.looping,
+            paper: a.paper,
+            roi: a.roi,
+            size: a.size,
+            every: a.every,
+            fb_geometry: a.fb_geometry,
+            fps: a.fps,
+            camera_size: a.camera_size,
+            camera_fps: a.camera_fps,
+            camera_format: a.camera_format,
+            json: a.json,
+            cores: a.cores,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: RunArgs,
+    }
+
+    /// `RunConfig::default()` (what the service starts from) is what the command line gives
+    /// with no option.
+    #[test]
+    fn defaults_agree_with_the_command_line() {
+        let parsed = RunConfig::from(Wrap::try_parse_from(["run"]).unwrap().args);
+        assert_eq!(format!("{:?}", RunConfig::default()), format!("{parsed:?}"));
     }
 }

@@ -9,6 +9,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use super::compose::{self, Layout};
+use super::feed::{any_wants_picture, Watchers};
 use super::frame::Frame;
 use super::mailbox::Mailbox;
 use super::overlay::Hud;
@@ -45,6 +46,8 @@ pub(super) struct DisplayPlan {
     pub pre: Preprocess,
     /// Stop after this many pictures shown.
     pub target: u64,
+    /// What watches the loop beside the sink (the web page).
+    pub watchers: Watchers,
 }
 
 /// Start the display thread. It ends when the mailbox closes, the sink fails or `target`
@@ -63,13 +66,20 @@ pub(super) fn spawn(
             let mut canvas = RgbImage::new(plan.layout.canvas.0, plan.layout.canvas.1);
             while let Some(p) = pictures.take() {
                 let t = Instant::now();
-                let composing = sink.wants_picture();
+                let watched = any_wants_picture(&plan.watchers);
+                let composing = sink.wants_picture() || watched;
                 if composing {
                     draw(&mut canvas, &p, &plan);
                 }
                 sink.status(&p.hud);
                 let t_shown = Instant::now();
                 let r = sink.show(&canvas, p.frame.seq);
+                for w in &plan.watchers {
+                    w.telemetry(&p.hud);
+                    if watched && w.wants_picture() {
+                        w.picture(&canvas, p.frame.seq);
+                    }
+                }
                 let now = Instant::now();
                 let mut s = stats.lock().unwrap();
                 if composing {

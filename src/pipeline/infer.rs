@@ -107,6 +107,30 @@ pub(super) struct Outbox {
 }
 
 impl Outbox {
+    /// An outbox that hands pictures to `pictures` with this overlay, nothing counted yet.
+    pub fn new(
+        pictures: Arc<Mailbox<Picture>>,
+        capture: &CaptureShared,
+        stats: Arc<Mutex<DisplayStats>>,
+        n_panels: u32,
+        live: bool,
+        hud: Hud,
+    ) -> Self {
+        Outbox {
+            pictures,
+            frames_in: capture.frames_in.clone(),
+            stats,
+            capture_secs: capture.secs.clone(),
+            n_panels,
+            live,
+            hud,
+            recent: Default::default(),
+            t_pre: 0.0,
+            t_inf: 0.0,
+            processed: 0,
+        }
+    }
+
     /// `frame` was preprocessed in `pre_secs` and sent to the model at `sent`; `outs` are
     /// `[f(x), ..., f^k(x)]`.
     fn emit(&mut self, frame: Frame, mut outs: Vec<ImageBatch>, pre_secs: f64, sent: Instant) {

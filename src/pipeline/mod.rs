@@ -20,6 +20,7 @@ mod capture;
 pub mod compose;
 pub mod controls;
 mod display;
+pub mod feed;
 pub mod frame;
 mod infer;
 pub mod mailbox;
@@ -61,6 +62,8 @@ pub struct LoopOptions {
     pub precision: String,
     /// Settings changed while running (the web page's k and paper mode).
     pub controls: Option<Arc<controls::Controls>>,
+    /// What watches the loop beside its sink (the web page: [`crate::web`]).
+    pub watchers: feed::Watchers,
 }
 
 /// What a run did (printed at the end; `--json` writes it).
@@ -127,12 +130,7 @@ pub fn run_loop(
     opts: &LoopOptions,
 ) -> Result<Summary> {
     let steps = opts.steps.max(1);
-    // With live controls k may change: keep the third panel (f^k) from the start.
-    let n_panels = if steps >= 2 || opts.controls.is_some() {
-        3
-    } else {
-        2
-    };
+    let n_panels = panels(opts);
     let (cw, ch) = sink.size();
     let layout = compose::Layout::new(cw, ch, n_panels)?;
     let (source_name, sink_name, live) = (source.describe(), sink.describe(), source.live());
@@ -157,30 +155,27 @@ pub fn run_loop(
             layout,
             pre: pre.clone(),
             target,
+            watchers: opts.watchers.clone(),
         },
         pictures.clone(),
         stats.clone(),
         display_done.clone(),
     )?;
 
-    let mut out = Outbox {
-        pictures: pictures.clone(),
-        frames_in: shared.frames_in.clone(),
-        stats: stats.clone(),
-        capture_secs: shared.secs.clone(),
+    let hud = Hud {
+        model: opts.model_name.clone(),
+        precision: opts.precision.clone(),
+        steps,
+        ..Default::default()
+    };
+    let mut out = Outbox::new(
+        pictures.clone(),
+        &shared,
+        stats.clone(),
         n_panels,
         live,
-        hud: Hud {
-            model: opts.model_name.clone(),
-            precision: opts.precision.clone(),
-            steps,
-            ..Default::default()
-        },
-        recent: Default::default(),
-        t_pre: 0.0,
-        t_inf: 0.0,
-        processed: 0,
-    };
+        hud,
+    );
     let start = Instant::now();
     let plan = InferPlan {
         steps,
@@ -211,7 +206,7 @@ pub fn run_loop(
     if let Some(e) = s.error.take() {
         return Err(e);
     }
-    let c = *shared.secs.lock().unwrap();
+    let capture = *shared.secs.lock().unwrap();
     Ok(Summary {
         source: source_name,
         sink: sink_name,
@@ -221,13 +216,23 @@ pub fn run_loop(
         e2e: Latency::from_secs(&s.e2e),
         dropped_capture: shared.frames_in.dropped(),
         dropped_display: s.dropped,
-        capture_ms: mean_ms(c.0, c.1),
+        capture_ms: mean_ms(capture.0, capture.1),
         preprocess_ms: mean_ms(out.t_pre, out.processed),
         inference_ms: mean_ms(out.t_inf, out.processed),
         compose_ms: mean_ms(s.compose_secs, s.composed),
         display_ms: mean_ms(s.display_secs, s.shown),
         last_seq: s.last_seq,
     })
+}
+
+/// Panels on the canvas: input and f, and f^k when k ≥ 2 or when k may change while running
+/// (live controls keep the third panel from the start).
+fn panels(opts: &LoopOptions) -> u32 {
+    if opts.steps.max(1) >= 2 || opts.controls.is_some() {
+        3
+    } else {
+        2
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The loop's figures of the moment, kept in one place by the inference stage and read by
 //! everything that reports them: the overlay ([`super::overlay`]), the web page's
-//! `/stats.json` and `/metrics` (`sink::http`), and any sink through `Sink::status`. The run's
+//! `/stats.json` and `/metrics` (`crate::web`), and any sink through `Sink::status`. The run's
 //! totals at the end are [`super::Summary`].
 
 use serde::Serialize;

@@ -19,6 +19,8 @@ pub struct CpuBackend {
     threads: usize,
     /// Run the plan in fp16 arithmetic (tract's `f32_to_f16` transform).
     half: bool,
+    /// Run on exactly `threads`, without measuring whether one thread is faster.
+    pinned: bool,
 }
 
 /// Whether this CPU has native fp16 arithmetic (aarch64 FEAT_FP16, `asimdhp`: e.g. the
@@ -74,6 +76,21 @@ impl CpuBackend {
             states: HashMap::new(),
             threads: threads.unwrap_or(1).max(1),
             half,
+            pinned: false,
+        };
+        b.prepare(b.default_batch())?;
+        Ok(b)
+    }
+
+    /// Like [`CpuBackend::new`], but every plan runs on exactly `threads` threads, even where
+    /// one thread would be faster: for tests and measurements of the multi-threaded kernels.
+    pub fn pinned(model: &Model, threads: usize) -> Result<Self> {
+        let mut b = CpuBackend {
+            model: model.clone(),
+            states: HashMap::new(),
+            threads: threads.max(1),
+            half: model.info.precision == crate::model::Precision::Fp16 && cpu_has_fp16(),
+            pinned: true,
         };
         b.prepare(b.default_batch())?;
         Ok(b)
@@ -119,13 +136,13 @@ impl CpuBackend {
         let mut lines = Vec::new();
         if self.model.info.precision == crate::model::Precision::Fp16 && !self.half {
             lines.push(format!(
-                "notice: {path}: this CPU has no fp16 arithmetic (aarch64 asimdhp), so the fp16 weights run in fp32"
+                "{path}: this CPU has no fp16 arithmetic (aarch64 asimdhp), so the fp16 weights run in fp32"
             ));
         }
         if let Some((_, t)) = self.states.get(&self.default_batch()) {
             if t.used < self.threads {
                 lines.push(format!(
-                    "notice: {path}: {} threads took {:.0} us per call against {:.0} us for one, so it runs on one thread",
+                    "{path}: {} threads took {:.0} us per call against {:.0} us for one, so it runs on one thread",
                     self.threads, t.measured_us[1], t.measured_us[0]
                 ));
             }
@@ -151,7 +168,13 @@ impl CpuBackend {
                     )))
                 })?;
             let mut state = plan.spawn()?;
-            let threads = Threads::choose(&mut state, &self.model.info, batch, self.threads)?;
+            let threads = Threads::choose(
+                &mut state,
+                &self.model.info,
+                batch,
+                self.threads,
+                self.pinned,
+            )?;
             self.states.insert(batch, (state, threads));
         }
         Ok(())
@@ -179,17 +202,22 @@ struct Threads {
 
 impl Threads {
     /// Time `state` on noise with one thread and with `asked`, alternating, for about 0.2 s at
-    /// most (at least 3 calls each), and keep the faster.
+    /// most (at least 3 calls each), and keep the faster; `pinned`: `asked`, unmeasured.
     fn choose(
         state: &mut TypedSimpleState,
         info: &crate::model::ModelInfo,
         batch: usize,
         asked: usize,
+        pinned: bool,
     ) -> Result<Threads> {
-        if asked <= 1 {
+        if asked <= 1 || pinned {
             return Ok(Threads {
-                executor: Executor::SingleThread,
-                used: 1,
+                executor: if asked <= 1 {
+                    Executor::SingleThread
+                } else {
+                    Executor::multithread(asked)
+                },
+                used: asked.max(1),
                 measured_us: [0.0; 2],
             });
         }

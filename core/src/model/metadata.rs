@@ -17,7 +17,7 @@ pub mod keys {
 }
 
 /// Numeric precision of a model's weights and arithmetic.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     #[default]
@@ -45,6 +45,31 @@ impl Precision {
             Precision::Fp32 => "fp32",
             Precision::Fp16 => "fp16",
             Precision::Int8 => "int8",
+        }
+    }
+}
+
+impl Precision {
+    /// Every precision's name, as the command lines take them.
+    pub const NAMES: [&'static str; 3] = ["fp32", "fp16", "int8"];
+}
+
+impl std::str::FromStr for Precision {
+    type Err = anyhow::Error;
+
+    /// `fp32`, `fp16` or `int8` (any case).
+    ///
+    /// ```
+    /// use ign_core::model::Precision;
+    /// assert_eq!("INT8".parse::<Precision>().unwrap(), Precision::Int8);
+    /// assert!("int4".parse::<Precision>().is_err());
+    /// ```
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "fp32" => Ok(Precision::Fp32),
+            "fp16" => Ok(Precision::Fp16),
+            "int8" => Ok(Precision::Int8),
+            _ => anyhow::bail!("{s}: not a precision; use fp32, fp16 or int8"),
         }
     }
 }

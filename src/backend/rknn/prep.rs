@@ -3,7 +3,6 @@
 //! and dataset.txt, and the conversion script.
 
 use anyhow::{anyhow, bail, Result};
-use clap::{Args, ValueEnum};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use tract_onnx::prelude::tract_ndarray as nd;
@@ -13,7 +12,7 @@ use crate::model::Model;
 use crate::{fsio, inputs};
 
 /// What the NPU model computes in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NpuPrecision {
     /// int8 weights and activations, calibrated on --calib (fastest on the NPU).
     Int8,
@@ -21,23 +20,35 @@ pub enum NpuPrecision {
     Fp16,
 }
 
-/// What to prepare (the options of `ign-edge rknn-prep`).
-#[derive(Args, Debug, Clone)]
+impl NpuPrecision {
+    /// The names the command line takes.
+    pub const NAMES: [&'static str; 2] = ["int8", "fp16"];
+}
+
+impl std::str::FromStr for NpuPrecision {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "int8" => Ok(NpuPrecision::Int8),
+            "fp16" => Ok(NpuPrecision::Fp16),
+            _ => bail!("{s}: the NPU takes int8 or fp16"),
+        }
+    }
+}
+
+/// What to prepare (what `ign-edge rknn-prep` parses its options into).
+#[derive(Debug, Clone)]
 pub struct PrepConfig {
     /// The fp32 ONNX model.
-    #[arg(long, short = 'm')]
     pub model: PathBuf,
     /// Calibration images: an IDX file, a folder with IDX files or images, an image, a .npy
     /// (needed for int8).
-    #[arg(long)]
     pub calib: Option<String>,
     /// Output folder (created).
-    #[arg(long, short = 'o')]
     pub out: PathBuf,
     /// How many calibration images to write.
-    #[arg(long, default_value_t = 200)]
     pub count: usize,
-    #[arg(long, value_enum, default_value = "int8")]
     pub precision: NpuPrecision,
 }
 

@@ -191,3 +191,8 @@ impl Drop for DrmSink {
         let _ = self.finish();
     }
 }
+
+/// `drm[:<card>]`: a KMS display (default: the first card with a connected screen).
+pub fn open_spec(arg: &str, _opts: &super::SinkOptions) -> Result<Box<dyn super::Sink>> {
+    Ok(Box::new(DrmSink::open(arg)?))
+}

@@ -163,3 +163,11 @@ impl Drop for GifSink {
         }
     }
 }
+
+/// `gif:<file.gif>`: an animated GIF of the run.
+pub fn open_spec(arg: &str, opts: &SinkOptions) -> Result<Box<dyn Sink>> {
+    if arg.is_empty() {
+        anyhow::bail!("gif: give a file, e.g. --sink gif:live.gif");
+    }
+    Ok(Box::new(GifSink::new(arg.into(), opts)?))
+}

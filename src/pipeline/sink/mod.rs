@@ -1,13 +1,13 @@
-//! Display sinks, one file each, chosen by a spec string (`--sink SPEC`, several allowed):
-//! `null`, `png:<dir>`, `gif:<file>`, `fb:<device or file>`, `drm[:<card>]` (KMS, where there is
-//! no `/dev/fb0`), `lcd:<spidev>` (SPI panels, feature `lcd`), `http:[addr:port]`; `tee` shows
-//! each picture on several of them.
+//! Display sinks, one file each, chosen by a spec string (`--sink SPEC`, several allowed)
+//! through the name → constructor table [`SINKS`]: `null`, `png:<dir>`, `gif:<file>`,
+//! `fb:<device or file>`, `drm[:<card>]` (KMS, where there is no `/dev/fb0`), `lcd:<spidev>`
+//! (SPI panels, feature `lcd`); each file parses its own part of the spec. `tee` shows each
+//! picture on several of them. (`http:` is the web page, a peer of the loop: [`crate::web`].)
 
 #[cfg(target_os = "linux")]
 pub mod drm;
 pub mod fb;
 pub mod gif;
-pub mod http;
 pub mod lcd;
 pub mod null;
 pub mod png;
@@ -52,8 +52,6 @@ pub struct SinkOptions {
     pub every: u64,
     /// `fb:` on a plain file: `(width, height, bits per pixel)`.
     pub fb_geometry: Option<(u32, u32, u32)>,
-    /// `http:`: the model for the pad, the token, the client limit and the loop's controls.
-    pub http: Option<http::HttpOptions>,
 }
 
 impl Default for SinkOptions {
@@ -62,9 +60,69 @@ impl Default for SinkOptions {
             size: (480, 200),
             every: 1,
             fb_geometry: None,
-            http: None,
         }
     }
+}
+
+/// One kind of sink: its name, the spec it takes, and how to open it from the part of the
+/// spec after `name:`.
+pub struct SinkKind {
+    pub name: &'static str,
+    /// The spec's form, as `--help` lists it.
+    pub usage: &'static str,
+    /// What it shows on, in a few words.
+    pub about: &'static str,
+    pub open: fn(&str, &SinkOptions) -> Result<Box<dyn Sink>>,
+}
+
+/// Every sink this build knows, by name.
+pub const SINKS: &[SinkKind] = &[
+    SinkKind {
+        name: "null",
+        usage: "null",
+        about: "nothing (headless runs, benchmarks)",
+        open: null::open_spec,
+    },
+    SinkKind {
+        name: "png",
+        usage: "png:<dir>",
+        about: "one PNG per frame (--every N)",
+        open: png::open_spec,
+    },
+    SinkKind {
+        name: "gif",
+        usage: "gif:<file.gif>",
+        about: "an animated GIF",
+        open: gif::open_spec,
+    },
+    SinkKind {
+        name: "fb",
+        usage: "fb[:/dev/fbN]",
+        about: "a Linux framebuffer (--fb-geometry WxH:bpp for a plain file)",
+        open: fb::open_spec,
+    },
+    #[cfg(target_os = "linux")]
+    SinkKind {
+        name: "drm",
+        usage: "drm[:/dev/dri/cardN]",
+        about: "a KMS display, where /dev/fb0 is absent (Pi 5, RK3588)",
+        open: drm::open_spec,
+    },
+    SinkKind {
+        name: "lcd",
+        usage: "lcd:/dev/spidevB.C[,option=value...]",
+        about: "an SPI LCD, ST7789/ILI9341 (feature lcd)",
+        open: lcd::open_spec,
+    },
+];
+
+/// The sinks for `--help`: one line each.
+pub fn help() -> String {
+    SINKS
+        .iter()
+        .map(|k| format!("  {:<38} {}", k.usage, k.about))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Parse `--fb-geometry WxH:bpp`.
@@ -83,32 +141,15 @@ pub fn parse_geometry(s: &str) -> Result<(u32, u32, u32)> {
     Ok(g)
 }
 
-/// Open a sink from its spec.
+/// Open a sink from its spec (`name` or `name:argument`).
 pub fn open(spec: &str, opts: &SinkOptions) -> Result<Box<dyn Sink>> {
-    let (kind, arg) = spec.split_once(':').unwrap_or((spec, ""));
-    match kind {
-        "null" => Ok(Box::new(null::NullSink { size: opts.size })),
-        "png" if !arg.is_empty() => Ok(Box::new(png::PngSink::new(arg.into(), opts)?)),
-        "gif" if !arg.is_empty() => Ok(Box::new(gif::GifSink::new(arg.into(), opts)?)),
-        "fb" => fb::FbSink::open(if arg.is_empty() { "/dev/fb0" } else { arg }, opts)
-            .map(|s| Box::new(s) as Box<dyn Sink>),
-        #[cfg(target_os = "linux")]
-        "drm" => Ok(Box::new(drm::DrmSink::open(arg)?)),
-        #[cfg(all(feature = "lcd", target_os = "linux"))]
-        "lcd" => Ok(Box::new(lcd::LcdSink::open(arg.parse()?)?)),
-        #[cfg(not(all(feature = "lcd", target_os = "linux")))]
-        "lcd" => {
-            arg.parse::<lcd::LcdSpec>()?;
-            bail!("{spec}: this ign-edge was built without SPI LCD support; build it with `cargo build --release --features lcd`")
+    let (name, arg) = spec.split_once(':').unwrap_or((spec, ""));
+    match SINKS.iter().find(|k| k.name == name) {
+        Some(k) => (k.open)(arg, opts),
+        None => {
+            let names: Vec<&str> = SINKS.iter().map(|k| k.usage).collect();
+            bail!("{spec}: unknown sink; use {}", names.join(", "))
         }
-        "http" => {
-            let h = opts
-                .http
-                .clone()
-                .ok_or_else(|| anyhow::anyhow!("{spec}: the http sink is only available in `ign-edge run`"))?;
-            Ok(Box::new(http::HttpSink::start(arg, opts.size, h)?))
-        }
-        _ => bail!("{spec}: unknown sink; use null, png:<dir>, gif:<file.gif>, fb[:/dev/fbN], drm[:/dev/dri/cardN], lcd:/dev/spidevB.C or http[:addr:port]"),
     }
 }
 

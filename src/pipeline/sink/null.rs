@@ -24,3 +24,11 @@ impl Sink for NullSink {
         Ok(())
     }
 }
+
+/// `null`: shows nothing (headless runs, benchmarks); the canvas is `--size`.
+pub fn open_spec(arg: &str, opts: &super::SinkOptions) -> anyhow::Result<Box<dyn Sink>> {
+    if !arg.is_empty() {
+        anyhow::bail!("null:{arg}: the null sink takes no argument; use --sink null");
+    }
+    Ok(Box::new(NullSink { size: opts.size }))
+}

@@ -42,3 +42,11 @@ impl Sink for PngSink {
         Ok(())
     }
 }
+
+/// `png:<dir>`: one PNG per frame (`--every N`: every Nth) in `dir`.
+pub fn open_spec(arg: &str, opts: &SinkOptions) -> Result<Box<dyn Sink>> {
+    if arg.is_empty() {
+        anyhow::bail!("png: give a folder, e.g. --sink png:out");
+    }
+    Ok(Box::new(PngSink::new(arg.into(), opts)?))
+}

@@ -113,3 +113,13 @@ impl Source for FileSource {
         Ok(Some(f))
     }
 }
+
+/// `file:<image|folder|video.y4m>`: a recorded source, read at the loop's pace.
+pub fn open_spec(arg: &str, opts: &SourceOptions) -> Result<Box<dyn Source>> {
+    if arg.is_empty() {
+        anyhow::bail!(
+            "file: give an image, a folder or a .y4m video, e.g. --source file:drawings/"
+        );
+    }
+    open(Path::new(arg), opts)
+}

@@ -303,3 +303,8 @@ mod tests {
         assert!(m.contains("/nonexistent/clip.mp4"), "{m}");
     }
 }
+
+/// `gst:<pipeline>`: any GStreamer source pipeline, gst-launch syntax without the sink.
+pub fn open_spec(arg: &str, opts: &super::SourceOptions) -> Result<Box<dyn super::Source>> {
+    Ok(Box::new(GstSource::open(arg, opts)?))
+}

@@ -1,7 +1,8 @@
-//! Frame sources, one file each, chosen by a spec string (`--source SPEC`):
-//! `test`, `file:<image|folder|video.y4m>`, `y4m:-` (stdin) or `y4m:<path>`,
-//! `v4l2:/dev/videoN` (webcams), `rpicam` (Raspberry Pi camera modules) and, with the
-//! `gstreamer` feature, `gst:<pipeline>` (any GStreamer source pipeline).
+//! Frame sources, one file each, chosen by a spec string (`--source SPEC`) through the
+//! name → constructor table [`SOURCES`]: `test`, `file:<image|folder|video.y4m>`, `y4m:-`
+//! (stdin) or `y4m:<path>`, `v4l2:/dev/videoN` (webcams), `rpicam` (Raspberry Pi camera
+//! modules) and, with the `gstreamer` feature, `gst:<pipeline>` (any GStreamer source
+//! pipeline). Each file parses its own part of the spec.
 
 pub mod convert;
 pub mod file;
@@ -33,13 +34,31 @@ pub trait Source: Send {
 }
 
 /// Pixel format asked of a camera.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum CameraFormat {
     /// YUYV when the camera has it (no decoding), else MJPEG.
     #[default]
     Auto,
     Yuyv,
     Mjpeg,
+}
+
+impl CameraFormat {
+    /// The names `--camera-format` takes.
+    pub const NAMES: [&'static str; 3] = ["auto", "yuyv", "mjpeg"];
+}
+
+impl std::str::FromStr for CameraFormat {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(CameraFormat::Auto),
+            "yuyv" => Ok(CameraFormat::Yuyv),
+            "mjpeg" => Ok(CameraFormat::Mjpeg),
+            _ => bail!("{s}: not a camera format; use auto, yuyv or mjpeg"),
+        }
+    }
 }
 
 /// Options shared by sources.
@@ -58,31 +77,87 @@ pub struct SourceOptions {
     pub stop: Option<Arc<AtomicBool>>,
 }
 
-/// Open a source from its spec.
+/// One kind of source: its name, the spec it takes, and how to open it from the part of the
+/// spec after `name:`.
+pub struct SourceKind {
+    pub name: &'static str,
+    /// The spec's form, as `--help` lists it.
+    pub usage: &'static str,
+    /// What it reads, in a few words.
+    pub about: &'static str,
+    pub open: fn(&str, &SourceOptions) -> Result<Box<dyn Source>>,
+}
+
+/// Every source this build knows, by name.
+pub const SOURCES: &[SourceKind] = &[
+    SourceKind {
+        name: "test",
+        usage: "test",
+        about: "a synthetic moving scene (--fps)",
+        open: test_pattern::open_spec,
+    },
+    SourceKind {
+        name: "file",
+        usage: "file:<image|folder|video.y4m>",
+        about: "recorded frames, read at the loop's pace",
+        open: file::open_spec,
+    },
+    SourceKind {
+        name: "y4m",
+        usage: "y4m:-|<file.y4m>",
+        about: "YUV4MPEG2, e.g. `ffmpeg ... -f yuv4mpegpipe -`",
+        open: y4m::open_spec,
+    },
+    #[cfg(target_os = "linux")]
+    SourceKind {
+        name: "v4l2",
+        usage: "v4l2[:/dev/videoN]",
+        about: "a USB webcam, YUYV or MJPEG (waits if unplugged)",
+        open: v4l2::open_spec,
+    },
+    SourceKind {
+        name: "rpicam",
+        usage: "rpicam[:<rpicam-vid args>]",
+        about: "a Raspberry Pi camera module",
+        open: rpicam::open_spec,
+    },
+    SourceKind {
+        name: "gst",
+        usage: "gst:<pipeline>",
+        about: "any GStreamer source pipeline (feature gstreamer)",
+        open: open_gst,
+    },
+];
+
+#[cfg(feature = "gstreamer")]
+fn open_gst(arg: &str, opts: &SourceOptions) -> Result<Box<dyn Source>> {
+    gstreamer::open_spec(arg, opts)
+}
+
+#[cfg(not(feature = "gstreamer"))]
+fn open_gst(arg: &str, _opts: &SourceOptions) -> Result<Box<dyn Source>> {
+    bail!(
+        "gst:{arg}: this ign-edge was built without GStreamer; rebuild with `cargo build --release --features gstreamer` (needs libgstreamer1.0-dev and libgstreamer-plugins-base1.0-dev)"
+    )
+}
+
+/// The sources for `--help`: one line each.
+pub fn help() -> String {
+    SOURCES
+        .iter()
+        .map(|k| format!("  {:<38} {}", k.usage, k.about))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Open a source from its spec (`name` or `name:argument`).
 pub fn open(spec: &str, opts: &SourceOptions) -> Result<Box<dyn Source>> {
-    let (kind, arg) = spec.split_once(':').unwrap_or((spec, ""));
-    match kind {
-        "test" => Ok(Box::new(test_pattern::TestPattern::new(160, 120, opts.fps))),
-        "file" if !arg.is_empty() => file::open(std::path::Path::new(arg), opts),
-        "y4m" if arg == "-" => Ok(Box::new(y4m::Y4mSource::new(
-            Box::new(std::io::BufReader::new(std::io::stdin())),
-            "stdin".into(),
-        )?)),
-        "y4m" if !arg.is_empty() => file::open(std::path::Path::new(arg), opts),
-        #[cfg(target_os = "linux")]
-        "v4l2" => {
-            let dev = if arg.is_empty() { "/dev/video0" } else { arg };
-            Ok(Box::new(v4l2::V4l2Source::open(std::path::Path::new(dev), opts)?))
+    let (name, arg) = spec.split_once(':').unwrap_or((spec, ""));
+    match SOURCES.iter().find(|k| k.name == name) {
+        Some(k) => (k.open)(arg, opts),
+        None => {
+            let names: Vec<&str> = SOURCES.iter().map(|k| k.usage).collect();
+            bail!("{spec}: unknown source; use {}", names.join(", "))
         }
-        "rpicam" => Ok(Box::new(rpicam::RpicamSource::spawn(arg, opts)?)),
-        #[cfg(feature = "gstreamer")]
-        "gst" => Ok(Box::new(gstreamer::GstSource::open(arg, opts)?)),
-        #[cfg(not(feature = "gstreamer"))]
-        "gst" => bail!(
-            "{spec}: this ign-edge was built without GStreamer; rebuild with `cargo build --release --features gstreamer` (needs libgstreamer1.0-dev and libgstreamer-plugins-base1.0-dev)"
-        ),
-        _ => bail!(
-            "{spec}: unknown source; use test, file:<image|folder|video.y4m>, y4m:- (stdin), v4l2:/dev/videoN, rpicam or gst:<pipeline>"
-        ),
     }
 }

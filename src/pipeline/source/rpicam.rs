@@ -140,3 +140,8 @@ impl Drop for RpicamSource {
         let _ = self.child.wait();
     }
 }
+
+/// `rpicam[:<extra rpicam-vid arguments>]`: a Raspberry Pi camera module.
+pub fn open_spec(arg: &str, opts: &super::SourceOptions) -> Result<Box<dyn super::Source>> {
+    Ok(Box::new(RpicamSource::spawn(arg, opts)?))
+}

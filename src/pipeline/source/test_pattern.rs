@@ -131,3 +131,11 @@ impl Source for TestPattern {
         Ok(Some(f))
     }
 }
+
+/// `test`: the synthetic moving scene, 160×120 at `--fps`.
+pub fn open_spec(arg: &str, opts: &super::SourceOptions) -> anyhow::Result<Box<dyn super::Source>> {
+    if !arg.is_empty() {
+        anyhow::bail!("test:{arg}: the test source takes no argument; use --source test");
+    }
+    Ok(Box::new(TestPattern::new(160, 120, opts.fps)))
+}

@@ -205,3 +205,9 @@ impl Source for V4l2Source {
         }
     }
 }
+
+/// `v4l2[:/dev/videoN]`: a webcam (default `/dev/video0`).
+pub fn open_spec(arg: &str, opts: &super::SourceOptions) -> Result<Box<dyn super::Source>> {
+    let dev = if arg.is_empty() { "/dev/video0" } else { arg };
+    Ok(Box::new(V4l2Source::open(Path::new(dev), opts)?))
+}

@@ -353,7 +353,7 @@ fn no_npu_is_a_clear_error() {
 #[test]
 fn auto_backend_falls_back_to_the_onnx_beside_a_rknn_model() {
     use ign_edge::app::model_spec::ModelSpec;
-    use ign_edge::backend::select::{BackendArgs, BackendKind};
+    use ign_edge::backend::select::{BackendKind, BackendOptions};
     let _g = serial();
     let path = rknn_file("fallback", INT8, INT8);
     let mut margs = ModelSpec {
@@ -361,14 +361,14 @@ fn auto_backend_falls_back_to_the_onnx_beside_a_rknn_model() {
         threads: None,
         precision: None,
     };
-    let mut bargs = BackendArgs {
-        backend: BackendKind::Auto,
+    let mut bargs = BackendOptions {
+        kind: BackendKind::Auto,
         npu_cores: NpuCores::Auto,
         rknn_lib: Some(standin_lib()),
         npu_pass_through: false,
     };
     // with the runtime: the NPU
-    let o = bargs.open(&margs).unwrap();
+    let o = margs.open(&bargs).unwrap();
     assert!(
         o.backend.name().starts_with("rknn-int8"),
         "{}",
@@ -377,20 +377,20 @@ fn auto_backend_falls_back_to_the_onnx_beside_a_rknn_model() {
     assert!(o.model.is_none());
     // without it: an error naming the missing ONNX, then the CPU once the ONNX is there
     bargs.rknn_lib = Some(PathBuf::from("/nonexistent/librknnrt.so"));
-    let e = bargs.open(&margs).err().unwrap().to_string();
+    let e = margs.open(&bargs).err().unwrap().to_string();
     assert!(e.contains("ign-mnist.onnx beside it"), "{e}");
     std::fs::copy(onnx_path(), path.with_extension("onnx")).unwrap();
-    let o = bargs.open(&margs).unwrap();
+    let o = margs.open(&bargs).unwrap();
     assert_eq!(o.backend.name(), "cpu-fp32");
     // --backend rknn does not fall back; --backend cpu refuses a .rknn file
-    bargs.backend = BackendKind::Rknn;
-    assert!(bargs.open(&margs).is_err());
-    bargs.backend = BackendKind::Cpu;
-    let e = bargs.open(&margs).err().unwrap().to_string();
+    bargs.kind = BackendKind::Rknn;
+    assert!(margs.open(&bargs).is_err());
+    bargs.kind = BackendKind::Cpu;
+    let e = margs.open(&bargs).err().unwrap().to_string();
     assert!(e.contains("--backend rknn"), "{e}");
     margs.model = Some(onnx_path());
-    bargs.backend = BackendKind::Rknn;
-    let e = bargs.open(&margs).err().unwrap().to_string();
+    bargs.kind = BackendKind::Rknn;
+    let e = margs.open(&bargs).err().unwrap().to_string();
     assert!(e.contains("rknn-prep"), "{e}");
 }
 
@@ -427,6 +427,7 @@ fn live_loop_keeps_frames_in_order_across_npu_cores() {
         model_name: "ign-mnist".into(),
         precision: "int8".into(),
         controls: None,
+        watchers: Vec::new(),
     };
     let s = run_loop(src, &mut npu, &pre, snk, &opts).unwrap();
     hooks.delay(1, 0);

@@ -25,7 +25,7 @@ use super::{
 /// Socket send buffer per connection: small, so a client that stops reading is noticed soon
 /// (the write timeout starts once the buffers are full).
 #[cfg(unix)]
-const SEND_BUFFER: libc::c_int = 64 << 10;
+const SEND_BUFFER: usize = 64 << 10;
 
 /// How long, and how much, [`linger`] reads from a closing connection.
 const LINGER_TIME: Duration = Duration::from_secs(2);
@@ -161,22 +161,11 @@ async fn linger(mut io: Guarded) {
     .await;
 }
 
-#[cfg(not(unix))]
-fn limit_send_buffer(_: &TcpStream) {}
-
-#[cfg(unix)]
+/// Keep the kernel's send buffer small, so that a client that stops reading is noticed by the
+/// write deadline after [`SEND_BUFFER`] bytes rather than after megabytes of queued frames.
 fn limit_send_buffer(tcp: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    let size = SEND_BUFFER;
-    // SAFETY: a valid socket and a c_int option value of the right size.
-    unsafe {
-        libc::setsockopt(
-            tcp.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            &size as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
+    if let Err(e) = socket2::SockRef::from(tcp).set_send_buffer_size(SEND_BUFFER) {
+        log::debug!("http: SO_SNDBUF {SEND_BUFFER}: {e}");
     }
 }
 

@@ -1,4 +1,8 @@
-//! `http:[addr:port]`: the live loop in a browser, for headless boards.
+//! The web page: the live loop in a browser, for headless boards (`--sink http:[addr:port]`,
+//! which `app::run` turns into a [`WebServer`] beside the loop). It watches the loop through
+//! [`crate::pipeline::feed::Watcher`] (frames and figures) and changes it through
+//! [`Controls`]; the drawing pad runs on its own worker and model, so the loop never waits
+//! for it.
 //!
 //! Routes (every one behind the token when one is set, as `?token=` (percent-encoded) or
 //! `Authorization: Bearer`):
@@ -44,8 +48,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::Sink;
 use crate::model::{Model, Precision};
+use crate::pipeline::feed::Watcher;
 use crate::pipeline::telemetry::Telemetry;
 
 /// Largest request body (pad uploads): 413 beyond, from `Content-Length` or while reading.
@@ -77,9 +81,9 @@ pub const PAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub use crate::pipeline::controls::{Controls, SwitchBackend};
 
-/// What the http sink needs beyond a canvas size.
+/// What the web page needs: the pad's model, the token, the client limit, the controls.
 #[derive(Clone)]
-pub struct HttpOptions {
+pub struct WebOptions {
     /// The model, for the pad (run on the pad's own backend).
     pub model: Model,
     /// Its noise variant, for `/api/noise` (BatchNorm models).
@@ -120,17 +124,16 @@ struct Shared {
     pad: worker::Worker,
 }
 
-/// Serves the live loop over HTTP.
-pub struct HttpSink {
+/// Serves the live loop over HTTP; [`WebServer::watcher`] is what the loop feeds.
+pub struct WebServer {
     addr: SocketAddr,
-    size: (u32, u32),
     shared: Arc<Shared>,
     server: server::Server,
 }
 
-impl HttpSink {
+impl WebServer {
     /// Bind `addr` (`""` → 127.0.0.1:8080) and start serving.
-    pub fn start(addr: &str, size: (u32, u32), opts: HttpOptions) -> Result<HttpSink> {
+    pub fn start(addr: &str, opts: WebOptions) -> Result<WebServer> {
         let addr = if addr.is_empty() {
             "127.0.0.1:8080"
         } else {
@@ -144,8 +147,8 @@ impl HttpSink {
             .local_addr()
             .map_err(|e| anyhow!("http:{addr}: no local address ({e})"))?;
         if !bound.ip().is_loopback() {
-            log::info!(
-                "warning: serving on {bound}: the stream and the pad are visible on the network{}",
+            log::warn!(
+                "serving on {bound}: the stream and the pad are visible on the network{}",
                 if token.is_some() {
                     " (token required)"
                 } else {
@@ -179,9 +182,8 @@ impl HttpSink {
         let server = server::Server::start(listener, routes::router(shared.clone()))
             .map_err(|e| anyhow!("http:{bound}: cannot start the server: {e:#}"))?;
         log::info!("serving the live view on http://{bound}/ (pad: http://{bound}/pad)");
-        Ok(HttpSink {
+        Ok(WebServer {
             addr: bound,
-            size,
             shared,
             server,
         })
@@ -191,34 +193,46 @@ impl HttpSink {
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
-}
 
-impl Sink for HttpSink {
-    fn describe(&self) -> String {
+    /// What it is, for the run's summary.
+    pub fn describe(&self) -> String {
         format!("http http://{}/", self.addr)
     }
 
-    fn size(&self) -> (u32, u32) {
-        self.size
+    /// What the loop feeds: every frame's figures, and pictures while someone streams.
+    pub fn watcher(&self) -> Arc<dyn Watcher> {
+        Arc::new(Feed(self.shared.clone()))
     }
 
-    fn status(&mut self, now: &Telemetry) {
-        let mut s = self.shared.stats.lock().unwrap_or_else(|e| e.into_inner());
+    /// Stop serving (open streams end; waits at most a moment for the server's thread).
+    pub fn stop(&mut self) {
+        self.server.stop();
+    }
+}
+
+/// The loop's side of the page: figures into `/stats.json`, pictures into the MJPEG stream.
+struct Feed(Arc<Shared>);
+
+impl Watcher for Feed {
+    /// Encode only for someone: with no stream client the loop pays nothing.
+    fn wants_picture(&self) -> bool {
+        self.0.clients.load(Ordering::Relaxed) > 0
+    }
+
+    fn telemetry(&self, now: &Telemetry) {
+        let mut s = self.0.stats.lock().unwrap_or_else(|e| e.into_inner());
         s.live = now.clone();
+        s.frames += 1;
     }
 
-    fn show(&mut self, canvas: &RgbImage, _seq: u64) -> Result<()> {
-        self.shared
-            .stats
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .frames += 1;
-        // Encode only for someone: with no stream client the loop pays nothing.
-        if self.shared.clients.load(Ordering::Relaxed) == 0 {
-            return Ok(());
-        }
+    fn picture(&self, canvas: &RgbImage, _seq: u64) {
         let mut jpeg = Vec::with_capacity(32 * 1024);
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 80).encode_image(canvas)?;
+        if let Err(e) =
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 80).encode_image(canvas)
+        {
+            log::debug!("web: a frame did not encode: {e}");
+            return;
+        }
         let mut part = format!(
             "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
             jpeg.len()
@@ -226,12 +240,6 @@ impl Sink for HttpSink {
         .into_bytes();
         part.extend_from_slice(&jpeg);
         part.extend_from_slice(b"\r\n");
-        self.shared.frames.send_replace(Some(Bytes::from(part)));
-        Ok(())
-    }
-
-    fn finish(&mut self) -> Result<()> {
-        self.server.stop();
-        Ok(())
+        self.0.frames.send_replace(Some(Bytes::from(part)));
     }
 }

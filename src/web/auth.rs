@@ -107,7 +107,7 @@ pub fn resolve_token(
         {
             use std::os::unix::fs::PermissionsExt;
             if meta.permissions().mode() & 0o004 != 0 {
-                log::warn!("warning: {p} is readable by every user; chmod o-r it");
+                log::warn!("{p} is readable by every user; chmod o-r it");
             }
         }
         let text = std::fs::read_to_string(path)

@@ -21,8 +21,8 @@ use super::auth::{query_value, same_origin};
 use super::worker::{Reply, Task};
 use super::{Shared, Stats, BODY_READ_TIMEOUT, MAX_UPLOAD};
 
-const INDEX: &str = include_str!("../web/index.html");
-const PAD: &str = include_str!("../web/pad.html");
+const INDEX: &str = include_str!("page/index.html");
+const PAD: &str = include_str!("page/pad.html");
 
 /// With no new frame for this long, a stream client gets the last one again (so that idle
 /// timeouts along the way do not close a stream whose camera paused).
