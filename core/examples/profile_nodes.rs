@@ -1,5 +1,5 @@
 //! Per-node profile of a model's optimized tract plan (a development tool for the int8 work,
-//! docs/int8-plan.md): `cargo run --release -p ign-core --example profile_nodes -- MODEL [RUNS]`.
+//! docs/performance.md): `cargo run --release -p ign-core --example profile_nodes -- MODEL [RUNS]`.
 //! Prints every node of the plan with its operator, output shape and mean time per call; int8
 //! plans get the project's own ops as `ign-edge` runs them (`IGN_EDGE_TRACT_OPS=1`: tract's
 //! own). `THREADS=N` runs the plan on tract's N-thread executor.

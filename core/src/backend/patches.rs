@@ -1,5 +1,5 @@
 //! int8 convolutions: the im2col of tract's int8 plan, done by an op of this project's own
-//! (issue 18, docs/int8-plan.md).
+//! (issue 18, docs/performance.md).
 //!
 //! tract lowers every quantized `Conv` through an eager `Im2col` that writes its packed int8
 //! format one value at a time through a generic writer: on ign-mnist's int8 plan that was 43% of

@@ -19,10 +19,7 @@
 use anyhow::{bail, Context, Result};
 use tract_onnx::pb;
 
-use super::graph::{
-    attr_int, attr_ints, attr_str, f32_tensor, float_initializer, graph_mut, i64_tensor,
-    node_label, Names,
-};
+use super::graph::{f32_tensor, float_initializer, graph_mut, i64_tensor, node_label, Names};
 use crate::model::writer::{attr_int as mk_int, attr_ints as mk_ints, attr_string};
 
 /// How one spatial axis of a transposed convolution maps onto a stride-1 convolution.
@@ -189,18 +186,21 @@ fn rewrite_one(
 /// The attributes this rewrite handles: explicit pads, no output_shape, no groups, no
 /// dilation.
 fn check_supported(node: &pb::NodeProto) -> Result<()> {
-    if let Some(ap) = attr_str(node, "auto_pad") {
+    if let Some(ap) = node.get_attr_opt::<&str>("auto_pad")? {
         if !ap.is_empty() && ap != "NOTSET" {
             bail!("auto_pad {ap} is not supported; export with explicit pads");
         }
     }
-    if attr_ints(node, "output_shape").is_some() {
+    if node.get_attr_opt_vec::<i64>("output_shape")?.is_some() {
         bail!("the output_shape attribute is not supported; export with pads");
     }
-    if attr_int(node, "group").unwrap_or(1) != 1 {
+    if node.get_attr_opt::<i64>("group")?.unwrap_or(1) != 1 {
         bail!("grouped transposed convolutions are not supported");
     }
-    if attr_ints(node, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1)) {
+    if node
+        .get_attr_opt_vec::<i64>("dilations")?
+        .is_some_and(|d| d.iter().any(|&v| v != 1))
+    {
         bail!("dilated transposed convolutions are not supported");
     }
     Ok(())
@@ -208,9 +208,15 @@ fn check_supported(node: &pb::NodeProto) -> Result<()> {
 
 /// The per-axis plans (taps, padding, crop) from the node's strides, pads and output padding.
 fn axis_plans(node: &pb::NodeProto, kh: usize, kw: usize) -> Result<(AxisPlan, AxisPlan)> {
-    let strides = attr_ints(node, "strides").unwrap_or_else(|| vec![1, 1]);
-    let pads = attr_ints(node, "pads").unwrap_or_else(|| vec![0; 4]);
-    let out_pad = attr_ints(node, "output_padding").unwrap_or_else(|| vec![0, 0]);
+    let strides = node
+        .get_attr_opt_vec::<i64>("strides")?
+        .unwrap_or_else(|| vec![1, 1]);
+    let pads = node
+        .get_attr_opt_vec::<i64>("pads")?
+        .unwrap_or_else(|| vec![0; 4]);
+    let out_pad = node
+        .get_attr_opt_vec::<i64>("output_padding")?
+        .unwrap_or_else(|| vec![0, 0]);
     if strides.len() != 2 || pads.len() != 4 || out_pad.len() != 2 {
         bail!("expected 2-D strides, pads and output_padding");
     }

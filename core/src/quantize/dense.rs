@@ -11,8 +11,7 @@ use std::collections::HashMap;
 use tract_onnx::pb;
 
 use super::graph::{
-    attr_int, attr_ints, attr_str, f32_tensor, float_initializer, graph_mut, i64_tensor,
-    node_label, FloatTensor, Names,
+    f32_tensor, float_initializer, graph_mut, i64_tensor, node_label, FloatTensor, Names,
 };
 
 /// Spatial size `[H, W]` of each tensor that feeds a convolution, from a calibration run.
@@ -31,18 +30,26 @@ pub fn conv_inputs(model: &pb::ModelProto) -> Vec<String> {
     out
 }
 
-fn plain(node: &pb::NodeProto) -> bool {
-    let no_pad = attr_ints(node, "pads").is_none_or(|p| p.iter().all(|&v| v == 0));
-    let auto_pad =
-        attr_str(node, "auto_pad").is_none_or(|a| a.is_empty() || a == "NOTSET" || a == "VALID");
-    let dil = attr_ints(node, "dilations").is_none_or(|d| d.iter().all(|&v| v == 1));
-    let out_pad = attr_ints(node, "output_padding").is_none_or(|p| p.iter().all(|&v| v == 0));
-    no_pad
+/// Whether `node` has no padding, dilation, groups or output shape (an attribute of the
+/// wrong type is an error, as tract would make it).
+fn plain(node: &pb::NodeProto) -> Result<bool> {
+    let zeros = |name: &str| -> Result<bool> {
+        Ok(node
+            .get_attr_opt_vec::<i64>(name)?
+            .is_none_or(|p| p.iter().all(|&v| v == 0)))
+    };
+    let auto_pad = node
+        .get_attr_opt::<&str>("auto_pad")?
+        .is_none_or(|a| a.is_empty() || a == "NOTSET" || a == "VALID");
+    let dil = node
+        .get_attr_opt_vec::<i64>("dilations")?
+        .is_none_or(|d| d.iter().all(|&v| v == 1));
+    Ok(zeros("pads")?
         && auto_pad
         && dil
-        && out_pad
-        && attr_int(node, "group").unwrap_or(1) == 1
-        && attr_ints(node, "output_shape").is_none()
+        && zeros("output_padding")?
+        && node.get_attr_opt::<i64>("group")?.unwrap_or(1) == 1
+        && node.get_attr_opt_vec::<i64>("output_shape")?.is_none())
 }
 
 /// What a dense layer becomes.
@@ -88,7 +95,7 @@ fn dense_weights(
     node: &pb::NodeProto,
 ) -> Result<Option<FloatTensor>> {
     let is_conv = node.op_type == "Conv";
-    if !(is_conv || node.op_type == "ConvTranspose") || !plain(node) {
+    if !(is_conv || node.op_type == "ConvTranspose") || !plain(node)? {
         return Ok(None);
     }
     let (Some(shape), Some(w)) = (

@@ -17,11 +17,12 @@ use anyhow::{Context, Result};
 use std::collections::HashMap;
 use tract_onnx::pb;
 
-use super::graph::{attr_int, attr_str, f32_tensor, float_initializer, graph_mut};
+use super::graph::{f32_tensor, float_initializer, graph_mut};
 
 /// A conv's float initializers, by name.
 fn weights(g: &pb::GraphProto, n: &pb::NodeProto) -> Result<Option<Vec<usize>>> {
-    if n.op_type != "Conv" || attr_int(n, "group").unwrap_or(1) != 1 || n.input.len() < 2 {
+    if n.op_type != "Conv" || n.get_attr_opt::<i64>("group")?.unwrap_or(1) != 1 || n.input.len() < 2
+    {
         return Ok(None);
     }
     Ok(float_initializer(g, &n.input[1])?
@@ -89,8 +90,8 @@ pub fn equalize(model: &mut pb::ModelProto) -> Result<usize> {
                 "Relu" | "LeakyRelu" => {}
                 "Slice" if spatial_slice(graph, m) => {}
                 "DepthToSpace" if mapping == Mapping::Same => {
-                    let bs = attr_int(m, "blocksize").unwrap_or(1) as usize;
-                    mapping = match attr_str(m, "mode").as_deref() {
+                    let bs = m.get_attr_opt::<i64>("blocksize")?.unwrap_or(1) as usize;
+                    mapping = match m.get_attr_opt::<&str>("mode")? {
                         Some("CRD") => Mapping::Crd(bs),
                         _ => Mapping::Dcr(bs),
                     };

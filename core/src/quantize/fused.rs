@@ -1,5 +1,5 @@
 //! int8 end to end (`--scheme fused`, issue 18): the form tract fuses into one integer kernel
-//! per convolution (docs/int8-plan.md).
+//! per convolution (docs/performance.md).
 //!
 //! - Every `Conv` with constant weights becomes a `QLinearConv` with int8 activations in and
 //!   out, per-tensor scales, weight zero point 0 and an int32 bias: tract folds the bias, the

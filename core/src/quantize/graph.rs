@@ -84,27 +84,6 @@ pub fn i64_tensor(name: &str, dims: &[usize], data: &[i64]) -> pb::TensorProto {
     }
 }
 
-/// An integer-list attribute of a node, if present.
-pub fn attr_ints(node: &pb::NodeProto, name: &str) -> Option<Vec<i64>> {
-    node.attribute
-        .iter()
-        .find(|a| a.name == name)
-        .map(|a| a.ints.clone())
-}
-
-/// An integer attribute of a node, if present.
-pub fn attr_int(node: &pb::NodeProto, name: &str) -> Option<i64> {
-    node.attribute.iter().find(|a| a.name == name).map(|a| a.i)
-}
-
-/// A string attribute of a node, if present.
-pub fn attr_str(node: &pb::NodeProto, name: &str) -> Option<String> {
-    node.attribute
-        .iter()
-        .find(|a| a.name == name)
-        .map(|a| String::from_utf8_lossy(&a.s).into_owned())
-}
-
 /// Hands out tensor names that the graph does not use yet (deterministic).
 pub struct Names {
     used: HashSet<String>,

@@ -107,7 +107,7 @@ pub(crate) fn tensor_of(
 }
 
 /// Which integer operator the convolutions become.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Scheme {
     /// `QLinearConv`: uint8 in, uint8 out (requantized), then `DequantizeLinear`.
@@ -119,6 +119,24 @@ pub enum Scheme {
     /// see the quantize::fused module).
     #[default]
     Fused,
+}
+
+impl Scheme {
+    /// The names the command line takes, in the order of the variants.
+    pub const NAMES: [&'static str; 3] = ["q-linear-conv", "conv-integer", "fused"];
+}
+
+impl std::str::FromStr for Scheme {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "q-linear-conv" => Ok(Scheme::QLinearConv),
+            "conv-integer" => Ok(Scheme::ConvInteger),
+            "fused" => Ok(Scheme::Fused),
+            _ => anyhow::bail!("{s}: not an int8 scheme; use fused, q-linear-conv or conv-integer"),
+        }
+    }
 }
 
 /// What the quantizer did, for the report.

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use tract_onnx::pb;
 
 use super::dense::Shapes;
-use super::graph::{attr_int, attr_ints, f32_tensor, float_initializer, graph_mut, Names};
+use super::graph::{f32_tensor, float_initializer, graph_mut, Names};
 
 /// The input of every `ReduceMean`: [`fuse_layer_norms`] needs their shapes.
 pub fn norm_inputs(model: &pb::ModelProto) -> Vec<String> {
@@ -34,16 +34,17 @@ struct Match {
     bias: Vec<f32>,
 }
 
-fn reduces_chw(n: &pb::NodeProto) -> bool {
-    n.op_type == "ReduceMean"
-        && attr_ints(n, "axes").as_deref() == Some(&[1, 2, 3][..])
-        && attr_int(n, "keepdims").unwrap_or(1) == 1
+/// Whether `n` is a ReduceMean over C, H and W that keeps the dimensions.
+fn reduces_chw(n: &pb::NodeProto) -> Result<bool> {
+    Ok(n.op_type == "ReduceMean"
+        && n.get_attr_opt_vec::<i64>("axes")?.as_deref() == Some(&[1, 2, 3][..])
+        && n.get_attr_opt::<i64>("keepdims")?.unwrap_or(1) == 1)
 }
 
 fn find(graph: &pb::GraphProto, start: usize) -> Result<Option<Match>> {
     let nodes = &graph.node;
     let r1 = &nodes[start];
-    if !reduces_chw(r1) {
+    if !reduces_chw(r1)? {
         return Ok(None);
     }
     let x = &r1.input[0];
@@ -69,7 +70,7 @@ fn find(graph: &pb::GraphProto, start: usize) -> Result<Option<Match>> {
     let Some(r2) = by_input(&nodes[sq].output[0], "ReduceMean") else {
         return Ok(None);
     };
-    if !reduces_chw(&nodes[r2]) {
+    if !reduces_chw(&nodes[r2])? {
         return Ok(None);
     }
     let Some(add_eps) = by_input(&nodes[r2].output[0], "Add") else {
