@@ -163,14 +163,10 @@ impl Checkpoint {
     }
 }
 
-/// Load the model of a checkpoint file (or of a run folder holding one).
+/// Load the model of a checkpoint file, of a run folder holding one, or of a recipe's run
+/// folder (its last stage's, [`crate::recipe::checkpoint_file`]).
 pub fn load_model(path: &Path) -> Result<(Ign, Checkpoint)> {
-    let file = if path.is_dir() {
-        path.join(CHECKPOINT_FILE)
-    } else {
-        path.to_path_buf()
-    };
-    let ck = load(&file)?;
+    let ck = load(&crate::recipe::checkpoint_file(path)?)?;
     let (model, _vm) = ck.model()?;
     Ok((model, ck))
 }

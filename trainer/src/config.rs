@@ -44,6 +44,36 @@ pub struct TrainConfig {
     pub data: String,
     /// Which dataset name goes into the exported model's metadata.
     pub dataset_name: String,
+    /// The recipe stage that trained it (`ign-train train --recipe`; none for a plain run and
+    /// in checkpoints from before recipes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe: Option<RecipeStage>,
+}
+
+/// Where a run's state came from when a recipe made it ([`crate::recipe`]): written into the
+/// exported model as `ign.recipe`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipeStage {
+    /// The recipe's name.
+    pub recipe: String,
+    /// The first 12 hex digits of the SHA-256 of the recipe file's text (`sha256sum FILE`).
+    pub hash: String,
+    /// The stage's name.
+    pub stage: String,
+    /// The stage's place in the recipe, from 1, and the number of stages.
+    pub index: usize,
+    pub stages: usize,
+}
+
+impl std::fmt::Display for RecipeStage {
+    /// `ign-mnist@0123456789ab stage typical (6 of 6)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}@{} stage {} ({} of {})",
+            self.recipe, self.hash, self.stage, self.index, self.stages
+        )
+    }
 }
 
 /// Which part of each `z` batch the tightness term is taken over.
@@ -88,6 +118,7 @@ mod tests {
         let none = OLD.replace(r#""z_fonts":"wide","#, "");
         let c: TrainConfig = serde_json::from_str(&none).unwrap();
         assert_eq!(c.z_fonts, ZFonts::Base);
+        assert_eq!(c.recipe, None);
         // a folder goes in and out as its path
         let mut c = c;
         c.z_fonts = ZFonts::Dir("fonts/mine".into());

@@ -16,6 +16,10 @@ use crate::model::{Act, LayerSpec, Norm, NORM_EPS};
 
 const BN_EPS: f64 = NORM_EPS;
 
+/// The metadata key of the recipe stage that trained the model
+/// ([`crate::config::RecipeStage`]), e.g. `ign-mnist@0123456789ab stage typical (6 of 6)`.
+pub const RECIPE_KEY: &str = "ign.recipe";
+
 fn tensor_vec(varmap: &VarMap, name: &str) -> Result<Vec<f32>> {
     let data = varmap.data().lock().unwrap();
     let v = data
@@ -207,6 +211,9 @@ pub fn onnx_bytes_with(
             config.noise
         ),
     );
+    if let Some(r) = &config.recipe {
+        w.metadata(RECIPE_KEY, &r.to_string());
+    }
     for (k, v) in extra {
         w.metadata(k, v);
     }
@@ -233,11 +240,7 @@ pub fn export(
     raw_weights: bool,
 ) -> Result<Vec<std::path::PathBuf>> {
     use crate::bnstats::{recalibrate, BnStats};
-    let file = if checkpoint.is_dir() {
-        checkpoint.join(crate::checkpoint::CHECKPOINT_FILE)
-    } else {
-        checkpoint.to_path_buf()
-    };
+    let file = crate::recipe::checkpoint_file(checkpoint)?;
     let ck = crate::checkpoint::load(&file)?;
     let (model, varmap) = ck.model()?;
     let weights = if ck.has_ema() && !raw_weights {

@@ -22,6 +22,7 @@ pub mod noise;
 pub mod ood;
 pub mod optim;
 pub mod printed;
+pub mod recipe;
 pub mod samples;
 pub mod train;
 

@@ -6,13 +6,14 @@
 //! `enc.<i>.conv.weight`, `enc.<i>.ln.weight`, `dec.<i>.bn.running_mean`, ...
 //!
 //! ## Normalization
-//! DCGAN uses BatchNorm. In IGN training every forward pass sees a batch of one kind (real
-//! images, noise, or f(noise)), so BatchNorm's batch statistics differ wildly between passes,
-//! and its running averages (what an exported, batch-1 model must use) match none of them:
-//! measured here, the eval-mode network maps every input to the same blob although the
-//! train-mode reconstruction loss was low. The default is therefore a per-sample LayerNorm over
-//! (C, H, W) with a per-channel scale and shift: it computes the same function in training and
-//! at batch 1 on a board. `--norm batch` keeps the paper's BatchNorm.
+//! DCGAN uses BatchNorm, and so do the shipped models (the default). In IGN training every
+//! forward pass sees a batch of one kind (real images, noise, or f(noise)), so BatchNorm's
+//! batch statistics differ between passes, and its running averages match none of them: export
+//! folds in the statistics of real images and writes a second model with those of noise
+//! ([`crate::bnstats`]). The per-sample norms (`layer`, `instance`) compute the same function in
+//! training and at batch 1, but with them every noise image went to one digit
+//! (models/MODELS.md): nothing in the loss separates different z, and BatchNorm's batch
+//! statistics do.
 
 use anyhow::{bail, Result};
 use candle_core::{ModuleT, Tensor};
@@ -24,9 +25,10 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "lowercase")]
 pub enum Norm {
     /// Per-sample LayerNorm over (C, H, W), per-channel affine: batch-independent.
-    #[default]
     Layer,
-    /// BatchNorm (the paper's DCGAN); exported with its running statistics.
+    /// BatchNorm (the paper's DCGAN, the shipped models'); exported with the statistics of
+    /// real images, and a variant with those of noise.
+    #[default]
     Batch,
     /// Per-sample, per-channel InstanceNorm over (H, W), per-channel affine: batch-independent
     /// like `layer`, and it removes each channel's own spatial mean, the part of a conv

@@ -402,15 +402,18 @@ pub fn typical_ink(train: &Dataset, by_class: Vec<Vec<usize>>) -> Vec<Vec<usize>
 pub struct Interrupted {
     pub step: u64,
     pub checkpoint: PathBuf,
+    /// How to continue: `--resume`, or for a recipe its command again.
+    pub resume_with: String,
 }
 
 impl std::fmt::Display for Interrupted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "interrupted: checkpoint saved at step {} in {} (continue with --resume)",
+            "interrupted: checkpoint saved at step {} in {} (continue with {})",
             self.step,
-            self.checkpoint.display()
+            self.checkpoint.display(),
+            self.resume_with
         )
     }
 }
@@ -532,6 +535,7 @@ fn starting_state(
         }
         ck.config.z_tight = config.z_tight;
         ck.config.z_bn = config.z_bn;
+        ck.config.recipe = config.recipe.clone();
         Some(ck)
     } else {
         None
@@ -671,6 +675,7 @@ fn train_until(trainer: &mut Trainer, opts: &RunOptions, ck_path: PathBuf) -> Re
             return Err(Interrupted {
                 step: trainer.step,
                 checkpoint: ck_path,
+                resume_with: "--resume".into(),
             }
             .into());
         }

@@ -26,6 +26,7 @@ fn config(model: ModelConfig) -> TrainConfig {
         seed: 3,
         data: "test".into(),
         dataset_name: "test".into(),
+        recipe: None,
     }
 }
 

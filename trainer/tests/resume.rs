@@ -36,6 +36,7 @@ fn config() -> TrainConfig {
         seed: 11,
         data: "fixture".into(),
         dataset_name: "mnist".into(),
+        recipe: None,
     }
 }
 

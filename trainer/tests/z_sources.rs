@@ -51,6 +51,7 @@ fn trainer_fonts(
         seed: 3,
         data: "fixture".into(),
         dataset_name: "mnist".into(),
+        recipe: None,
     };
     Trainer::new(config, split.train, split.test)
 }

@@ -98,6 +98,7 @@ impl BenchStepCmd {
             seed: 0,
             data: "random".into(),
             dataset_name: "bench".into(),
+            recipe: None,
         };
         let mut t = Trainer::new(config, data.clone(), data)?;
         for _ in 0..2 {

@@ -11,38 +11,51 @@ use crate::noise::NoiseKind;
 use crate::optim::AdamConfig;
 use crate::train::{self, RunOptions, TrainConfig};
 
-/// Train an IGN (or continue a run with --resume). Ctrl-C saves a checkpoint.
+/// Train an IGN (or continue a run with --resume), or run a recipe's stages in order. Ctrl-C
+/// saves a checkpoint.
 ///
-/// Example: ign-train train --data ../shared/data/mnist-10k --width 32 --steps 20000 --out runs/mnist
+/// A shipped model's recipe: ign-train train --recipe ign-mnist --data ../shared/data/mnist-10k
+/// --out runs/ign-mnist
+///
+/// A run of your own: ign-train train --data ../shared/data/mnist-10k --steps 20000 --out
+/// runs/mnist
 #[derive(Args, Debug)]
 pub struct TrainCmd {
+    /// Run the stages of a recipe in --out (each in --out/STAGE), resuming where it stopped
+    /// when run again: a built-in name (ign-mnist, ign-fashion: models/recipes/) or a .toml
+    /// file. Takes --data, --out, --threads, --sample-every and --checkpoint-every; the rest
+    /// is the recipe's.
+    #[arg(long, value_name = "NAME|FILE", conflicts_with_all = ["resume", "from", "steps"])]
+    pub recipe: Option<String>,
     /// IDX images file, a folder with IDX files (train-/t10k- pairs are used as the split), or
     /// an image folder (one sub-folder per class gives labels).
     #[arg(long)]
     pub data: PathBuf,
     /// Data kind; detected from the path when omitted.
-    #[arg(long, value_enum)]
+    #[arg(long, conflicts_with = "recipe", value_enum)]
     pub dataset: Option<DataKind>,
     /// Name recorded in the exported model (default: the data folder's name).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "recipe")]
     pub name: Option<String>,
     /// Square image size (28, 32 or 64); IDX keeps its own size by default, folders use 64.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "recipe")]
     pub image_size: Option<usize>,
     /// 1 (gray) or 3 (RGB); default 1 for IDX, 3 for folders.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "recipe")]
     pub channels: Option<usize>,
-    /// Width of the first layer (64 in the paper; 32 trains ~4x faster on a small CPU).
-    #[arg(long, default_value_t = 64)]
+    /// Width of the first layer: 32 (the shipped models'; 64, the paper's, costs 3x per step
+    /// and generated no better per step, models/MODELS.md).
+    #[arg(long, conflicts_with = "recipe", default_value_t = 32)]
     pub width: usize,
-    /// Normalization: layer (per-sample, the same at batch 1: default), instance (per sample and
-    /// channel over H, W), batch (the paper's BatchNorm; its running statistics rarely fit IGN's
-    /// mixed inputs) or none.
-    #[arg(long, value_enum, default_value = "layer")]
+    /// Normalization: batch (the paper's BatchNorm, the shipped models'; export folds in the
+    /// statistics of real images and writes a variant with those of noise), layer (per sample,
+    /// over C, H, W), instance (per sample and channel, over H, W) or none. With layer and
+    /// instance every noise image went to one digit (models/MODELS.md).
+    #[arg(long, conflicts_with = "recipe", value_enum, default_value = "batch")]
     pub norm: Norm,
     /// Batch size [default: 64; with --from, the source run's unless given: --batch 256 is the
     /// paper's].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "recipe")]
     pub batch: Option<usize>,
     /// Train until this many steps in total.
     #[arg(long, default_value_t = 10_000)]
@@ -62,77 +75,87 @@ pub struct TrainCmd {
     #[arg(long, value_name = "RUN", conflicts_with = "resume")]
     pub from: Option<PathBuf>,
     /// Seed of initialisation, data order and noise.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, conflicts_with = "recipe", default_value_t = 0)]
     pub seed: u64,
     /// Adam's learning rate (with --from it applies from that step on: a lower rate to finish
     /// a run is a schedule too).
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, conflicts_with = "recipe", default_value_t = 1e-4)]
     pub lr: f64,
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, conflicts_with = "recipe", default_value_t = 0.5)]
     pub beta1: f64,
-    #[arg(long, default_value_t = 0.999)]
+    #[arg(long, conflicts_with = "recipe", default_value_t = 0.999)]
     pub beta2: f64,
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, conflicts_with = "recipe", default_value_t = 20.0)]
     pub lambda_rec: f64,
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, conflicts_with = "recipe", default_value_t = 20.0)]
     pub lambda_idem: f64,
-    #[arg(long, default_value_t = 2.5)]
+    #[arg(long, conflicts_with = "recipe", default_value_t = 2.5)]
     pub lambda_tight: f64,
     /// Tightness clamp `a`.
-    #[arg(long, default_value_t = 1.5)]
+    #[arg(long, conflicts_with = "recipe", default_value_t = 1.5)]
     pub tight_clamp: f64,
-    #[arg(long, value_enum, default_value = "l1")]
+    #[arg(long, conflicts_with = "recipe", value_enum, default_value = "l1")]
     pub distance: Distance,
     /// Weight of a restoration term D(f(c(x)), x) over the corrupted z of --z-mix: f of a
     /// corrupted training image is pulled back to the image itself (a completed occlusion, a
     /// denoised background), not only onto some fixed point. 0 (default): off, the paper's
     /// objective; 20 weighs it as reconstruction. Applies from that step on with --from.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, conflicts_with = "recipe", default_value_t = 0.0)]
     pub lambda_restore: f64,
     /// With --lambda-restore and --z-printed: the restoration term also pulls f of each
     /// printed digit to the training digit of its class nearest to it (L1), a handwritten
     /// target for a printed input (needs labelled data). Applies from that step on with --from.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "recipe")]
     pub restore_printed: bool,
     /// Which digits of its class a printed digit is restored to with --restore-printed:
     /// nearest (any, the nearest in L1; a bold glyph gets a thick digit) or typical (the
     /// nearest of those with the middle half of their class's ink, so that f also learns to
     /// bring bold and hairline faces to a handwritten stroke weight). Applies from that step on
     /// with --from.
-    #[arg(long, value_enum, default_value = "nearest")]
+    #[arg(long, conflicts_with = "recipe", value_enum, default_value = "nearest")]
     pub restore_match: crate::loss::RestoreMatch,
     /// Noise fed as z: gaussian (MNIST) or freq (frequency-matched, for faces).
-    #[arg(long, value_enum, default_value = "gaussian")]
+    #[arg(
+        long,
+        conflicts_with = "recipe",
+        value_enum,
+        default_value = "gaussian"
+    )]
     pub noise: NoiseKind,
     /// Fraction of z drawn from corruptions of real training images (occluded, thick, thin,
     /// blurred, noisy-background, shifted/rotated digits) instead of noise, so that f learns
     /// to make those real too (0: noise only, the paper's MNIST recipe).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, conflicts_with = "recipe", default_value_t = 0.0)]
     pub z_mix: f64,
     /// Fraction of z rendered as printed digits (random digit, rotation, scale and stroke) from
     /// the faces of --z-fonts; `eval --ood` judges printed digits on other faces. 28x28 gray
     /// data only.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, conflicts_with = "recipe", default_value_t = 0.0)]
     pub z_printed: f64,
     /// Faces of --z-printed: base (DejaVu and Liberation, 7 faces: fonts-dejavu-core
     /// fonts-liberation2), wide (those and 48 more: italics, light to black weights,
     /// condensed, rounded, hand-lettered; the packages are named if one is missing) or a
     /// folder (every .ttf/.otf file in it, sorted by name; ./base for a folder named base).
-    #[arg(long, value_name = "base|wide|DIR", default_value = "base")]
+    #[arg(
+        long,
+        group = "stage",
+        value_name = "base|wide|DIR",
+        default_value = "base"
+    )]
     pub z_fonts: crate::train::ZFonts,
     /// Which z the tightness term sees: all (the paper's objective) or noise (corrupted and
     /// printed digits then feed the idempotence term alone).
-    #[arg(long, value_enum, default_value = "all")]
+    #[arg(long, conflicts_with = "recipe", value_enum, default_value = "all")]
     pub z_tight: crate::train::ZTight,
     /// BatchNorm with --z-mix/--z-printed: shared (one batch of noise and digits) or separate
     /// (the noise and the digits in two batches, each with its own statistics).
-    #[arg(long, value_enum, default_value = "shared")]
+    #[arg(long, conflicts_with = "recipe", value_enum, default_value = "shared")]
     pub z_bn: crate::train::ZBatchNorm,
     /// Keep a moving average of the weights with this decay, saved in checkpoints and written
     /// by `export` (0.999: about the last 1,000 steps), so that the exported model stands for a
     /// stretch of training rather than its last step (0: off). Applies from that step on with
     /// --from, starting at the weights there.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, conflicts_with = "recipe", default_value_t = 0.0)]
     pub ema: f64,
     /// Write samples and the loss plot every N steps (0: never).
     #[arg(long, default_value_t = 500)]
@@ -141,10 +164,10 @@ pub struct TrainCmd {
     #[arg(long, default_value_t = 500)]
     pub checkpoint_every: u64,
     /// Fraction held out for testing when the data has no split of its own.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, conflicts_with = "recipe", default_value_t = 0.1)]
     pub test_fraction: f64,
     /// Use at most this many training images (0: all).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, conflicts_with = "recipe", default_value_t = 0)]
     pub limit: usize,
     /// CPU threads (default: all cores).
     #[arg(long)]
@@ -152,8 +175,28 @@ pub struct TrainCmd {
 }
 
 impl TrainCmd {
+    /// Train as the command line says: a plain run, or the stages of `--recipe`.
     pub fn run(self) -> Result<()> {
         crate::set_threads(self.threads);
+        if let Some(recipe) = &self.recipe {
+            let recipe = crate::recipe::Recipe::load(recipe)?;
+            let opts = crate::recipe::RecipeOptions {
+                data: self.data.clone(),
+                out: self.out.clone(),
+                sample_every: self.sample_every,
+                checkpoint_every: self.checkpoint_every,
+                ..Default::default()
+            };
+            return crate::recipe::run(&recipe, &opts);
+        }
+        let (config, data_opts, opts) = self.settings()?;
+        train::run(config, &self.data, &data_opts, &opts)?;
+        Ok(())
+    }
+
+    /// The run these flags describe: its configuration, how to load the data, and the options
+    /// of this invocation.
+    pub fn settings(&self) -> Result<(TrainConfig, DataOptions, RunOptions)> {
         let data_opts = DataOptions {
             kind: self.dataset,
             image_size: self.image_size,
@@ -199,7 +242,7 @@ impl TrainCmd {
             noise: self.noise,
             z_mix: self.z_mix,
             z_printed: self.z_printed,
-            z_fonts: self.z_fonts,
+            z_fonts: self.z_fonts.clone(),
             z_tight: self.z_tight,
             z_bn: self.z_bn,
             ema: self.ema,
@@ -207,18 +250,18 @@ impl TrainCmd {
             seed: self.seed,
             data: self.data.display().to_string(),
             dataset_name: name,
+            recipe: None,
         };
         let opts = RunOptions {
-            out: self.out,
+            out: self.out.clone(),
             steps: self.steps,
             resume: self.resume,
-            from: self.from,
+            from: self.from.clone(),
             from_batch: self.batch,
             sample_every: self.sample_every,
             checkpoint_every: self.checkpoint_every,
             quiet: false,
         };
-        train::run(config, &self.data, &data_opts, &opts)?;
-        Ok(())
+        Ok((config, data_opts, opts))
     }
 }
