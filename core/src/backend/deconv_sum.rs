@@ -6,7 +6,7 @@
 //! write per value, single-threaded: 17% of ign-mnist's fp32 time and 880 µs of the 64×64
 //! model's 5.3 ms, more than any product but the largest.
 //!
-//! [`DeconvSum2d`] computes the same sums row by row through the stride's phases: output
+//! [`IgnDeconvSum`] computes the same sums row by row through the stride's phases: output
 //! row `oy`, column phase `px` (the columns `sw·m + px`) receives, from each kernel tap that
 //! lands on it, one contiguous run of a product row shifted by a constant, so every add is a
 //! contiguous vector add; the phases are then interleaved into the output row. Taps are added
@@ -45,7 +45,7 @@ pub struct DeconvGeometry {
 /// input 1 (unless the bias is kept in the op) the bias: one value, one per channel, or one
 /// per output value.
 #[derive(Clone, Debug, PartialEq)]
-pub struct DeconvSum2d {
+pub struct IgnDeconvSum {
     pub geometry: DeconvGeometry,
     /// The bias per output channel, when it was a constant (the op then has one input).
     bias: Option<Vec<f32>>,
@@ -60,7 +60,7 @@ pub struct DeconvSum2d {
     phase_cap: usize,
 }
 
-impl Eq for DeconvSum2d {}
+impl Eq for IgnDeconvSum {}
 
 /// The bias of one output row.
 enum BiasRow<'a> {
@@ -68,9 +68,9 @@ enum BiasRow<'a> {
     Row(&'a [f32]),
 }
 
-impl DeconvSum2d {
+impl IgnDeconvSum {
     /// The op for `geometry`; `bias` per output channel when it is a constant.
-    pub fn new(geometry: DeconvGeometry, bias: Option<Vec<f32>>) -> DeconvSum2d {
+    pub fn new(geometry: DeconvGeometry, bias: Option<Vec<f32>>) -> IgnDeconvSum {
         let DeconvGeometry {
             input_hw: [ih, iw],
             kernel: [kh, kw],
@@ -104,7 +104,7 @@ impl DeconvSum2d {
                 runs.push([kx, (m0 - d) as usize, first, (m1 - m0) as usize]);
             }
         }
-        DeconvSum2d {
+        IgnDeconvSum {
             geometry,
             bias,
             rows,
@@ -205,7 +205,7 @@ impl DeconvSum2d {
     }
 }
 
-impl Op for DeconvSum2d {
+impl Op for IgnDeconvSum {
     fn name(&self) -> StaticName {
         "IgnDeconvSum".into()
     }
@@ -217,7 +217,7 @@ impl Op for DeconvSum2d {
     op_as_typed_op!();
 }
 
-impl EvalOp for DeconvSum2d {
+impl EvalOp for IgnDeconvSum {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
@@ -292,7 +292,7 @@ impl EvalOp for DeconvSum2d {
 /// Products below this many adds run on the calling thread (a thread hand-off costs more).
 const PARALLEL_ADDS: usize = 1 << 16;
 
-impl TypedOp for DeconvSum2d {
+impl TypedOp for IgnDeconvSum {
     fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         Ok(tvec!(f32::fact(self.geometry.output)))
     }
@@ -300,7 +300,7 @@ impl TypedOp for DeconvSum2d {
     as_op!();
 }
 
-/// The geometry of every `Deconv` of a typed model that [`DeconvSum2d`] handles, by node name.
+/// The geometry of every `Deconv` of a typed model that [`IgnDeconvSum`] handles, by node name.
 pub fn geometries(model: &TypedModel) -> TractResult<HashMap<String, DeconvGeometry>> {
     let mut out = HashMap::new();
     for node in model.nodes() {
@@ -363,7 +363,7 @@ fn geometry(
 }
 
 /// Replace tract's `DeconvSum` of each deconvolution in `geometries` (from [`geometries`] on
-/// the model before optimization) by [`DeconvSum2d`] in the optimized `plan`, where its
+/// the model before optimization) by [`IgnDeconvSum`] in the optimized `plan`, where its
 /// inputs have the expected shapes. Returns how many were replaced.
 pub fn replace_deconv_sum(
     plan: &mut TypedModel,
@@ -427,7 +427,7 @@ fn replace(
         } else {
             &node.inputs[..]
         };
-        let op = DeconvSum2d::new(g.clone(), op_bias);
+        let op = IgnDeconvSum::new(g.clone(), op_bias);
         let patch = TypedModelPatch::replace_single_op(plan, node, inputs, op)?;
         patch.apply(plan)?;
         done += 1;

@@ -5,29 +5,42 @@
 pub mod cpu;
 pub mod deconv_sum;
 pub mod fold;
-pub mod patches;
+pub mod packed_im2col;
 pub mod projector;
-pub mod quantize_op;
+pub mod quantize_linear;
 
 pub use projector::Projector;
+
+// Transitional (issue 28): the old names that src/backend/mod.rs and tests/int8_kernels.rs
+// still use; delete once they say `packed_im2col` and `quantize_linear::IgnQuantizeLinear`.
+#[doc(hidden)]
+pub use packed_im2col as patches;
+#[doc(hidden)]
+pub mod quantize_op {
+    pub use super::quantize_linear::*;
+    pub type FastQuantize = IgnQuantizeLinear;
+}
 
 use anyhow::{bail, Result};
 
 use crate::tensor::ImageBatch;
 
 /// Put this project's own ops into an optimized tract plan where they compute the same bytes
-/// faster: the int8 im2col ([`patches`]) and `QuantizeLinear` ([`quantize_op`]); the fp32
-/// scatter of transposed convs ([`deconv_sum`]) needs the model before optimization and is
-/// put in by [`optimize`]. Returns how
-/// many nodes were replaced. `IGN_EDGE_TRACT_OPS=1` in the environment keeps tract's own ops
-/// and folding (to compare speed, or to rule these out).
+/// faster: the int8 im2col ([`packed_im2col`]) and `QuantizeLinear` ([`quantize_linear`]); the
+/// fp32 scatter of transposed convs ([`deconv_sum`]) needs the model before optimization and is
+/// put in by [`optimize`]. Returns how many nodes were replaced. `IGN_EDGE_TRACT_OPS=1` in the
+/// environment keeps tract's own ops and folding (to compare speed, or to rule these out).
+///
+/// Each op is named once: tract's profile prints `IgnPackedIm2col`, `IgnQuantizeLinear` and
+/// `IgnDeconvSum`, the names of their structs, in the files of the same name
+/// (`packed_im2col.rs`, ...).
 pub fn own_ops(
     plan: &mut tract_onnx::prelude::TypedModel,
 ) -> tract_onnx::prelude::TractResult<usize> {
     if tract_only() {
         return Ok(0);
     }
-    Ok(patches::replace_im2col(plan)? + quantize_op::replace_quantize(plan)?)
+    Ok(packed_im2col::replace_im2col(plan)? + quantize_linear::replace_quantize(plan)?)
 }
 
 fn tract_only() -> bool {
@@ -93,5 +106,78 @@ pub trait Backend {
             "{} computes in the caller's thread: use project",
             self.name()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::prelude::{DatumType, Op};
+
+    /// `T`'s module and name: `("deconv_sum", "IgnDeconvSum")`.
+    fn module_and_name<T>() -> (&'static str, &'static str) {
+        let mut path = std::any::type_name::<T>().rsplit("::");
+        let name = path.next().unwrap();
+        (path.next().unwrap(), name)
+    }
+
+    /// `IgnDeconvSum` → `deconv_sum`.
+    fn file_of(name: &str) -> String {
+        let mut out = String::new();
+        for (i, c) in name.trim_start_matches("Ign").chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        }
+        out
+    }
+
+    /// tract's profile prints an op's `name()`: each op of ours prints its struct's name, which
+    /// its file repeats in snake case, so that a line of the profile greps to its code.
+    fn check(op: &dyn Op, (module, name): (&str, &str)) {
+        assert_eq!(op.name(), name);
+        assert_eq!(file_of(name), module, "{name} lives in {module}.rs");
+    }
+
+    #[test]
+    fn each_op_of_ours_shows_in_the_profile_as_its_struct_and_file() {
+        let conv = packed_im2col::ConvGeometry {
+            kernel: [3, 3],
+            strides: [1, 1],
+            dilations: [1, 1],
+            pad_before: [1, 1],
+            output: [4, 4],
+        };
+        let packing = packed_im2col::Packing::KMajor(tract_linalg::pack::PackedFormat {
+            dt: DatumType::I8,
+            r: 8,
+            alignment_bytes: 16,
+            end_padding_record: 1,
+        });
+        check(
+            &packed_im2col::IgnPackedIm2col::new(&conv, [1, 2, 4, 4], 1, packing),
+            module_and_name::<packed_im2col::IgnPackedIm2col>(),
+        );
+        let quantize = quantize_linear::IgnQuantizeLinear {
+            inv_scale: 10.0,
+            zero_point: 0,
+            signed: true,
+        };
+        check(
+            &quantize,
+            module_and_name::<quantize_linear::IgnQuantizeLinear>(),
+        );
+        let deconv = deconv_sum::DeconvGeometry {
+            input_hw: [2, 2],
+            kernel: [2, 2],
+            strides: [1, 1],
+            pad_before: [0, 0],
+            output: [1, 1, 3, 3],
+        };
+        check(
+            &deconv_sum::IgnDeconvSum::new(deconv, None),
+            module_and_name::<deconv_sum::IgnDeconvSum>(),
+        );
     }
 }

@@ -4,7 +4,7 @@
 //! tract lowers every quantized `Conv` through an eager `Im2col` that writes its packed int8
 //! format one value at a time through a generic writer: on ign-mnist's int8 plan that was 43% of
 //! the time (150 µs of 348 µs per image on this x86 host). [`replace_im2col`] swaps each such
-//! node of the optimized plan for [`PackedPatches`], which writes the same bytes (tested against
+//! node of the optimized plan for [`IgnPackedIm2col`], which writes the same bytes (tested against
 //! tract's op in `tests/int8_kernels.rs`) four K values at a time from a padded copy of the
 //! image and per-layer offset tables. The file on disk is unchanged; only tract's plan is.
 //!
@@ -84,7 +84,7 @@ impl Packing {
 /// written from a padded copy of the image and per-layer offset tables (four K values at a
 /// time for `K4`, runs of `r` positions for `KMajor`), instead of value by value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PackedPatches {
+pub struct IgnPackedIm2col {
     /// Input `[N, C, H, W]`.
     input: [usize; 4],
     group: usize,
@@ -101,7 +101,7 @@ pub struct PackedPatches {
     lanes: Vec<u32>,
 }
 
-impl PackedPatches {
+impl IgnPackedIm2col {
     /// The packing of convolution geometry `g` over an `input` of `[N, C, H, W]` in `group`
     /// groups, into `packing`.
     pub fn new(g: &ConvGeometry, input: [usize; 4], group: usize, packing: Packing) -> Self {
@@ -130,7 +130,7 @@ impl PackedPatches {
                 tap_offsets.push((ky * g.dilations[0] * wp + kx * g.dilations[1]) as u32);
             }
         }
-        PackedPatches {
+        IgnPackedIm2col {
             input,
             group,
             kernel: g.kernel,
@@ -227,7 +227,7 @@ impl PackedPatches {
     }
 }
 
-impl Op for PackedPatches {
+impl Op for IgnPackedIm2col {
     fn name(&self) -> StaticName {
         "IgnPackedIm2col".into()
     }
@@ -242,7 +242,7 @@ impl Op for PackedPatches {
     op_as_typed_op!();
 }
 
-impl EvalOp for PackedPatches {
+impl EvalOp for IgnPackedIm2col {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
@@ -285,7 +285,7 @@ impl EvalOp for PackedPatches {
     }
 }
 
-impl TypedOp for PackedPatches {
+impl TypedOp for IgnPackedIm2col {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let pof = PackedExoticFact {
             format: self.packing.format(),
@@ -302,7 +302,7 @@ impl TypedOp for PackedPatches {
 }
 
 /// Replace every int8 `Im2col` of an optimized plan that packs for `PackedI8K4` kernels by
-/// [`PackedPatches`] (same output, byte for byte). Returns how many were replaced.
+/// [`IgnPackedIm2col`] (same output, byte for byte). Returns how many were replaced.
 pub fn replace_im2col(model: &mut TypedModel) -> TractResult<usize> {
     let mut done = 0;
     for id in model.eval_order()? {
@@ -320,13 +320,13 @@ pub fn replace_im2col(model: &mut TypedModel) -> TractResult<usize> {
     Ok(done)
 }
 
-/// The [`PackedPatches`] that replaces tract's `Im2col` `op` at `node`, when it packs one-byte
+/// The [`IgnPackedIm2col`] that replaces tract's `Im2col` `op` at `node`, when it packs one-byte
 /// NCHW values for `PackedI8K4` kernels (`None` for anything else: tract's op stays).
 pub fn replacement(
     model: &TypedModel,
     node: &TypedNode,
     op: &Im2Col,
-) -> TractResult<Option<PackedPatches>> {
+) -> TractResult<Option<IgnPackedIm2col>> {
     let ps = &op.pool_spec;
     let x = model.outlet_fact(node.inputs[0])?;
     let Some(pof) = node.outputs[0]
@@ -366,7 +366,7 @@ pub fn replacement(
         pad_before: [padding[0].pad_before, padding[1].pad_before],
         output: [padding[0].convoluted, padding[1].convoluted],
     };
-    let p = PackedPatches::new(&geometry, input, op.group, packing);
+    let p = IgnPackedIm2col::new(&geometry, input, op.group, packing);
     if p.k() != pof.k {
         return Ok(None);
     }
@@ -424,7 +424,7 @@ mod tests {
                 end_padding_record: 1,
             };
             for packing in [Packing::K4(PackedI8K4::new(r)), Packing::KMajor(k_major)] {
-                let pp = PackedPatches::new(&g, input, 1, packing.clone());
+                let pp = IgnPackedIm2col::new(&g, input, 1, packing.clone());
                 let mut packed = vec![0xAA; pp.packed_len()];
                 pp.pack(&x, 0, 0, 200, &mut packed);
                 let (kk_n, mn) = (3 * k * k, g.output[0] * g.output[1]);
