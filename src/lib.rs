@@ -25,5 +25,5 @@ pub mod web;
 // The model format, passes, CPU backend and imaging live in `ign-core`, shared with the
 // trainer; re-exported so that `ign_edge::model` and friends stay where users found them.
 pub use ign_core::{
-    draw, fsio, idx, imaging, inputs, limits, model, notices, npy, plot, quantize, tensor,
+    anomaly, draw, fsio, idx, imaging, inputs, limits, model, notices, npy, plot, quantize, tensor,
 };

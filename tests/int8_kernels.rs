@@ -1,10 +1,10 @@
 //! The int8 plan's own tract ops (issue 18) against the tract ops they replace: the packed
-//! im2col (`ign_core::backend::patches`) byte for byte on every convolution of the shipped int8
+//! im2col (`ign_core::backend::packed_im2col`) byte for byte on every convolution of the shipped int8
 //! model and of a fused-scheme quantization of it, `QuantizeLinear`
-//! (`ign_core::backend::quantize_op`) on every rounding tie, and the whole plan bit for bit.
+//! (`ign_core::backend::quantize_linear`) on every rounding tie, and the whole plan bit for bit.
 
 use ign_edge::backend::own_ops;
-use ign_edge::backend::patches::replacement;
+use ign_edge::backend::packed_im2col::replacement;
 use ign_edge::inputs;
 use ign_edge::model::{Model, Precision};
 use ign_edge::quantize::{self, int8::Scheme, QuantizeOptions};
@@ -190,7 +190,7 @@ fn the_plan_with_our_ops_is_bit_identical() {
 
 #[test]
 fn fast_quantize_rounds_and_saturates_like_tracts_quantize_linear() {
-    use ign_edge::backend::quantize_op::FastQuantize;
+    use ign_edge::backend::quantize_linear::IgnQuantizeLinear;
     use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
     use tract_onnx::tract_core::ops::quant::{QuantizeLinearI8, QuantizeLinearU8};
     // Every tie x·(1/scale) = k + 0.5 over the whole range and past it, values between, large
@@ -225,7 +225,7 @@ fn fast_quantize_rounds_and_saturates_like_tracts_quantize_linear() {
             .eval_out_of_plan(tvec!(x.clone().into_tvalue()))
             .unwrap()
             .unwrap();
-        let ours = FastQuantize {
+        let ours = IgnQuantizeLinear {
             inv_scale: inv,
             zero_point: zp,
             signed,

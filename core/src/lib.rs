@@ -18,6 +18,7 @@
 //! let steps = cpu.project(&z, 2)?; // [f(z), f(f(z))]
 //! # anyhow::Ok(())
 //! ```
+pub mod anomaly;
 pub mod backend;
 pub mod draw;
 pub mod fsio;

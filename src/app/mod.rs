@@ -7,14 +7,18 @@
 //! - [`project`]: inputs through f, f², … into a grid or `.npy` (`ign-edge project`).
 //! - [`bench`]: what `ign-edge bench` measures ([`bench::BenchPlan`]), board defaults merged
 //!   once, and the regression gate.
+//! - [`capture`]: frames of a scene into a folder of PNGs and a manifest (`ign-edge capture`).
+//! - [`score`]: how much inputs do not belong to a scene model's scene (`ign-edge score`).
 //! - [`service`]: the service's TOML file and the run configuration it stands for.
 //!
 //! The layers: docs/ARCHITECTURE.md.
 
 pub mod bench;
+pub mod capture;
 pub mod model_spec;
 pub mod project;
 pub mod run;
+pub mod score;
 pub mod service;
 
 pub use model_spec::ModelSpec;

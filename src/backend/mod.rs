@@ -2,7 +2,9 @@
 //! name ([`select`]): `cpu` (tract, fp32/fp16/int8, in `ign_core`) and `rknn` (the Rockchip
 //! NPU, feature `rknn`).
 
-pub use ign_core::backend::{cpu, own_ops, patches, projector, quantize_op, Backend, Projector};
+pub use ign_core::backend::{
+    cpu, own_ops, packed_im2col, projector, quantize_linear, Backend, Projector,
+};
 
 pub mod rknn;
 pub mod select;

@@ -4,6 +4,7 @@
 
 pub mod args;
 pub mod bench;
+pub mod capture;
 pub mod demo;
 pub mod info;
 pub mod latent;
@@ -12,6 +13,7 @@ pub mod quantize;
 pub mod refine;
 pub mod rknn_prep;
 pub mod run;
+pub mod score;
 pub mod service;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +33,7 @@ pub struct Cli {
 pub enum Command {
     Demo(demo::DemoCmd),
     Bench(bench::BenchCmd),
+    Capture(capture::CaptureCmd),
     Info(info::InfoCmd),
     Project(project::ProjectCmd),
     Quantize(quantize::QuantizeCmd),
@@ -38,6 +41,7 @@ pub enum Command {
     Refine(refine::RefineCmd),
     RknnPrep(rknn_prep::RknnPrepCmd),
     Run(run::RunCmd),
+    Score(score::ScoreCmd),
     Service(service::ServiceCmd),
 }
 
@@ -46,6 +50,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(c) => c.run(),
         Command::Bench(c) => c.run(),
+        Command::Capture(c) => c.run(),
         Command::Info(c) => c.run(),
         Command::Project(c) => c.run(),
         Command::Quantize(c) => c.run(),
@@ -53,6 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Refine(c) => c.run(),
         Command::RknnPrep(c) => c.run(),
         Command::Run(c) => c.run(),
+        Command::Score(c) => c.run(),
         Command::Service(c) => c.run(),
     }
 }

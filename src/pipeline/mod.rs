@@ -168,14 +168,8 @@ pub fn run_loop(
         steps,
         ..Default::default()
     };
-    let mut out = Outbox::new(
-        pictures.clone(),
-        &shared,
-        stats.clone(),
-        n_panels,
-        live,
-        hud,
-    );
+    let (p, st) = (pictures.clone(), stats.clone());
+    let mut out = Outbox::new(p, &shared, st, n_panels, live, hud);
     let start = Instant::now();
     let plan = InferPlan {
         steps,

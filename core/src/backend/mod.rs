@@ -11,16 +11,6 @@ pub mod quantize_linear;
 
 pub use projector::Projector;
 
-// Transitional (issue 28): the old names that src/backend/mod.rs and tests/int8_kernels.rs
-// still use; delete once they say `packed_im2col` and `quantize_linear::IgnQuantizeLinear`.
-#[doc(hidden)]
-pub use packed_im2col as patches;
-#[doc(hidden)]
-pub mod quantize_op {
-    pub use super::quantize_linear::*;
-    pub type FastQuantize = IgnQuantizeLinear;
-}
-
 use anyhow::{bail, Result};
 
 use crate::tensor::ImageBatch;

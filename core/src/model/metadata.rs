@@ -14,6 +14,13 @@ pub mod keys {
     pub const TRAINER: &str = "ign.trainer";
     /// Name of the encoder's output tensor (the latent), for the latent tools.
     pub const LATENT: &str = "ign.latent";
+    /// A scene model's anomaly threshold (a score above it is anomalous), calibrated by
+    /// `ign-train export` on held-out normal frames ([`crate::anomaly`]).
+    pub const ANOMALY_THRESHOLD: &str = "ign.anomaly.threshold";
+    /// The score the threshold is for (`smooth-max`, `mean`, `idem`).
+    pub const ANOMALY_SCORE: &str = "ign.anomaly.score";
+    /// The false-alarm rate the threshold was calibrated for, on the held-out normal frames.
+    pub const ANOMALY_FALSE_ALARM_RATE: &str = "ign.anomaly.false_alarm_rate";
 }
 
 /// Numeric precision of a model's weights and arithmetic.

@@ -1,0 +1,302 @@
+//! What does not belong in a frame, from a model of the scene: an IGN maps real frames to
+//! themselves (`f(x) = x`), so where `f(x)` differs from `x` the frame is not like the ones it
+//! was trained on. This module turns `x` and `f(x)` into a per-pixel heatmap and one score per
+//! image, picks the threshold for a stated false-alarm rate, and measures separations (AUROC).
+//! `ign-edge score`, the live loop's `--anomaly` and `ign-train export` share it.
+//!
+//! The scores ([`ScoreKind`]):
+//! - `smooth-max` (default): the largest value of the heatmap after a box filter of
+//!   [`SMOOTH_RADIUS`]: small objects (1–6% of a 64×64 frame) stand out against the noise of
+//!   single pixels, which the filter averages away;
+//! - `mean`: the mean of the heatmap (what an autoencoder's reconstruction error is);
+//! - `idem`: the smoothed maximum of `|f(x) − f(f(x))|`, the idempotence gap, which needs a
+//!   second application of f.
+
+use anyhow::{bail, Result};
+
+/// Radius of the box filter of `smooth-max` (a 5×5 window).
+pub const SMOOTH_RADIUS: usize = 2;
+
+/// How one image's heatmap becomes its score.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ScoreKind {
+    #[default]
+    SmoothMax,
+    Mean,
+    Idem,
+}
+
+impl ScoreKind {
+    /// The names the command lines and the model's metadata use.
+    pub const NAMES: [&'static str; 3] = ["smooth-max", "mean", "idem"];
+
+    /// The name (`smooth-max`, `mean`, `idem`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScoreKind::SmoothMax => "smooth-max",
+            ScoreKind::Mean => "mean",
+            ScoreKind::Idem => "idem",
+        }
+    }
+}
+
+impl std::str::FromStr for ScoreKind {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "smooth-max" => Ok(ScoreKind::SmoothMax),
+            "mean" => Ok(ScoreKind::Mean),
+            "idem" => Ok(ScoreKind::Idem),
+            _ => bail!("{s}: not a score; use smooth-max, mean or idem"),
+        }
+    }
+}
+
+/// The per-pixel difference of two `C×H×W` images in `[-1, 1]`: the mean over channels of
+/// `|a − b|`, one value per pixel (`H×W`, in `[0, 2]`).
+///
+/// ```
+/// use ign_core::anomaly::heatmap;
+/// // 2 channels, 1×2 pixels
+/// let a = [0.0, 0.0, 1.0, -1.0];
+/// let b = [0.5, 0.0, 0.0, -1.0];
+/// assert_eq!(heatmap(&a, &b, 2, 1, 2), vec![0.75, 0.0]);
+/// ```
+pub fn heatmap(a: &[f32], b: &[f32], channels: usize, h: usize, w: usize) -> Vec<f32> {
+    let plane = h * w;
+    assert_eq!(
+        a.len(),
+        channels * plane,
+        "heatmap: size of the first image"
+    );
+    assert_eq!(
+        b.len(),
+        channels * plane,
+        "heatmap: size of the second image"
+    );
+    let mut out = vec![0.0f32; plane];
+    for c in 0..channels {
+        let (pa, pb) = (&a[c * plane..][..plane], &b[c * plane..][..plane]);
+        for (o, (x, y)) in out.iter_mut().zip(pa.iter().zip(pb)) {
+            *o += (x - y).abs();
+        }
+    }
+    let n = channels.max(1) as f32;
+    out.iter_mut().for_each(|v| *v /= n);
+    out
+}
+
+/// `map` (`H×W`) averaged over a `(2r+1)²` window around each pixel (the window cut at the
+/// borders), with a summed-area table: O(H·W) whatever `r`.
+pub fn box_smooth(map: &[f32], h: usize, w: usize, r: usize) -> Vec<f32> {
+    assert_eq!(map.len(), h * w, "box_smooth: size");
+    let mut sat = vec![0.0f64; (h + 1) * (w + 1)];
+    for y in 0..h {
+        let mut row = 0.0f64;
+        for x in 0..w {
+            row += map[y * w + x] as f64;
+            sat[(y + 1) * (w + 1) + x + 1] = sat[y * (w + 1) + x + 1] + row;
+        }
+    }
+    let mut out = vec![0.0f32; h * w];
+    for y in 0..h {
+        let (y0, y1) = (y.saturating_sub(r), (y + r + 1).min(h));
+        for x in 0..w {
+            let (x0, x1) = (x.saturating_sub(r), (x + r + 1).min(w));
+            let s = sat[y1 * (w + 1) + x1] - sat[y0 * (w + 1) + x1] - sat[y1 * (w + 1) + x0]
+                + sat[y0 * (w + 1) + x0];
+            out[y * w + x] = (s / ((y1 - y0) * (x1 - x0)) as f64) as f32;
+        }
+    }
+    out
+}
+
+/// One image's verdict: its score and its heatmap (`H×W`, what the score was taken over).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scored {
+    pub score: f32,
+    pub map: Vec<f32>,
+}
+
+impl Scored {
+    /// The pixel `(x, y)` where the map peaks (the first, in reading order).
+    pub fn peak(&self, w: usize) -> (usize, usize) {
+        let i = self
+            .map
+            .iter()
+            .enumerate()
+            .fold(
+                (0, f32::MIN),
+                |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) },
+            )
+            .0;
+        (i % w, i / w)
+    }
+}
+
+/// The score of `kind` for one `C×H×W` image `x` with its projection `fx` (and `ffx`, f
+/// applied twice, for [`ScoreKind::Idem`]).
+pub fn score(
+    kind: ScoreKind,
+    x: &[f32],
+    fx: &[f32],
+    ffx: Option<&[f32]>,
+    (c, h, w): (usize, usize, usize),
+) -> Result<Scored> {
+    let (map, reduce_max) = match kind {
+        ScoreKind::SmoothMax => (
+            box_smooth(&heatmap(x, fx, c, h, w), h, w, SMOOTH_RADIUS),
+            true,
+        ),
+        ScoreKind::Mean => (heatmap(x, fx, c, h, w), false),
+        ScoreKind::Idem => {
+            let Some(ffx) = ffx else {
+                bail!("the idem score needs f applied twice");
+            };
+            (
+                box_smooth(&heatmap(fx, ffx, c, h, w), h, w, SMOOTH_RADIUS),
+                true,
+            )
+        }
+    };
+    let score = if reduce_max {
+        map.iter().copied().fold(0.0f32, f32::max)
+    } else {
+        map.iter().sum::<f32>() / map.len().max(1) as f32
+    };
+    Ok(Scored { score, map })
+}
+
+/// The threshold above which a score is anomalous, such that at most `false_alarm_rate` of
+/// `normal` scores lie above it: the `(1 − rate)` quantile of the normal scores, nudged just
+/// above it so that the stated share holds on `normal` itself.
+///
+/// ```
+/// use ign_core::anomaly::threshold_for;
+/// let normal: Vec<f32> = (1..=100).map(|i| i as f32).collect();
+/// let t = threshold_for(&normal, 0.05).unwrap();
+/// assert_eq!(normal.iter().filter(|&&s| s > t).count(), 5);
+/// ```
+pub fn threshold_for(normal: &[f32], false_alarm_rate: f64) -> Result<f32> {
+    if normal.is_empty() {
+        bail!("no normal frames to calibrate the threshold on");
+    }
+    if !(0.0..1.0).contains(&false_alarm_rate) {
+        bail!("the false-alarm rate {false_alarm_rate} must be at least 0 and below 1");
+    }
+    let mut s: Vec<f32> = normal.iter().copied().filter(|v| v.is_finite()).collect();
+    if s.is_empty() {
+        bail!("every normal score is NaN or infinite: the model's outputs are broken");
+    }
+    s.sort_by(f32::total_cmp);
+    // how many may lie above: floor(rate · n); the threshold is the largest score below them
+    let above = (false_alarm_rate * s.len() as f64).floor() as usize;
+    let t = s[s.len() - 1 - above.min(s.len() - 1)];
+    Ok(t)
+}
+
+/// The area under the ROC curve of separating `anomal` (positive) from `normal` scores: the
+/// chance that a random anomalous score is above a random normal one (ties count half).
+///
+/// ```
+/// use ign_core::anomaly::auroc;
+/// assert_eq!(auroc(&[0.1, 0.2], &[0.3, 0.4]), 1.0);
+/// assert_eq!(auroc(&[0.5], &[0.5]), 0.5);
+/// ```
+pub fn auroc(normal: &[f32], anomal: &[f32]) -> f64 {
+    if normal.is_empty() || anomal.is_empty() {
+        return f64::NAN;
+    }
+    let mut all: Vec<(f32, bool)> = normal
+        .iter()
+        .map(|&s| (s, false))
+        .chain(anomal.iter().map(|&s| (s, true)))
+        .collect();
+    all.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // rank sum of the positives (average ranks for ties), Mann-Whitney U
+    let mut rank_sum = 0.0f64;
+    let mut i = 0;
+    while i < all.len() {
+        let mut j = i;
+        while j + 1 < all.len() && all[j + 1].0 == all[i].0 {
+            j += 1;
+        }
+        let rank = (i + j) as f64 / 2.0 + 1.0;
+        rank_sum += all[i..=j].iter().filter(|p| p.1).count() as f64 * rank;
+        i = j + 1;
+    }
+    let (p, n) = (anomal.len() as f64, normal.len() as f64);
+    (rank_sum - p * (p + 1.0) / 2.0) / (p * n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn box_smooth_averages_the_window_and_keeps_a_flat_map() {
+        let flat = vec![3.0f32; 6 * 5];
+        assert!(box_smooth(&flat, 6, 5, 2)
+            .iter()
+            .all(|&v| (v - 3.0).abs() < 1e-6));
+        // one hot pixel spreads over its 3x3 window at r = 1, a ninth each inside
+        let mut m = vec![0.0f32; 25];
+        m[12] = 9.0;
+        let s = box_smooth(&m, 5, 5, 1);
+        assert!(
+            (s[12] - 1.0).abs() < 1e-6 && (s[6] - 1.0).abs() < 1e-6,
+            "{s:?}"
+        );
+        assert_eq!(s[0], 0.0);
+        // at a corner the window is cut: the mean of 4 pixels
+        let mut c = vec![0.0f32; 25];
+        c[0] = 4.0;
+        assert!((box_smooth(&c, 5, 5, 1)[0] - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_patch_raises_smooth_max_more_than_mean_and_peaks_inside() {
+        let (c, h, w) = (3, 16, 16);
+        let x = vec![0.0f32; c * h * w];
+        let mut fx = x.clone();
+        // a 3x3 patch that f "removed", at (10..13, 4..7)
+        for ch in 0..c {
+            for y in 4..7 {
+                for xx in 10..13 {
+                    fx[ch * h * w + y * w + xx] = 1.0;
+                }
+            }
+        }
+        let sm = score(ScoreKind::SmoothMax, &x, &fx, None, (c, h, w)).unwrap();
+        let mean = score(ScoreKind::Mean, &x, &fx, None, (c, h, w)).unwrap();
+        let (px, py) = sm.peak(w);
+        assert!((10..13).contains(&px) && (4..7).contains(&py), "{px},{py}");
+        assert!(sm.score > 5.0 * mean.score, "{} {}", sm.score, mean.score);
+        assert!(score(ScoreKind::Idem, &x, &fx, None, (c, h, w)).is_err());
+    }
+
+    #[test]
+    fn the_threshold_gives_the_stated_false_alarm_rate() {
+        let normal: Vec<f32> = (0..1000)
+            .map(|i| ((i * 7919) % 1000) as f32 / 10.0)
+            .collect();
+        for rate in [0.0, 0.01, 0.05, 0.2] {
+            let t = threshold_for(&normal, rate).unwrap();
+            let above = normal.iter().filter(|&&s| s > t).count() as f64 / 1000.0;
+            assert!(
+                above <= rate + 1e-9 && above > rate - 0.002,
+                "{rate}: {above}"
+            );
+        }
+        assert!(threshold_for(&[], 0.01).is_err());
+        assert!(threshold_for(&[1.0], 1.0).is_err());
+    }
+
+    #[test]
+    fn auroc_counts_ordered_pairs() {
+        assert_eq!(auroc(&[0.4, 0.3], &[0.1, 0.2]), 0.0);
+        // one of the four pairs is out of order
+        assert_eq!(auroc(&[0.1, 0.3], &[0.2, 0.4]), 0.75);
+    }
+}
