@@ -25,7 +25,8 @@ use std::collections::{HashMap, HashSet};
 use tract_onnx::pb;
 
 use super::graph::{f32_tensor, float_initializer, graph_mut, node_label, Names};
-use super::int8::{Int8Summary, Ranges};
+use super::int8::Int8Summary;
+use super::int8_common::Ranges;
 use crate::model::writer::attr_int;
 
 /// Operators that only move values: they run on int8 tensors unchanged.
@@ -138,7 +139,7 @@ pub fn quantize(
         ..
     } = pass;
     graph.node = nodes;
-    super::int8::drop_unused_initializers(graph);
+    super::int8_common::drop_unused_initializers(graph);
     Ok((proto, summary))
 }
 
@@ -252,7 +253,7 @@ impl Pass<'_> {
         self.need_float(&node.input[0])?;
         let w = float_initializer(self.graph, &node.input[1])?.context("dense weights")?;
         let cout = w.dims[0];
-        let (wq, ws) = super::int8::i8_per_channel(&w.data, cout);
+        let (wq, ws) = super::int8_common::i8_per_channel(&w.data, cout);
         let wname = &node.input[1];
         let wq_name = self.names.fresh(&format!("{wname}.int8"));
         let ws_name = self.names.fresh(&format!("{wname}.scale"));
@@ -288,7 +289,7 @@ impl Pass<'_> {
         let x = self.need_int8(&node.input[0])?;
         let w = float_initializer(self.graph, &node.input[1])?.context("conv weights")?;
         let cout = w.dims[0];
-        let (wq, ws) = super::int8::i8_per_channel(&w.data, cout);
+        let (wq, ws) = super::int8_common::i8_per_channel(&w.data, cout);
         let wname = &node.input[1];
         let wq_name = self.names.fresh(&format!("{wname}.int8"));
         self.graph
@@ -317,7 +318,7 @@ impl Pass<'_> {
             None => None,
         };
         let scale: Vec<f32> = ws.iter().map(|s| s * x.scale).collect();
-        super::int8::emit_conv_output(
+        super::int8_common::emit_conv_output(
             self.graph,
             &mut self.names,
             &mut self.nodes,
@@ -348,7 +349,7 @@ impl Pass<'_> {
         // One scale per tensor: the requantization is then one number, which tract folds into
         // the kernel (per-channel scales measured 4.2x slower; equalization makes up for most
         // of the precision, see super::equalize).
-        let (wq, ws) = super::int8::i8_per_channel(&w.data, 1);
+        let (wq, ws) = super::int8_common::i8_per_channel(&w.data, 1);
         let dims: &[usize] = if ws.len() == 1 { &[] } else { &[cout] };
         let wname = &node.input[1];
         let wq_name = self.names.fresh(&format!("{wname}.int8"));
@@ -485,7 +486,7 @@ fn last_convs(nodes: &[pb::NodeProto], consumers: &Consumers) -> HashSet<String>
 
 fn i8_tensor(name: &str, dims: &[usize], v: &[i8]) -> pb::TensorProto {
     let raw = v.iter().map(|&b| b as u8).collect();
-    super::int8::tensor_of(name, dims, pb::tensor_proto::DataType::Int8, raw)
+    super::int8_common::tensor_of(name, dims, pb::tensor_proto::DataType::Int8, raw)
 }
 
 #[cfg(test)]

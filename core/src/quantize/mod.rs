@@ -18,8 +18,11 @@
 //! - [`layernorm`]: ign-train's LayerNorm fused into one `LayerNormalization`;
 //! - [`fp16`]: weights stored as half floats;
 //! - [`calib`]: calibration set and activation statistics;
-//! - [`int8`]: QLinearConv graph from the ranges, and what the int8 schemes share;
+//! - [`int8`]: the QOperator schemes (`q-linear-conv`, `conv-integer`): QLinearConv or
+//!   ConvInteger graph from the ranges;
 //! - [`fused`]: the default int8 scheme, int8 end to end;
+//! - `int8_common`: what the int8 schemes share: ranges and the tensors they are taken on,
+//!   uint8 and per-channel int8 rounding, the int32 accumulator rescaled to float;
 //! - [`graph`]: small helpers to read and edit an ONNX graph;
 //! - [`fidelity`]: PSNR, errors, idempotence gap and latency against fp32.
 //!
@@ -35,6 +38,7 @@ pub mod fp16;
 pub mod fused;
 pub mod graph;
 pub mod int8;
+mod int8_common;
 pub mod layernorm;
 mod report;
 mod search;
