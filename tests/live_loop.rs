@@ -29,6 +29,7 @@ fn opts(frames: u64, steps: usize) -> LoopOptions {
         precision: "fp32".into(),
         controls: None,
         watchers: Vec::new(),
+        anomaly: None,
     }
 }
 
@@ -546,4 +547,84 @@ fn sigterm_ends_the_loop_within_2_s_when_the_source_sends_nothing() {
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(took < Duration::from_secs(2), "stopped after {took:?}");
     assert!(err.contains("0 frames in"), "{err}");
+}
+
+/// A sink that keeps the figures of every picture and the last picture.
+struct Figures {
+    figures: Arc<std::sync::Mutex<Vec<ign_edge::pipeline::telemetry::Telemetry>>>,
+    last: Arc<std::sync::Mutex<Option<image::RgbImage>>>,
+}
+
+impl sink::Sink for Figures {
+    fn describe(&self) -> String {
+        "figures".into()
+    }
+    fn size(&self) -> (u32, u32) {
+        (320, 120)
+    }
+    fn status(&mut self, now: &ign_edge::pipeline::telemetry::Telemetry) {
+        self.figures.lock().unwrap().push(now.clone());
+    }
+    fn show(&mut self, canvas: &image::RgbImage, _seq: u64) -> anyhow::Result<()> {
+        *self.last.lock().unwrap() = Some(canvas.clone());
+        Ok(())
+    }
+}
+
+#[test]
+fn anomaly_scores_every_frame_and_shows_the_heatmap_as_the_third_panel() {
+    use ign_edge::anomaly::ScoreKind;
+    let model = Model::load(&fixture("tiny28.onnx")).unwrap();
+    let mut backend = CpuBackend::new(&model, None).unwrap();
+    let run = |anomaly: Option<ign_edge::pipeline::AnomalySettings>, backend: &mut CpuBackend| {
+        let src = source::open("test", &source::SourceOptions::default()).unwrap();
+        let (figures, last) = (Arc::default(), Arc::default());
+        let snk = Box::new(Figures {
+            figures: Arc::clone(&figures),
+            last: Arc::clone(&last),
+        });
+        let mut o = opts(6, 1);
+        o.anomaly = anomaly;
+        let s = run_loop(src, backend, &pre(&model), snk, &o).unwrap();
+        assert_eq!(s.frames, 6);
+        let figures = Arc::try_unwrap(figures).unwrap().into_inner().unwrap();
+        let last: Option<image::RgbImage> = Arc::try_unwrap(last).unwrap().into_inner().unwrap();
+        (figures, last.unwrap())
+    };
+    let settings = ign_edge::pipeline::AnomalySettings {
+        kind: ScoreKind::SmoothMax,
+        threshold: Some(0.0),
+    };
+    let (figures, with) = run(Some(settings), &mut backend);
+    assert_eq!(figures.len(), 6);
+    for f in &figures {
+        let s = f.anomaly_score.expect("a score per frame");
+        // tiny28 is an untrained f: it moves every frame, so each is above a threshold of 0
+        assert!(s.is_finite() && s > 0.0, "{s}");
+        assert_eq!((f.anomaly_threshold, f.anomalous), (Some(0.0), Some(true)));
+    }
+    // without --anomaly: no score
+    let (plain, _) = run(None, &mut backend);
+    assert!(plain
+        .iter()
+        .all(|f| f.anomaly_score.is_none() && f.anomalous.is_none()));
+    // the third panel is the heatmap, in colour (black through red to yellow: no blue), where
+    // the gray model's panels are gray
+    let layout = ign_edge::pipeline::compose::Layout::new(320, 120, 3).unwrap();
+    let (x0, y0) = layout.panels[2];
+    let panel: Vec<_> = (0..layout.cell)
+        .flat_map(|dy| (0..layout.cell).map(move |dx| (x0 + dx, y0 + dy)))
+        .map(|(x, y)| *with.get_pixel(x, y))
+        .collect();
+    assert!(panel.iter().all(|p| p[2] == 0), "blue in the heatmap");
+    assert!(
+        panel.iter().any(|p| p[0] > 0 && p[0] != p[2]),
+        "no heat shown"
+    );
+    let (fx, fy) = layout.panels[1];
+    let f_px = with.get_pixel(fx + layout.cell / 2, fy + layout.cell / 2);
+    assert!(
+        f_px[0] == f_px[1] && f_px[1] == f_px[2],
+        "f's panel is gray: {f_px:?}"
+    );
 }

@@ -16,6 +16,8 @@ pub struct PipelineSettings {
     pub frames: u64,
     pub source: String,
     pub sink: String,
+    /// Also run each configuration with every frame scored (`--anomaly`).
+    pub anomaly: bool,
 }
 
 /// One run of the bench.
@@ -173,15 +175,22 @@ impl BenchPlan {
             for p in self.precisions_of(m) {
                 for &t in &self.thread_counts() {
                     for &k in &self.step_counts() {
-                        out.push(run_pipeline(&PipelineCase {
-                            model: m.clone(),
-                            precision: p,
-                            threads: t,
-                            steps: k,
-                            frames: settings.frames,
-                            source: settings.source.clone(),
-                            sink: settings.sink.clone(),
-                        })?);
+                        // with --anomaly, the plain loop and the scoring one, back to back
+                        for anomaly in [false, true] {
+                            if anomaly && !settings.anomaly {
+                                continue;
+                            }
+                            out.push(run_pipeline(&PipelineCase {
+                                model: m.clone(),
+                                precision: p,
+                                threads: t,
+                                steps: k,
+                                frames: settings.frames,
+                                source: settings.source.clone(),
+                                sink: settings.sink.clone(),
+                                anomaly,
+                            })?);
+                        }
                     }
                 }
             }

@@ -61,6 +61,12 @@ pub struct RunConfig {
     pub json: Option<PathBuf>,
     /// Pin to these CPU cores: all, big (e.g. RK3588's Cortex-A76 4-7), little, or a list.
     pub cores: Option<String>,
+    /// Score each frame against the model's scene and show camera | f | heatmap.
+    pub anomaly: bool,
+    /// With `anomaly`: overrides the model's calibrated threshold.
+    pub threshold: Option<f32>,
+    /// With `anomaly`: overrides the model's score.
+    pub score: Option<crate::anomaly::ScoreKind>,
 }
 
 impl Default for RunConfig {
@@ -90,6 +96,9 @@ impl Default for RunConfig {
             camera_format: source::CameraFormat::default(),
             json: None,
             cores: None,
+            anomaly: false,
+            threshold: None,
+            score: None,
         }
     }
 }
@@ -289,6 +298,7 @@ pub fn run(mut config: RunConfig) -> Result<Summary> {
         precision: info.precision.to_string(),
         controls,
         watchers,
+        anomaly: anomaly_settings(c, &info)?,
     };
     let result = run_variants(c, opened.backend, &variants, src, &pre, snk, &opts);
     drop(page); // the page stops serving once the loop has ended
@@ -346,4 +356,26 @@ fn run_variants(
             pipeline::run_loop(src, backend.as_mut(), pre, snk, opts)
         }
     }
+}
+
+/// What `--anomaly` scores with: the model's calibrated score and threshold, as the options
+/// override them; a warning when there is no threshold (scores, no verdicts).
+fn anomaly_settings(c: &RunConfig, info: &ModelInfo) -> Result<Option<pipeline::AnomalySettings>> {
+    if !c.anomaly {
+        if c.threshold.is_some() || c.score.is_some() {
+            bail!("--threshold and --score apply to --anomaly: add --anomaly");
+        }
+        return Ok(None);
+    }
+    let (threshold, _, kind) = crate::app::score::calibration(c.threshold, c.score, info)?;
+    if kind == crate::anomaly::ScoreKind::Idem && c.steps < 2 {
+        bail!("the idem score compares f(x) with f(f(x)): add --steps 2");
+    }
+    if threshold.is_none() {
+        log::warn!(
+            "{}: no anomaly threshold (ign-train export calibrates one for scene models): scores without verdicts; give --threshold",
+            info.path.display()
+        );
+    }
+    Ok(Some(pipeline::AnomalySettings { kind, threshold }))
 }

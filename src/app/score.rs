@@ -52,13 +52,20 @@ pub struct ScoreReport {
     pub results: Vec<ScoreResult>,
 }
 
-/// The threshold and score kind of `info` (its `ign.anomaly.*` metadata), as `c` overrides them.
-fn calibration(
-    c: &ScoreConfig,
+/// The threshold (and where it came from: `option`, `model` or `none`) and the score kind of
+/// `info` (its `ign.anomaly.*` metadata), as `threshold` and `kind` override them. The model's
+/// threshold holds only for the score it was calibrated for.
+pub fn calibration(
+    threshold: Option<f32>,
+    kind: Option<ScoreKind>,
     info: &ModelInfo,
 ) -> Result<(Option<f32>, &'static str, ScoreKind)> {
+    if threshold.is_some_and(|t| !t.is_finite() || t < 0.0) {
+        bail!("--threshold must be a finite score of at least 0");
+    }
     let meta = |k: &str| info.metadata.get(k).map(|s| s.trim().to_string());
-    let kind = match (c.kind, meta(keys::ANOMALY_SCORE)) {
+    let calibrated_for = meta(keys::ANOMALY_SCORE);
+    let chosen = match (kind, &calibrated_for) {
         (Some(k), _) => k,
         (None, Some(s)) => s.parse().map_err(|e| {
             anyhow::anyhow!("{}: {}: {e}", info.path.display(), keys::ANOMALY_SCORE)
@@ -80,26 +87,19 @@ fn calibration(
         ),
         None => None,
     };
-    Ok(match (c.threshold, from_model) {
-        (Some(t), _) => (Some(t), "option", kind),
-        (None, Some(t))
-            if c.kind
-                .is_none_or(|k| Some(k.as_str()) == meta(keys::ANOMALY_SCORE).as_deref()) =>
-        {
-            (Some(t), "model", kind)
-        }
-        _ => (None, "none", kind),
+    let same_score = kind.is_none_or(|k| Some(k.as_str()) == calibrated_for.as_deref());
+    Ok(match (threshold, from_model) {
+        (Some(t), _) => (Some(t), "option", chosen),
+        (None, Some(t)) if same_score => (Some(t), "model", chosen),
+        _ => (None, "none", chosen),
     })
 }
 
 /// Score every input of `c`.
 pub fn score(c: &ScoreConfig) -> Result<ScoreReport> {
-    if c.threshold.is_some_and(|t| !t.is_finite() || t < 0.0) {
-        bail!("--threshold must be a finite score of at least 0");
-    }
     let opened = c.model.open(&c.backend)?;
     let info = opened.info.clone();
-    let (threshold, threshold_from, kind) = calibration(c, &info)?;
+    let (threshold, threshold_from, kind) = calibration(c.threshold, c.kind, &info)?;
     if threshold.is_none() {
         log::warn!(
             "{}: no anomaly threshold for the {} score (ign-train export calibrates one for scene models); give --threshold to flag inputs",

@@ -26,6 +26,9 @@ pub struct ServiceConfig {
     pub cores: Option<String>,
     /// Stop after this many frames (for a smoke test; a service runs until stopped).
     pub frames: Option<u64>,
+    /// Score frames against the model's scene (`--anomaly`), with this threshold if given.
+    pub anomaly: Option<bool>,
+    pub threshold: Option<f32>,
 }
 
 impl ServiceConfig {
@@ -49,6 +52,8 @@ impl ServiceConfig {
         if let Some(k) = self.steps {
             c.steps = k;
         }
+        c.anomaly = self.anomaly.unwrap_or(false);
+        c.threshold = self.threshold;
         c
     }
 
@@ -82,11 +87,15 @@ impl ServiceConfig {
         opt("threads", self.threads.map(|t| t.to_string()));
         opt("cores", self.cores.clone());
         opt("frames", self.frames.map(|f| f.to_string()));
+        opt("threshold", self.threshold.map(|t| t.to_string()));
         for s in self.sinks.iter().flatten() {
             opt("sink", Some(s.clone()));
         }
         if self.paper == Some(true) {
             a.push("--paper".into());
+        }
+        if self.anomaly == Some(true) {
+            a.push("--anomaly".into());
         }
         a
     }

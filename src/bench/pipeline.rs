@@ -23,6 +23,8 @@ pub struct PipelineCase {
     pub frames: u64,
     pub source: String,
     pub sink: String,
+    /// Score every frame (`--anomaly`, with the default score and no threshold).
+    pub anomaly: bool,
 }
 
 /// The figures of one pipeline configuration.
@@ -33,6 +35,9 @@ pub struct PipelineResult {
     pub backend: String,
     pub threads: usize,
     pub steps: usize,
+    /// The loop scored every frame (`--anomaly`).
+    #[serde(default)]
+    pub anomaly: bool,
     pub summary: Summary,
     /// Model-only throughput in the same run (`project` on one preprocessed frame, half of
     /// the frames before the loop and half after), frames per second.
@@ -96,6 +101,10 @@ pub fn run_pipeline(case: &PipelineCase) -> Result<PipelineResult> {
         precision: model.info.precision.to_string(),
         controls: None,
         watchers: Vec::new(),
+        anomaly: case.anomaly.then_some(pipeline::AnomalySettings {
+            kind: crate::anomaly::ScoreKind::default(),
+            threshold: None,
+        }),
     };
     let backend_name = backend.name();
     // The model alone, on a frame of the same source, around the loop (the host drifts).
@@ -119,6 +128,7 @@ pub fn run_pipeline(case: &PipelineCase) -> Result<PipelineResult> {
         backend: backend_name,
         threads: case.threads,
         steps: case.steps,
+        anomaly: case.anomaly,
         summary,
     })
 }
@@ -146,9 +156,14 @@ pub fn table(results: &[PipelineResult]) -> String {
     );
     for r in results {
         let m = &r.summary;
+        let name = if r.anomaly {
+            format!("{} +anomaly", r.model)
+        } else {
+            r.model.clone()
+        };
         s += &format!(
             "{:<22} {:>5} {:>3} {:>2} {:>6} {:>7.1} {:>6.2}ms {:>6.2}ms {:>6.3}ms {:>6.3}ms {:>6.3}ms {:>6.3}ms {:>6.3}ms {:>11} {:>9.1} {:>5.1}%\n",
-            r.model,
+            name,
             r.precision.as_str(),
             r.threads,
             r.steps,

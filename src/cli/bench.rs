@@ -85,6 +85,10 @@ pub struct BenchCmd {
     /// Pipeline suite: sink.
     #[arg(long, default_value = "null")]
     pub sink: String,
+    /// Pipeline suite: run each configuration again with every frame scored (the live loop's
+    /// --anomaly), so that the table shows what scoring costs.
+    #[arg(long, requires = "pipeline")]
+    pub anomaly: bool,
     /// Pin to these CPU cores: all, big (the fastest cores, e.g. RK3588's Cortex-A76 4-7),
     /// little, or a list such as 4-7.
     #[arg(long)]
@@ -115,6 +119,7 @@ impl BenchCmd {
                 frames: self.frames,
                 source: self.source.clone(),
                 sink: self.sink.clone(),
+                anomaly: self.anomaly,
             }),
             peak: !self.no_peak,
             cores: self.cores.clone(),

@@ -116,6 +116,17 @@ pub struct RunArgs {
     /// Pin to these CPU cores: all, big (e.g. RK3588's Cortex-A76 4-7), little, or a list.
     #[arg(long)]
     pub cores: Option<String>,
+    /// Score each frame against the scene the model learnt (a scene model: `ign-train train
+    /// --recipe scene`) and show camera | f | heatmap, with the score in the overlay,
+    /// /stats.json and /metrics.
+    #[arg(long)]
+    pub anomaly: bool,
+    /// With --anomaly: a score above this is anomalous (default: the model's calibrated one).
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    /// With --anomaly: smooth-max (default), mean or idem (needs --steps 2).
+    #[arg(long, value_parser = choice::<crate::anomaly::ScoreKind>(&crate::anomaly::ScoreKind::NAMES))]
+    pub score: Option<crate::anomaly::ScoreKind>,
 }
 
 /// `--source`'s long help: the sources of this build, from their table.
@@ -161,6 +172,9 @@ impl From<RunArgs> for RunConfig {
             camera_format: a.camera_format,
             json: a.json,
             cores: a.cores,
+            anomaly: a.anomaly,
+            threshold: a.threshold,
+            score: a.score,
         }
     }
 }

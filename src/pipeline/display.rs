@@ -23,6 +23,8 @@ pub(super) struct Picture {
     /// f(x), and f^k(x) when a third panel is shown.
     pub outs: Vec<ImageBatch>,
     pub hud: Hud,
+    /// With `--anomaly`: the frame's heatmap (`H×W`), shown as the third panel.
+    pub heat: Option<Vec<f32>>,
 }
 
 /// What the display thread measured.
@@ -122,5 +124,23 @@ fn draw(canvas: &mut RgbImage, p: &Picture, plan: &DisplayPlan) {
     for (i, out) in p.outs.iter().enumerate() {
         compose::draw_chw_panel(canvas, &out.data, shape, layout.panels[1 + i], layout.cell);
     }
+    if let (Some(map), Some(&at)) = (&p.heat, layout.panels.get(1 + p.outs.len())) {
+        let rgb = heat_colours(map, p.hud.anomaly_threshold);
+        compose::draw_chw_panel(canvas, &rgb, (3, pre.height, pre.width), at, layout.cell);
+    }
     p.hud.draw(canvas, layout.hud_y);
+}
+
+/// A heatmap (`H×W`, values in [0, 2]) as a 3-channel `C×H×W` picture in [-1, 1]: black
+/// through red to yellow, full scale at twice the threshold (at 0.5 without one).
+fn heat_colours(map: &[f32], threshold: Option<f32>) -> Vec<f32> {
+    let full = threshold.map_or(0.5, |t| (2.0 * t).max(1e-6));
+    let n = map.len();
+    let mut out = vec![-1.0f32; 3 * n];
+    for (i, v) in map.iter().enumerate() {
+        let v = (v / full).clamp(0.0, 1.0);
+        out[i] = (v * 2.0).min(1.0) * 2.0 - 1.0;
+        out[n + i] = (v * 2.0 - 1.0).max(0.0) * 2.0 - 1.0;
+    }
+    out
 }

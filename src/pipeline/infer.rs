@@ -29,6 +29,8 @@ struct Pending {
     sent: Instant,
     /// The outputs, when the backend computed them in the caller's thread.
     outs: Option<Vec<ImageBatch>>,
+    /// The model's input, kept when frames are scored (`--anomaly`).
+    input: Option<Vec<f32>>,
 }
 
 /// Frames between the model's input and the display, oldest first.
@@ -53,6 +55,7 @@ impl InFlight {
         steps: usize,
         frame: Frame,
         pre_secs: f64,
+        keep_input: bool,
     ) -> Result<()> {
         let sent = Instant::now();
         let outs = if self.depth == 1 {
@@ -66,6 +69,7 @@ impl InFlight {
             pre_secs,
             sent,
             outs,
+            input: keep_input.then(|| input.data.clone()),
         });
         Ok(())
     }
@@ -104,6 +108,8 @@ pub(super) struct Outbox {
     pub t_pre: f64,
     pub t_inf: f64,
     pub processed: u64,
+    /// Score each frame (`--anomaly`).
+    pub anomaly: Option<super::AnomalySettings>,
 }
 
 impl Outbox {
@@ -128,12 +134,41 @@ impl Outbox {
             t_pre: 0.0,
             t_inf: 0.0,
             processed: 0,
+            anomaly: None,
+        }
+    }
+
+    /// The heatmap of `input` (when kept) against `outs`, with its score and verdict in the
+    /// overlay's figures.
+    fn score(&mut self, input: Option<&[f32]>, outs: &[ImageBatch]) -> Option<Vec<f32>> {
+        let (a, x) = (self.anomaly?, input?);
+        let [_, c, h, w] = outs[0].shape;
+        let ffx = outs.get(1).map(|o| o.image(0));
+        match crate::anomaly::score(a.kind, x, outs[0].image(0), ffx, (c, h, w)) {
+            Ok(s) => {
+                self.hud.anomaly_score = Some(s.score);
+                self.hud.anomaly_threshold = a.threshold;
+                self.hud.anomalous = a.threshold.map(|t| s.score > t);
+                Some(s.map)
+            }
+            Err(e) => {
+                log::debug!("anomaly score: {e:#}");
+                None
+            }
         }
     }
 
     /// `frame` was preprocessed in `pre_secs` and sent to the model at `sent`; `outs` are
-    /// `[f(x), ..., f^k(x)]`.
-    fn emit(&mut self, frame: Frame, mut outs: Vec<ImageBatch>, pre_secs: f64, sent: Instant) {
+    /// `[f(x), ..., f^k(x)]`; `input` is x when frames are scored.
+    fn emit(
+        &mut self,
+        frame: Frame,
+        mut outs: Vec<ImageBatch>,
+        pre_secs: f64,
+        sent: Instant,
+        input: Option<Vec<f32>>,
+    ) {
+        let heat = self.score(input.as_deref(), &outs);
         let t2 = Instant::now();
         self.recent.push_back(t2);
         while self
@@ -160,7 +195,7 @@ impl Outbox {
         self.t_pre += pre_secs;
         self.t_inf += (t2 - sent).as_secs_f64();
         self.processed += 1;
-        if self.n_panels == 2 {
+        if self.n_panels == 2 || heat.is_some() {
             outs.truncate(1);
         } else if outs.len() == 1 {
             outs.push(outs[0].clone());
@@ -173,6 +208,7 @@ impl Outbox {
             frame,
             outs,
             hud: hud.clone(),
+            heat,
         };
         if self.live {
             self.pictures.put(picture);
@@ -201,7 +237,7 @@ fn deliver_oldest(
     out: &mut Outbox,
 ) -> Result<()> {
     if let Some((p, outs)) = in_flight.receive(backend) {
-        out.emit(p.frame, outs?, p.pre_secs, p.sent);
+        out.emit(p.frame, outs?, p.pre_secs, p.sent, p.input);
     }
     Ok(())
 }
@@ -219,7 +255,7 @@ pub(super) fn run(
     // frames still on the NPU
     while let Some((p, outs)) = in_flight.receive(backend) {
         match outs {
-            Ok(o) if result.is_ok() => out.emit(p.frame, o, p.pre_secs, p.sent),
+            Ok(o) if result.is_ok() => out.emit(p.frame, o, p.pre_secs, p.sent, p.input),
             Ok(_) => {}
             Err(e) => result = result.and(Err(e)),
         }
@@ -291,7 +327,8 @@ fn feed(
         } = captured;
         std::mem::swap(&mut input.data, &mut data);
         capture.pool.lock().unwrap().push(data);
-        in_flight.submit(backend, &input, steps, frame, pre_secs)?;
+        let keep = out.anomaly.is_some();
+        in_flight.submit(backend, &input, steps, frame, pre_secs, keep)?;
         submitted += 1;
         if in_flight.full() {
             deliver_oldest(backend, in_flight, out)?;

@@ -64,6 +64,17 @@ pub struct LoopOptions {
     pub controls: Option<Arc<controls::Controls>>,
     /// What watches the loop beside its sink (the web page: [`crate::web`]).
     pub watchers: feed::Watchers,
+    /// Score each frame against the scene the model learnt, and show the heatmap as the
+    /// third panel (`--anomaly`).
+    pub anomaly: Option<AnomalySettings>,
+}
+
+/// How `--anomaly` scores frames ([`crate::anomaly`]).
+#[derive(Clone, Copy, Debug)]
+pub struct AnomalySettings {
+    pub kind: crate::anomaly::ScoreKind,
+    /// A score above it is anomalous (none: scores without verdicts).
+    pub threshold: Option<f32>,
 }
 
 /// What a run did (printed at the end; `--json` writes it).
@@ -170,6 +181,7 @@ pub fn run_loop(
     };
     let (p, st) = (pictures.clone(), stats.clone());
     let mut out = Outbox::new(p, &shared, st, n_panels, live, hud);
+    out.anomaly = opts.anomaly;
     let start = Instant::now();
     let plan = InferPlan {
         steps,
@@ -222,7 +234,7 @@ pub fn run_loop(
 /// Panels on the canvas: input and f, and f^k when k ≥ 2 or when k may change while running
 /// (live controls keep the third panel from the start).
 fn panels(opts: &LoopOptions) -> u32 {
-    if opts.steps.max(1) >= 2 || opts.controls.is_some() {
+    if opts.steps.max(1) >= 2 || opts.controls.is_some() || opts.anomaly.is_some() {
         3
     } else {
         2

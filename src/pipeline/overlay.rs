@@ -24,10 +24,25 @@ impl Telemetry {
                 self.model, self.precision, self.steps, self.fps, self.e2e_ms, self.dropped
             ),
             format!(
-                "cap {:.1}  pre {:.2}  inf {:.2}  disp {:.1} ms",
-                self.capture_ms, self.preprocess_ms, self.inference_ms, self.display_ms
+                "cap {:.1}  pre {:.2}  inf {:.2}  disp {:.1} ms{}",
+                self.capture_ms,
+                self.preprocess_ms,
+                self.inference_ms,
+                self.display_ms,
+                self.anomaly_line()
             ),
         ]
+    }
+
+    /// `  score 0.123 > 0.300 ANOMALY` (or `< 0.300 ok`, or the score alone without a
+    /// threshold) with `--anomaly`; empty otherwise.
+    fn anomaly_line(&self) -> String {
+        match (self.anomaly_score, self.anomaly_threshold) {
+            (Some(s), Some(t)) if s > t => format!("  score {s:.3} > {t:.3} ANOMALY"),
+            (Some(s), Some(t)) => format!("  score {s:.3} <= {t:.3} ok"),
+            (Some(s), None) => format!("  score {s:.3}"),
+            _ => String::new(),
+        }
     }
 
     /// Draw the bar at `y` (its height is [`super::compose::HUD_HEIGHT`]).

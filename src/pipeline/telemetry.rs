@@ -24,4 +24,9 @@ pub struct Telemetry {
     pub e2e_ms: f64,
     /// Frames and pictures the mailboxes replaced so far.
     pub dropped: u64,
+    /// With `--anomaly`: the last frame's score, the threshold and the verdict
+    /// ([`crate::anomaly`]; no verdict without a threshold).
+    pub anomaly_score: Option<f32>,
+    pub anomaly_threshold: Option<f32>,
+    pub anomalous: Option<bool>,
 }

@@ -318,6 +318,20 @@ fn metrics_text(s: &Stats) -> String {
         "Frames dropped so far (capture and display).",
         s.live.dropped as f64,
     );
+    if let Some(score) = s.live.anomaly_score {
+        g(
+            "anomaly_score",
+            "Anomaly score of the last frame (--anomaly).",
+            score as f64,
+        );
+    }
+    if let Some(a) = s.live.anomalous {
+        g(
+            "anomalous",
+            "1 when the last frame's score is above the threshold (--anomaly).",
+            if a { 1.0 } else { 0.0 },
+        );
+    }
     g("frames", "Frames shown so far.", s.frames as f64);
     g(
         "stream_clients",

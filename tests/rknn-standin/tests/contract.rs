@@ -428,6 +428,7 @@ fn live_loop_keeps_frames_in_order_across_npu_cores() {
         precision: "int8".into(),
         controls: None,
         watchers: Vec::new(),
+        anomaly: None,
     };
     let s = run_loop(src, &mut npu, &pre, snk, &opts).unwrap();
     hooks.delay(1, 0);
