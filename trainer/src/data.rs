@@ -118,15 +118,15 @@ pub struct Split {
 }
 
 /// What kind of data `--data` points at.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DataKind {
     /// IDX files (MNIST, Fashion-MNIST), gzipped or raw.
     Idx,
     /// A folder of PNG/JPEG images (one sub-folder per class gives labels).
     Folder,
 }
+
+named_choices!(DataKind { Idx = "idx", Folder = "folder" });
 
 /// How to read and split the data.
 #[derive(Clone, Debug)]

@@ -11,13 +11,13 @@ use ign_core::model::metadata::keys;
 use ign_core::model::writer::{attr_float, attr_int, attr_ints, Dim, OnnxWriter};
 use std::path::{Path, PathBuf};
 
-use crate::config::TrainConfig;
 use crate::model::{Act, LayerSpec, Norm, NORM_EPS};
+use crate::train::config::TrainConfig;
 
 const BN_EPS: f64 = NORM_EPS;
 
 /// The metadata key of the recipe stage that trained the model
-/// ([`crate::config::RecipeStage`]), e.g. `ign-mnist@0123456789ab stage typical (6 of 6)`.
+/// ([`crate::train::config::RecipeStage`]), e.g. `ign-mnist@0123456789ab stage typical (6 of 6)`.
 pub const RECIPE_KEY: &str = "ign.recipe";
 
 fn tensor_vec(varmap: &VarMap, name: &str) -> Result<Vec<f32>> {
@@ -192,6 +192,14 @@ pub fn onnx_bytes_with(
         cur = out_name;
     }
     w.output_f32("y", &shape);
+    write_metadata(&mut w, config, step, extra);
+    Ok(w.to_bytes())
+}
+
+/// The `ign.*` metadata of the model: the contract's keys, the trainer's settings, the recipe
+/// stage that trained it, and `extra`.
+fn write_metadata(w: &mut OnnxWriter, config: &TrainConfig, step: u64, extra: &[(&str, &str)]) {
+    let m = &config.model;
     w.metadata(keys::DATASET, &config.dataset_name);
     w.metadata(keys::CHANNELS, &m.channels.to_string());
     w.metadata(keys::HEIGHT, &m.image_size.to_string());
@@ -217,7 +225,6 @@ pub fn onnx_bytes_with(
     for (k, v) in extra {
         w.metadata(k, v);
     }
-    Ok(w.to_bytes())
 }
 
 /// The variant of `model.onnx` for the first application to noise: `model.noise.onnx`.
@@ -227,21 +234,21 @@ pub fn noise_variant_path(out: &Path) -> std::path::PathBuf {
 
 /// Export the model of a checkpoint (file or run folder) to `out`; returns the files written.
 ///
-/// A BatchNorm model gets the statistics of `stats` inputs (see [`crate::bnstats`]; `data`
+/// A BatchNorm model gets the statistics of `stats` inputs (see [`crate::train::bnstats`]; `data`
 /// needs the run's data, `data_path` or the checkpoint's) and, unless `stats` is `running`, a
 /// second file [`noise_variant_path`] with the statistics of noise. A run with `--ema` gives
-/// its moving average of the weights ([`crate::ema`]) unless `raw_weights`; the file's
+/// its moving average of the weights ([`crate::train::ema`]) unless `raw_weights`; the file's
 /// `ign.weights` metadata says which (`ema` or `last`).
 pub fn export(
     checkpoint: &Path,
     out: &Path,
-    stats: crate::bnstats::BnStats,
+    stats: crate::train::bnstats::BnStats,
     data_path: Option<&Path>,
     raw_weights: bool,
 ) -> Result<Vec<std::path::PathBuf>> {
-    use crate::bnstats::{recalibrate, BnStats};
-    let file = crate::recipe::checkpoint_file(checkpoint)?;
-    let ck = crate::checkpoint::load(&file)?;
+    use crate::train::bnstats::{recalibrate, BnStats};
+    let file = crate::train::recipe::checkpoint_file(checkpoint)?;
+    let ck = crate::train::checkpoint::load(&file)?;
     let (model, varmap) = ck.model()?;
     let weights = if ck.has_ema() && !raw_weights {
         ck.restore_ema_weights(&varmap)?;
@@ -286,7 +293,7 @@ pub fn export(
             ck.config.data
         )
     })?;
-    let noise = crate::noise::Noise::new(ck.config.noise, &split.train);
+    let noise = crate::z::noise::Noise::new(ck.config.noise, &split.train);
     // the model, and (unless it already has them) the noise variant with noise statistics;
     // both are made and checked before either replaces the files there
     let kinds = [stats, BnStats::Noise];

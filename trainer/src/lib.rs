@@ -2,29 +2,50 @@
 //!
 //! Train an Idempotent Generative Network (Shocher et al., ICLR 2024) on CPU with candle,
 //! evaluate it, and export the ONNX file that `ign-edge` runs.
-pub mod bnstats;
-pub mod checkpoint;
-pub mod classifier;
+//!
+//! The rooms: [`ops`] (the compute kernels), [`z`] (what `z` is made of), [`train`] (the run:
+//! configuration, loop, loss, optimizer, checkpoints, recipes) and [`eval`] (figures and
+//! pictures of a model); beside them [`data`], [`model`], [`export`] and the command line,
+//! [`cli`].
+
+/// `FromStr`, `Display` and `NAMES` (the names in order, for the command line's lists) for a
+/// fieldless enum, from its variants and their names.
+macro_rules! named_choices {
+    ($t:ty { $($variant:ident = $name:literal),+ $(,)? }) => {
+        impl $t {
+            /// The names of the choices, as the command line takes them.
+            pub const NAMES: &'static [&'static str] = &[$($name),+];
+        }
+
+        impl std::str::FromStr for $t {
+            type Err = String;
+
+            fn from_str(s: &str) -> std::result::Result<Self, String> {
+                match s {
+                    $($name => Ok(Self::$variant),)+
+                    _ => Err(format!("{s:?} is none of {}", Self::NAMES.join(", "))),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(match self {
+                    $(Self::$variant => $name,)+
+                })
+            }
+        }
+    };
+}
+
 pub mod cli;
-pub mod config;
-pub mod corrupt;
 pub mod data;
-pub mod ema;
 pub mod eval;
 pub mod export;
-pub mod fastconv;
-pub mod fonts;
-pub mod fused;
-pub mod fused_bn;
-pub mod loss;
 pub mod model;
-pub mod noise;
-pub mod ood;
-pub mod optim;
-pub mod printed;
-pub mod recipe;
-pub mod samples;
+pub mod ops;
 pub mod train;
+pub mod z;
 
 /// Use `n` CPU threads for the kernels (default: all cores). Call before any tensor work.
 ///

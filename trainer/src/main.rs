@@ -1,3 +1,6 @@
+//! The `ign-train` binary: parse the command line and run it; exit 130 when training was
+//! interrupted (its checkpoint saved), 2 on an error (one line).
+
 use clap::Parser;
 
 fn main() {

@@ -10,7 +10,7 @@
 //! forward pass sees a batch of one kind (real images, noise, or f(noise)), so BatchNorm's
 //! batch statistics differ between passes, and its running averages match none of them: export
 //! folds in the statistics of real images and writes a second model with those of noise
-//! ([`crate::bnstats`]). The per-sample norms (`layer`, `instance`) compute the same function in
+//! ([`crate::train::bnstats`]). The per-sample norms (`layer`, `instance`) compute the same function in
 //! training and at batch 1, but with them every noise image went to one digit
 //! (models/MODELS.md): nothing in the loss separates different z, and BatchNorm's batch
 //! statistics do.
@@ -20,8 +20,10 @@ use candle_core::{ModuleT, Tensor};
 use candle_nn::{BatchNorm, Conv2d, ConvTranspose2d, VarBuilder};
 use serde::{Deserialize, Serialize};
 
+use crate::ops::{ConvKernels, Kernels, NormKernels};
+
 /// The normalization after the hidden convolutions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Norm {
     /// Per-sample LayerNorm over (C, H, W), per-channel affine: batch-independent.
@@ -37,6 +39,8 @@ pub enum Norm {
     /// No normalization.
     None,
 }
+
+named_choices!(Norm { Layer = "layer", Batch = "batch", Instance = "instance", None = "none" });
 
 impl Norm {
     fn batch() -> Norm {
@@ -231,18 +235,28 @@ enum ConvKind {
 }
 
 impl ConvKind {
-    /// The convolution without its bias, and the bias.
-    fn forward_unbiased(&self, x: &Tensor) -> candle_core::Result<(Tensor, Option<&Tensor>)> {
-        use crate::fastconv::{conv2d, conv_transpose2d};
+    /// The convolution without its bias, on `kernels`, and the bias.
+    fn forward_unbiased(
+        &self,
+        x: &Tensor,
+        kernels: ConvKernels,
+    ) -> candle_core::Result<(Tensor, Option<&Tensor>)> {
+        use crate::ops::fastconv::{conv2d, conv_transpose2d, reference};
+        let fast = kernels == ConvKernels::Fast;
         Ok(match self {
             ConvKind::Conv(c) => {
                 let cfg = c.config();
-                (conv2d(x, c.weight(), cfg.stride, cfg.padding)?, c.bias())
+                let conv = if fast { conv2d } else { reference::conv2d };
+                (conv(x, c.weight(), cfg.stride, cfg.padding)?, c.bias())
             }
             ConvKind::Transpose(c) => {
                 let cfg = c.config();
-                let y = conv_transpose2d(x, c.weight(), cfg.stride, cfg.padding)?;
-                (y, c.bias())
+                let conv = if fast {
+                    conv_transpose2d
+                } else {
+                    reference::conv_transpose2d
+                };
+                (conv(x, c.weight(), cfg.stride, cfg.padding)?, c.bias())
             }
         })
     }
@@ -337,11 +351,12 @@ impl Block {
         })
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let (y, bias) = self.conv.forward_unbiased(x)?;
+    fn forward_t(&self, x: &Tensor, train: bool, kernels: Kernels) -> candle_core::Result<Tensor> {
+        let (y, bias) = self.conv.forward_unbiased(x, kernels.conv)?;
+        let fused = kernels.norm == NormKernels::Fused;
         // Without a norm: bias and activation as one fused op.
-        if let (None, Some(bias), true) = (&self.bn, bias, crate::fastconv::enabled()) {
-            use crate::fused::{bias_act, BiasActivation};
+        if let (None, Some(bias), true) = (&self.bn, bias, fused) {
+            use crate::ops::fused::{bias_act, BiasActivation};
             let act = match self.act {
                 Act::LeakyRelu => BiasActivation::Leaky(0.2),
                 Act::Relu => BiasActivation::Leaky(0.0),
@@ -350,23 +365,21 @@ impl Block {
             };
             return bias_act(&y, bias, act);
         }
-        let mut y = crate::fastconv::add_bias(y, bias)?;
+        let mut y = crate::ops::fastconv::add_bias(y, bias)?;
         match &self.bn {
-            // training form: the fused op (batch statistics, affine, activation in one pass)
-            // unless disabled; running statistics updated as candle's BatchNorm does
-            Some(NormLayer::Batch(bn))
-                if train && crate::fastconv::enabled() && self.act != Act::Tanh =>
-            {
+            // training form: the fused op (batch statistics, affine, activation in one pass);
+            // running statistics updated as candle's BatchNorm does
+            Some(NormLayer::Batch(bn)) if train && fused && self.act != Act::Tanh => {
                 let Some((w, b)) = bn.weight_and_bias() else {
                     candle_core::bail!("batch norm without scale and shift");
                 };
                 let act = match self.act {
-                    Act::LeakyRelu => crate::fused::NormActivation::Leaky(0.2),
-                    Act::Relu => crate::fused::NormActivation::Leaky(0.0),
-                    _ => crate::fused::NormActivation::Identity,
+                    Act::LeakyRelu => crate::ops::fused::NormActivation::Leaky(0.2),
+                    Act::Relu => crate::ops::fused::NormActivation::Leaky(0.0),
+                    _ => crate::ops::fused::NormActivation::Identity,
                 };
-                let (y, stats) = crate::fused_bn::batch_norm_act(&y, w, b, NORM_EPS, act)?;
-                crate::fused_bn::update_running(
+                let (y, stats) = crate::ops::fused_bn::batch_norm_act(&y, w, b, NORM_EPS, act)?;
+                crate::ops::fused_bn::update_running(
                     bn.running_mean(),
                     bn.running_var(),
                     &stats,
@@ -375,15 +388,15 @@ impl Block {
                 return Ok(y);
             }
             Some(NormLayer::Batch(bn)) => y = bn.forward_t(&y, train)?,
-            // the fused op (norm, affine and activation in one pass) unless disabled
-            Some(NormLayer::Layer(ln)) if crate::fastconv::enabled() => {
+            // the fused op (norm, affine and activation in one pass)
+            Some(NormLayer::Layer(ln)) if fused => {
                 let act = match self.act {
-                    Act::LeakyRelu => crate::fused::NormActivation::Leaky(0.2),
-                    Act::Relu => crate::fused::NormActivation::Leaky(0.0),
-                    Act::None => crate::fused::NormActivation::Identity,
+                    Act::LeakyRelu => crate::ops::fused::NormActivation::Leaky(0.2),
+                    Act::Relu => crate::ops::fused::NormActivation::Leaky(0.0),
+                    Act::None => crate::ops::fused::NormActivation::Identity,
                     Act::Tanh => return ln.forward(&y)?.tanh(),
                 };
-                return crate::fused::group_norm_act(&y, &ln.weight, &ln.bias, ln.groups, act);
+                return crate::ops::fused::group_norm_act(&y, &ln.weight, &ln.bias, ln.groups, act);
             }
             Some(NormLayer::Layer(ln)) => y = ln.forward(&y)?,
             None => {}
@@ -402,6 +415,8 @@ pub struct Ign {
     pub config: ModelConfig,
     enc: Vec<Block>,
     dec: Vec<Block>,
+    /// The kernels it runs on (default: the fast and fused ones).
+    kernels: Kernels,
 }
 
 impl Ign {
@@ -424,21 +439,32 @@ impl Ign {
             config: config.clone(),
             enc,
             dec,
+            kernels: Kernels::default(),
         })
+    }
+
+    /// Run on `kernels` from now on (candle's own ops to compare or time against).
+    pub fn set_kernels(&mut self, kernels: Kernels) {
+        self.kernels = kernels;
+    }
+
+    /// The kernels it runs on.
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
     }
 
     /// Image → latent (`[B, latent, 1, 1]`).
     pub fn encode(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         self.enc
             .iter()
-            .try_fold(x.clone(), |h, b| b.forward_t(&h, train))
+            .try_fold(x.clone(), |h, b| b.forward_t(&h, train, self.kernels))
     }
 
     /// Latent → image.
     pub fn decode(&self, z: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         self.dec
             .iter()
-            .try_fold(z.clone(), |h, b| b.forward_t(&h, train))
+            .try_fold(z.clone(), |h, b| b.forward_t(&h, train, self.kernels))
     }
 
     /// `f(x)`. With BatchNorm, `train` selects batch statistics (true) or running statistics

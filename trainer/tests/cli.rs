@@ -127,6 +127,8 @@ fn train_export_eval() {
             "ev",
             "--json",
             "ev.json",
+            "--ood",
+            "30",
         ],
         d,
     );
@@ -140,6 +142,36 @@ fn train_export_eval() {
     assert!(v["top1_agreement_fz"].as_f64().unwrap() >= 0.9, "{v}");
     assert!(v["top1_agreement_fx"].as_f64().unwrap() >= 0.9, "{v}");
     assert!(d.join("ev/samples.png").exists() && d.join("ev/projections.png").exists());
+    // --ood: a row per kind made from the test images (printed digits need the held-out
+    // faces), each on 30 images, and their pictures
+    let rows = v["ood"].as_array().unwrap();
+    let kinds: Vec<&str> = rows.iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    let made: Vec<&str> = ign_train::z::corrupt::OOD_KINDS
+        .into_iter()
+        .filter(|k| *k != "printed")
+        .collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k != "printed")
+            .copied()
+            .collect::<Vec<_>>(),
+        made
+    );
+    for r in rows {
+        assert_eq!(r["images"], 30, "{r}");
+        let acc = r["accuracy_input"].as_f64().unwrap();
+        assert!(
+            (0.0..=1.0).contains(&acc) && r["fd_f"].as_f64().unwrap() >= 0.0,
+            "{r}"
+        );
+    }
+    let clean = &rows[0];
+    assert!(clean["accuracy_input"].as_f64().unwrap() > 0.3, "{clean}");
+    // clean test images are nearer the real ones than noisy ones
+    let fd = |r: &serde_json::Value| r["fd_input"].as_f64().unwrap();
+    assert!(fd(clean) < fd(&rows[1]), "{clean} {}", rows[1]);
+    assert!(d.join("ev/ood.png").exists());
 }
 
 #[test]
@@ -214,7 +246,7 @@ fn sigint_saves_the_checkpoint_and_exits_130() {
         .unwrap_or_else(|| panic!("{stderr}"));
     assert!(line.contains("--resume"), "{line}");
     // the checkpoint holds the step the log reached
-    let ck = ign_train::checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
+    let ck = ign_train::train::checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
     let logged = std::fs::read_to_string(&log).unwrap().lines().count() as u64 - 1;
     assert_eq!(ck.step, logged);
     assert!(line.contains(&format!("step {}", ck.step)), "{line}");

@@ -4,11 +4,11 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use ign_core::backend::{cpu::CpuBackend, Backend};
 use ign_core::tensor::ImageBatch;
-use ign_train::loss::LossConfig;
 use ign_train::model::{Ign, ModelConfig, Norm};
-use ign_train::noise::NoiseKind;
-use ign_train::optim::AdamConfig;
+use ign_train::train::loss::LossConfig;
+use ign_train::train::optim::AdamConfig;
 use ign_train::train::{init_weights, TrainConfig};
+use ign_train::z::noise::NoiseKind;
 
 fn config(model: ModelConfig) -> TrainConfig {
     TrainConfig {
@@ -155,7 +155,7 @@ fn a_run_with_a_weight_average_exports_the_average() {
         quiet: true,
     };
     run(c, &data, &Default::default(), &opts).unwrap();
-    let ck = ign_train::checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
+    let ck = ign_train::train::checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
     let x: Vec<f32> = (0..4 * 784)
         .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
         .collect();
@@ -170,7 +170,7 @@ fn a_run_with_a_weight_average_exports_the_average() {
     };
     let exported = |raw: bool| {
         let path = dir.path().join(if raw { "raw.onnx" } else { "avg.onnx" });
-        let bn = ign_train::bnstats::BnStats::Data;
+        let bn = ign_train::train::bnstats::BnStats::Data;
         ign_train::export::export(&out, &path, bn, None, raw).unwrap();
         let loaded = ign_core::model::Model::load(&path).unwrap();
         let mut cpu = CpuBackend::new(&loaded, None).unwrap();

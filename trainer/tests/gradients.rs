@@ -6,8 +6,8 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use ign_train::loss::{clamp_tight, distance_per_sample, ign_loss, Distance, LossConfig};
 use ign_train::model::{Ign, ModelConfig, Norm};
+use ign_train::train::loss::{clamp_tight, distance_per_sample, ign_loss, Distance, LossConfig};
 use ign_train::train::{frozen_copy, init_weights};
 use std::collections::HashMap;
 
@@ -207,7 +207,7 @@ fn check(cfg: &LossConfig, eps: f64, tol: f64, norm: Norm) {
 /// gradient with respect to the other z is zero.
 #[test]
 fn tightness_over_the_noise_part_only() {
-    use ign_train::loss::ign_loss_tight_on;
+    use ign_train::train::loss::ign_loss_tight_on;
     let varmap = VarMap::new();
     let cfg = tiny(Norm::Layer);
     let model = Ign::new(
@@ -267,7 +267,7 @@ fn batch_norm_model(seed: u64) -> (VarMap, Ign, Ign) {
 /// alone (with BatchNorm, one shared batch gives another value).
 #[test]
 fn separate_batch_norm_treats_each_part_as_its_own_batch() {
-    use ign_train::loss::{ign_loss_planned, ZPlan};
+    use ign_train::train::loss::{ign_loss_planned, ZPlan};
     let (_varmap, model, frozen) = batch_norm_model(13);
     let x = rand_tensor(6, 5, 1.0);
     // noise, then digits-like inputs of another scale
@@ -301,7 +301,7 @@ fn separate_batch_norm_treats_each_part_as_its_own_batch() {
 /// gradient reaches the weights through that f (checked against finite differences).
 #[test]
 fn restoration_term_pulls_f_of_the_corrupted_z_to_their_sources() {
-    use ign_train::loss::{ign_loss_planned, Restore, ZPlan};
+    use ign_train::train::loss::{ign_loss_planned, Restore, ZPlan};
     let (varmap, model, frozen) = batch_norm_model(17);
     let x = rand_tensor(6, 21, 1.0);
     let z = Tensor::cat(&[&rand_tensor(4, 22, 1.5), &rand_tensor(2, 23, 0.5)], 0).unwrap();

@@ -2,9 +2,9 @@
 //! the file, stage and flag named, a rerun skips finished stages and resumes an unfinished one,
 //! and export writes the recipe into the model.
 
-use ign_train::checkpoint::{self, Checkpoint};
-use ign_train::config::RecipeStage;
-use ign_train::recipe::{self, Recipe, RecipeOptions, BUILT_IN};
+use ign_train::train::checkpoint::{self, Checkpoint};
+use ign_train::train::config::RecipeStage;
+use ign_train::train::recipe::{self, Recipe, RecipeOptions, BUILT_IN};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -263,8 +263,15 @@ fn export_of_a_recipe_run_writes_its_last_stage_and_the_recipe() {
     let out = dir.path().join("run");
     let r = tiny();
     let model = dir.path().join("m.onnx");
-    let export =
-        || ign_train::export::export(&out, &model, ign_train::bnstats::BnStats::Data, None, false);
+    let export = || {
+        ign_train::export::export(
+            &out,
+            &model,
+            ign_train::train::bnstats::BnStats::Data,
+            None,
+            false,
+        )
+    };
     recipe::run(
         &r,
         &RecipeOptions {

@@ -1,11 +1,11 @@
 //! A resumed run continues exactly: 4 steps equal 2 steps, stop, resume, 2 steps.
 
 use ign_train::data::DataOptions;
-use ign_train::loss::LossConfig;
 use ign_train::model::ModelConfig;
-use ign_train::noise::NoiseKind;
-use ign_train::optim::AdamConfig;
+use ign_train::train::loss::LossConfig;
+use ign_train::train::optim::AdamConfig;
 use ign_train::train::{run, RunOptions, TrainConfig};
+use ign_train::z::noise::NoiseKind;
 use std::path::{Path, PathBuf};
 
 fn fixture() -> PathBuf {
@@ -102,21 +102,21 @@ fn a_run_started_from_another_continues_it_with_the_new_z_mix() {
     let diff = max_weight_diff(&same_mix, &uninterrupted);
     assert!(diff <= 1e-6, "a run started from step 2 differs by {diff}");
     let new_mix = from(&other, 0.0);
-    let saved = ign_train::checkpoint::load(&other.join("checkpoint.safetensors")).unwrap();
+    let saved = ign_train::train::checkpoint::load(&other.join("checkpoint.safetensors")).unwrap();
     assert_eq!((saved.step, saved.config.z_mix), (4, 0.0));
     assert!(
         max_weight_diff(&new_mix, &uninterrupted) > 1e-6,
         "z-mix 0 trained the same"
     );
     // the source run is untouched, and its log stays its own
-    let src_ck = ign_train::checkpoint::load(&src.join("checkpoint.safetensors")).unwrap();
+    let src_ck = ign_train::train::checkpoint::load(&src.join("checkpoint.safetensors")).unwrap();
     assert_eq!((src_ck.step, src_ck.config.z_mix), (2, 0.5));
     let log = std::fs::read_to_string(other.join("log.csv")).unwrap();
     assert_eq!(log.lines().count(), 1 + 2, "{log}");
     // --lr applies from the start step on too: a tenth of it moves the weights far less.
     let slow = from_with(&dir.path().join("slow"), 0.5, lr / 10.0);
-    let saved =
-        ign_train::checkpoint::load(&dir.path().join("slow/checkpoint.safetensors")).unwrap();
+    let saved = ign_train::train::checkpoint::load(&dir.path().join("slow/checkpoint.safetensors"))
+        .unwrap();
     assert_eq!(saved.config.adam.lr, lr / 10.0);
     let (moved, moved_slow) = (
         max_weight_diff(&same_mix, &start),
@@ -141,8 +141,10 @@ fn the_weight_average_resumes_exactly() {
         c
     };
     let ema_of = |run: &str| {
-        let ck = ign_train::checkpoint::load(&dir.path().join(run).join("checkpoint.safetensors"))
-            .unwrap();
+        let ck = ign_train::train::checkpoint::load(
+            &dir.path().join(run).join("checkpoint.safetensors"),
+        )
+        .unwrap();
         let mut t: Vec<(String, Vec<f32>)> = ck
             .tensors
             .iter()
@@ -195,7 +197,7 @@ fn the_weight_average_resumes_exactly() {
     let (avg, ck) = ema_of("from");
     assert_eq!((ck.step, ck.config.ema), (3, 0.5));
     assert_eq!(avg.len(), a.len());
-    let src = ign_train::checkpoint::load(&plain.join("checkpoint.safetensors")).unwrap();
+    let src = ign_train::train::checkpoint::load(&plain.join("checkpoint.safetensors")).unwrap();
     assert!(!src.has_ema());
     // one step at decay 0.5: the average is halfway between the source's and the new weights
     let vm = t.varmap.data().lock().unwrap();
@@ -229,7 +231,13 @@ fn a_run_started_from_another_keeps_its_batch_unless_told() {
         c.batch = 64; // what the command line's default would say
         let t = run(c, &fixture(), &d, &o).unwrap();
         let path = dir.path().join(name).join("checkpoint.safetensors");
-        (t, ign_train::checkpoint::load(&path).unwrap().config.batch)
+        (
+            t,
+            ign_train::train::checkpoint::load(&path)
+                .unwrap()
+                .config
+                .batch,
+        )
     };
     let (kept, kept_batch) = from("kept", None);
     assert_eq!(kept_batch, 8);

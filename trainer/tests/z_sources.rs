@@ -2,11 +2,11 @@
 //! printed digits from the training faces (`--z-printed`), each a pure function of (seed, step).
 
 use ign_train::data::{load, DataOptions};
-use ign_train::loss::{LossConfig, RestoreMatch};
 use ign_train::model::{ModelConfig, Norm};
-use ign_train::noise::NoiseKind;
-use ign_train::optim::AdamConfig;
+use ign_train::train::loss::{LossConfig, RestoreMatch};
+use ign_train::train::optim::AdamConfig;
 use ign_train::train::{TrainConfig, Trainer, ZFonts};
+use ign_train::z::noise::NoiseKind;
 use std::path::{Path, PathBuf};
 
 fn trainer(z_mix: f64, z_printed: f64) -> anyhow::Result<Trainer> {
@@ -268,7 +268,7 @@ fn typical_restoration_targets_have_their_class_s_middle_ink() {
     for (i, &l) in labels.iter().enumerate() {
         classes[l as usize].push(i);
     }
-    let kept = ign_train::train::typical_ink(train, classes.clone());
+    let kept = ign_train::z::batch::typical_ink(train, classes.clone());
     for (all, mid) in classes.iter().zip(&kept) {
         assert_eq!(mid.len(), all.len() - 2 * (all.len() / 4));
         let (lo, hi) = mid.iter().fold((f32::INFINITY, f32::MIN), |(lo, hi), &i| {

@@ -1,31 +1,24 @@
 //! `ign-train bench-step`
 
 use anyhow::Result;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use std::time::Instant;
 
+use crate::cli::choice;
 use crate::data::Dataset;
-use crate::loss::LossConfig;
-use crate::model::ModelConfig;
-use crate::noise::NoiseKind;
-use crate::optim::AdamConfig;
+use crate::model::{ModelConfig, Norm};
+use crate::ops::{ConvKernels, Kernels, NormKernels};
+use crate::train::loss::LossConfig;
+use crate::train::optim::AdamConfig;
 use crate::train::{TrainConfig, Trainer};
-
-/// Which convolution kernels to time.
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-pub enum ConvImpl {
-    /// ign-train's im2col/col2im + gemm kernels (the default for training).
-    Fast,
-    /// candle's own conv2d / conv_transpose2d.
-    Candle,
-}
+use crate::z::noise::NoiseKind;
 
 /// Time IGN training steps on this CPU.
 ///
 /// Times steps (4 forward passes + backward + Adam) and a batch-1 forward pass on random
 /// data, so that the cost of a model size is known before training.
 ///
-/// Example: ign-train bench-step --width 64 --batch 64 --conv fast
+/// Example: ign-train bench-step --width 32 --batch 64 --conv candle --norm-ops candle
 #[derive(Args, Debug)]
 pub struct BenchStepCmd {
     #[arg(long, default_value_t = 64)]
@@ -39,10 +32,17 @@ pub struct BenchStepCmd {
     /// Timed steps (after 2 warm-up steps).
     #[arg(long, default_value_t = 10)]
     pub steps: usize,
-    #[arg(long, value_enum, default_value = "fast")]
-    pub conv: ConvImpl,
-    #[arg(long, value_enum, default_value = "layer")]
-    pub norm: crate::model::Norm,
+    /// Convolutions: fast (ign-train's im2col/col2im + gemm kernels, what training runs) or
+    /// candle (candle's own conv2d and conv_transpose2d).
+    #[arg(long, value_parser = choice::<ConvKernels>(ConvKernels::NAMES), default_value = "fast")]
+    pub conv: ConvKernels,
+    /// Norm, bias and activation: fused (one op per block, what training runs) or candle
+    /// (candle's elementwise ops and BatchNorm).
+    #[arg(long, value_parser = choice::<NormKernels>(NormKernels::NAMES), default_value = "fused")]
+    pub norm_ops: NormKernels,
+    /// Normalization of the model (as train --norm).
+    #[arg(long, value_parser = choice::<Norm>(Norm::NAMES), default_value = "batch")]
+    pub norm: Norm,
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -59,7 +59,6 @@ fn median(v: &mut [f64]) -> f64 {
 impl BenchStepCmd {
     pub fn run(self) -> Result<()> {
         crate::set_threads(self.threads);
-        crate::fastconv::set_enabled(self.conv == ConvImpl::Fast);
         let model = ModelConfig {
             channels: self.channels,
             image_size: self.image_size,
@@ -101,6 +100,10 @@ impl BenchStepCmd {
             recipe: None,
         };
         let mut t = Trainer::new(config, data.clone(), data)?;
+        t.set_kernels(Kernels {
+            conv: self.conv,
+            norm: self.norm_ops,
+        });
         for _ in 0..2 {
             t.step_once()?;
         }
@@ -130,7 +133,7 @@ impl BenchStepCmd {
             println!(
                 "{}",
                 serde_json::json!({
-                    "runtime": "ign-train", "conv": format!("{:?}", self.conv).to_lowercase(),
+                    "runtime": "ign-train", "conv": self.conv.to_string(), "norm_ops": self.norm_ops.to_string(),
                     "width": self.width, "batch": self.batch, "params": model.num_params(),
                     "threads": threads, "step_s": step, "images_per_s": self.batch as f64 / step,
                     "forward_b1_ms": fwd * 1e3,
@@ -138,8 +141,9 @@ impl BenchStepCmd {
             );
         } else {
             println!(
-                "ign-train ({:?} conv) width {} ({} params) batch {} threads {threads}: {:.3} s per IGN step ({:.0} images/s); forward at batch 1: {:.2} ms",
+                "ign-train ({} conv, {} norm ops) width {} ({} params) batch {} threads {threads}: {:.3} s per IGN step ({:.0} images/s); forward at batch 1: {:.2} ms",
                 self.conv,
+                self.norm_ops,
                 self.width,
                 model.num_params(),
                 self.batch,

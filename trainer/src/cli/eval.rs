@@ -2,10 +2,12 @@
 
 use anyhow::{bail, Result};
 use clap::Args;
+
+use crate::cli::choice;
 use std::path::PathBuf;
 
 use crate::eval::{self, CandleBackend, EvalOptions};
-use crate::noise::NoiseKind;
+use crate::z::noise::NoiseKind;
 use ign_core::backend::Projector;
 
 /// Evaluate a checkpoint or an exported ONNX model on held-out data.
@@ -32,7 +34,7 @@ pub struct EvalCmd {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Noise kind (default: the checkpoint's, Gaussian for ONNX models).
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = choice::<NoiseKind>(NoiseKind::NAMES))]
     pub noise: Option<NoiseKind>,
     /// Epochs of the evaluation classifier.
     #[arg(long, default_value_t = 3)]
@@ -66,7 +68,7 @@ impl EvalCmd {
         crate::set_threads(self.threads);
         let (mut projector, name, shape, noise) = match (&self.checkpoint, &self.model) {
             (Some(ck), _) => {
-                let (m, c) = crate::checkpoint::load_model(ck)?;
+                let (m, c) = crate::train::checkpoint::load_model(ck)?;
                 let shape = (m.config.channels, m.config.image_size);
                 let name = format!("{} (step {})", ck.display(), c.step);
                 let f: Projector = Projector::new(Box::new(CandleBackend(Box::new(m))), None);

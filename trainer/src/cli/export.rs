@@ -2,6 +2,8 @@
 
 use anyhow::Result;
 use clap::Args;
+
+use crate::cli::choice;
 use std::path::PathBuf;
 
 /// Export a checkpoint to the ONNX file that ign-edge runs.
@@ -21,8 +23,8 @@ pub struct ExportCmd {
     pub out: PathBuf,
     /// BatchNorm models: the statistics to fold in (data: real images; noise; running: the
     /// training averages, which mix both and collapse f(z)).
-    #[arg(long, value_enum, default_value = "data")]
-    pub bn_stats: crate::bnstats::BnStats,
+    #[arg(long, value_parser = choice::<crate::train::bnstats::BnStats>(crate::train::bnstats::BnStats::NAMES), default_value = "data")]
+    pub bn_stats: crate::train::bnstats::BnStats,
     /// The training data for --bn-stats data (default: the run's).
     #[arg(long)]
     pub data: Option<PathBuf>,

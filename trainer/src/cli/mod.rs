@@ -5,6 +5,7 @@ pub mod eval;
 pub mod export;
 pub mod train;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
 
 /// Train Idempotent Generative Networks on CPU, evaluate them, export ONNX for ign-edge.
@@ -31,6 +32,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(c) => c.run(),
         Command::BenchStep(c) => c.run(),
     }
+}
+
+/// A value parser for an enum of the layers below: `names` are listed in `--help` and
+/// offered on a typo, and each parses with the type's own `FromStr`.
+pub fn choice<T>(names: &'static [&'static str]) -> impl TypedValueParser<Value = T>
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::fmt::Display,
+{
+    PossibleValuesParser::new(names.iter().copied()).map(|s| match s.parse::<T>() {
+        Ok(v) => v,
+        Err(e) => unreachable!("{s} is listed but does not parse: {e}"),
+    })
 }
 
 /// Print an error as one line (causes joined by ": ") and return the exit code 2.

@@ -1,15 +1,17 @@
 //! `ign-train train`
 
 use anyhow::Result;
-use clap::Args;
+use clap::{Args, Parser};
+
+use crate::cli::choice;
 use std::path::PathBuf;
 
 use crate::data::{DataKind, DataOptions};
-use crate::loss::{Distance, LossConfig};
 use crate::model::{ModelConfig, Norm};
-use crate::noise::NoiseKind;
-use crate::optim::AdamConfig;
+use crate::train::loss::{Distance, LossConfig};
+use crate::train::optim::AdamConfig;
 use crate::train::{self, RunOptions, TrainConfig};
+use crate::z::noise::NoiseKind;
 
 /// Train an IGN (or continue a run with --resume), or run a recipe's stages in order. Ctrl-C
 /// saves a checkpoint.
@@ -32,7 +34,7 @@ pub struct TrainCmd {
     #[arg(long)]
     pub data: PathBuf,
     /// Data kind; detected from the path when omitted.
-    #[arg(long, conflicts_with = "recipe", value_enum)]
+    #[arg(long, conflicts_with = "recipe", value_parser = choice::<DataKind>(DataKind::NAMES))]
     pub dataset: Option<DataKind>,
     /// Name recorded in the exported model (default: the data folder's name).
     #[arg(long, conflicts_with = "recipe")]
@@ -51,7 +53,7 @@ pub struct TrainCmd {
     /// statistics of real images and writes a variant with those of noise), layer (per sample,
     /// over C, H, W), instance (per sample and channel, over H, W) or none. With layer and
     /// instance every noise image went to one digit (models/MODELS.md).
-    #[arg(long, conflicts_with = "recipe", value_enum, default_value = "batch")]
+    #[arg(long, conflicts_with = "recipe", value_parser = choice::<Norm>(Norm::NAMES), default_value = "batch")]
     pub norm: Norm,
     /// Batch size [default: 64; with --from, the source run's unless given: --batch 256 is the
     /// paper's].
@@ -94,7 +96,7 @@ pub struct TrainCmd {
     /// Tightness clamp `a`.
     #[arg(long, conflicts_with = "recipe", default_value_t = 1.5)]
     pub tight_clamp: f64,
-    #[arg(long, conflicts_with = "recipe", value_enum, default_value = "l1")]
+    #[arg(long, conflicts_with = "recipe", value_parser = choice::<Distance>(Distance::NAMES), default_value = "l1")]
     pub distance: Distance,
     /// Weight of a restoration term D(f(c(x)), x) over the corrupted z of --z-mix: f of a
     /// corrupted training image is pulled back to the image itself (a completed occlusion, a
@@ -112,13 +114,13 @@ pub struct TrainCmd {
     /// nearest of those with the middle half of their class's ink, so that f also learns to
     /// bring bold and hairline faces to a handwritten stroke weight). Applies from that step on
     /// with --from.
-    #[arg(long, conflicts_with = "recipe", value_enum, default_value = "nearest")]
-    pub restore_match: crate::loss::RestoreMatch,
+    #[arg(long, conflicts_with = "recipe", value_parser = choice::<crate::train::loss::RestoreMatch>(crate::train::loss::RestoreMatch::NAMES), default_value = "nearest")]
+    pub restore_match: crate::train::loss::RestoreMatch,
     /// Noise fed as z: gaussian (MNIST) or freq (frequency-matched, for faces).
     #[arg(
         long,
         conflicts_with = "recipe",
-        value_enum,
+        value_parser = choice::<NoiseKind>(NoiseKind::NAMES),
         default_value = "gaussian"
     )]
     pub noise: NoiseKind,
@@ -145,11 +147,11 @@ pub struct TrainCmd {
     pub z_fonts: crate::train::ZFonts,
     /// Which z the tightness term sees: all (the paper's objective) or noise (corrupted and
     /// printed digits then feed the idempotence term alone).
-    #[arg(long, conflicts_with = "recipe", value_enum, default_value = "all")]
+    #[arg(long, conflicts_with = "recipe", value_parser = choice::<crate::train::ZTight>(crate::train::ZTight::NAMES), default_value = "all")]
     pub z_tight: crate::train::ZTight,
     /// BatchNorm with --z-mix/--z-printed: shared (one batch of noise and digits) or separate
     /// (the noise and the digits in two batches, each with its own statistics).
-    #[arg(long, conflicts_with = "recipe", value_enum, default_value = "shared")]
+    #[arg(long, conflicts_with = "recipe", value_parser = choice::<crate::train::ZBatchNorm>(crate::train::ZBatchNorm::NAMES), default_value = "shared")]
     pub z_bn: crate::train::ZBatchNorm,
     /// Keep a moving average of the weights with this decay, saved in checkpoints and written
     /// by `export` (0.999: about the last 1,000 steps), so that the exported model stands for a
@@ -175,19 +177,38 @@ pub struct TrainCmd {
 }
 
 impl TrainCmd {
+    /// `argv` (`ign-train train` first) parsed as `ign-train train` parses its arguments (a
+    /// recipe's stages are parsed so); the error on one line.
+    pub fn parse_args(argv: Vec<std::ffi::OsString>) -> Result<TrainCmd> {
+        #[derive(Parser)]
+        struct Train {
+            #[command(flatten)]
+            cmd: TrainCmd,
+        }
+        Train::try_parse_from(argv).map(|t| t.cmd).map_err(|e| {
+            let text = e.render().to_string();
+            let lines: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !(l.is_empty() || l.starts_with("Usage:") || l.starts_with("For more")))
+                .collect();
+            anyhow::anyhow!("{}", lines.join(" ").trim_start_matches("error: "))
+        })
+    }
+
     /// Train as the command line says: a plain run, or the stages of `--recipe`.
     pub fn run(self) -> Result<()> {
         crate::set_threads(self.threads);
         if let Some(recipe) = &self.recipe {
-            let recipe = crate::recipe::Recipe::load(recipe)?;
-            let opts = crate::recipe::RecipeOptions {
+            let recipe = crate::train::recipe::Recipe::load(recipe)?;
+            let opts = crate::train::recipe::RecipeOptions {
                 data: self.data.clone(),
                 out: self.out.clone(),
                 sample_every: self.sample_every,
                 checkpoint_every: self.checkpoint_every,
                 ..Default::default()
             };
-            return crate::recipe::run(&recipe, &opts);
+            return crate::train::recipe::run(&recipe, &opts);
         }
         let (config, data_opts, opts) = self.settings()?;
         train::run(config, &self.data, &data_opts, &opts)?;

@@ -2,12 +2,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::loss::LossConfig;
 use crate::model::ModelConfig;
-use crate::noise::NoiseKind;
-use crate::optim::AdamConfig;
+use crate::train::loss::LossConfig;
+use crate::train::optim::AdamConfig;
+use crate::z::noise::NoiseKind;
 
-pub use crate::fonts::ZFonts;
+pub use crate::z::fonts::ZFonts;
 
 /// Everything that defines a run; saved in every checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -17,7 +17,7 @@ pub struct TrainConfig {
     pub adam: AdamConfig,
     pub noise: NoiseKind,
     /// Fraction of each batch of `z` drawn from corruptions of real training images
-    /// ([`crate::corrupt`]) instead of noise: the paper's "any input" (0: noise only).
+    /// ([`crate::z::corrupt`]) instead of noise: the paper's "any input" (0: noise only).
     #[serde(default)]
     pub z_mix: f64,
     /// Fraction of each batch of `z` rendered as printed digits from the training faces
@@ -35,7 +35,7 @@ pub struct TrainConfig {
     /// Whether the noise and the other z share one batch's BatchNorm statistics.
     #[serde(default)]
     pub z_bn: ZBatchNorm,
-    /// Decay of the moving average of the weights that export writes ([`crate::ema`]; 0: off).
+    /// Decay of the moving average of the weights that export writes ([`crate::train::ema`]; 0: off).
     #[serde(default)]
     pub ema: f64,
     pub batch: usize,
@@ -50,7 +50,7 @@ pub struct TrainConfig {
     pub recipe: Option<RecipeStage>,
 }
 
-/// Where a run's state came from when a recipe made it ([`crate::recipe`]): written into the
+/// Where a run's state came from when a recipe made it ([`crate::train::recipe`]): written into the
 /// exported model as `ign.recipe`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecipeStage {
@@ -77,7 +77,7 @@ impl std::fmt::Display for RecipeStage {
 }
 
 /// Which part of each `z` batch the tightness term is taken over.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ZTight {
     /// Every `z` (the paper's objective).
@@ -88,8 +88,10 @@ pub enum ZTight {
     Noise,
 }
 
+named_choices!(ZTight { All = "all", Noise = "noise" });
+
 /// How the noise and the other z (corrupted, printed) meet BatchNorm.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ZBatchNorm {
     /// One batch: the digits are normalized with the noise's statistics mixed in.
@@ -99,6 +101,8 @@ pub enum ZBatchNorm {
     /// inputs with statistics of real images, noise with those of noise).
     Separate,
 }
+
+named_choices!(ZBatchNorm { Shared = "shared", Separate = "separate" });
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,7 @@
 //!   data (its test accuracy is reported), for f(z), f(f(z)) and the floor test-vs-train
 //! - the class histogram of f(z), the largest class share and the mean top-1 probability
 //! - pictures: 100 samples f(z), and projections of corrupted test images (noise, a masked
-//!   half, an edge-map sketch) next to f and f(f(...)).
+//!   half, an edge-map sketch: [`GRID_KINDS`]) next to f and f(f(...)).
 
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
@@ -14,15 +14,14 @@ use candle_nn::{VarBuilder, VarMap};
 use ign_core::backend::{Backend, Projector};
 use ign_core::tensor::mean_abs_diff;
 use ign_core::tensor::ImageBatch;
-use rand::SeedableRng;
-use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
-use crate::classifier::{self, argmax, frechet_distance, Classifier};
 use crate::data::{self, mix, DataOptions, Dataset};
+use crate::eval::classifier::{self, argmax, frechet_distance, Classifier};
 use crate::model::Ign;
-use crate::noise::{Noise, NoiseKind};
+use crate::z::corrupt::{make, GRID_KINDS};
+use crate::z::noise::{Noise, NoiseKind};
 
 /// `f` of a checkpoint (candle, eval mode) as a [`Backend`], so that checkpoints and ONNX files
 /// are evaluated through the same [`Projector`].
@@ -99,7 +98,7 @@ pub struct EvalReport {
     pub top1_agreement_fx: Option<f64>,
     /// `--ood`: accuracy and distance to real images of inputs other than noise, per kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ood: Option<Vec<crate::ood::OodRow>>,
+    pub ood: Option<Vec<crate::eval::ood::OodRow>>,
     pub seconds: f64,
 }
 
@@ -169,60 +168,9 @@ fn classifier_for(
     Ok(Some((c, acc)))
 }
 
-/// Corruptions of test images for the "make it real" grid.
-pub fn corrupt(kind: &str, img: &[f32], h: usize, w: usize, seed: u64) -> Vec<f32> {
-    match kind {
-        "noise" => {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-            img.iter()
-                .map(|&v| {
-                    let e: f32 = StandardNormal.sample(&mut rng);
-                    (v + 0.5 * e).clamp(-1.0, 1.0)
-                })
-                .collect()
-        }
-        "mask" => {
-            // bottom half of every channel blanked to black (-1)
-            let plane = h * w;
-            img.iter()
-                .enumerate()
-                .map(|(i, &v)| if (i % plane) / w >= h / 2 { -1.0 } else { v })
-                .collect()
-        }
-        _ => {
-            // an edge-map sketch: Sobel magnitude of the first channel, thresholded to strokes
-            let px = |x: isize, y: isize| -> f32 {
-                let (x, y) = (
-                    x.clamp(0, w as isize - 1) as usize,
-                    y.clamp(0, h as isize - 1) as usize,
-                );
-                (img[y * w + x] + 1.0) / 2.0
-            };
-            let c = img.len() / (h * w);
-            let mut edge = vec![-1f32; h * w];
-            for y in 0..h as isize {
-                for x in 0..w as isize {
-                    let gx = px(x + 1, y - 1) + 2.0 * px(x + 1, y) + px(x + 1, y + 1)
-                        - px(x - 1, y - 1)
-                        - 2.0 * px(x - 1, y)
-                        - px(x - 1, y + 1);
-                    let gy = px(x - 1, y + 1) + 2.0 * px(x, y + 1) + px(x + 1, y + 1)
-                        - px(x - 1, y - 1)
-                        - 2.0 * px(x, y - 1)
-                        - px(x + 1, y - 1);
-                    if (gx * gx + gy * gy).sqrt() > 1.0 {
-                        edge[y as usize * w + x as usize] = 1.0;
-                    }
-                }
-            }
-            edge.repeat(c)
-        }
-    }
-}
-
 /// Evaluate `projector` on the data in `opts`. Its noise variant, when it has one, makes f(z)
 /// (the first application to noise); f(f(z)) and everything else use its main model (see
-/// [`crate::bnstats`]).
+/// [`crate::train::bnstats`]).
 pub fn evaluate(
     projector: &mut Projector,
     model_name: &str,
@@ -399,11 +347,11 @@ fn out_of_distribution(
         .to_string_lossy()
         .to_lowercase()
         .contains("fashion");
-    let (rows, pictures) = crate::ood::evaluate(projector, clf, test, n, opts.seed, digits)?;
+    let (rows, pictures) = crate::eval::ood::evaluate(projector, clf, test, n, opts.seed, digits)?;
     if let Some(dir) = &opts.out_dir {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("{}: cannot create folder", dir.display()))?;
-        let g = crate::ood::grid(&pictures, sh)?;
+        let g = crate::eval::ood::grid(&pictures, sh)?;
         ign_core::fsio::save_png(&dir.join("ood.png"), &g)?;
     }
     report.ood = Some(rows);
@@ -438,11 +386,11 @@ fn write_pictures(
     ign_core::fsio::save_png(&dir.join("samples.png"), &g)?;
     // make it real: original, corrupted, f, f(f)
     let mut rows = Vec::new();
-    for (ki, kind) in ["noise", "mask", "sketch"].iter().enumerate() {
+    for (ki, kind) in GRID_KINDS.iter().enumerate() {
         for j in 0..4.min(test.len()) {
             let i = (j * 37 + ki * 11) % test.len();
             let orig = test.image(i);
-            let c = corrupt(kind, orig, size, size, mix(opts.seed, i as u64, ki as u64));
+            let c = make(kind, orig, sh, mix(opts.seed, i as u64, ki as u64))?;
             let f1 = apply(projector, &c, sh, false)?;
             let f2 = apply(projector, &f1, sh, false)?;
             rows.push(
@@ -485,7 +433,7 @@ pub fn summary(r: &EvalReport) -> String {
         s += &format!("top-1 agreement with {name}: f(z) {a:.3}, f(x) of test images {b:.3}\n");
     }
     if let Some(rows) = &r.ood {
-        s += &crate::ood::table(rows);
+        s += &crate::eval::ood::table(rows);
     }
     s
 }

@@ -18,15 +18,14 @@
 //! means in a recipe what it means on the command line.
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::CHECKPOINT_FILE;
 use crate::cli::train::TrainCmd;
-use crate::config::{RecipeStage, ZFonts};
+use crate::train::checkpoint::CHECKPOINT_FILE;
+use crate::train::config::{RecipeStage, ZFonts};
 
 /// The copy of the recipe that a recipe's run folder holds.
 pub const RECIPE_FILE: &str = "recipe.toml";
@@ -35,11 +34,11 @@ pub const RECIPE_FILE: &str = "recipe.toml";
 pub const BUILT_IN: &[(&str, &str)] = &[
     (
         "ign-fashion",
-        include_str!("../../models/recipes/ign-fashion.toml"),
+        include_str!("../../../models/recipes/ign-fashion.toml"),
     ),
     (
         "ign-mnist",
-        include_str!("../../models/recipes/ign-mnist.toml"),
+        include_str!("../../../models/recipes/ign-mnist.toml"),
     ),
 ];
 
@@ -196,7 +195,8 @@ impl Recipe {
         argv.push(out.join(&stage.name).into());
         argv.extend(stage.args.iter().map(OsString::from));
         argv.extend(extra.iter().cloned());
-        parse_train(argv).map_err(|e| anyhow::anyhow!("{}: stage {}: {e}", self.source, stage.name))
+        TrainCmd::parse_args(argv)
+            .map_err(|e| anyhow::anyhow!("{}: stage {}: {e}", self.source, stage.name))
     }
 
     /// Each stage's final step, with at most `cap` steps past its start.
@@ -209,24 +209,6 @@ impl Recipe {
         }
         ends
     }
-}
-
-/// `argv` parsed as `ign-train train`'s arguments; the error on one line.
-fn parse_train(argv: Vec<OsString>) -> Result<TrainCmd> {
-    #[derive(Parser)]
-    struct Train {
-        #[command(flatten)]
-        cmd: TrainCmd,
-    }
-    Train::try_parse_from(argv).map(|t| t.cmd).map_err(|e| {
-        let text = e.render().to_string();
-        let lines: Vec<&str> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !(l.is_empty() || l.starts_with("Usage:") || l.starts_with("For more")))
-            .collect();
-        anyhow::anyhow!("{}", lines.join(" ").trim_start_matches("error: "))
-    })
 }
 
 /// A stage of the file, checked against the stages before it.
@@ -268,7 +250,7 @@ fn check_stage(st: &StageToml, before: &[Stage], source: &str) -> Result<Stage> 
         let checked = flag_args(flag, value).and_then(|a| {
             let mut argv = vec!["ign-train train", "--data", "DATA"];
             argv.extend(a.iter().map(String::as_str));
-            parse_train(argv.into_iter().map(OsString::from).collect()).map(|_| a)
+            TrainCmd::parse_args(argv.into_iter().map(OsString::from).collect()).map(|_| a)
         });
         args.extend(
             checked.map_err(|e| anyhow::anyhow!("{source}: stage {name}: flag {flag}: {e}"))?,
@@ -312,7 +294,7 @@ pub fn run(recipe: &Recipe, opts: &RecipeOptions) -> Result<()> {
         let dir = opts.out.join(&stage.name);
         let ck = dir.join(CHECKPOINT_FILE);
         let done = if ck.exists() {
-            Some(crate::checkpoint::load(&ck)?.step)
+            Some(crate::train::checkpoint::load(&ck)?.step)
         } else {
             None
         };

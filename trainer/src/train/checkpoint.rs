@@ -1,6 +1,6 @@
 //! Checkpoints: one safetensors file holding the weights (`model/<name>`, BN running statistics
 //! included), the Adam moments (`adam.m/<name>`, `adam.v/<name>`), with `--ema` the moving
-//! average of the weights (`ema/<name>`, see [`crate::ema`]) and, in its metadata, the
+//! average of the weights (`ema/<name>`, see [`crate::train::ema`]) and, in its metadata, the
 //! step, the Adam step count and the whole training configuration (JSON).
 //!
 //! The random state needs no saving: data order and noise are pure functions of
@@ -13,9 +13,9 @@ use candle_nn::{VarBuilder, VarMap};
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::config::TrainConfig;
 use crate::model::Ign;
-use crate::optim::Adam;
+use crate::train::config::TrainConfig;
+use crate::train::optim::Adam;
 
 /// The file name of the checkpoint inside a run folder.
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
@@ -35,7 +35,7 @@ pub fn save(
     step: u64,
     varmap: &VarMap,
     adam: Option<&Adam>,
-    ema: Option<&crate::ema::Ema>,
+    ema: Option<&crate::train::ema::Ema>,
 ) -> Result<()> {
     let mut tensors: Vec<(String, Tensor)> = varmap
         .data()
@@ -138,14 +138,17 @@ impl Checkpoint {
 
     /// Whether it holds a moving average of the weights (a run with `--ema`).
     pub fn has_ema(&self) -> bool {
-        crate::ema::has_shadows(&self.tensors)
+        crate::train::ema::has_shadows(&self.tensors)
     }
 
     /// Copy the moving average of the weights into `varmap` (BatchNorm running statistics,
     /// which are not averaged, stay as they are).
     pub fn restore_ema_weights(&self, varmap: &VarMap) -> Result<()> {
         for (name, var) in crate::train::trainable_vars(varmap) {
-            let Some(t) = self.tensors.get(&format!("{}{name}", crate::ema::PREFIX)) else {
+            let Some(t) = self
+                .tensors
+                .get(&format!("{}{name}", crate::train::ema::PREFIX))
+            else {
                 bail!("checkpoint lacks the moving average of {name}");
             };
             var.set(&t.to_dtype(var.dtype())?)?;
@@ -164,9 +167,9 @@ impl Checkpoint {
 }
 
 /// Load the model of a checkpoint file, of a run folder holding one, or of a recipe's run
-/// folder (its last stage's, [`crate::recipe::checkpoint_file`]).
+/// folder (its last stage's, [`crate::train::recipe::checkpoint_file`]).
 pub fn load_model(path: &Path) -> Result<(Ign, Checkpoint)> {
-    let ck = load(&crate::recipe::checkpoint_file(path)?)?;
+    let ck = load(&crate::train::recipe::checkpoint_file(path)?)?;
     let (model, _vm) = ck.model()?;
     Ok((model, ck))
 }

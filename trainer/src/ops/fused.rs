@@ -17,7 +17,7 @@ use candle_core::{
 use num_traits::Float;
 use rayon::prelude::*;
 
-use crate::fastconv::contiguous;
+use crate::ops::contiguous;
 
 /// The activation after the norm.
 #[derive(Clone, Copy, Debug, PartialEq)]

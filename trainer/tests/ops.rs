@@ -1,8 +1,10 @@
-//! The fast convolutions equal candle's own, forward and gradients, on the shapes of every
-//! layer of the shipped architectures (and a few odd ones).
+//! The kernels of `ops` against their references, called directly (no global switch): the fast
+//! convolutions equal candle's own, forward and gradients, on the shapes of every layer of the
+//! shipped architectures (and a few odd ones); the fused norm ops equal the same blocks written
+//! with candle's ops; a model on candle's kernels computes what it computes on the fast ones.
 
 use candle_core::{DType, Device, Tensor, Var};
-use ign_train::fastconv;
+use ign_train::ops::fastconv;
 
 fn rand(shape: &[usize], seed: u64) -> Tensor {
     let n: usize = shape.iter().product();
@@ -86,21 +88,19 @@ fn forward_and_gradients_match_candle() {
         let wshape = if t { [ci, co, k, k] } else { [co, ci, k, k] };
         let w = Var::from_tensor(&rand(&wshape, 100 + i as u64)).unwrap();
         let run = |fast: bool| {
-            fastconv::set_enabled(fast);
-            let y = if t {
-                fastconv::conv_transpose2d(x.as_tensor(), w.as_tensor(), s, p).unwrap()
-            } else {
-                fastconv::conv2d(x.as_tensor(), w.as_tensor(), s, p).unwrap()
-            };
+            let (x, w) = (x.as_tensor(), w.as_tensor());
+            let y = match (t, fast) {
+                (true, true) => fastconv::conv_transpose2d(x, w, s, p),
+                (true, false) => fastconv::reference::conv_transpose2d(x, w, s, p),
+                (false, true) => fastconv::conv2d(x, w, s, p),
+                (false, false) => fastconv::reference::conv2d(x, w, s, p),
+            }
+            .unwrap();
             // a loss that weights every output differently
             let r = rand(y.dims(), 999);
             let loss = (&y * &r).unwrap().sum_all().unwrap();
             let g = loss.backward().unwrap();
-            (
-                y,
-                g.get(x.as_tensor()).unwrap().clone(),
-                g.get(w.as_tensor()).unwrap().clone(),
-            )
+            (y, g.get(x).unwrap().clone(), g.get(w).unwrap().clone())
         };
         let (yc, gxc, gwc) = run(false);
         let (yf, gxf, gwf) = run(true);
@@ -110,7 +110,6 @@ fn forward_and_gradients_match_candle() {
             assert!(r < 1e-4, "case {i} {what}: relative error {r}");
         }
     }
-    fastconv::set_enabled(true);
 }
 
 #[test]
@@ -126,7 +125,7 @@ fn f64_is_supported_for_gradient_checks() {
 /// and gradients (input, scale, shift), for each activation it serves.
 #[test]
 fn fused_norm_activation_matches_candle_ops() {
-    use ign_train::fused::{group_norm_act, NormActivation, EPS};
+    use ign_train::ops::fused::{group_norm_act, NormActivation, EPS};
     for (i, (act, groups)) in [
         (NormActivation::Leaky(0.2), 1),
         (NormActivation::Leaky(0.0), 1),
@@ -183,8 +182,8 @@ fn fused_norm_activation_matches_candle_ops() {
 #[test]
 fn fused_batch_norm_activation_matches_candle_batch_norm() {
     use candle_nn::{BatchNorm, ModuleT};
-    use ign_train::fused::NormActivation;
-    use ign_train::fused_bn::{batch_norm_act, update_running};
+    use ign_train::ops::fused::NormActivation;
+    use ign_train::ops::fused_bn::{batch_norm_act, update_running};
     for (i, (act, shape)) in [
         (NormActivation::Leaky(0.2), [4, 6, 7, 7]),
         (NormActivation::Leaky(0.0), [3, 5, 4, 4]),
@@ -255,8 +254,8 @@ fn fused_batch_norm_activation_matches_candle_batch_norm() {
 /// Running statistics that are not variables are refused rather than silently copied.
 #[test]
 fn fused_batch_norm_refuses_running_statistics_that_are_not_variables() {
-    use ign_train::fused::NormActivation;
-    use ign_train::fused_bn::{batch_norm_act, update_running};
+    use ign_train::ops::fused::NormActivation;
+    use ign_train::ops::fused_bn::{batch_norm_act, update_running};
     let x = rand(&[2, 3, 2, 2], 1);
     let (_, stats) = batch_norm_act(
         &x,
@@ -268,4 +267,49 @@ fn fused_batch_norm_refuses_running_statistics_that_are_not_variables() {
     .unwrap();
     let err = update_running(&rand(&[3], 4), &rand(&[3], 5), &stats, 0.1).unwrap_err();
     assert!(err.to_string().contains("variables"), "{err}");
+}
+
+/// A model runs the kernels it is given, each chosen on its own: on candle's convolutions, on
+/// candle's norm ops, or both, it computes what it computes on the fast and fused ones, in
+/// training and in eval mode.
+#[test]
+fn a_model_computes_the_same_on_each_choice_of_kernels() {
+    use candle_nn::{VarBuilder, VarMap};
+    use ign_train::model::{Ign, ModelConfig, Norm};
+    use ign_train::ops::{ConvKernels, Kernels, NormKernels};
+    for norm in [Norm::Batch, Norm::Layer, Norm::Instance, Norm::None] {
+        let cfg = ModelConfig {
+            channels: 1,
+            image_size: 28,
+            width: 4,
+            norm,
+        };
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let mut ign = Ign::new(&cfg, vb).unwrap();
+        ign_train::train::init_weights(&varmap, 3).unwrap();
+        let x = rand(&[4, 1, 28, 28], 5);
+        assert_eq!(ign.kernels(), Kernels::default());
+        let choices: Vec<Kernels> = [ConvKernels::Fast, ConvKernels::Candle]
+            .into_iter()
+            .flat_map(|conv| {
+                [NormKernels::Fused, NormKernels::Candle].map(|norm| Kernels { conv, norm })
+            })
+            .collect();
+        assert_eq!(choices[0], Kernels::default());
+        // eval mode first: training passes move BatchNorm's running statistics
+        for train in [false, true] {
+            let outputs: Vec<Tensor> = choices
+                .iter()
+                .map(|&k| {
+                    ign.set_kernels(k);
+                    ign.forward_t(&x, train).unwrap()
+                })
+                .collect();
+            for (k, y) in choices.iter().zip(&outputs).skip(1) {
+                let r = max_rel(y, &outputs[0]);
+                assert!(r < 1e-4, "{norm:?} {k:?} train {train}: {r}");
+            }
+        }
+    }
 }

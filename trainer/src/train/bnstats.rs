@@ -14,10 +14,10 @@ use serde::Serialize;
 
 use crate::data::{mix, Dataset};
 use crate::model::Ign;
-use crate::noise::Noise;
+use crate::z::noise::Noise;
 
 /// Which inputs the exported BatchNorm statistics describe.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BnStats {
     /// The running averages kept during training (all kinds of batches mixed).
@@ -27,6 +27,8 @@ pub enum BnStats {
     /// Noise of the run's kind.
     Noise,
 }
+
+named_choices!(BnStats { Running = "running", Data = "data", Noise = "noise" });
 
 impl BnStats {
     /// The name written to the model's metadata (`ign.bn_stats`).

@@ -9,7 +9,7 @@
 //!
 //! ```
 //! use candle_core::{Device, Tensor, Var};
-//! use ign_train::ema::Ema;
+//! use ign_train::train::ema::Ema;
 //!
 //! let w = Var::from_tensor(&Tensor::new(&[0f32, 10.0], &Device::Cpu)?)?;
 //! let vars = vec![("w".to_string(), w.clone())];

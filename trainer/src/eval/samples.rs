@@ -1,6 +1,7 @@
-//! Pictures of a run: the sample grid and the loss curve.
+//! Pictures of a run: the sample grid (x, f(x), z, f(z), f(f(z))) and the loss curve of its
+//! log.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use candle_core::{Device, Tensor};
 use ign_core::imaging;
 use ign_core::plot::{line_plot, Series};
@@ -9,6 +10,7 @@ use std::path::Path;
 
 use crate::data::Dataset;
 use crate::model::Ign;
+use crate::train::log::LogRow;
 
 /// Tiles of a `[B, C, H, W]` tensor.
 pub fn tensor_tiles(t: &Tensor) -> Result<Vec<RgbImage>> {
@@ -46,17 +48,12 @@ pub fn write_samples(model: &Ign, test: &Dataset, z: &Tensor, step: u64, out: &P
 
 /// Plot the loss terms of `log.csv` (smoothed over 50 steps) into a PNG.
 pub fn write_loss_plot(log: &Path, out: &Path) -> Result<()> {
-    let text =
-        std::fs::read_to_string(log).with_context(|| format!("{}: cannot read", log.display()))?;
-    let mut cols: Vec<Vec<(f64, f64)>> = vec![Vec::new(); 4];
-    for line in text.lines().skip(1) {
-        let f: Vec<f64> = line.split(',').filter_map(|s| s.parse().ok()).collect();
-        if f.len() >= 5 {
-            for (k, col) in cols.iter_mut().enumerate() {
-                col.push((f[0], f[k + 1]));
-            }
-        }
-    }
+    let rows = crate::train::log::read(log)?;
+    let terms: [fn(&LogRow) -> f64; 4] = [|r| r.total, |r| r.rec, |r| r.idem, |r| r.tight];
+    let cols: Vec<Vec<(f64, f64)>> = terms
+        .iter()
+        .map(|term| rows.iter().map(|r| (r.step as f64, term(r))).collect())
+        .collect();
     let smooth = |v: &[(f64, f64)]| -> Vec<(f64, f64)> {
         let win = 50usize;
         let stride = (v.len() / 400).max(1);

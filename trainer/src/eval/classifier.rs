@@ -9,7 +9,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use crate::data::{mix, Dataset};
-use crate::optim::{Adam, AdamConfig};
+use crate::train::optim::{Adam, AdamConfig};
 
 /// Width of the feature vector used for the Fréchet distance.
 pub const FEATURES: usize = 128;
@@ -48,7 +48,7 @@ impl Classifier {
 
     /// Penultimate features `[B, 128]` and logits `[B, classes]`.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-        use crate::fastconv::conv2d_layer;
+        use crate::ops::fastconv::conv2d_layer;
         let h = conv2d_layer(&self.c1, x)?.relu()?.max_pool2d(2)?;
         let h = conv2d_layer(&self.c2, &h)?.relu()?.max_pool2d(2)?;
         let feat = self.fc.forward(&h.flatten_from(1)?)?.relu()?;

@@ -18,8 +18,8 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 
-use crate::fastconv::contiguous;
-use crate::fused::{norm_backward, sum_by, Elem, NormActivation, LANES};
+use crate::ops::contiguous;
+use crate::ops::fused::{norm_backward, sum_by, Elem, NormActivation, LANES};
 
 /// One batch's statistics of each channel, as the forward pass measured them.
 #[derive(Clone, Debug, Default, PartialEq)]

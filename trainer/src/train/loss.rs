@@ -17,13 +17,15 @@ use serde::{Deserialize, Serialize};
 use crate::model::Ign;
 
 /// The distance `D` between two image batches, per sample.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Distance {
     /// Mean absolute error (the paper's choice).
     L1,
     /// Mean squared error.
     L2,
 }
+
+named_choices!(Distance { L1 = "l1", L2 = "l2" });
 
 /// Weights and settings of the objective; defaults are the paper's.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -53,7 +55,7 @@ pub struct LossConfig {
 
 /// Which training digits of its class a printed digit of `z` may take as its restoration
 /// target (`--restore-printed`); the nearest of them in L1 is taken.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RestoreMatch {
     /// Any digit of the class: a bold glyph gets the thickest handwritten digit near it, so f
@@ -64,6 +66,8 @@ pub enum RestoreMatch {
     /// learns to turn bold and hairline faces into strokes of a handwritten weight.
     Typical,
 }
+
+named_choices!(RestoreMatch { Nearest = "nearest", Typical = "typical" });
 
 impl Default for LossConfig {
     fn default() -> Self {

@@ -18,12 +18,14 @@ use serde::{Deserialize, Serialize};
 use crate::data::Dataset;
 
 /// Which noise to feed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NoiseKind {
     Gaussian,
     /// Per-frequency statistics of the training data.
     Freq,
 }
+
+named_choices!(NoiseKind { Gaussian = "gaussian", Freq = "freq" });
 
 /// A noise generator for images of one shape.
 pub enum Noise {

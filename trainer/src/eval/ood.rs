@@ -9,101 +9,22 @@
 //!
 //! Two more kinds are what a camera sees: photos of the test digits drawn in ink on paper
 //! (dark on white, uneven light, JPEG) through the paper-mode preprocessing, and, for digit
-//! datasets, printed digits rendered from the system's held-out faces ([`crate::fonts`]).
+//! datasets, printed digits rendered from the system's held-out faces ([`crate::z::fonts`]).
 //!
 //! And digits sketched with a round pen as on the pad (strokes of each digit, moved a little).
 
 use anyhow::Result;
-use rand::{Rng, SeedableRng};
-use rand_distr::{Distribution, StandardNormal};
+use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use crate::classifier::{argmax, frechet_distance, Classifier};
-use crate::corrupt::{affine, box_blur, filter3, occlude};
 use crate::data::{mix, Dataset};
 use crate::eval::apply;
+use crate::eval::classifier::{argmax, frechet_distance, Classifier};
+use crate::z::corrupt::{make, OOD_KINDS};
+use crate::z::fonts::{Catalogue, Face, FontSet};
+use crate::z::glyphs::render_digit;
+use crate::z::sketch::sketch_digit;
 use ign_core::backend::Projector;
-
-/// The kinds of input, by name, in report order.
-pub const KINDS: [&str; 13] = [
-    "clean",
-    "gaussian-noise",
-    "occlude-top",
-    "occlude-bottom",
-    "occlude-side",
-    "thick",
-    "thin",
-    "blur",
-    "noisy-background",
-    "affine",
-    "ink-on-paper",
-    "printed",
-    "pad-sketch",
-];
-
-/// Test image `img` (`c×h×w` in [-1, 1]) turned into `kind`, from `seed`.
-///
-/// ```
-/// let img = vec![-1.0f32; 28 * 28];
-/// let a = ign_train::ood::make("noisy-background", &img, (1, 28, 28), 5).unwrap();
-/// assert_eq!(a, ign_train::ood::make("noisy-background", &img, (1, 28, 28), 5).unwrap());
-/// assert!(a.iter().all(|v| (-1.0..=1.0).contains(v)) && a != img);
-/// ```
-pub fn make(kind: &str, img: &[f32], shape: (usize, usize, usize), seed: u64) -> Result<Vec<f32>> {
-    let (_, h, w) = shape;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut v = img.to_vec();
-    match kind {
-        "clean" => {}
-        "gaussian-noise" => {
-            for p in v.iter_mut() {
-                let e: f32 = StandardNormal.sample(&mut rng);
-                *p = (*p + 0.5 * e).clamp(-1.0, 1.0);
-            }
-        }
-        "occlude-top" => occlude(&mut v, shape, 0),
-        "occlude-bottom" => occlude(&mut v, shape, 1),
-        "occlude-side" => occlude(&mut v, shape, 2 + rng.random_range(0..2)),
-        "thick" => {
-            filter3(&mut v, shape, f32::max);
-        }
-        "thin" => filter3(&mut v, shape, f32::min),
-        "blur" => {
-            box_blur(&mut v, shape);
-            box_blur(&mut v, shape);
-        }
-        "noisy-background" => {
-            // a wavy texture of random phase and a little noise, under the strokes
-            let (fx, fy) = (rng.random_range(0.2f32..0.6), rng.random_range(0.2f32..0.6));
-            let phase = rng.random_range(0.0f32..std::f32::consts::TAU);
-            let plane = h * w;
-            for (i, p) in v.iter_mut().enumerate() {
-                let (y, x) = ((i % plane) / w, i % w);
-                let texture = 0.35 * ((fx * x as f32 + fy * y as f32 + phase).sin() + 1.0);
-                let e: f32 = StandardNormal.sample(&mut rng);
-                *p = p.max(-1.0 + texture + 0.15 * e).clamp(-1.0, 1.0);
-            }
-        }
-        "ink-on-paper" => {
-            if shape.0 != 1 {
-                anyhow::bail!("ink-on-paper is for gray models");
-            }
-            let photo = crate::printed::ink_on_paper(img, h, &mut rng)?;
-            v = crate::printed::paper_mode(&photo, h);
-        }
-        "printed" | "pad-sketch" => {
-            anyhow::bail!("{kind} digits are drawn, not made from a test image")
-        }
-        "affine" => {
-            let angle = rng.random_range(-25f32..25.0).to_radians();
-            let scale = rng.random_range(0.75f32..1.15);
-            let (dx, dy) = (rng.random_range(-3f32..3.0), rng.random_range(-3f32..3.0));
-            affine(&mut v, shape, angle, scale, dx, dy);
-        }
-        other => anyhow::bail!("unknown OOD kind {other:?}; the kinds are {KINDS:?}"),
-    }
-    Ok(v)
-}
 
 /// The figures of one kind.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -157,85 +78,45 @@ pub fn evaluate(
     seed: u64,
     digits: bool,
 ) -> Result<(Vec<OodRow>, Vec<OodImages>)> {
-    let labels = test
-        .labels
-        .as_ref()
-        .ok_or_else(|| anyhow::anyhow!("--ood needs labelled test data"))?;
+    if test.labels.is_none() {
+        anyhow::bail!("--ood needs labelled test data");
+    }
     let shape = (test.channels, test.height, test.width);
     let per = test.image_len();
     let n = n.min(test.len());
     let (f_real, _) = clf.features_probs(&test.images, shape)?;
-    let held_out = crate::fonts::FontSet::HeldOut;
-    let fonts = if digits && shape.0 == 1 {
-        crate::fonts::Catalogue::system(held_out).installed()
+    let held_out = FontSet::HeldOut;
+    let digits = digits && shape.0 == 1;
+    let fonts = if digits {
+        Catalogue::system(held_out).installed()
     } else {
         Vec::new()
     };
+    if digits && fonts.is_empty() {
+        log::warn!(
+            "printed digits skipped: no font installed (apt install {})",
+            held_out.packages()
+        );
+    }
+    let names: Vec<&str> = fonts.iter().map(|f| f.name.as_str()).collect();
     let mut rows = Vec::new();
     let mut pictures = Vec::new();
-    for (k, kind) in KINDS.iter().enumerate() {
-        let mut input = Vec::with_capacity(n * per);
-        let mut truth = Vec::with_capacity(n);
-        // printed digits: the face of each image
-        let mut face_of = Vec::new();
-        match *kind {
-            "printed" if fonts.is_empty() => {
-                if digits && shape.0 == 1 {
-                    log::warn!(
-                        "printed digits skipped: no font installed (apt install {})",
-                        held_out.packages()
-                    );
-                }
-                continue;
-            }
-            "printed" => {
-                // digit i % 10 in font (i / 10) % fonts: every font draws every digit
-                let mut rng = rand::rngs::StdRng::seed_from_u64(mix(seed, 0, k as u64));
-                for i in 0..n {
-                    face_of.push((i / 10) % fonts.len());
-                    let font = &fonts[(i / 10) % fonts.len()].font;
-                    let digit = (i % 10) as u8;
-                    input.extend(crate::printed::render_digit(
-                        font,
-                        digit,
-                        test.height,
-                        &mut rng,
-                    )?);
-                    truth.push(digit);
-                }
-            }
-            "pad-sketch" if !(digits && shape.0 == 1) => continue,
-            "pad-sketch" => {
-                // digit i % 10, drawn as on the pad
-                let mut rng = rand::rngs::StdRng::seed_from_u64(mix(seed, 0, k as u64));
-                for i in 0..n {
-                    let digit = (i % 10) as u8;
-                    input.extend(crate::printed::sketch_digit(digit, test.height, &mut rng));
-                    truth.push(digit);
-                }
-            }
-            "ink-on-paper" if shape.0 != 1 => continue,
-            _ => {
-                for (i, &label) in labels.iter().enumerate().take(n) {
-                    input.extend(make(
-                        kind,
-                        test.image(i),
-                        shape,
-                        mix(seed, i as u64, k as u64),
-                    )?);
-                    truth.push(label);
-                }
-            }
-        }
+    for (k, kind) in OOD_KINDS.iter().enumerate() {
+        let Some(Inputs {
+            input,
+            truth,
+            face_of,
+        }) = inputs(kind, k as u64, seed, test, n, &fonts, digits)?
+        else {
+            continue;
+        };
         let f = apply(projector, &input, shape, false)?;
         let ff = apply(projector, &f, shape, false)?;
         let (feat_in, p_in) = clf.features_probs(&input, shape)?;
         let (feat_f, p_f) = clf.features_probs(&f, shape)?;
         let (feat_ff, p_ff) = clf.features_probs(&ff, shape)?;
-        let names: Vec<&str> = fonts.iter().map(|f| f.name.as_str()).collect();
-        let by_face = face_rows(&face_of, &names, &truth, &p_in, &p_f);
         rows.push(OodRow {
-            by_face,
+            by_face: face_rows(&face_of, &names, &truth, &p_in, &p_f),
             kind: kind.to_string(),
             images: n,
             accuracy_input: accuracy(&p_in, &truth),
@@ -254,6 +135,65 @@ pub fn evaluate(
         });
     }
     Ok((rows, pictures))
+}
+
+/// The inputs of one kind, their true classes, and for printed digits each one's face.
+struct Inputs {
+    input: Vec<f32>,
+    truth: Vec<u8>,
+    face_of: Vec<usize>,
+}
+
+/// The `n` inputs of `kind` (the `k`-th, from `seed`), or none when the kind does not apply:
+/// printed digits without faces, drawn digits and photos of ink for data that are not gray
+/// digits.
+fn inputs(
+    kind: &str,
+    k: u64,
+    seed: u64,
+    test: &Dataset,
+    n: usize,
+    fonts: &[Face],
+    digits: bool,
+) -> Result<Option<Inputs>> {
+    let (mut input, mut truth, mut face_of) = (Vec::new(), Vec::new(), Vec::new());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(mix(seed, 0, k));
+    match kind {
+        "printed" if fonts.is_empty() => return Ok(None),
+        "pad-sketch" if !digits => return Ok(None),
+        "ink-on-paper" if test.channels != 1 => return Ok(None),
+        "printed" => {
+            // digit i % 10 in face (i / 10) % faces: every face draws every digit
+            for i in 0..n {
+                face_of.push((i / 10) % fonts.len());
+                let font = &fonts[(i / 10) % fonts.len()].font;
+                let digit = (i % 10) as u8;
+                input.extend(render_digit(font, digit, test.height, &mut rng)?);
+                truth.push(digit);
+            }
+        }
+        "pad-sketch" => {
+            // digit i % 10, drawn as on the pad
+            for i in 0..n {
+                let digit = (i % 10) as u8;
+                input.extend(sketch_digit(digit, test.height, &mut rng));
+                truth.push(digit);
+            }
+        }
+        _ => {
+            let labels = test.labels.as_deref().unwrap_or_default();
+            let shape = (test.channels, test.height, test.width);
+            for (i, &label) in labels.iter().enumerate().take(n) {
+                input.extend(make(kind, test.image(i), shape, mix(seed, i as u64, k))?);
+                truth.push(label);
+            }
+        }
+    }
+    Ok(Some(Inputs {
+        input,
+        truth,
+        face_of,
+    }))
 }
 
 /// The share of `probs` whose top class is the label.
@@ -360,31 +300,5 @@ mod tests {
             .collect();
         assert_eq!(got, vec![("a", 2, 1.0, 0.5), ("b", 2, 0.0, 1.0)]);
         assert!(face_rows(&[], &["a"], &[], &[], &[]).is_empty());
-    }
-
-    #[test]
-    fn every_kind_is_deterministic_shaped_and_in_range() {
-        // a bright square, rows and columns 6..22, on the dark background
-        let inside = |i: usize| (6..22).contains(&(i % 28)) && (6..22).contains(&(i / 28));
-        let img: Vec<f32> = (0..28 * 28)
-            .map(|i| if inside(i) { 1.0 } else { -1.0 })
-            .collect();
-        for kind in KINDS
-            .iter()
-            .filter(|&&k| k != "printed" && k != "pad-sketch")
-        {
-            let a = make(kind, &img, (1, 28, 28), 9).unwrap();
-            assert_eq!(a, make(kind, &img, (1, 28, 28), 9).unwrap(), "{kind}");
-            assert_eq!(a.len(), img.len());
-            assert!(a.iter().all(|v| (-1.0..=1.0).contains(v)), "{kind}");
-            assert_eq!(*kind == "clean", a == img, "{kind}");
-        }
-        assert!(make("fonts", &img, (1, 28, 28), 0).is_err());
-        // known pixels: the top third blanked, the square grown by one pixel each side
-        let top = make("occlude-top", &img, (1, 28, 28), 0).unwrap();
-        assert!(top[..9 * 28].iter().all(|&v| v == -1.0) && top[9 * 28 + 10] == 1.0);
-        let thick = make("thick", &img, (1, 28, 28), 0).unwrap();
-        let row = 10 * 28;
-        assert!(thick[row + 5] == 1.0 && thick[row + 22] == 1.0 && thick[row + 4] == -1.0);
     }
 }
