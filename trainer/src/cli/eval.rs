@@ -19,7 +19,7 @@ use ign_core::backend::Projector;
 /// Example: ign-train eval --model models/ign-mnist.onnx --data ../shared/data/mnist-10k --out-dir models/ign-mnist
 #[derive(Args, Debug)]
 pub struct EvalCmd {
-    /// A checkpoint file or run folder.
+    /// A checkpoint file, a run folder, or the run folder of a recipe (its last stage).
     #[arg(long, conflicts_with = "model", required_unless_present = "model")]
     pub checkpoint: Option<PathBuf>,
     /// An exported .onnx model.

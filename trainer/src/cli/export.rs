@@ -15,7 +15,9 @@ use std::path::PathBuf;
 /// Example: ign-train export --checkpoint runs/mnist --out models/ign-mnist.onnx
 #[derive(Args, Debug)]
 pub struct ExportCmd {
-    /// A checkpoint file or a run folder holding checkpoint.safetensors.
+    /// A checkpoint file, a run folder holding checkpoint.safetensors, or the run folder of a
+    /// recipe (`train --recipe ... --out RUN`: its last stage; the model records the recipe as
+    /// ign.recipe).
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Output .onnx file.
