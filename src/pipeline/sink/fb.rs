@@ -134,6 +134,13 @@ impl Sink for FbSink {
     }
 }
 
+/// `fb[:<device or file>]`: a Linux framebuffer (default `/dev/fb0`), or a plain file with
+/// `--fb-geometry`.
+pub fn open_spec(arg: &str, opts: &SinkOptions) -> Result<Box<dyn Sink>> {
+    let path = if arg.is_empty() { "/dev/fb0" } else { arg };
+    Ok(Box::new(FbSink::open(path, opts)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,11 +162,4 @@ mod tests {
         );
         assert!(super::super::parse_geometry("800x480:12").is_err());
     }
-}
-
-/// `fb[:<device or file>]`: a Linux framebuffer (default `/dev/fb0`), or a plain file with
-/// `--fb-geometry`.
-pub fn open_spec(arg: &str, opts: &SinkOptions) -> Result<Box<dyn Sink>> {
-    let path = if arg.is_empty() { "/dev/fb0" } else { arg };
-    Ok(Box::new(FbSink::open(path, opts)?))
 }

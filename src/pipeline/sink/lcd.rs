@@ -284,6 +284,24 @@ mod device {
     }
 }
 
+/// `lcd:/dev/spidevB.C[,option=value...]`: the spec parsed here, the panel opened with the
+/// `lcd` feature (a build without it says how to get it).
+pub fn open_spec(arg: &str, _opts: &super::SinkOptions) -> Result<Box<dyn super::Sink>> {
+    let spec: LcdSpec = arg.parse()?;
+    #[cfg(all(feature = "lcd", target_os = "linux"))]
+    {
+        Ok(Box::new(LcdSink::open(spec)?))
+    }
+    #[cfg(not(all(feature = "lcd", target_os = "linux")))]
+    {
+        let _ = spec;
+        bail!(
+            "lcd:{arg}: this ign-edge was built without SPI LCD support; build it with \
+             `cargo build --release --features lcd`"
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,23 +337,5 @@ mod tests {
             let e = spec.parse::<LcdSpec>().unwrap_err().to_string();
             assert!(e.contains(needle), "{spec}: {e}");
         }
-    }
-}
-
-/// `lcd:/dev/spidevB.C[,option=value...]`: the spec parsed here, the panel opened with the
-/// `lcd` feature (a build without it says how to get it).
-pub fn open_spec(arg: &str, _opts: &super::SinkOptions) -> Result<Box<dyn super::Sink>> {
-    let spec: LcdSpec = arg.parse()?;
-    #[cfg(all(feature = "lcd", target_os = "linux"))]
-    {
-        Ok(Box::new(LcdSink::open(spec)?))
-    }
-    #[cfg(not(all(feature = "lcd", target_os = "linux")))]
-    {
-        let _ = spec;
-        bail!(
-            "lcd:{arg}: this ign-edge was built without SPI LCD support; build it with \
-             `cargo build --release --features lcd`"
-        )
     }
 }

@@ -203,6 +203,11 @@ impl Drop for GstSource {
     }
 }
 
+/// `gst:<pipeline>`: any GStreamer source pipeline, gst-launch syntax without the sink.
+pub fn open_spec(arg: &str, opts: &super::SourceOptions) -> Result<Box<dyn super::Source>> {
+    Ok(Box::new(GstSource::open(arg, opts)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,9 +307,4 @@ mod tests {
         let m = msg("filesrc location=/nonexistent/clip.mp4 ! decodebin");
         assert!(m.contains("/nonexistent/clip.mp4"), "{m}");
     }
-}
-
-/// `gst:<pipeline>`: any GStreamer source pipeline, gst-launch syntax without the sink.
-pub fn open_spec(arg: &str, opts: &super::SourceOptions) -> Result<Box<dyn super::Source>> {
-    Ok(Box::new(GstSource::open(arg, opts)?))
 }

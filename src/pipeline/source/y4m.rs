@@ -187,6 +187,18 @@ impl Source for Y4mSource {
     }
 }
 
+/// `y4m:-` (YUV4MPEG2 on stdin, e.g. from `ffmpeg ... -f yuv4mpegpipe -`) or `y4m:<file>`.
+pub fn open_spec(arg: &str, opts: &super::SourceOptions) -> Result<Box<dyn super::Source>> {
+    match arg {
+        "" => bail!("y4m: give - (stdin) or a file, e.g. --source y4m:-"),
+        "-" => Ok(Box::new(Y4mSource::new(
+            Box::new(std::io::BufReader::new(std::io::stdin())),
+            "stdin".into(),
+        )?)),
+        path => super::file::open(std::path::Path::new(path), opts),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,17 +241,5 @@ mod tests {
         assert!(e.contains("cam") && e.contains("truncated frame 1"), "{e}");
         assert!(parse_header("P6 640 480").is_err());
         assert!(parse_header("YUV4MPEG2 W4 C420").is_err());
-    }
-}
-
-/// `y4m:-` (YUV4MPEG2 on stdin, e.g. from `ffmpeg ... -f yuv4mpegpipe -`) or `y4m:<file>`.
-pub fn open_spec(arg: &str, opts: &super::SourceOptions) -> Result<Box<dyn super::Source>> {
-    match arg {
-        "" => bail!("y4m: give - (stdin) or a file, e.g. --source y4m:-"),
-        "-" => Ok(Box::new(Y4mSource::new(
-            Box::new(std::io::BufReader::new(std::io::stdin())),
-            "stdin".into(),
-        )?)),
-        path => super::file::open(std::path::Path::new(path), opts),
     }
 }
