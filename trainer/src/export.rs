@@ -11,14 +11,12 @@ use ign_core::model::metadata::keys;
 use ign_core::model::writer::{attr_float, attr_int, attr_ints, Dim, OnnxWriter};
 use std::path::{Path, PathBuf};
 
+use crate::calibrate::{Calibration, CalibrationOptions};
 use crate::model::{Act, LayerSpec, Norm, NORM_EPS};
+use crate::train::bnstats::{recalibrate, BnStats};
 use crate::train::config::TrainConfig;
 
 const BN_EPS: f64 = NORM_EPS;
-
-/// The metadata key of the recipe stage that trained the model
-/// ([`crate::train::config::RecipeStage`]), e.g. `ign-mnist@0123456789ab stage typical (6 of 6)`.
-pub const RECIPE_KEY: &str = "ign.recipe";
 
 fn tensor_vec(varmap: &VarMap, name: &str) -> Result<Vec<f32>> {
     let data = varmap.data().lock().unwrap();
@@ -220,7 +218,7 @@ fn write_metadata(w: &mut OnnxWriter, config: &TrainConfig, step: u64, extra: &[
         ),
     );
     if let Some(r) = &config.recipe {
-        w.metadata(RECIPE_KEY, &r.to_string());
+        w.metadata(keys::RECIPE, &r.to_string());
     }
     for (k, v) in extra {
         w.metadata(k, v);
@@ -232,25 +230,84 @@ pub fn noise_variant_path(out: &Path) -> std::path::PathBuf {
     ign_core::model::noise_variant_path(out)
 }
 
+/// How [`export_with`] exports a checkpoint.
+#[derive(Clone, Debug)]
+pub struct ExportOptions {
+    /// The BatchNorm statistics folded in.
+    pub stats: BnStats,
+    /// The training data (`None`: the run's).
+    pub data: Option<PathBuf>,
+    /// Export the last step's weights of a run with a moving average.
+    pub raw_weights: bool,
+    /// Whether to calibrate the anomaly threshold ([`crate::calibrate`]).
+    pub calibrate: Calibrate,
+    /// How.
+    pub calibration: CalibrationOptions,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        ExportOptions {
+            stats: BnStats::Data,
+            data: None,
+            raw_weights: false,
+            calibrate: Calibrate::Auto,
+            calibration: CalibrationOptions::default(),
+        }
+    }
+}
+
+/// Whether export calibrates a scene model's anomaly threshold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Calibrate {
+    /// For runs on a folder of images (scenes), not on IDX digits.
+    Auto,
+    Always,
+    Never,
+}
+
+/// What [`export_with`] wrote.
+#[derive(Clone, Debug)]
+pub struct Exported {
+    /// The files: the model, then its noise variant if any.
+    pub files: Vec<PathBuf>,
+    /// The threshold written into the model's metadata, if calibrated.
+    pub calibration: Option<Calibration>,
+}
+
 /// Export the model of a checkpoint (file or run folder) to `out`; returns the files written.
 ///
 /// A BatchNorm model gets the statistics of `stats` inputs (see [`crate::train::bnstats`]; `data`
 /// needs the run's data, `data_path` or the checkpoint's) and, unless `stats` is `running`, a
 /// second file [`noise_variant_path`] with the statistics of noise. A run with `--ema` gives
 /// its moving average of the weights ([`crate::train::ema`]) unless `raw_weights`; the file's
-/// `ign.weights` metadata says which (`ema` or `last`).
+/// `ign.weights` metadata says which (`ema` or `last`). A run on a folder of images gets its
+/// anomaly threshold ([`export_with`]).
 pub fn export(
     checkpoint: &Path,
     out: &Path,
-    stats: crate::train::bnstats::BnStats,
+    stats: BnStats,
     data_path: Option<&Path>,
     raw_weights: bool,
-) -> Result<Vec<std::path::PathBuf>> {
-    use crate::train::bnstats::{recalibrate, BnStats};
+) -> Result<Vec<PathBuf>> {
+    let opts = ExportOptions {
+        stats,
+        data: data_path.map(Path::to_path_buf),
+        raw_weights,
+        ..Default::default()
+    };
+    Ok(export_with(checkpoint, out, &opts)?.files)
+}
+
+/// [`export`] as `opts` say, with the anomaly threshold of a scene model: the model's f scores
+/// the run's held-out frames (the data's test split) and [`crate::calibrate::calibrate`] picks
+/// the threshold, written as the `ign.anomaly.*` metadata of the model (not of its noise
+/// variant).
+pub fn export_with(checkpoint: &Path, out: &Path, opts: &ExportOptions) -> Result<Exported> {
     let file = crate::train::recipe::checkpoint_file(checkpoint)?;
     let ck = crate::train::checkpoint::load(&file)?;
     let (model, varmap) = ck.model()?;
-    let weights = if ck.has_ema() && !raw_weights {
+    let weights = if ck.has_ema() && !opts.raw_weights {
         ck.restore_ema_weights(&varmap)?;
         log::info!(
             "exporting the moving average of the weights (--ema {}; --raw-weights for those of step {})",
@@ -261,58 +318,62 @@ pub fn export(
     } else {
         "last"
     };
+    let stats = opts.stats;
     let pair = !(ck.config.model.norm != Norm::Batch || stats == BnStats::Running);
     let mut outs = vec![out.to_path_buf()];
     if pair && stats != BnStats::Noise {
         outs.push(noise_variant_path(out));
     }
-    let mut inputs = vec![file.clone(), PathBuf::from(&ck.config.data)];
-    inputs.extend(data_path.map(Path::to_path_buf));
-    refuse_overwriting(&outs, &inputs)?;
-    if !pair {
-        let bytes = onnx_bytes_with(&ck.config, &varmap, ck.step, &[("ign.weights", weights)])?;
-        check_loads(out, &bytes)?;
-        ign_core::fsio::atomic_write(out, &bytes)?;
-        return Ok(outs);
-    }
-    let data = data_path
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| std::path::PathBuf::from(&ck.config.data));
-    let m = &ck.config.model;
-    let split = crate::data::load(
-        &data,
-        &crate::data::DataOptions {
-            image_size: Some(m.image_size),
-            channels: Some(m.channels),
-            ..Default::default()
-        },
-    )
-    .with_context(|| {
-        format!(
-            "BatchNorm statistics need the training data: pass --data (the run used {})",
-            ck.config.data
-        )
-    })?;
-    let noise = crate::z::noise::Noise::new(ck.config.noise, &split.train);
+    let data = opts
+        .data
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&ck.config.data));
+    let run_data = PathBuf::from(&ck.config.data);
+    refuse_overwriting(&outs, &[file.clone(), run_data, data.clone()])?;
+    let calibrating = match opts.calibrate {
+        Calibrate::Always => true,
+        Calibrate::Never => false,
+        Calibrate::Auto => {
+            data.exists() && crate::data::detect_kind(&data)? == crate::data::DataKind::Folder
+        }
+    };
+    let split = if pair || calibrating {
+        Some(load_split(&ck.config, &data, pair)?)
+    } else {
+        None
+    };
+    let base = [("ign.weights", weights.to_string())];
+    let kinds = if pair {
+        vec![stats, BnStats::Noise]
+    } else {
+        vec![stats]
+    };
     // the model, and (unless it already has them) the noise variant with noise statistics;
     // both are made and checked before either replaces the files there
-    let kinds = [stats, BnStats::Noise];
-    let mut made = Vec::new();
+    let (mut made, mut calibration) = (Vec::new(), None);
     for (&kind, path) in kinds.iter().zip(&outs) {
-        recalibrate(
-            &model,
-            kind,
-            &split.train,
-            &noise,
-            ck.config.batch,
-            ck.config.seed,
-        )?;
-        let bytes = onnx_bytes_with(
-            &ck.config,
-            &varmap,
-            ck.step,
-            &[("ign.bn_stats", kind.as_str()), ("ign.weights", weights)],
-        )?;
+        let mut extra: Vec<(&str, String)> = base.to_vec();
+        if pair {
+            let split = split.as_ref().expect("loaded for BatchNorm");
+            let noise = crate::z::noise::Noise::new(ck.config.noise, &split.train);
+            let batch = ck.config.batch;
+            recalibrate(&model, kind, &split.train, &noise, batch, ck.config.seed)?;
+            extra.push(("ign.bn_stats", kind.as_str().to_string()));
+        }
+        let bytes_of = |extra: &[(&str, String)]| {
+            let e: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            onnx_bytes_with(&ck.config, &varmap, ck.step, &e)
+        };
+        let mut bytes = bytes_of(&extra)?;
+        if calibrating && made.is_empty() {
+            let split = split.as_ref().expect("loaded for calibration");
+            let m = ign_core::model::Model::from_bytes(path, &bytes)?;
+            let c = crate::calibrate::calibrate(&m, &split.test, &opts.calibration)
+                .with_context(|| format!("{}: anomaly threshold", data.display()))?;
+            extra.extend(c.metadata());
+            bytes = bytes_of(&extra)?;
+            calibration = Some(c);
+        }
         check_loads(path, &bytes)?;
         made.push(bytes);
     }
@@ -322,7 +383,33 @@ pub fn export(
         .zip(made.iter().map(Vec::as_slice))
         .collect();
     ign_core::fsio::atomic_write_all(&files)?;
-    Ok(outs)
+    Ok(Exported {
+        files: outs,
+        calibration,
+    })
+}
+
+/// The run's data at `data`, split as the run split it (its test fraction), in the model's
+/// shape.
+fn load_split(config: &TrainConfig, data: &Path, bn: bool) -> Result<crate::data::Split> {
+    let m = &config.model;
+    crate::data::load(
+        data,
+        &crate::data::DataOptions {
+            image_size: Some(m.image_size),
+            channels: Some(m.channels),
+            test_fraction: config.test_fraction,
+            ..Default::default()
+        },
+    )
+    .with_context(|| {
+        let need = if bn {
+            "BatchNorm statistics need the training data"
+        } else {
+            "the anomaly threshold needs the run's held-out frames"
+        };
+        format!("{need}: pass --data (the run used {})", config.data)
+    })
 }
 
 /// The exported bytes load as an IGN model (tract types the whole graph), before any file

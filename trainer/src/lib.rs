@@ -5,8 +5,8 @@
 //!
 //! The rooms: [`ops`] (the compute kernels), [`z`] (what `z` is made of), [`train`] (the run:
 //! configuration, loop, loss, optimizer, checkpoints, recipes) and [`eval`] (figures and
-//! pictures of a model); beside them [`data`], [`model`], [`export`] and the command line,
-//! [`cli`].
+//! pictures of a model); beside them [`data`] (with its augmentations), [`model`], [`export`]
+//! with the anomaly threshold of scene models ([`calibrate`]) and the command line, [`cli`].
 
 /// `FromStr`, `Display` and `NAMES` (the names in order, for the command line's lists) for a
 /// fieldless enum, from its variants and their names.
@@ -38,6 +38,7 @@ macro_rules! named_choices {
     };
 }
 
+pub mod calibrate;
 pub mod cli;
 pub mod data;
 pub mod eval;

@@ -14,6 +14,10 @@ pub mod keys {
     pub const TRAINER: &str = "ign.trainer";
     /// Name of the encoder's output tensor (the latent), for the latent tools.
     pub const LATENT: &str = "ign.latent";
+    /// The recipe stage that trained the model (`ign-train train --recipe`), e.g.
+    /// `ign-mnist@0123456789ab stage typical (6 of 6)`: the recipe's name, the first 12 hex
+    /// digits of the SHA-256 of its file, the stage and its place.
+    pub const RECIPE: &str = "ign.recipe";
     /// A scene model's anomaly threshold (a score above it is anomalous), calibrated by
     /// `ign-train export` on held-out normal frames ([`crate::anomaly`]).
     pub const ANOMALY_THRESHOLD: &str = "ign.anomaly.threshold";

@@ -56,6 +56,25 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// `n` images of random pixels in the shape of `model`.
+fn random_data(model: &ModelConfig, n: usize) -> Dataset {
+    let len = n * model.channels * model.image_size * model.image_size;
+    let mut s = 1u64;
+    let images = (0..len)
+        .map(|_| {
+            s = crate::data::mix(s, 1, 9);
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect();
+    Dataset {
+        images,
+        labels: None,
+        channels: model.channels,
+        height: model.image_size,
+        width: model.image_size,
+    }
+}
+
 impl BenchStepCmd {
     pub fn run(self) -> Result<()> {
         crate::set_threads(self.threads);
@@ -66,22 +85,7 @@ impl BenchStepCmd {
             norm: self.norm,
         };
         model.validate()?;
-        let n = (self.batch * 4).max(64);
-        let len = n * model.channels * model.image_size * model.image_size;
-        let mut s = 1u64;
-        let images = (0..len)
-            .map(|_| {
-                s = crate::data::mix(s, 1, 9);
-                (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-            })
-            .collect();
-        let data = Dataset {
-            images,
-            labels: None,
-            channels: model.channels,
-            height: model.image_size,
-            width: model.image_size,
-        };
+        let data = random_data(&model, (self.batch * 4).max(64));
         let config = TrainConfig {
             model: model.clone(),
             loss: LossConfig::default(),
@@ -92,9 +96,11 @@ impl BenchStepCmd {
             z_tight: Default::default(),
             z_fonts: Default::default(),
             z_bn: Default::default(),
+            augment: Default::default(),
             ema: 0.0,
             batch: self.batch,
             seed: 0,
+            test_fraction: 0.1,
             data: "random".into(),
             dataset_name: "bench".into(),
             recipe: None,

@@ -1,7 +1,11 @@
 //! `ign-train export`
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
+use ign_core::anomaly::ScoreKind;
+
+use crate::calibrate::{CalibrationOptions, DEFAULT_FALSE_ALARM_RATE};
+use crate::export::{Calibrate, ExportOptions};
 
 use crate::cli::choice;
 use std::path::PathBuf;
@@ -11,6 +15,9 @@ use std::path::PathBuf;
 /// BatchNorm is folded, LayerNorm written with standard ops, the batch axis is dynamic. A
 /// BatchNorm model gets the statistics of real images (--bn-stats) and a second file,
 /// M.noise.onnx, with those of noise: ign-edge and `eval` apply it first to noise inputs.
+///
+/// A model of a scene (a run on a folder of frames) gets its anomaly threshold, calibrated on
+/// the run's held-out frames for --false-alarm-rate.
 ///
 /// Example: ign-train export --checkpoint runs/mnist --out models/ign-mnist.onnx
 #[derive(Args, Debug)]
@@ -34,19 +41,55 @@ pub struct ExportCmd {
     /// last step's weights instead.
     #[arg(long)]
     pub raw_weights: bool,
+    /// Scene models (runs on a folder of images): the share of the run's held-out normal
+    /// frames (its test split) allowed above the anomaly threshold, which export calibrates
+    /// on them with the exported model, as ign-edge scores, and stores in the model
+    /// (ign.anomaly.*) [default: 0.01]. Given for a run on IDX data, it calibrates that too.
+    #[arg(long, value_name = "RATE", conflicts_with = "no_threshold")]
+    pub false_alarm_rate: Option<f64>,
+    /// Store this anomaly threshold instead of the calibrated one (the held-out frames are
+    /// still scored, to report the rate it gives).
+    #[arg(long, value_name = "T", conflicts_with = "no_threshold")]
+    pub threshold: Option<f32>,
+    /// The anomaly score the threshold is for: smooth-max (the largest 5x5 mean of |x - f(x)|),
+    /// mean, or idem (of |f(x) - f(f(x))|) [default: smooth-max].
+    #[arg(long, value_parser = choice::<ScoreKind>(&ScoreKind::NAMES), conflicts_with = "no_threshold")]
+    pub score: Option<ScoreKind>,
+    /// Store no anomaly threshold, even for a run on a folder of images.
+    #[arg(long)]
+    pub no_threshold: bool,
 }
 
 impl ExportCmd {
+    /// The export options these flags describe.
+    pub fn options(&self) -> Result<ExportOptions> {
+        let rate = self.false_alarm_rate.unwrap_or(DEFAULT_FALSE_ALARM_RATE);
+        if !(0.0..1.0).contains(&rate) {
+            bail!("--false-alarm-rate {rate} must be at least 0 and below 1 (0.01: 1% of normal frames)");
+        }
+        let asked =
+            self.false_alarm_rate.is_some() || self.threshold.is_some() || self.score.is_some();
+        Ok(ExportOptions {
+            stats: self.bn_stats,
+            data: self.data.clone(),
+            raw_weights: self.raw_weights,
+            calibrate: match (self.no_threshold, asked) {
+                (true, _) => Calibrate::Never,
+                (false, true) => Calibrate::Always,
+                (false, false) => Calibrate::Auto,
+            },
+            calibration: CalibrationOptions {
+                false_alarm_rate: rate,
+                threshold: self.threshold,
+                score: self.score.unwrap_or_default(),
+            },
+        })
+    }
+
     pub fn run(self) -> Result<()> {
-        let written = crate::export::export(
-            &self.checkpoint,
-            &self.out,
-            self.bn_stats,
-            self.data.as_deref(),
-            self.raw_weights,
-        )?;
-        for p in written {
-            let m = ign_core::model::Model::load(&p)?;
+        let exported = crate::export::export_with(&self.checkpoint, &self.out, &self.options()?)?;
+        for p in &exported.files {
+            let m = ign_core::model::Model::load(p)?;
             eprintln!(
                 "wrote {} ({:.2} M params, {:.1} MFLOP per image{}; checked by loading it with tract)",
                 p.display(),
@@ -58,6 +101,9 @@ impl ExportCmd {
                     .map(|s| format!(", BatchNorm statistics of {s}"))
                     .unwrap_or_default()
             );
+        }
+        if let Some(c) = &exported.calibration {
+            eprintln!("{}", c.summary());
         }
         Ok(())
     }

@@ -1,11 +1,12 @@
 //! `ign-train train`
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::{Args, Parser};
 
 use crate::cli::choice;
 use std::path::PathBuf;
 
+use crate::data::augment::Augment;
 use crate::data::{DataKind, DataOptions};
 use crate::model::{ModelConfig, Norm};
 use crate::train::loss::{Distance, LossConfig};
@@ -19,14 +20,17 @@ use crate::z::noise::NoiseKind;
 /// A shipped model's recipe: ign-train train --recipe ign-mnist --data ../shared/data/mnist-10k
 /// --out runs/ign-mnist
 ///
+/// A model of your camera's view, in 15 minutes: ign-train train --recipe scene --data frames
+/// --out runs/scene
+///
 /// A run of your own: ign-train train --data ../shared/data/mnist-10k --steps 20000 --out
 /// runs/mnist
 #[derive(Args, Debug)]
 pub struct TrainCmd {
     /// Run the stages of a recipe in --out (each in --out/STAGE), resuming where it stopped
-    /// when run again: a built-in name (ign-mnist, ign-fashion: models/recipes/) or a .toml
-    /// file. Takes --data, --out, --threads, --sample-every and --checkpoint-every; the rest
-    /// is the recipe's.
+    /// when run again: a built-in name (ign-mnist, ign-fashion, scene: models/recipes/) or a
+    /// .toml file. Takes --data, --out, --threads, --minutes, --sample-every and
+    /// --checkpoint-every; the rest is the recipe's.
     #[arg(long, value_name = "NAME|FILE", conflicts_with_all = ["resume", "from", "steps"])]
     pub recipe: Option<String>,
     /// IDX images file, a folder with IDX files (train-/t10k- pairs are used as the split), or
@@ -59,9 +63,16 @@ pub struct TrainCmd {
     /// paper's].
     #[arg(long, conflicts_with = "recipe")]
     pub batch: Option<usize>,
-    /// Train until this many steps in total.
-    #[arg(long, default_value_t = 10_000)]
-    pub steps: u64,
+    /// Train until this many steps in total [default: 10000, or no limit with --minutes].
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// A time budget: stop when this many minutes of training have been spent in --out (the
+    /// time of earlier invocations counts), the checkpoint saved, and exit 0; rerun with
+    /// --resume and a larger budget to continue. With --steps too, whichever comes first. With
+    /// --recipe: the budget split over the stages that have a `share` (default: the recipe's
+    /// `minutes`, 15 for scene).
+    #[arg(long, value_name = "M")]
+    pub minutes: Option<f64>,
     /// Run folder: checkpoint, log, samples.
     #[arg(long, default_value = "runs/ign")]
     pub out: PathBuf,
@@ -70,8 +81,9 @@ pub struct TrainCmd {
     pub resume: bool,
     /// Start a new run in --out from another run's state (its folder): weights, BatchNorm
     /// statistics, Adam moments and step count carry over, and this command's --z-mix,
-    /// --z-printed, --z-fonts, --z-tight, --z-bn, --lr, --lambda-restore, --restore-printed,
-    /// --restore-match, --ema and --batch (if given) apply from that step on (model, data, seed
+    /// --z-printed, --z-fonts, --z-tight, --z-bn, --augment, --lr, --lambda-restore,
+    /// --restore-printed, --restore-match, --ema, and --batch, --lambda-idem and
+    /// --lambda-tight (if given) apply from that step on (model, data, seed
     /// and the other loss weights stay the source run's). For recipe schedules such as "noise
     /// first, corruptions once generation has converged", or a lower learning rate to finish.
     #[arg(long, value_name = "RUN", conflicts_with = "resume")]
@@ -89,10 +101,15 @@ pub struct TrainCmd {
     pub beta2: f64,
     #[arg(long, conflicts_with = "recipe", default_value_t = 20.0)]
     pub lambda_rec: f64,
-    #[arg(long, conflicts_with = "recipe", default_value_t = 20.0)]
-    pub lambda_idem: f64,
-    #[arg(long, conflicts_with = "recipe", default_value_t = 2.5)]
-    pub lambda_tight: f64,
+    /// Weight of the idempotence term [default: 20; with --from, the source run's unless
+    /// given: 0 in a reconstruction warm-up, then 20 from its end].
+    #[arg(long, conflicts_with = "recipe")]
+    pub lambda_idem: Option<f64>,
+    /// Weight of the tightness term [default: 2.5; with --from, the source run's unless given].
+    /// With --lambda-idem 0 too, a step trains reconstruction alone (an autoencoder; f runs
+    /// on the real images only, a third of the work).
+    #[arg(long, conflicts_with = "recipe")]
+    pub lambda_tight: Option<f64>,
     /// Tightness clamp `a`.
     #[arg(long, conflicts_with = "recipe", default_value_t = 1.5)]
     pub tight_clamp: f64,
@@ -153,6 +170,13 @@ pub struct TrainCmd {
     /// (the noise and the digits in two batches, each with its own statistics).
     #[arg(long, conflicts_with = "recipe", value_parser = choice::<crate::train::ZBatchNorm>(crate::train::ZBatchNorm::NAMES), default_value = "shared")]
     pub z_bn: crate::train::ZBatchNorm,
+    /// What the real images go through before reconstruction sees them: none, or camera (per
+    /// image and step: exposure x0.85-1.15, white balance x0.95-1.05 per channel, sensor noise
+    /// of 1-4 grey levels, a jitter of up to 2 pixels, JPEG at quality 70-95), so that f keeps
+    /// a fixed camera's nuisances instead of reporting them. Applies from that step on with
+    /// --from.
+    #[arg(long, conflicts_with = "recipe", value_parser = choice::<Augment>(Augment::NAMES), default_value = "none")]
+    pub augment: Augment,
     /// Keep a moving average of the weights with this decay, saved in checkpoints and written
     /// by `export` (0.999: about the last 1,000 steps), so that the exported model stands for a
     /// stretch of training rather than its last step (0: off). Applies from that step on with
@@ -206,6 +230,7 @@ impl TrainCmd {
                 out: self.out.clone(),
                 sample_every: self.sample_every,
                 checkpoint_every: self.checkpoint_every,
+                minutes: self.minutes,
                 ..Default::default()
             };
             return crate::train::recipe::run(&recipe, &opts);
@@ -246,8 +271,12 @@ impl TrainCmd {
             },
             loss: LossConfig {
                 lambda_rec: self.lambda_rec,
-                lambda_idem: self.lambda_idem,
-                lambda_tight: self.lambda_tight,
+                lambda_idem: self
+                    .lambda_idem
+                    .unwrap_or(LossConfig::default().lambda_idem),
+                lambda_tight: self
+                    .lambda_tight
+                    .unwrap_or(LossConfig::default().lambda_tight),
                 tight_clamp: self.tight_clamp,
                 distance: self.distance,
                 lambda_restore: self.lambda_restore,
@@ -266,19 +295,34 @@ impl TrainCmd {
             z_fonts: self.z_fonts.clone(),
             z_tight: self.z_tight,
             z_bn: self.z_bn,
+            augment: self.augment,
             ema: self.ema,
             batch: self.batch.unwrap_or(64),
             seed: self.seed,
+            test_fraction: self.test_fraction,
             data: self.data.display().to_string(),
             dataset_name: name,
             recipe: None,
         };
+        if let Some(m) = self.minutes.filter(|m| !(m.is_finite() && *m > 0.0)) {
+            bail!("--minutes {m}: give a budget above 0 minutes");
+        }
+        let steps = match (self.steps, self.minutes) {
+            (Some(s), _) => s,
+            (None, Some(_)) => u64::MAX,
+            (None, None) => 10_000,
+        };
         let opts = RunOptions {
             out: self.out.clone(),
-            steps: self.steps,
+            steps,
+            minutes: self.minutes,
             resume: self.resume,
             from: self.from.clone(),
             from_batch: self.batch,
+            from_weights: crate::train::session::FromWeights {
+                lambda_idem: self.lambda_idem,
+                lambda_tight: self.lambda_tight,
+            },
             sample_every: self.sample_every,
             checkpoint_every: self.checkpoint_every,
             quiet: false,

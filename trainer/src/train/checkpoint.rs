@@ -1,7 +1,8 @@
 //! Checkpoints: one safetensors file holding the weights (`model/<name>`, BN running statistics
 //! included), the Adam moments (`adam.m/<name>`, `adam.v/<name>`), with `--ema` the moving
 //! average of the weights (`ema/<name>`, see [`crate::train::ema`]) and, in its metadata, the
-//! step, the Adam step count and the whole training configuration (JSON).
+//! step, the Adam step count, the seconds of training spent in the run folder (`ign.seconds`,
+//! what `--minutes` counts) and the whole training configuration (JSON).
 //!
 //! The random state needs no saving: data order and noise are pure functions of
 //! `(seed, step)` (see [`crate::data::BatchSampler`]), so a resumed run is exact.
@@ -25,6 +26,9 @@ pub struct Checkpoint {
     pub config: TrainConfig,
     pub step: u64,
     pub adam_t: u64,
+    /// Seconds of training spent in the run folder it was saved in (0 in checkpoints from
+    /// before time budgets).
+    pub seconds: f64,
     pub tensors: HashMap<String, Tensor>,
 }
 
@@ -33,6 +37,7 @@ pub fn save(
     path: &Path,
     config: &TrainConfig,
     step: u64,
+    seconds: f64,
     varmap: &VarMap,
     adam: Option<&Adam>,
     ema: Option<&crate::train::ema::Ema>,
@@ -53,6 +58,7 @@ pub fn save(
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let mut meta = HashMap::new();
     meta.insert("ign.step".to_string(), step.to_string());
+    meta.insert("ign.seconds".to_string(), format!("{seconds:.3}"));
     meta.insert(
         "ign.adam_t".to_string(),
         adam.map(|a| a.t).unwrap_or(0).to_string(),
@@ -114,12 +120,21 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     }
     let step = get("ign.step")?.parse()?;
     let adam_t = get("ign.adam_t")?.parse()?;
+    let seconds = match meta.get("ign.seconds") {
+        Some(s) => s
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .with_context(|| format!("{}: bad ign.seconds {s:?}", path.display()))?,
+        None => 0.0,
+    };
     let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
         .with_context(|| format!("{}: corrupt checkpoint tensors", path.display()))?;
     Ok(Checkpoint {
         config,
         step,
         adam_t,
+        seconds,
         tensors,
     })
 }

@@ -35,11 +35,18 @@ pub struct TrainConfig {
     /// Whether the noise and the other z share one batch's BatchNorm statistics.
     #[serde(default)]
     pub z_bn: ZBatchNorm,
+    /// What the real images go through before reconstruction sees them (`--augment`).
+    #[serde(default)]
+    pub augment: crate::data::augment::Augment,
     /// Decay of the moving average of the weights that export writes ([`crate::train::ema`]; 0: off).
     #[serde(default)]
     pub ema: f64,
     pub batch: usize,
     pub seed: u64,
+    /// The share of the data held out as its test split when the data has no split of its
+    /// own (`--test-fraction`): export calibrates a scene model's threshold on that split.
+    #[serde(default = "default_test_fraction")]
+    pub test_fraction: f64,
     /// Where the data came from (informational).
     pub data: String,
     /// Which dataset name goes into the exported model's metadata.
@@ -48,6 +55,10 @@ pub struct TrainConfig {
     /// in checkpoints from before recipes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recipe: Option<RecipeStage>,
+}
+
+fn default_test_fraction() -> f64 {
+    crate::data::DataOptions::default().test_fraction
 }
 
 /// Where a run's state came from when a recipe made it ([`crate::train::recipe`]): written into the
@@ -123,6 +134,7 @@ mod tests {
         let c: TrainConfig = serde_json::from_str(&none).unwrap();
         assert_eq!(c.z_fonts, ZFonts::Base);
         assert_eq!(c.recipe, None);
+        assert_eq!(c.test_fraction, 0.1);
         // a folder goes in and out as its path
         let mut c = c;
         c.z_fonts = ZFonts::Dir("fonts/mine".into());

@@ -197,6 +197,12 @@ pub fn ign_loss_planned(
     cfg: &LossConfig,
     plan: ZPlan,
 ) -> Result<(Tensor, LossTerms)> {
+    if cfg.lambda_idem == 0.0
+        && cfg.lambda_tight == 0.0
+        && (cfg.lambda_restore == 0.0 || plan.restore.is_none())
+    {
+        return reconstruction_only(model, x, cfg);
+    }
     let tight_samples = plan.tight_samples;
     let fx = model.forward_t(x, true)?;
     let fz = forward_split(model, z, plan.bn_split)?;
@@ -232,6 +238,20 @@ pub fn ign_loss_planned(
         idem: idem.to_dtype(candle_core::DType::F32)?.to_scalar()?,
         tight: tight.to_dtype(candle_core::DType::F32)?.to_scalar()?,
         restore: restore_term,
+    };
+    Ok((total, terms))
+}
+
+/// The loss with the idempotence and tightness weights at 0 (a reconstruction warm-up, an
+/// autoencoder): `f` runs on `x` alone, a third of a full step's work.
+fn reconstruction_only(model: &Ign, x: &Tensor, cfg: &LossConfig) -> Result<(Tensor, LossTerms)> {
+    let fx = model.forward_t(x, true)?;
+    let rec = distance_per_sample(&fx, x, cfg.distance)?.mean_all()?;
+    let total = (&rec * cfg.lambda_rec)?;
+    let terms = LossTerms {
+        total: total.to_dtype(candle_core::DType::F32)?.to_scalar()?,
+        rec: rec.to_dtype(candle_core::DType::F32)?.to_scalar()?,
+        ..Default::default()
     };
     Ok((total, terms))
 }

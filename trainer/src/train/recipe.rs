@@ -7,7 +7,9 @@
 //! data = "MNIST in IDX form"        # informational
 //! [[stage]]
 //! name = "noise"                    # trains in OUT/noise; [a-z0-9-]+
-//! steps = 25486                     # until this total step count
+//! steps = 25486                     # until this total step count (at most, with a share)
+//! # share = 0.3                     # or: this share of the time budget (`--minutes`, or the
+//! #                                 # recipe's `minutes = 15` at the top), spent in OUT/noise
 //! # from = "..."                    # an earlier stage whose final state it starts from
 //! [stage.flags]                     # `ign-train train` flags without "--"; `true` for switches
 //! width = 32
@@ -16,6 +18,11 @@
 //!
 //! Each stage's flags are parsed by the command line's own parser ([`TrainCmd`]), so a flag
 //! means in a recipe what it means on the command line.
+//!
+//! A stage with a `share` trains for that share of the budget, in minutes of training in its
+//! folder; a stage without one trains to its `steps`. Once a stage has started, the stages
+//! before it are done: a rerun with a larger budget lets the unfinished stage, or the last
+//! one, train on.
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -40,6 +47,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
         "ign-mnist",
         include_str!("../../../models/recipes/ign-mnist.toml"),
     ),
+    ("scene", include_str!("../../../models/recipes/scene.toml")),
 ];
 
 /// Flags that the command line gives a recipe's run, or that a stage's own keys set: never a
@@ -52,6 +60,10 @@ const NOT_STAGE_FLAGS: &[(&str, &str)] = &[
     ("checkpoint-every", "give it on the command line"),
     ("recipe", "a stage cannot run another recipe"),
     ("steps", "use the stage's `steps` key"),
+    (
+        "minutes",
+        "use the stage's `share` key of the recipe's `minutes`",
+    ),
     ("from", "use the stage's `from` key"),
     ("resume", "a rerun of the recipe resumes by itself"),
 ];
@@ -65,6 +77,8 @@ struct RecipeToml {
     #[serde(default)]
     data: String,
     #[serde(default)]
+    minutes: Option<f64>,
+    #[serde(default)]
     stage: Vec<StageToml>,
 }
 
@@ -72,7 +86,10 @@ struct RecipeToml {
 #[serde(deny_unknown_fields)]
 struct StageToml {
     name: String,
-    steps: u64,
+    #[serde(default)]
+    steps: Option<u64>,
+    #[serde(default)]
+    share: Option<f64>,
     #[serde(default)]
     from: Option<String>,
     #[serde(default)]
@@ -92,6 +109,8 @@ pub struct Recipe {
     pub text: String,
     /// The first 12 hex digits of the SHA-256 of the text.
     pub hash: String,
+    /// The time budget of the stages with a `share` when `--minutes` is not given.
+    pub minutes: Option<f64>,
     pub stages: Vec<Stage>,
 }
 
@@ -99,8 +118,10 @@ pub struct Recipe {
 #[derive(Clone, Debug)]
 pub struct Stage {
     pub name: String,
-    /// Train until this total step count.
-    pub steps: u64,
+    /// Train until this total step count (`None`: a stage with a share of the time budget).
+    pub steps: Option<u64>,
+    /// Its share of the time budget (`None`: it trains to its steps).
+    pub share: Option<f64>,
     /// The index of the earlier stage whose final state it starts from.
     pub from: Option<usize>,
     /// Its flags as `ign-train train` arguments.
@@ -122,6 +143,9 @@ pub struct RecipeOptions {
     pub step_cap: Option<u64>,
     /// Render every stage's printed digits from this font folder instead of its `--z-fonts`.
     pub fonts: Option<PathBuf>,
+    /// The time budget of the stages with a share, in minutes (`--minutes`; default: the
+    /// recipe's).
+    pub minutes: Option<f64>,
     /// Hide progress bars.
     pub quiet: bool,
 }
@@ -159,6 +183,7 @@ impl Recipe {
             let stage = check_stage(st, &stages, source)?;
             stages.push(stage);
         }
+        check_budget(file.minutes, &stages, source)?;
         let hash = Sha256::digest(text.as_bytes())
             .iter()
             .map(|b| format!("{b:02x}"))
@@ -171,6 +196,7 @@ impl Recipe {
             source: source.to_string(),
             text: text.to_string(),
             hash,
+            minutes: file.minutes,
             stages,
         };
         for i in 0..recipe.stages.len() {
@@ -199,16 +225,55 @@ impl Recipe {
             .map_err(|e| anyhow::anyhow!("{}: stage {}: {e}", self.source, stage.name))
     }
 
-    /// Each stage's final step, with at most `cap` steps past its start.
-    fn targets(&self, cap: Option<u64>) -> Vec<u64> {
-        let mut ends: Vec<u64> = Vec::new();
-        for st in &self.stages {
-            let start = st.from.map(|f| ends[f]).unwrap_or(0);
-            let end = cap.map_or(st.steps, |c| st.steps.min(start + c));
-            ends.push(end);
-        }
-        ends
+    /// Whether any stage trains for a share of the time budget.
+    pub fn has_shares(&self) -> bool {
+        self.stages.iter().any(|s| s.share.is_some())
     }
+
+    /// The time budget in minutes: `minutes` (the command line's) or the recipe's; `None`
+    /// when no stage has a share. An error when a stage has a share and there is no budget,
+    /// or when a budget is given to a recipe without shares.
+    pub fn budget(&self, minutes: Option<f64>) -> Result<Option<f64>> {
+        if let Some(m) = minutes.filter(|m| !(m.is_finite() && *m > 0.0)) {
+            bail!("--minutes {m}: give a budget above 0 minutes");
+        }
+        match (self.has_shares(), minutes.or(self.minutes)) {
+            (true, Some(m)) => Ok(Some(m)),
+            (true, None) => bail!(
+                "{}: its stages take shares of a time budget; give --minutes M",
+                self.source
+            ),
+            (false, Some(_)) if minutes.is_some() => bail!(
+                "--minutes: no stage of {} has a `share` of a time budget; its stages train to their steps",
+                self.source
+            ),
+            (false, _) => Ok(None),
+        }
+    }
+}
+
+/// Refuse shares out of (0, 1], shares that add up past 1, and a recipe budget that is no
+/// positive number of minutes.
+fn check_budget(minutes: Option<f64>, stages: &[Stage], source: &str) -> Result<()> {
+    if let Some(m) = minutes.filter(|m| !(m.is_finite() && *m > 0.0)) {
+        bail!("{source}: minutes = {m}: a budget is a number of minutes above 0");
+    }
+    let mut total = 0.0;
+    for st in stages {
+        if let Some(share) = st.share {
+            if !(share > 0.0 && share <= 1.0) {
+                bail!(
+                    "{source}: stage {}: share = {share} must be above 0 and at most 1",
+                    st.name
+                );
+            }
+            total += share;
+        }
+    }
+    if total > 1.0 + 1e-9 {
+        bail!("{source}: the stages' shares add up to {total}, more than the whole budget; lower them to a sum of at most 1");
+    }
+    Ok(())
 }
 
 /// A stage of the file, checked against the stages before it.
@@ -231,18 +296,24 @@ fn check_stage(st: &StageToml, before: &[Stage], source: &str) -> Result<Stage> 
             let Some(i) = before.iter().position(|s| &s.name == f) else {
                 bail!("{source}: stage {name}: from = {f:?} names no earlier stage");
             };
-            if st.steps <= before[i].steps {
-                bail!(
-                    "{source}: stage {name}: steps = {} must exceed the {} of stage {f} it starts from",
-                    st.steps,
-                    before[i].steps
-                );
+            if let (Some(steps), Some(prev)) = (st.steps, before[i].steps) {
+                if steps <= prev {
+                    bail!(
+                        "{source}: stage {name}: steps = {steps} must exceed the {prev} of stage {f} it starts from"
+                    );
+                }
             }
             Some(i)
         }
     };
-    if st.steps == 0 {
-        bail!("{source}: stage {name}: steps = 0 trains nothing; give the total to reach");
+    match (st.steps, st.share) {
+        (Some(0), _) => {
+            bail!("{source}: stage {name}: steps = 0 trains nothing; give the total to reach")
+        }
+        (None, None) => bail!(
+            "{source}: stage {name}: give steps = N (the total to reach) or share = F (of the time budget)"
+        ),
+        _ => {}
     }
     let mut args = Vec::new();
     for (flag, value) in &st.flags {
@@ -259,6 +330,7 @@ fn check_stage(st: &StageToml, before: &[Stage], source: &str) -> Result<Stage> 
     Ok(Stage {
         name: name.clone(),
         steps: st.steps,
+        share: st.share,
         from,
         args,
     })
@@ -280,32 +352,102 @@ fn flag_args(flag: &str, value: &toml::Value) -> Result<Vec<String>> {
     })
 }
 
-/// Run `recipe`'s stages in order in `opts.out`: a stage whose checkpoint is at its steps is
-/// skipped, one below them resumed, and one not started starts from its `from` stage's
+/// Where a stage stops: a total step count (`u64::MAX`: none) and a time budget.
+#[derive(Clone, Copy, Debug)]
+struct Goal {
+    steps: u64,
+    minutes: Option<f64>,
+}
+
+impl Goal {
+    /// Whether a state at `step`, with `seconds` of training in the stage's folder, is there.
+    fn reached(&self, step: u64, seconds: f64) -> bool {
+        step >= self.steps || self.minutes.is_some_and(|m| seconds >= m * 60.0)
+    }
+
+    /// `step N`, `M minutes` or both.
+    fn describe(&self) -> String {
+        let steps = (self.steps < u64::MAX).then(|| format!("step {}", self.steps));
+        let time = self.minutes.map(|m| format!("{m:.2} minutes of training"));
+        [steps, time]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" or ")
+    }
+
+    /// The `ign-train train` arguments of the goal.
+    fn args(&self) -> Vec<OsString> {
+        let mut v: Vec<OsString> = Vec::new();
+        if self.steps < u64::MAX {
+            v.extend(["--steps".into(), self.steps.to_string().into()]);
+        }
+        if let Some(m) = self.minutes {
+            v.extend(["--minutes".into(), m.to_string().into()]);
+        }
+        v
+    }
+}
+
+/// The step and training seconds of the checkpoint in `dir`, if it has one.
+fn saved_state(dir: &Path) -> Result<Option<(u64, f64)>> {
+    let ck = dir.join(CHECKPOINT_FILE);
+    if !ck.exists() {
+        return Ok(None);
+    }
+    let ck = crate::train::checkpoint::load(&ck)?;
+    Ok(Some((ck.step, ck.seconds)))
+}
+
+/// Stage `i`'s goal: its steps (with at most `opts.step_cap` past the state it starts from)
+/// and its share of the `budget`.
+fn goal(recipe: &Recipe, i: usize, opts: &RecipeOptions, budget: Option<f64>) -> Result<Goal> {
+    let stage = &recipe.stages[i];
+    let steps = match opts.step_cap {
+        None => stage.steps.unwrap_or(u64::MAX),
+        Some(cap) => {
+            let start = match stage.from {
+                Some(f) => saved_state(&opts.out.join(&recipe.stages[f].name))?.map_or(0, |s| s.0),
+                None => 0,
+            };
+            stage.steps.unwrap_or(u64::MAX).min(start + cap)
+        }
+    };
+    let minutes = stage.share.and_then(|s| budget.map(|b| s * b));
+    Ok(Goal { steps, minutes })
+}
+
+/// Run `recipe`'s stages in order in `opts.out`: a stage whose checkpoint is at its goal (its
+/// steps, or its share of the time budget), or whose state a later stage has taken over, is
+/// skipped, one short of it resumed, and one not started starts from its `from` stage's
 /// folder (or fresh). Writes `out/recipe.toml`, a copy of the recipe; a folder holding
 /// another recipe is refused.
 pub fn run(recipe: &Recipe, opts: &RecipeOptions) -> Result<()> {
+    let budget = recipe.budget(opts.minutes)?;
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("{}: cannot create the run folder", opts.out.display()))?;
     keep_copy(recipe, &opts.out)?;
-    let targets = recipe.targets(opts.step_cap);
+    if let Some(m) = budget {
+        log::info!("{}: a time budget of {m} minutes", recipe.name);
+    }
     let count = opts.stages.unwrap_or(usize::MAX).min(recipe.stages.len());
     for (i, stage) in recipe.stages.iter().enumerate().take(count) {
         let dir = opts.out.join(&stage.name);
-        let ck = dir.join(CHECKPOINT_FILE);
-        let done = if ck.exists() {
-            Some(crate::train::checkpoint::load(&ck)?.step)
-        } else {
-            None
-        };
         let place = format!(
             "stage {} of {} ({})",
             i + 1,
             recipe.stages.len(),
             stage.name
         );
-        let end = targets[i];
-        let mut extra: Vec<OsString> = vec!["--steps".into(), end.to_string().into()];
+        let later = recipe.stages[i + 1..]
+            .iter()
+            .find(|s| opts.out.join(&s.name).join(CHECKPOINT_FILE).exists());
+        if let Some(later) = later {
+            log::info!("{place}: done, handed over to stage {}", later.name);
+            continue;
+        }
+        let goal = goal(recipe, i, opts, budget)?;
+        let mut extra = goal.args();
         extra.extend([
             "--sample-every".into(),
             opts.sample_every.to_string().into(),
@@ -314,24 +456,25 @@ pub fn run(recipe: &Recipe, opts: &RecipeOptions) -> Result<()> {
             "--checkpoint-every".into(),
             opts.checkpoint_every.to_string().into(),
         ]);
-        match (done, stage.from) {
-            (Some(step), _) if step >= end => {
+        let until = goal.describe();
+        match (saved_state(&dir)?, stage.from) {
+            (Some((step, secs)), _) if goal.reached(step, secs) => {
                 log::info!("{place}: done at step {step} in {}", dir.display());
                 continue;
             }
-            (Some(step), _) => {
-                log::info!("{place}: resuming at step {step} until {end}");
+            (Some((step, _)), _) => {
+                log::info!("{place}: resuming at step {step} until {until}");
                 extra.push("--resume".into());
             }
             (None, Some(f)) => {
                 let src = opts.out.join(&recipe.stages[f].name);
                 log::info!(
-                    "{place}: from stage {} until step {end}",
+                    "{place}: from stage {} until {until}",
                     recipe.stages[f].name
                 );
                 extra.extend(["--from".into(), src.into()]);
             }
-            (None, None) => log::info!("{place}: training until step {end}"),
+            (None, None) => log::info!("{place}: training until {until}"),
         }
         run_stage(recipe, i, opts, &extra)?;
     }

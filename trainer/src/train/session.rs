@@ -1,6 +1,6 @@
 //! A training session in a run folder: create, resume or start it from another run's state,
-//! then train until the steps, with the log, samples and checkpoints; SIGINT/SIGTERM save a
-//! checkpoint first.
+//! then train until the steps or the time budget, with the log, samples and checkpoints;
+//! SIGINT/SIGTERM save a checkpoint first.
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -21,17 +21,32 @@ use crate::train::trainer::Trainer;
 #[derive(Clone, Debug)]
 pub struct RunOptions {
     pub out: PathBuf,
-    /// Train until this many steps in total (a resumed run counts its earlier steps).
+    /// Train until this many steps in total (a resumed run counts its earlier steps;
+    /// `u64::MAX`: no limit but the time budget).
     pub steps: u64,
+    /// Stop when the training time spent in this run folder reaches this many minutes (earlier
+    /// invocations' time counts; a run started `--from` another starts at 0), the checkpoint
+    /// saved; `None`: no budget.
+    pub minutes: Option<f64>,
     pub resume: bool,
     /// Start from another run's folder (state and step), with this invocation's `z_mix`.
     pub from: Option<PathBuf>,
     /// With `from`: a batch size that replaces the source run's (None: keep it).
     pub from_batch: Option<usize>,
+    /// With `from`: loss weights that replace the source run's.
+    pub from_weights: FromWeights,
     pub sample_every: u64,
     pub checkpoint_every: u64,
     /// Hide the progress bar (tests).
     pub quiet: bool,
+}
+
+/// The idempotence and tightness weights of a run started `--from` another, when given (`None`:
+/// the source run's): a reconstruction warm-up (both 0) hands over to the IGN objective.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct FromWeights {
+    pub lambda_idem: Option<f64>,
+    pub lambda_tight: Option<f64>,
 }
 
 /// Training stopped by SIGINT/SIGTERM after saving its checkpoint: the caller decides how to
@@ -83,9 +98,17 @@ pub fn run(
         );
         return Ok(trainer);
     }
+    if let Some(m) = opts.minutes.filter(|&m| trainer.seconds >= m * 60.0) {
+        log::info!(
+            "{}: already trained {:.1} of {m} minutes; nothing to do (raise --minutes to train longer)",
+            opts.out.display(),
+            trainer.seconds / 60.0
+        );
+        return Ok(trainer);
+    }
     if !opts.quiet {
         log::info!(
-            "training {} params ({}x{}x{}, width {}) on {} — {} train / {} test images, batch {}, from step {} to {}",
+            "training {} params ({}x{}x{}, width {}) on {} — {} train / {} test images, batch {}, from step {} {}",
             trainer.config.model.num_params(),
             trainer.config.model.channels,
             trainer.config.model.image_size,
@@ -96,7 +119,7 @@ pub fn run(
             trainer.test.len(),
             trainer.config.batch,
             trainer.step,
-            opts.steps
+            until(opts, trainer.seconds)
         );
     }
     train_until(&mut trainer, opts, ck_path)?;
@@ -151,11 +174,14 @@ fn starting_state(
         old.loss.restore_printed
     );
     take_invocation_settings(&mut ck.config, config, opts.from_batch);
+    take_weights(&mut ck.config, opts.from_weights);
+    // a time budget counts the training done in this run folder
+    ck.seconds = 0.0;
     Ok(Some(ck))
 }
 
 /// What a run started `--from` another takes from this invocation: the z sources, the
-/// learning rate, the restoration options, the moving average, the recipe stage and (when
+/// augmentation, the learning rate, the restoration options, the moving average, the recipe stage and (when
 /// given) the batch size; model, data, seed and the other loss weights stay the source's.
 fn take_invocation_settings(run: &mut TrainConfig, new: &TrainConfig, batch: Option<usize>) {
     if run.loss.restore_match != new.loss.restore_match {
@@ -182,7 +208,29 @@ fn take_invocation_settings(run: &mut TrainConfig, new: &TrainConfig, batch: Opt
     run.ema = new.ema;
     run.z_tight = new.z_tight;
     run.z_bn = new.z_bn;
+    if run.augment != new.augment {
+        log::info!(
+            "augmentation --augment {} (was {})",
+            new.augment,
+            run.augment
+        );
+    }
+    run.augment = new.augment;
     run.recipe = new.recipe.clone();
+}
+
+/// The loss weights of `weights` that are given replace those of `run`.
+fn take_weights(run: &mut TrainConfig, weights: FromWeights) {
+    let loss = &mut run.loss;
+    for (name, given, weight) in [
+        ("idem", weights.lambda_idem, &mut loss.lambda_idem),
+        ("tight", weights.lambda_tight, &mut loss.lambda_tight),
+    ] {
+        if let Some(w) = given.filter(|w| w != weight) {
+            log::info!("--lambda-{name} {w} (was {weight})");
+            *weight = w;
+        }
+    }
 }
 
 /// Load the data (in the checkpoint's shape when there is one) and build the trainer; also
@@ -235,8 +283,26 @@ fn open_trainer(
     Ok((trainer, split.description))
 }
 
-/// Train `trainer` until `opts.steps`, logging every step, writing samples and checkpoints;
-/// SIGINT/SIGTERM save a checkpoint and return [`Interrupted`].
+/// Where the run stops, for the log: `to step N`, `for M minutes`, or both.
+fn until(opts: &RunOptions, seconds: f64) -> String {
+    let steps = (opts.steps < u64::MAX).then(|| format!("to step {}", opts.steps));
+    let time = opts.minutes.map(|m| {
+        let spent = if seconds > 0.0 {
+            format!(", {:.1} spent", seconds / 60.0)
+        } else {
+            String::new()
+        };
+        format!("for a budget of {m} minutes{spent}")
+    });
+    [steps, time]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
+/// Train `trainer` until `opts.steps` or its time budget, logging every step, writing samples
+/// and checkpoints; SIGINT/SIGTERM save a checkpoint and return [`Interrupted`].
 fn train_until(trainer: &mut Trainer, opts: &RunOptions, ck_path: PathBuf) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -246,26 +312,30 @@ fn train_until(trainer: &mut Trainer, opts: &RunOptions, ck_path: PathBuf) -> Re
     let log_path = opts.out.join("log.csv");
     let mut log = LogWriter::append(&log_path)?;
     let restoring = trainer.config.loss.lambda_restore > 0.0;
-    let bar = progress_bar(opts, trainer.step);
-    let t0 = Instant::now();
+    let budget = opts.minutes.map(|m| m * 60.0);
+    let bar = progress_bar(opts, trainer);
+    let (t0, spent) = (Instant::now(), trainer.seconds);
     let first = trainer.step;
-    while trainer.step < opts.steps {
+    loop {
         let ts = Instant::now();
         let terms = trainer.step_once()?;
         let dt = ts.elapsed().as_secs_f64();
         log.write(&LogRow::new(trainer.step, &terms, dt, restoring))?;
         let ips = (trainer.step - first) as f64 * trainer.config.batch as f64
             / t0.elapsed().as_secs_f64();
-        bar.set_position(trainer.step);
-        bar.set_message(progress(&terms, ips, restoring));
         let interrupted = stop.load(Ordering::Relaxed);
-        let done = trainer.step >= opts.steps;
+        trainer.seconds = spent + t0.elapsed().as_secs_f64();
+        let out_of_time = budget.is_some_and(|b| trainer.seconds >= b);
+        let done = trainer.step >= opts.steps || out_of_time;
         if opts.sample_every > 0 && (trainer.step.is_multiple_of(opts.sample_every) || done) {
             log.flush()?;
             let z = trainer.eval_noise(8, trainer.config.seed)?;
             samples::write_samples(&trainer.model, &trainer.test, &z, trainer.step, &opts.out)?;
             samples::write_loss_plot(&log_path, &opts.out.join("loss.png"))?;
         }
+        // the time of the samples counts too
+        trainer.seconds = spent + t0.elapsed().as_secs_f64();
+        show(&bar, trainer, budget, progress(&terms, ips, restoring));
         let every = opts.checkpoint_every;
         if interrupted || done || (every > 0 && trainer.step.is_multiple_of(every)) {
             log.flush()?;
@@ -280,11 +350,20 @@ fn train_until(trainer: &mut Trainer, opts: &RunOptions, ck_path: PathBuf) -> Re
             }
             .into());
         }
+        if done {
+            break;
+        }
     }
     bar.finish();
     if !opts.quiet {
+        let reached = match opts.minutes {
+            Some(m) if trainer.step < opts.steps => {
+                format!("time budget of {m} minutes reached (continue with a larger --minutes)")
+            }
+            _ => "done".into(),
+        };
         log::info!(
-            "done: step {} in {:.1} s; checkpoint {}; samples {}",
+            "{reached}: step {} in {:.1} s; checkpoint {}; samples {}",
             trainer.step,
             t0.elapsed().as_secs_f64(),
             ck_path.display(),
@@ -294,21 +373,47 @@ fn train_until(trainer: &mut Trainer, opts: &RunOptions, ck_path: PathBuf) -> Re
     Ok(())
 }
 
-/// The progress bar to `opts.steps`, at `step` (hidden when quiet).
-fn progress_bar(opts: &RunOptions, step: u64) -> ProgressBar {
-    let bar = if opts.quiet {
-        ProgressBar::hidden()
-    } else {
-        let style = ProgressStyle::with_template(
+/// The progress bar (hidden when quiet): to `opts.steps`, or with a time budget over its
+/// seconds, so that its ETA is the time left of the budget.
+fn progress_bar(opts: &RunOptions, trainer: &Trainer) -> ProgressBar {
+    if opts.quiet {
+        return ProgressBar::hidden();
+    }
+    let (len, template) = match opts.minutes {
+        Some(m) => (
+            (m * 60.0).ceil() as u64,
+            "{bar:30} {prefix} [{elapsed_precise}, {left} of the budget left] {msg}",
+        ),
+        None => (
+            opts.steps,
             "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
-        )
-        .expect("a valid progress template");
-        ProgressBar::new(opts.steps).with_style(style)
+        ),
     };
-    bar.set_position(step);
+    let style = ProgressStyle::with_template(template)
+        .expect("a valid progress template")
+        .with_key(
+            "left",
+            |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let s = state.len().unwrap_or(0).saturating_sub(state.pos());
+                let _ = write!(w, "{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60);
+            },
+        );
+    let bar = ProgressBar::new(len).with_style(style);
+    show(&bar, trainer, opts.minutes.map(|m| m * 60.0), String::new());
     bar
 }
 
+/// Move the bar to where `trainer` is: its step, or with a `budget` its seconds.
+fn show(bar: &ProgressBar, trainer: &Trainer, budget: Option<f64>, msg: String) {
+    match budget {
+        Some(b) => {
+            bar.set_position((trainer.seconds.min(b)) as u64);
+            bar.set_prefix(format!("step {}", trainer.step));
+        }
+        None => bar.set_position(trainer.step),
+    }
+    bar.set_message(msg);
+}
 /// The progress bar's message: the loss terms and the speed.
 fn progress(terms: &LossTerms, ips: f64, restoring: bool) -> String {
     let restore = if restoring {

@@ -9,6 +9,7 @@ use rand_distr::{Distribution, Normal};
 use std::collections::HashMap;
 use std::path::Path;
 
+use crate::data::augment::augment_batch;
 use crate::data::{mix, BatchSampler, Dataset};
 use crate::model::{Ign, ModelConfig};
 use crate::ops::Kernels;
@@ -91,6 +92,8 @@ pub struct Trainer {
     frozen: Ign,
     pub adam: Adam,
     pub step: u64,
+    /// Seconds of training spent in this run folder (what `--minutes` counts).
+    pub seconds: f64,
     sampler: BatchSampler,
     /// Where each step's `z` comes from.
     pub z: ZSource,
@@ -131,6 +134,7 @@ impl Trainer {
             frozen,
             adam,
             step: 0,
+            seconds: 0.0,
             train,
             test,
         })
@@ -148,6 +152,7 @@ impl Trainer {
             }
         }
         t.step = ck.step;
+        t.seconds = ck.seconds;
         Ok(t)
     }
 
@@ -183,7 +188,10 @@ impl Trainer {
     /// One optimisation step.
     pub fn step_once(&mut self) -> Result<LossTerms> {
         let idx = self.sampler.indices(self.step, self.config.batch);
-        let x = self.train.batch(&idx, &Device::Cpu)?;
+        let mut pixels = self.train.gather(&idx);
+        let (augment, shape) = (self.config.augment, self.train.shape());
+        augment_batch(augment, &mut pixels, shape, self.config.seed, self.step)?;
+        let x = self.train.tensor(pixels, &Device::Cpu)?;
         let (z, sources) = self.z_batch(self.step, self.config.batch)?;
         let noise = self.noise_count(self.config.batch);
         let plan = ZPlan {
@@ -223,6 +231,7 @@ impl Trainer {
             path,
             &self.config,
             self.step,
+            self.seconds,
             &self.varmap,
             Some(&self.adam),
             self.ema.as_ref(),

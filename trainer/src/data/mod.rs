@@ -1,7 +1,10 @@
 //! Training data: IDX files (MNIST, Fashion-MNIST; gzipped or raw) and image folders.
 //!
 //! Everything is loaded into memory as float32 `N×C×H×W` in `[-1, 1]`, with labels when the
-//! source has them (IDX label files, or one sub-folder per class).
+//! source has them (IDX label files, or one sub-folder per class). [`augment`]: what a
+//! training image goes through before reconstruction sees it (`--augment`).
+
+pub mod augment;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
@@ -58,16 +61,31 @@ impl Dataset {
 
     /// Gather images `idx` into a `[B, C, H, W]` tensor.
     pub fn batch(&self, idx: &[usize], dev: &Device) -> Result<Tensor> {
-        let n = self.image_len();
-        let mut buf = Vec::with_capacity(idx.len() * n);
+        self.tensor(self.gather(idx), dev)
+    }
+
+    /// The pixels of images `idx`, one after the other.
+    pub fn gather(&self, idx: &[usize]) -> Vec<f32> {
+        let mut buf = Vec::with_capacity(idx.len() * self.image_len());
         for &i in idx {
             buf.extend_from_slice(self.image(i));
         }
+        buf
+    }
+
+    /// Images of this set's shape, one after the other, as a `[B, C, H, W]` tensor.
+    pub fn tensor(&self, pixels: Vec<f32>, dev: &Device) -> Result<Tensor> {
+        let b = pixels.len() / self.image_len().max(1);
         Ok(Tensor::from_vec(
-            buf,
-            (idx.len(), self.channels, self.height, self.width),
+            pixels,
+            (b, self.channels, self.height, self.width),
             dev,
         )?)
+    }
+
+    /// `(C, H, W)` of each image.
+    pub fn shape(&self) -> (usize, usize, usize) {
+        (self.channels, self.height, self.width)
     }
 
     /// Labels of images `idx` (panics if unlabelled).
@@ -181,7 +199,9 @@ pub fn load(path: &Path, opts: &DataOptions) -> Result<Split> {
     Ok(split)
 }
 
-fn detect_kind(path: &Path) -> Result<DataKind> {
+/// The kind of data at `path` (an existing file or folder): an image file or a folder without
+/// IDX files is a folder of images.
+pub fn detect_kind(path: &Path) -> Result<DataKind> {
     if path.is_file() {
         return Ok(if imaging::is_image_path(path) {
             DataKind::Folder
