@@ -176,7 +176,7 @@ fn page_stream_pad_limits_and_browser() {
     let mut held = Vec::new();
     for _ in 0..8 {
         let mut s = TcpStream::connect(&addr).unwrap();
-        write!(s, "GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        write!(s, "GET /stream.mjpg HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
         let mut head = [0u8; 12];
         s.read_exact(&mut head).unwrap();
         assert_eq!(&head, b"HTTP/1.1 200");
@@ -240,5 +240,76 @@ fn token_guards_every_route() {
     let (code, body) = request(&addr, "GET", "/metrics?token=s3cret", b"");
     assert_eq!(code, 200);
     assert!(String::from_utf8_lossy(&body).contains("ign_edge_fps"));
+    assert_eq!(srv.stop(), 0);
+}
+
+/// `status` of a GET of `path` whose `Host` header is `host`.
+fn get_with_host(addr: &str, host: &str, path: &str) -> u16 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    String::from_utf8_lossy(&raw)
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn foreign_hosts_and_one_client_flooding_the_slots_are_refused() {
+    let srv = Server::start(&["--http-token", "s3cret", "--http-allow-host", "cam.example"]);
+    let addr = srv.addr.clone();
+    let port = addr.rsplit(':').next().unwrap();
+    // a DNS-rebinding page sends its own name, token or not
+    assert_eq!(
+        get_with_host(&addr, &format!("evil.example:{port}"), "/?token=s3cret"),
+        403
+    );
+    assert_eq!(get_with_host(&addr, "evil.example", "/"), 403);
+    for ok in [
+        format!("localhost:{port}"),
+        addr.clone(),
+        "cam.example".into(),
+    ] {
+        assert_eq!(get_with_host(&addr, &ok, "/?token=s3cret"), 200, "{ok}");
+    }
+    // one address holds at most 32 connections: the rest are closed at once
+    let mut idle: Vec<TcpStream> = (0..40)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    for s in &idle {
+        s.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        // Ok(_): closed by the server; a timeout: still open
+        idle.retain_mut(|s| {
+            matches!(s.read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+                || e.kind() == std::io::ErrorKind::TimedOut)
+        });
+        if idle.len() <= 32 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{} held", idle.len());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        idle.len() >= 30,
+        "the held slots were closed too: {}",
+        idle.len()
+    );
+    drop(idle);
+    // once they are gone, the client is served again
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        request(&addr, "GET", "/stats.json?token=s3cret", b"").0,
+        200
+    );
     assert_eq!(srv.stop(), 0);
 }

@@ -33,6 +33,8 @@ pub struct RunConfig {
     pub http_token_file: Option<PathBuf>,
     /// http sink: most MJPEG stream clients at once (then 503).
     pub http_max_clients: usize,
+    /// http sink: names besides this machine's that `Host` may carry (a reverse proxy's).
+    pub http_allow_hosts: Vec<String>,
     /// Applications of f per frame (2 or more adds an f^k panel).
     pub steps: usize,
     /// Stop after N frames (default: run until the source ends or Ctrl-C).
@@ -82,6 +84,7 @@ impl Default for RunConfig {
             http_token: None,
             http_token_file: None,
             http_max_clients: 8,
+            http_allow_hosts: Vec::new(),
             steps: 1,
             frames: None,
             looping: false,
@@ -324,6 +327,7 @@ fn start_page(
             token,
             max_clients: c.http_max_clients.max(1),
             controls: controls.clone(),
+            allow_hosts: c.http_allow_hosts.clone(),
         },
     )
 }

@@ -29,6 +29,8 @@ pub struct ServiceConfig {
     /// Score frames against the model's scene (`--anomaly`), with this threshold if given.
     pub anomaly: Option<bool>,
     pub threshold: Option<f32>,
+    /// Names besides the board's own that browsers may reach the web page by.
+    pub http_allow_hosts: Option<Vec<String>>,
 }
 
 impl ServiceConfig {
@@ -53,6 +55,7 @@ impl ServiceConfig {
             c.steps = k;
         }
         c.anomaly = self.anomaly.unwrap_or(false);
+        c.http_allow_hosts = self.http_allow_hosts.clone().unwrap_or_default();
         c.threshold = self.threshold;
         c
     }
@@ -88,6 +91,9 @@ impl ServiceConfig {
         opt("cores", self.cores.clone());
         opt("frames", self.frames.map(|f| f.to_string()));
         opt("threshold", self.threshold.map(|t| t.to_string()));
+        for h in self.http_allow_hosts.iter().flatten() {
+            opt("http-allow-host", Some(h.clone()));
+        }
         for s in self.sinks.iter().flatten() {
             opt("sink", Some(s.clone()));
         }

@@ -74,6 +74,11 @@ pub struct RunArgs {
     /// http sink: most MJPEG stream clients at once (then 503).
     #[arg(long, default_value_t = RunConfig::default().http_max_clients)]
     pub http_max_clients: usize,
+    /// http sink: a name besides this machine's (localhost, its hostname, hostname.local, IP
+    /// addresses) that browsers may use to reach it, e.g. a reverse proxy's; repeat for
+    /// several. Other names get 403, which stops DNS-rebinding pages.
+    #[arg(long = "http-allow-host", value_name = "NAME")]
+    pub http_allow_hosts: Vec<String>,
     /// Applications of f per frame (2 or more adds an f^k panel).
     #[arg(long, short = 'k', default_value_t = RunConfig::default().steps)]
     pub steps: usize,
@@ -158,6 +163,7 @@ impl From<RunArgs> for RunConfig {
             http_token: a.http_token,
             http_token_file: a.http_token_file,
             http_max_clients: a.http_max_clients,
+            http_allow_hosts: a.http_allow_hosts,
             steps: a.steps,
             frames: a.frames,
             looping: a.looping,

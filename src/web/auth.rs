@@ -132,6 +132,71 @@ pub fn resolve_token(
     }
 }
 
+/// The names this server answers to in `Host`: a page from another name that resolves to
+/// this board (DNS rebinding) gets 403 whatever it carries, the token included.
+///
+/// Allowed: IP literals (a rebinding page's `Host` is its own DNS name, never an address),
+/// `localhost`, this machine's hostname and `<hostname>.local` (mDNS), and the names given
+/// with `--http-allow-host` (a reverse proxy's). A request without `Host` (not a browser) is
+/// let through.
+///
+/// ```
+/// use ign_edge::web::AllowedHosts;
+/// let a = AllowedHosts::new(Some("pi5"), &["cam.example".into()]);
+/// for ok in ["192.168.1.9:8080", "[::1]:8080", "localhost", "PI5:80", "pi5.local", "cam.example"] {
+///     assert!(a.allows(Some(ok.as_bytes())), "{ok}");
+/// }
+/// assert!(!a.allows(Some(b"evil.example:8080")));
+/// assert!(a.allows(None));
+/// ```
+#[derive(Clone, Debug)]
+pub struct AllowedHosts {
+    names: Vec<String>,
+}
+
+impl AllowedHosts {
+    /// `localhost`, `hostname` (and `hostname.local`) and `extra`, compared without case.
+    pub fn new(hostname: Option<&str>, extra: &[String]) -> AllowedHosts {
+        let mut names = vec!["localhost".to_string()];
+        if let Some(h) = hostname.map(str::trim).filter(|h| !h.is_empty()) {
+            names.push(h.to_ascii_lowercase());
+            names.push(format!("{}.local", h.to_ascii_lowercase()));
+        }
+        names.extend(extra.iter().map(|n| n.trim().to_ascii_lowercase()));
+        AllowedHosts { names }
+    }
+
+    /// With this machine's hostname (Linux: /proc/sys/kernel/hostname).
+    pub fn for_this_machine(extra: &[String]) -> AllowedHosts {
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").ok();
+        AllowedHosts::new(hostname.as_deref(), extra)
+    }
+
+    /// Whether a request with this `Host` header may be served.
+    pub fn allows(&self, host: Option<&[u8]>) -> bool {
+        let Some(raw) = host else {
+            return true;
+        };
+        let Ok(host) = std::str::from_utf8(raw) else {
+            return false;
+        };
+        let host = host.trim();
+        if host.starts_with('[') {
+            // an IPv6 literal, `[::1]:8080`
+            return host
+                .split(']')
+                .next()
+                .is_some_and(|a| a[1..].parse::<std::net::Ipv6Addr>().is_ok());
+        }
+        let name = match host.rsplit_once(':') {
+            Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => host,
+        };
+        name.parse::<std::net::Ipv4Addr>().is_ok()
+            || self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,7 +37,7 @@ mod routes;
 mod server;
 mod worker;
 
-pub use auth::{resolve_token, TOKEN_ENV};
+pub use auth::{resolve_token, AllowedHosts, TOKEN_ENV};
 
 use anyhow::{anyhow, Result};
 use bytes::Bytes;
@@ -60,6 +60,9 @@ pub const MAX_IMAGE_SIDE: u32 = 4096;
 pub const MAX_IMAGE_ALLOC: u64 = 64 << 20;
 /// Most open connections; any more are closed as soon as they are accepted.
 pub const MAX_CONNECTIONS: usize = 128;
+/// Most open connections from one client address, so that one client cannot hold every slot
+/// (behind a reverse proxy on the board itself, every client shares the proxy's address).
+pub const MAX_CONNECTIONS_PER_CLIENT: usize = 32;
 /// Largest request head (request line and headers), bytes: 431 beyond.
 pub const MAX_HEADER_BYTES: usize = 16 << 10;
 /// Most request headers: 431 beyond.
@@ -94,6 +97,8 @@ pub struct WebOptions {
     pub max_clients: usize,
     /// The running loop's settings.
     pub controls: Arc<Controls>,
+    /// Names besides this machine's that `Host` may carry (`--http-allow-host`).
+    pub allow_hosts: Vec<String>,
 }
 
 /// The figures `/stats.json` and `/metrics` report.
@@ -121,6 +126,7 @@ struct Shared {
     frames: tokio::sync::watch::Sender<Option<Bytes>>,
     controls: Arc<Controls>,
     token: Option<auth::Token>,
+    hosts: auth::AllowedHosts,
     pad: worker::Worker,
 }
 
@@ -177,6 +183,7 @@ impl WebServer {
             frames: tokio::sync::watch::Sender::new(None),
             controls: opts.controls.clone(),
             token,
+            hosts: auth::AllowedHosts::for_this_machine(&opts.allow_hosts),
             pad,
         });
         let server = server::Server::start(listener, routes::router(shared.clone()))

@@ -93,6 +93,12 @@ async fn guard(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Respon
     if declared.is_some_and(|n| n > MAX_UPLOAD as u64) {
         return refuse(StatusCode::PAYLOAD_TOO_LARGE, "upload larger than 1 MB");
     }
+    if !s.hosts.allows(h.get(header::HOST).map(|v| v.as_bytes())) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "Host is not a name of this server (DNS rebinding?); a reverse proxy's name needs --http-allow-host NAME",
+        );
+    }
     if let Some(t) = &s.token {
         let authorization = h.get(header::AUTHORIZATION).map(|v| v.as_bytes());
         if !t.authorizes(req.uri().query(), authorization) {

@@ -18,9 +18,41 @@ use tokio::sync::{watch, Semaphore};
 use tokio::time::{Instant, Sleep};
 
 use super::{
-    HEADER_READ_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_HEADERS, MAX_HEADER_BYTES,
-    WRITE_TIMEOUT,
+    HEADER_READ_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT, MAX_HEADERS,
+    MAX_HEADER_BYTES, WRITE_TIMEOUT,
 };
+
+/// Open connections per client address; a [`ClientSlot`] holds one until it is dropped.
+#[derive(Default)]
+struct PerClient(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One connection of one client address, counted while it lives.
+struct ClientSlot(Arc<PerClient>, std::net::IpAddr);
+
+impl PerClient {
+    /// A slot for `ip`, or none when it already holds [`MAX_CONNECTIONS_PER_CLIENT`].
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<ClientSlot> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_default();
+        if *n >= MAX_CONNECTIONS_PER_CLIENT {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot(self.clone(), ip))
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut m = (self.0).0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
 
 /// Socket send buffer per connection: small, so a client that stops reading is noticed soon
 /// (the write timeout starts once the buffers are full).
@@ -98,14 +130,16 @@ fn http1_builder() -> http1::Builder {
     b
 }
 
-/// Accept until told to stop; each connection in its own task, at most [`MAX_CONNECTIONS`].
+/// Accept until told to stop; each connection in its own task, at most [`MAX_CONNECTIONS`]
+/// in all and [`MAX_CONNECTIONS_PER_CLIENT`] from one address.
 async fn accept_loop(listener: TcpListener, app: axum::Router, mut stop: watch::Receiver<bool>) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let per_client = Arc::new(PerClient::default());
     let http = http1_builder();
     loop {
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 Err(_) => {
                     // Out of file descriptors or a connection reset before it was accepted:
                     // wait a little instead of spinning.
@@ -114,6 +148,10 @@ async fn accept_loop(listener: TcpListener, app: axum::Router, mut stop: watch::
                 }
             },
             _ = stop.changed() => return,
+        };
+        let Some(slot) = per_client.take(peer.ip()) else {
+            drop(tcp); // this client holds its share: closed at once
+            continue;
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             drop(tcp); // over the cap: closed at once
@@ -136,6 +174,7 @@ async fn accept_loop(listener: TcpListener, app: axum::Router, mut stop: watch::
                 _ = stop.changed() => {}
             }
             drop(permit);
+            drop(slot);
         });
     }
 }
