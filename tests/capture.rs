@@ -40,21 +40,15 @@ fn assert_complete(dir: &Path, m: &Manifest) {
 fn captures_the_test_source_at_the_asked_size_with_a_manifest() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("scene");
-    let o = ign_edge(&[
-        "capture",
-        "--source",
-        "test",
-        "--fps",
-        "0",
-        "--out",
-        out.to_str().unwrap(),
-        "--frames",
-        "5",
-        "--size",
-        "32",
-        "--min-change",
-        "0",
-    ]);
+    // the test scene at full speed into 32x32 frames, every frame kept
+    let capture = |frames: &str, extra: &[&str]| {
+        let out = out.to_str().unwrap();
+        let mut a = vec!["capture", "--source", "test", "--fps", "0", "--out", out];
+        a.extend(["--frames", frames, "--size", "32", "--min-change", "0"]);
+        a.extend(extra);
+        ign_edge(&a)
+    };
+    let o = capture("5", &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let m = read_manifest(&out).unwrap();
     assert_eq!(m.frames.len(), 5);
@@ -68,25 +62,7 @@ fn captures_the_test_source_at_the_asked_size_with_a_manifest() {
     assert!(m.frames[0].change.is_none() && m.frames[1..].iter().all(|f| f.change.is_some()));
     assert_complete(&out, &m);
     // a second capture into the same folder is refused, then appended with --append
-    let again = |extra: &[&str]| {
-        let mut a = vec![
-            "capture",
-            "--source",
-            "test",
-            "--fps",
-            "0",
-            "--out",
-            out.to_str().unwrap(),
-            "--frames",
-            "2",
-            "--size",
-            "32",
-            "--min-change",
-            "0",
-        ];
-        a.extend(extra);
-        ign_edge(&a)
-    };
+    let again = |extra: &[&str]| capture("2", extra);
     let o = again(&[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");

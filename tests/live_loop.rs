@@ -237,7 +237,6 @@ fn recorded_sources_drop_nothing() {
 
 #[test]
 fn sigterm_stops_the_binary_cleanly_with_a_summary() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ign-edge"))
         .args(["run", "--source", "test", "--sink", "null", "-m"])
@@ -247,7 +246,21 @@ fn sigterm_stops_the_binary_cleanly_with_a_summary() {
         .spawn()
         .unwrap();
     // the signal goes once the loop says it runs, not after a guess at how long that takes
-    let err = child.stderr.take().unwrap();
+    let reader = wait_for_running(&mut child);
+    // SAFETY: sending a signal to our own child process by its pid.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let status = child.wait().unwrap();
+    let err = reader.join().unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(err.contains("frames in") && err.contains("fps"), "{err}");
+}
+
+/// Read `child`'s stderr on a thread until it says "running" (at most 60 s); the thread
+/// returns everything it printed once it ends.
+fn wait_for_running(child: &mut std::process::Child) -> std::thread::JoinHandle<String> {
+    use std::io::BufRead;
+    let err = child.stderr.take().expect("stderr piped");
     let (tx, rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         let mut all = String::new();
@@ -262,13 +275,7 @@ fn sigterm_stops_the_binary_cleanly_with_a_summary() {
     });
     rx.recv_timeout(Duration::from_secs(60))
         .expect("the loop says it runs");
-    // SAFETY: sending a signal to our own child process by its pid.
-    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0);
-    let status = child.wait().unwrap();
-    let err = reader.join().unwrap();
-    assert_eq!(status.code(), Some(0), "{err}");
-    assert!(err.contains("frames in") && err.contains("fps"), "{err}");
+    reader
 }
 
 fn ign_edge(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
@@ -490,7 +497,7 @@ fn a_recorded_source_shows_every_frame_in_order_even_with_a_slow_display() {
 
 #[test]
 fn sigterm_ends_the_loop_within_2_s_when_the_source_sends_nothing() {
-    use std::io::{BufRead, Write};
+    use std::io::Write;
     // a y4m pipe that sends its header and then nothing: the capture thread is stuck in a read
     let dir = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ign-edge"))
@@ -506,21 +513,7 @@ fn sigterm_ends_the_loop_within_2_s_when_the_source_sends_nothing() {
         .write_all(b"YUV4MPEG2 W64 H48 F30:1 C420jpeg\n")
         .unwrap();
     stdin.flush().unwrap();
-    let err = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
-            if line.starts_with("running") {
-                let _ = tx.send(());
-            }
-            all += &line;
-            all.push('\n');
-        }
-        all
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("the loop starts");
+    let reader = wait_for_running(&mut child);
     let t0 = Instant::now();
     // SAFETY: sending a signal to our own child process by its pid.
     assert_eq!(
