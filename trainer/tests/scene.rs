@@ -159,7 +159,9 @@ fn a_warm_up_hands_over_to_the_ign_weights() {
     o.from = Some(out.clone());
     o.from_weights.lambda_idem = Some(20.0);
     o.from_weights.lambda_tight = Some(2.5);
-    run(warm.clone(), &data, &data_opts(), &o).unwrap();
+    // the held-out split stays the source's (every 5th of 20), whatever this invocation says
+    let t = run(warm.clone(), &data, &DataOptions::default(), &o).unwrap();
+    assert_eq!((t.train.len(), t.test.len()), (16, 4));
     let ck = checkpoint::load(&ign.join("checkpoint.safetensors")).unwrap();
     assert_eq!((ck.step, ck.config.loss.lambda_idem), (4, 20.0));
     assert_eq!(ck.config.loss.lambda_tight, 2.5);
@@ -363,6 +365,10 @@ fn the_scene_recipe_runs_its_stages_on_a_budget() {
     );
     assert!(last.config.loss.lambda_idem > 0.0 && last.config.loss.lambda_tight > 0.0);
     assert_eq!(last.config.augment, Augment::Camera);
+    assert_eq!(
+        last.config.test_fraction, 0.2,
+        "a fifth of the frames for calibration"
+    );
     assert!(last.step > first.step);
 }
 

@@ -102,7 +102,7 @@ pub struct TrainCmd {
     #[arg(long, conflicts_with = "recipe", default_value_t = 20.0)]
     pub lambda_rec: f64,
     /// Weight of the idempotence term [default: 20; with --from, the source run's unless
-    /// given: 0 in a reconstruction warm-up, then 20 from its end].
+    /// given, as after a reconstruction warm-up with 0].
     #[arg(long, conflicts_with = "recipe")]
     pub lambda_idem: Option<f64>,
     /// Weight of the tightness term [default: 2.5; with --from, the source run's unless given].

@@ -242,7 +242,7 @@ fn open_trainer(
     data_opts: &DataOptions,
     ck_path: &Path,
 ) -> Result<(Trainer, String)> {
-    // A resumed run keeps its own model and data settings.
+    // A resumed run, or one started from another, keeps its model and data settings.
     let mut data_opts = data_opts.clone();
     let config = match &ck {
         Some(ck) => {
@@ -257,6 +257,8 @@ fn open_trainer(
             }
             data_opts.image_size = Some(ck.config.model.image_size);
             data_opts.channels = Some(ck.config.model.channels);
+            // the held-out split stays the run's: export calibrates on it
+            data_opts.test_fraction = ck.config.test_fraction;
             ck.config.clone()
         }
         None => config,
