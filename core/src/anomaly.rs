@@ -112,6 +112,21 @@ pub fn box_smooth(map: &[f32], h: usize, w: usize, r: usize) -> Vec<f32> {
     out
 }
 
+/// The colour of heatmap value `v` on a scale that is full at `full`: black through red to
+/// yellow, as `[red, green]` in [0, 1] (blue is always 0). `ign-edge score`'s pictures and the
+/// live loop's heatmap panel both draw with it.
+///
+/// ```
+/// use ign_core::anomaly::heat_colour;
+/// assert_eq!(heat_colour(0.0, 1.0), [0.0, 0.0]);
+/// assert_eq!(heat_colour(0.5, 1.0), [1.0, 0.0]);
+/// assert_eq!(heat_colour(3.0, 1.0), [1.0, 1.0]);
+/// ```
+pub fn heat_colour(v: f32, full: f32) -> [f32; 2] {
+    let v = (v / full.max(1e-6)).clamp(0.0, 1.0);
+    [(v * 2.0).min(1.0), (v * 2.0 - 1.0).max(0.0)]
+}
+
 /// One image's verdict: its score and its heatmap (`H×W`, what the score was taken over).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Scored {

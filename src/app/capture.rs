@@ -183,14 +183,7 @@ fn open_folder(c: &CaptureConfig) -> Result<Manifest> {
                 c.out.display()
             );
         }
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("{}: cannot read", path.display()))?;
-        let m: Manifest = serde_json::from_str(&text).with_context(|| {
-            format!(
-                "{}: not a capture manifest (move it away to start anew)",
-                path.display()
-            )
-        })?;
+        let m = read_manifest(&c.out)?;
         if (m.size, m.channels) != (c.size, c.channels) {
             bail!(
                 "{}: the capture there is {}x{}x{}, not {}x{}x{}; give another --out",
@@ -341,5 +334,10 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
     let p = dir.join(MANIFEST);
     let text =
         std::fs::read_to_string(&p).with_context(|| format!("{}: cannot read", p.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{}: not a capture manifest", p.display()))
+    serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: not a capture manifest (move it away to start anew)",
+            p.display()
+        )
+    })
 }

@@ -55,6 +55,19 @@ impl ProjectSummary {
     }
 }
 
+/// The images per call for `n` inputs: the model's fixed batch (of which `n` must be a
+/// multiple), else `wanted`.
+pub(crate) fn batch_size(info: &crate::model::ModelInfo, wanted: usize, n: usize) -> Result<usize> {
+    match info.fixed_batch {
+        Some(fb) if !n.is_multiple_of(fb) => bail!(
+            "{}: the model's batch is fixed to {fb}; give a multiple of {fb} inputs (got {n})",
+            info.path.display()
+        ),
+        Some(fb) => Ok(fb),
+        None => Ok(wanted.max(1)),
+    }
+}
+
 /// Project `c.inputs` and write `c.out`. Inputs that are all noise go through the model's
 /// noise variant first (BatchNorm models).
 pub fn project(c: &ProjectConfig) -> Result<ProjectSummary> {
@@ -86,16 +99,8 @@ pub fn project(c: &ProjectConfig) -> Result<ProjectSummary> {
         _ => None,
     };
     let mut f = Projector::new(opened.backend, noise);
-    let chunk = info.fixed_batch.unwrap_or(c.batch.max(1));
     let n = inp.batch.len();
-    if let Some(fb) = info.fixed_batch {
-        if n % fb != 0 {
-            bail!(
-                "{}: the model's batch is fixed to {fb}; give a multiple of {fb} inputs (got {n})",
-                info.path.display()
-            );
-        }
-    }
+    let chunk = batch_size(&info, c.batch, n)?;
     let mut steps: Vec<Vec<ImageBatch>> = vec![Vec::new(); c.steps];
     let mut first = None;
     let ti = Instant::now();

@@ -111,10 +111,11 @@ fn is_web(spec: &str) -> bool {
     spec == "http" || spec.starts_with("http:")
 }
 
-fn parse_size(s: &str) -> Result<(u32, u32)> {
+/// `WxH` (`--size`, `--camera-size`) as `(width, height)`.
+pub fn parse_size(s: &str) -> Result<(u32, u32)> {
     let (w, h) = s
         .split_once('x')
-        .ok_or_else(|| anyhow::anyhow!("{s}: expected --size WxH, e.g. 640x360"))?;
+        .ok_or_else(|| anyhow::anyhow!("{s}: expected WxH, e.g. 640x360"))?;
     Ok((w.trim().parse()?, h.trim().parse()?))
 }
 

@@ -110,14 +110,8 @@ pub fn score(c: &ScoreConfig) -> Result<ScoreReport> {
     let inp = inputs::load_inputs(&c.inputs, &info)?;
     let mut backend = opened.backend;
     let shape = (info.channels, info.height, info.width);
-    let chunk = info.fixed_batch.unwrap_or(16);
     let n = inp.batch.len();
-    if info.fixed_batch.is_some_and(|fb| n % fb != 0) {
-        bail!(
-            "{}: the model's batch is fixed to {chunk}; give a multiple of {chunk} inputs (got {n})",
-            info.path.display()
-        );
-    }
+    let chunk = crate::app::project::batch_size(&info, 16, n)?;
     if let Some(dir) = &c.heatmaps {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("{}: cannot create the folder ({e})", dir.display()))?;
@@ -180,11 +174,9 @@ fn panels(
 ) -> image::RgbImage {
     let (c, h, w) = (info.channels, info.height, info.width);
     let top = map.iter().copied().fold(1e-6f32, f32::max);
-    let full = threshold.map_or(top, |t| (2.0 * t).max(1e-6));
+    let full = threshold.map_or(top, |t| 2.0 * t);
     let heat = image::RgbImage::from_fn(w as u32, h as u32, |px, py| {
-        let v = (map[py as usize * w + px as usize] / full).clamp(0.0, 1.0);
-        let r = (v * 2.0).min(1.0);
-        let g = (v * 2.0 - 1.0).max(0.0);
+        let [r, g] = anomaly::heat_colour(map[py as usize * w + px as usize], full);
         image::Rgb([(r * 255.0) as u8, (g * 255.0) as u8, 0])
     });
     let tiles = vec![vec![

@@ -94,11 +94,8 @@ impl CaptureCmd {
         if !self.every.is_finite() || self.every < 0.0 {
             anyhow::bail!("--every {}: give seconds, 0 or more", self.every);
         }
-        let (w, h) = self
-            .camera_size
-            .split_once('x')
-            .and_then(|(w, h)| Some((w.trim().parse().ok()?, h.trim().parse().ok()?)))
-            .ok_or_else(|| anyhow::anyhow!("--camera-size {}: expected WxH", self.camera_size))?;
+        let (w, h) = crate::app::run::parse_size(&self.camera_size)
+            .map_err(|e| anyhow::anyhow!("--camera-size {e}"))?;
         let c = CaptureConfig {
             source: self.source,
             source_options: SourceOptions {

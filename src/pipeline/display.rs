@@ -134,13 +134,13 @@ fn draw(canvas: &mut RgbImage, p: &Picture, plan: &DisplayPlan) {
 /// A heatmap (`H×W`, values in [0, 2]) as a 3-channel `C×H×W` picture in [-1, 1]: black
 /// through red to yellow, full scale at twice the threshold (at 0.5 without one).
 fn heat_colours(map: &[f32], threshold: Option<f32>) -> Vec<f32> {
-    let full = threshold.map_or(0.5, |t| (2.0 * t).max(1e-6));
+    let full = threshold.map_or(0.5, |t| 2.0 * t);
     let n = map.len();
     let mut out = vec![-1.0f32; 3 * n];
-    for (i, v) in map.iter().enumerate() {
-        let v = (v / full).clamp(0.0, 1.0);
-        out[i] = (v * 2.0).min(1.0) * 2.0 - 1.0;
-        out[n + i] = (v * 2.0 - 1.0).max(0.0) * 2.0 - 1.0;
+    for (i, &v) in map.iter().enumerate() {
+        let [r, g] = crate::anomaly::heat_colour(v, full);
+        out[i] = r * 2.0 - 1.0;
+        out[n + i] = g * 2.0 - 1.0;
     }
     out
 }

@@ -2,6 +2,9 @@
 //! the file, stage and flag named, a rerun skips finished stages and resumes an unfinished one,
 //! and export writes the recipe into the model.
 
+mod common;
+
+use common::weights;
 use ign_train::train::checkpoint::{self, Checkpoint};
 use ign_train::train::config::RecipeStage;
 use ign_train::train::recipe::{self, Recipe, RecipeOptions, BUILT_IN};
@@ -199,18 +202,6 @@ fn the_first_two_stages_of_each_built_in_recipe_run() {
         let copy = std::fs::read_to_string(out.join("recipe.toml")).unwrap();
         assert_eq!(copy, r.text);
     }
-}
-
-/// Weights of a checkpoint, by name.
-fn weights(ck: &Checkpoint) -> Vec<(String, Vec<f32>)> {
-    let mut w: Vec<_> = ck
-        .tensors
-        .iter()
-        .filter(|(k, _)| k.starts_with("model/"))
-        .map(|(k, t)| (k.clone(), t.flatten_all().unwrap().to_vec1().unwrap()))
-        .collect();
-    w.sort_by(|a, b| a.0.cmp(&b.0));
-    w
 }
 
 #[test]

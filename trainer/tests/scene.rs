@@ -2,6 +2,8 @@
 //! recipe shares), the built-in scene recipe, and the anomaly threshold export calibrates on
 //! the held-out frames.
 
+mod common;
+
 use ign_core::anomaly::{self, ScoreKind};
 use ign_core::backend::{cpu::CpuBackend, Backend};
 use ign_core::tensor::ImageBatch;
@@ -98,16 +100,9 @@ fn data_opts() -> DataOptions {
     }
 }
 
+/// The model weights of the run in `out`.
 fn weights(out: &Path) -> Vec<(String, Vec<f32>)> {
-    let ck = checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
-    let mut w: Vec<_> = ck
-        .tensors
-        .iter()
-        .filter(|(k, _)| k.starts_with("model/"))
-        .map(|(k, t)| (k.clone(), t.flatten_all().unwrap().to_vec1().unwrap()))
-        .collect();
-    w.sort_by(|a, b| a.0.cmp(&b.0));
-    w
+    common::weights(&checkpoint::load(&out.join("checkpoint.safetensors")).unwrap())
 }
 
 /// The augmented images are what reconstruction trains on (the weights move otherwise than

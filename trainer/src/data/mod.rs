@@ -173,22 +173,28 @@ impl Default for DataOptions {
     }
 }
 
-/// Load and split `path` (an IDX images file, a folder holding IDX files, or an image folder).
-///
-/// Split rules, all deterministic: a folder with `train-*` and `t10k-*` IDX files uses them as
-/// train and test; a single IDX file holds out its last `test_fraction` (the mnist-10k
-/// convention: the last 1,000); an image folder holds out every k-th file in sorted order.
-pub fn load(path: &Path, opts: &DataOptions) -> Result<Split> {
+/// The kind of the data at `path`: the one asked for, else detected; an error when nothing is
+/// there.
+fn data_kind(path: &Path, opts: &DataOptions) -> Result<DataKind> {
     if !path.exists() {
         bail!(
             "{}: no such file or folder; pass --data with an IDX file or an image folder",
             path.display()
         );
     }
-    let kind = match opts.kind {
-        Some(k) => k,
-        None => detect_kind(path)?,
-    };
+    match opts.kind {
+        Some(k) => Ok(k),
+        None => detect_kind(path),
+    }
+}
+
+/// Load and split `path` (an IDX images file, a folder holding IDX files, or an image folder).
+///
+/// Split rules, all deterministic: a folder with `train-*` and `t10k-*` IDX files uses them as
+/// train and test; a single IDX file holds out its last `test_fraction` (the mnist-10k
+/// convention: the last 1,000); an image folder holds out every k-th file in sorted order.
+pub fn load(path: &Path, opts: &DataOptions) -> Result<Split> {
+    let kind = data_kind(path, opts)?;
     let mut split = match kind {
         DataKind::Idx => load_idx_split(path, opts)?,
         DataKind::Folder => load_folder_split(path, opts)?,
@@ -484,16 +490,7 @@ pub fn mix(seed: u64, counter: u64, stream: u64) -> u64 {
 
 /// The `(channels, size)` that `load` will produce for `path`, reading only file headers.
 pub fn peek_shape(path: &Path, opts: &DataOptions) -> Result<(usize, usize)> {
-    if !path.exists() {
-        bail!(
-            "{}: no such file or folder; pass --data with an IDX file or an image folder",
-            path.display()
-        );
-    }
-    let kind = match opts.kind {
-        Some(k) => k,
-        None => detect_kind(path)?,
-    };
+    let kind = data_kind(path, opts)?;
     match kind {
         DataKind::Folder => Ok((opts.channels.unwrap_or(3), opts.image_size.unwrap_or(64))),
         DataKind::Idx => {
