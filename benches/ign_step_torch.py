@@ -1,12 +1,20 @@
 """PyTorch reference of one ign-edge training step (CPU), to compare the Rust trainer's speed.
 
-Same network as trainer/src/model.rs (28x28 DCGAN encoder-decoder, LayerNorm or BatchNorm) and
+Same network as trainer/src/model.rs (the DCGAN encoder-decoder for 28x28, 32x32 or 64x64 images,
+LayerNorm or BatchNorm) and
 same objective as trainer/src/loss.rs (reconstruction + idempotence + tanh-clamped tightness,
 Adam lr 1e-4, betas (0.5, 0.999)). Data are random: only the time per step matters here.
 
 Usage:
     python3 -m venv venv && venv/bin/pip install torch numpy && \
         venv/bin/python benches/ign_step_torch.py --width 32 --batch 64 --threads 2
+
+The scene recipe's network (64x64 RGB, width 16, BatchNorm, batch 32):
+
+    venv/bin/python benches/ign_step_torch.py --image-size 64 --channels 3 --width 16 \
+        --batch 32 --norm batch --threads 2
+
+against `ign-train bench-step --image-size 64 --channels 3 --width 16 --batch 32 --threads 2`.
 
 Prints one JSON line: runtime, version, width, batch, norm, params, threads, step_s (median
 seconds per training step), images_per_s (batch / step_s), forward_b1_ms (median batch-1
@@ -66,23 +74,47 @@ class Block(nn.Module):
         return self.act(x)
 
 
-class Ign(nn.Module):
-    """The network f for 28x28 images: image -> 4w x 1 x 1 latent -> image."""
+def layer_specs(c, w, size):
+    """(encoder, decoder) layers as trainer/src/model.rs: (transpose, cin, cout, k, s, p, norm,
+    act). The image goes to a latent of 4w (28, 32) or 8w (64) channels at 1x1 and back."""
+    if size == 28:
+        enc = [(False, c, w, 4, 2, 1, False, "lrelu"),
+               (False, w, 2 * w, 4, 2, 1, True, "lrelu"),
+               (False, 2 * w, 4 * w, 3, 2, 1, True, "lrelu"),
+               (False, 4 * w, 4 * w, 4, 1, 0, False, None)]
+        dec = [(True, 4 * w, 4 * w, 4, 1, 0, True, "relu"),
+               (True, 4 * w, 2 * w, 3, 2, 1, True, "relu"),
+               (True, 2 * w, w, 4, 2, 1, True, "relu"),
+               (True, w, c, 4, 2, 1, False, "tanh")]
+    elif size == 32:
+        enc = [(False, c, w, 4, 2, 1, False, "lrelu"),
+               (False, w, 2 * w, 4, 2, 1, True, "lrelu"),
+               (False, 2 * w, 4 * w, 4, 2, 1, True, "lrelu"),
+               (False, 4 * w, 4 * w, 4, 1, 0, False, None)]
+        dec = [(True, 4 * w, 4 * w, 4, 1, 0, True, "relu"),
+               (True, 4 * w, 2 * w, 4, 2, 1, True, "relu"),
+               (True, 2 * w, w, 4, 2, 1, True, "relu"),
+               (True, w, c, 4, 2, 1, False, "tanh")]
+    else:
+        enc = [(False, c, w, 4, 2, 1, False, "lrelu"),
+               (False, w, 2 * w, 4, 2, 1, True, "lrelu"),
+               (False, 2 * w, 4 * w, 4, 2, 1, True, "lrelu"),
+               (False, 4 * w, 8 * w, 4, 2, 1, True, "lrelu"),
+               (False, 8 * w, 8 * w, 4, 1, 0, False, None)]
+        dec = [(True, 8 * w, 8 * w, 4, 1, 0, True, "relu"),
+               (True, 8 * w, 4 * w, 4, 2, 1, True, "relu"),
+               (True, 4 * w, 2 * w, 4, 2, 1, True, "relu"),
+               (True, 2 * w, w, 4, 2, 1, True, "relu"),
+               (True, w, c, 4, 2, 1, False, "tanh")]
+    return enc, dec
 
-    def __init__(self, c, w, norm):
+
+class Ign(nn.Module):
+    """The network f: image -> latent x 1 x 1 -> image."""
+
+    def __init__(self, c, w, norm, size=28):
         super().__init__()
-        enc = [  # (transpose, cin, cout, k, s, p, norm, act)
-            (False, c, w, 4, 2, 1, False, "lrelu"),
-            (False, w, 2 * w, 4, 2, 1, True, "lrelu"),
-            (False, 2 * w, 4 * w, 3, 2, 1, True, "lrelu"),
-            (False, 4 * w, 4 * w, 4, 1, 0, False, None),
-        ]
-        dec = [
-            (True, 4 * w, 4 * w, 4, 1, 0, True, "relu"),
-            (True, 4 * w, 2 * w, 3, 2, 1, True, "relu"),
-            (True, 2 * w, w, 4, 2, 1, True, "relu"),
-            (True, w, c, 4, 2, 1, False, "tanh"),
-        ]
+        enc, dec = layer_specs(c, w, size)
         self.enc = nn.ModuleList(Block(*s, norm) for s in enc)
         self.dec = nn.ModuleList(Block(*s, norm) for s in dec)
         # DCGAN init as trainer/src/train.rs: conv weights N(0, .02), norm scales N(1, .02),
@@ -138,14 +170,15 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--channels", type=int, default=1)
+    ap.add_argument("--image-size", type=int, choices=[28, 32, 64], default=28)
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    f = Ign(args.channels, args.width, args.norm)
+    f = Ign(args.channels, args.width, args.norm, args.image_size)
     f.train()
     params = sum(p.numel() for p in f.parameters())
-    if (args.width, args.channels, args.norm) == (32, 1, "layer"):
+    if (args.width, args.channels, args.norm, args.image_size) == (32, 1, "layer", 28):
         assert params == 739_297, params
 
     # The frozen f: detached views share storage with f's parameters, so they follow Adam's
@@ -155,7 +188,7 @@ def main():
     frozen.update({n: b.clone() for n, b in f.named_buffers()})
     opt = torch.optim.Adam(f.parameters(), lr=1e-4, betas=(0.5, 0.999))
 
-    x = torch.rand(args.batch, args.channels, 28, 28) * 2 - 1
+    x = torch.rand(args.batch, args.channels, args.image_size, args.image_size) * 2 - 1
     for _ in range(2):
         train_step(f, frozen, opt, x)
     times = []
@@ -178,6 +211,8 @@ def main():
     print(json.dumps({
         "runtime": "pytorch",
         "version": torch.__version__,
+        "image_size": args.image_size,
+        "channels": args.channels,
         "width": args.width,
         "batch": args.batch,
         "norm": args.norm,

@@ -313,3 +313,44 @@ fn foreign_hosts_and_one_client_flooding_the_slots_are_refused() {
     );
     assert_eq!(srv.stop(), 0);
 }
+
+fn stream_clients(addr: &str) -> u64 {
+    let (code, body) = request(addr, "GET", "/stats.json", b"");
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    v["clients"].as_u64().unwrap()
+}
+
+#[test]
+fn a_client_that_trickles_loses_its_stream_slot() {
+    let srv = Server::start(&["--http-max-clients", "1"]);
+    let addr = srv.addr.clone();
+    // a small receive window, read 256 bytes every half second: 512 B/s, while the stream
+    // would send far more
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&addr.parse::<std::net::SocketAddr>().unwrap().into())
+        .unwrap();
+    let mut slow: TcpStream = sock.into();
+    write!(slow, "GET /stream.mjpg HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let started = std::time::Instant::now();
+    let mut held = false;
+    let mut buf = [0u8; 256];
+    loop {
+        let _ = slow.read(&mut buf);
+        let n = stream_clients(&addr);
+        held |= n == 1;
+        if held && n == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the trickling client still holds its slot after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // the slot is free again: a client that reads gets frames
+    assert_eq!(mjpeg_frames(&addr, 2).len(), 2);
+    assert_eq!(srv.stop(), 0);
+}

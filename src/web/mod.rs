@@ -10,7 +10,8 @@
 //! - `/stream.mjpg`: MJPEG (`multipart/x-mixed-replace`) of the composed frames; each client
 //!   gets the newest frame or skips, so slow clients never slow the loop; at most
 //!   `--http-max-clients` streams, then 503; a client that stops reading is dropped after
-//!   [`WRITE_TIMEOUT`];
+//!   [`WRITE_TIMEOUT`], one that reads slower than [`MIN_TRANSFER_RATE`] after a
+//!   [`RATE_WINDOW`];
 //! - `/pad`: draw with mouse or touch and see f(drawing) and f(f(drawing)); `/api/project`
 //!   (POST an image, at most 1 MB: 413 beyond, 413 for more than 4096×4096 pixels, 400 if it
 //!   does not decode) and `/api/noise` answer with a PNG of f and f∘f side by side, computed on
@@ -75,6 +76,15 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A write the client does not take for this long closes the connection (and frees a stream
 /// slot).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(4);
+/// The slowest a client may take what is written (a stream, a page), bytes per second over
+/// [`RATE_WINDOW`]: a client that the server waited on for at least half of a window and that
+/// took less than this is dropped, and its stream slot freed. A reader that takes a few bytes
+/// at a time mostly trips [`WRITE_TIMEOUT`] first (Linux wakes a blocked writer only once half
+/// the send buffer is free); this floor catches one that reads just often enough to keep every
+/// write moving. A stream at its lowest useful rate (a few kB a frame) stays far above it.
+pub const MIN_TRANSFER_RATE: u64 = 2 << 10;
+/// The window over which [`MIN_TRANSFER_RATE`] is measured.
+pub const RATE_WINDOW: Duration = Duration::from_secs(10);
 /// An upload must arrive whole within this time: 408 otherwise.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pad requests waiting for the pad's worker; more get 503.

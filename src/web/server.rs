@@ -19,7 +19,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::{
     HEADER_READ_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT, MAX_HEADERS,
-    MAX_HEADER_BYTES, WRITE_TIMEOUT,
+    MAX_HEADER_BYTES, MIN_TRANSFER_RATE, RATE_WINDOW, WRITE_TIMEOUT,
 };
 
 /// Open connections per client address; a [`ClientSlot`] holds one until it is dropped.
@@ -208,12 +208,65 @@ fn limit_send_buffer(tcp: &TcpStream) {
     }
 }
 
-/// A socket with two deadlines: [`IDLE_TIMEOUT`] without anything read or written, and
-/// [`WRITE_TIMEOUT`] for one write the client does not take (a dead or never-reading client).
+/// A socket with two deadlines, [`IDLE_TIMEOUT`] without anything read or written and
+/// [`WRITE_TIMEOUT`] for one write the client does not take (a dead or never-reading client),
+/// and a floor on the rate at which the client takes what is written ([`Pace`]: a trickling
+/// reader).
 struct Guarded {
     tcp: TcpStream,
     idle: Pin<Box<Sleep>>,
     write_stall: Option<Pin<Box<Sleep>>>,
+    pace: Pace,
+}
+
+/// How fast a client takes what is written, window by window: the bytes written and the time
+/// the server spent waiting on the client (writes pending) in the current [`RATE_WINDOW`].
+struct Pace {
+    window_start: Instant,
+    bytes: u64,
+    waited: Duration,
+    waiting_since: Option<Instant>,
+}
+
+impl Pace {
+    fn new(now: Instant) -> Pace {
+        Pace {
+            window_start: now,
+            bytes: 0,
+            waited: Duration::ZERO,
+            waiting_since: None,
+        }
+    }
+
+    /// Record one write's outcome at `now` (`None`: pending), and say whether the window that
+    /// just closed shows a client slower than [`MIN_TRANSFER_RATE`] that the server waited on
+    /// for at least half of it. A client that is merely idle (nothing to send) is not slow.
+    fn record(&mut self, now: Instant, written: Option<usize>) -> bool {
+        match written {
+            None => {
+                self.waiting_since.get_or_insert(now);
+            }
+            Some(n) => {
+                if let Some(t) = self.waiting_since.take() {
+                    self.waited += now - t;
+                }
+                self.bytes += n as u64;
+            }
+        }
+        let span = now - self.window_start;
+        if span < RATE_WINDOW {
+            return false;
+        }
+        let waiting = self.waiting_since.map_or(Duration::ZERO, |t| now - t);
+        let waited = self.waited + waiting;
+        let floor = MIN_TRANSFER_RATE as f64 * span.as_secs_f64();
+        let slow = waited * 2 >= span && (self.bytes as f64) < floor;
+        self.window_start = now;
+        self.bytes = 0;
+        self.waited = Duration::ZERO;
+        self.waiting_since = self.waiting_since.map(|_| now);
+        slow
+    }
 }
 
 impl Guarded {
@@ -222,6 +275,7 @@ impl Guarded {
             tcp,
             idle: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
             write_stall: None,
+            pace: Pace::new(Instant::now()),
         }
     }
 
@@ -230,12 +284,24 @@ impl Guarded {
     }
 
     /// A write made progress (`Ready`) or is stalled (`Pending`): an error once it has been
-    /// stalled for [`WRITE_TIMEOUT`].
+    /// stalled for [`WRITE_TIMEOUT`], or when the client takes less than
+    /// [`MIN_TRANSFER_RATE`].
     fn after_write(
         &mut self,
         cx: &mut TaskContext<'_>,
         r: Poll<io::Result<usize>>,
     ) -> Poll<io::Result<usize>> {
+        let written = match &r {
+            Poll::Ready(Ok(n)) => Some(*n),
+            Poll::Ready(Err(_)) => Some(0),
+            Poll::Pending => None,
+        };
+        if self.pace.record(Instant::now(), written) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client reads slower than the minimum transfer rate",
+            )));
+        }
         match r {
             Poll::Ready(r) => {
                 self.write_stall = None;
@@ -318,5 +384,66 @@ impl AsyncWrite for Guarded {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feed `pace` one write every `every` for `span`: `Some(n)` written, or pending
+    /// (`None`); whether it called the client slow.
+    fn drive(
+        pace: &mut Pace,
+        t0: Instant,
+        span: Duration,
+        every: Duration,
+        w: Option<usize>,
+    ) -> bool {
+        let mut t = t0;
+        let mut slow = false;
+        while t <= t0 + span {
+            slow |= pace.record(t, w);
+            t += every;
+        }
+        slow
+    }
+
+    #[test]
+    fn a_trickling_reader_is_slow_and_a_fast_or_idle_one_is_not() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // waited on the whole time, 100 bytes a second: slow
+        let mut p = Pace::new(t0);
+        let mut t = t0;
+        let mut slow = false;
+        for _ in 0..12 {
+            slow |= p.record(t, None);
+            t += ms(999);
+            slow |= p.record(t, Some(100));
+        }
+        assert!(slow);
+        // waited on as often, but 64 kB a second: not slow
+        let mut p = Pace::new(t0);
+        let mut t = t0;
+        let mut slow = false;
+        for _ in 0..24 {
+            slow |= p.record(t, None);
+            t += ms(999);
+            slow |= p.record(t, Some(64 << 10));
+        }
+        assert!(!slow);
+        // never waited on (little to send, a paused camera): not slow however few bytes
+        let mut p = Pace::new(t0);
+        assert!(!drive(
+            &mut p,
+            t0,
+            Duration::from_secs(30),
+            ms(500),
+            Some(10)
+        ));
+        // a client that took nothing while pending for the whole window: slow
+        let mut p = Pace::new(t0);
+        assert!(drive(&mut p, t0, Duration::from_secs(11), ms(1000), None));
     }
 }

@@ -34,6 +34,8 @@ pub struct DrmSink {
     buffer: Option<DumbBuffer>,
     fb: Option<framebuffer::Handle>,
     saved: Option<crtc::Info>,
+    /// The same restore, for a second signal that ends the process before [`Sink::finish`].
+    forced_restore: Option<crate::signals::Restore>,
     width: u32,
     height: u32,
 }
@@ -108,7 +110,14 @@ impl DrmSink {
                     "cannot set the display mode (another program holds DRM master: stop the desktop or use --sink fb / http)",
                 )
             })?;
+        let forced_restore = saved.and_then(|s| {
+            let card = Card(card.0.try_clone().ok()?);
+            Some(crate::signals::restore_on_forced_exit(move || {
+                let _ = card.set_crtc(crtc, s.framebuffer(), s.position(), &[connector], s.mode());
+            }))
+        });
         Ok(DrmSink {
+            forced_restore,
             path,
             card,
             connector,
@@ -167,6 +176,7 @@ impl Sink for DrmSink {
 
     fn finish(&mut self) -> Result<()> {
         // put the display back as it was (the console), then free the buffer
+        self.forced_restore = None;
         if let Some(s) = self.saved.take() {
             let _ = self.card.set_crtc(
                 self.crtc,
