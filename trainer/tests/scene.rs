@@ -543,3 +543,33 @@ fn the_export_command_reports_the_calibration() {
         .metadata;
     assert!(!meta.contains_key("ign.anomaly.threshold"));
 }
+
+/// The held-out frames are measured whenever samples are written: `heldout.csv` has a row per
+/// sampling step, over the run's own held-out split, beside the training batches' distance.
+#[test]
+fn training_watches_the_held_out_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = scene_folder(&dir.path().join("frames"), 20);
+    let out = dir.path().join("run");
+    let o = RunOptions {
+        sample_every: 2,
+        ..opts(&out, 4, false)
+    };
+    run(config(Augment::None), &data, &data_opts(), &o).unwrap();
+    let csv = std::fs::read_to_string(out.join("heldout.csv")).unwrap();
+    let rows: Vec<Vec<f64>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(
+        csv.lines().next(),
+        Some("step,heldout_rec,train_rec,images")
+    );
+    assert_eq!(rows.iter().map(|r| r[0]).collect::<Vec<_>>(), [2.0, 4.0]);
+    for r in &rows {
+        // 20 frames, every 5th held out
+        assert_eq!(r[3], 4.0);
+        assert!(r[1].is_finite() && r[1] > 0.0 && r[2] > 0.0, "{r:?}");
+    }
+}

@@ -1,5 +1,6 @@
 //! A training run: what defines it ([`config`]), one session's state and step ([`trainer`]),
-//! the loop in a run folder ([`session`]) with its log ([`log`]), the IGN loss ([`loss`]), Adam
+//! the loop in a run folder ([`session`]) with its log ([`log`]) and the held-out images it
+//! watches ([`heldout`]), the IGN loss ([`loss`]), Adam
 //! ([`optim`]), the moving average of the weights ([`ema`]), checkpoints ([`checkpoint`]), the
 //! BatchNorm statistics export folds in ([`bnstats`]) and recipes of stages ([`recipe`]).
 
@@ -7,6 +8,7 @@ pub mod bnstats;
 pub mod checkpoint;
 pub mod config;
 pub mod ema;
+pub mod heldout;
 pub mod log;
 pub mod loss;
 pub mod optim;

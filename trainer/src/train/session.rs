@@ -13,6 +13,7 @@ use crate::data::{self, DataOptions};
 use crate::eval::samples;
 use crate::train::checkpoint::{self, CHECKPOINT_FILE};
 use crate::train::config::TrainConfig;
+use crate::train::heldout;
 use crate::train::log::{LogRow, LogWriter};
 use crate::train::loss::LossTerms;
 use crate::train::trainer::Trainer;
@@ -318,9 +319,12 @@ fn train_until(trainer: &mut Trainer, opts: &RunOptions, ck_path: PathBuf) -> Re
     let bar = progress_bar(opts, trainer);
     let (t0, spent) = (Instant::now(), trainer.seconds);
     let first = trainer.step;
+    let mut watch = heldout::Watch::default();
+    let mut heldout_rec = None;
     loop {
         let ts = Instant::now();
         let terms = trainer.step_once()?;
+        watch.step(terms.rec);
         let dt = ts.elapsed().as_secs_f64();
         log.write(&LogRow::new(trainer.step, &terms, dt, restoring))?;
         let ips = (trainer.step - first) as f64 * trainer.config.batch as f64
@@ -334,10 +338,18 @@ fn train_until(trainer: &mut Trainer, opts: &RunOptions, ck_path: PathBuf) -> Re
             let z = trainer.eval_noise(8, trainer.config.seed)?;
             samples::write_samples(&trainer.model, &trainer.test, &z, trainer.step, &opts.out)?;
             samples::write_loss_plot(&log_path, &opts.out.join("loss.png"))?;
+            let csv = opts.out.join("heldout.csv");
+            let distance = trainer.config.loss.distance;
+            let row = watch.measure(&trainer.model, &trainer.test, distance, trainer.step, &csv)?;
+            heldout_rec = row.map(|r| r.heldout_rec).or(heldout_rec);
         }
         // the time of the samples counts too
         trainer.seconds = spent + t0.elapsed().as_secs_f64();
-        show(&bar, trainer, budget, progress(&terms, ips, restoring));
+        let mut msg = progress(&terms, ips, restoring);
+        if let Some(h) = heldout_rec {
+            msg += &format!(" | held-out rec {h:.3}");
+        }
+        show(&bar, trainer, budget, msg);
         let every = opts.checkpoint_every;
         if interrupted || done || (every > 0 && trainer.step.is_multiple_of(every)) {
             log.flush()?;
