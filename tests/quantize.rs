@@ -169,6 +169,8 @@ fn pytorch_style_graphs_quantize_too() {
         &opts(Precision::Int8, None),
     )
     .unwrap();
+    // BatchNormalization is folded into the convs at load: none is left to run in float
+    assert!(!ops(&q.bytes).iter().any(|o| o == "BatchNormalization"));
     let report = q.report.unwrap();
     let summary = report.int8.unwrap();
     // The first conv reads the input: float arithmetic on int8 weights.

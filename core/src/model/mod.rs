@@ -188,8 +188,14 @@ impl Model {
         check_output_dims(path, output, fixed_batch, (channels, height, width))?;
 
         let model_dir = path.parent().and_then(|p| p.to_str()).map(str::to_owned);
+        // What runs (and what the quantizer starts from): BatchNormalization folded into the
+        // convolutions before it; `info` keeps describing the file as it is.
+        let folded = fold_for_running(path, &proto)?;
         let parsed = register
-            .parse(&proto, model_dir.as_deref())
+            .parse(
+                folded.as_ref().map_or(&proto, |f| &f.0),
+                model_dir.as_deref(),
+            )
             .map_err(|e| model_err(path, format!("tract cannot read the graph: {e}")))?;
         let inference = parsed.model;
         let params: u64 = graph
@@ -223,7 +229,7 @@ impl Model {
         let mut model = Model {
             info,
             inference,
-            bytes: bytes.into(),
+            bytes: folded.map_or_else(|| bytes.into(), |f| f.1.into()),
         };
         // Type the graph at batch 1: checks shapes end to end and counts FLOPs.
         let typed = model.typed(1)?;
@@ -349,6 +355,33 @@ fn known_operators(
     }
 
     Ok(ops)
+}
+
+/// The graph with its BatchNormalization nodes folded into the convolutions before them, and
+/// its bytes (`None` when nothing was folded).
+fn fold_for_running(
+    path: &Path,
+    proto: &pb::ModelProto,
+) -> Result<Option<(pb::ModelProto, Vec<u8>)>> {
+    let has_bn = proto
+        .graph
+        .as_ref()
+        .is_some_and(|g| g.node.iter().any(|n| n.op_type == "BatchNormalization"));
+    if !has_bn {
+        return Ok(None);
+    }
+    let mut folded = proto.clone();
+    let n = crate::quantize::bnfold::fold_batchnorm(&mut folded)
+        .map_err(|e| model_err(path, format!("cannot fold BatchNormalization: {e:#}")))?;
+    if n == 0 {
+        return Ok(None);
+    }
+    log::debug!(
+        "{}: {n} BatchNormalization folded into the convolutions before them",
+        path.display()
+    );
+    let bytes = folded.encode_to_vec();
+    Ok(Some((folded, bytes)))
 }
 
 /// The one image input (initializers excluded) and the one output.

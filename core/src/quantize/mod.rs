@@ -28,6 +28,7 @@
 //!
 //! The output is deterministic: the same model and data give a byte-identical file.
 
+pub mod bnfold;
 pub mod calib;
 pub mod deconv;
 pub mod dense;
