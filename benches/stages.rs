@@ -56,6 +56,31 @@ fn inference(c: &mut Criterion) {
     }
 }
 
+/// What `--anomaly` adds per frame: the score and heatmap of a 64×64 RGB frame (a scene
+/// model's size) against its projection.
+fn anomaly_score(c: &mut Criterion) {
+    let n = 3 * 64 * 64;
+    let x: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919) % 255) as f32 / 127.5 - 1.0)
+        .collect();
+    let fx: Vec<f32> = x
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v * 0.9 + (i % 13) as f32 * 0.01)
+        .collect();
+    for kind in [
+        ign_edge::anomaly::ScoreKind::SmoothMax,
+        ign_edge::anomaly::ScoreKind::Mean,
+    ] {
+        c.bench_function(&format!("anomaly score {kind} 3x64x64"), |b| {
+            b.iter(|| {
+                ign_edge::anomaly::score(kind, black_box(&x), black_box(&fx), None, (3, 64, 64))
+                    .unwrap()
+            })
+        });
+    }
+}
+
 fn compose_and_overlay(c: &mut Criterion) {
     let frame = camera_frame();
     let layout = compose::Layout::new(480, 200, 3).unwrap();
@@ -130,6 +155,7 @@ criterion_group!(
     benches,
     preprocess,
     inference,
+    anomaly_score,
     compose_and_overlay,
     compose_parts
 );
