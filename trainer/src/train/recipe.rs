@@ -48,6 +48,10 @@ pub const BUILT_IN: &[(&str, &str)] = &[
         include_str!("../../../models/recipes/ign-mnist.toml"),
     ),
     ("scene", include_str!("../../../models/recipes/scene.toml")),
+    (
+        "scene-ae",
+        include_str!("../../../models/recipes/scene-ae.toml"),
+    ),
 ];
 
 /// Flags that the command line gives a recipe's run, or that a stage's own keys set: never a
