@@ -214,7 +214,8 @@ fn project_and_score(
     Ok(out)
 }
 
-/// The model's score and threshold, as `opts` overrides them.
+/// The model's score and threshold, as `opts` overrides them (another score than the model's
+/// has no threshold unless `opts` gives one).
 fn verdict_of(model: &Model, opts: &SceneEvalOptions) -> Result<(ScoreKind, Option<f32>)> {
     let meta = |k: &str| model.info.metadata.get(k).map(|s| s.trim().to_string());
     let score = match (opts.score, meta(keys::ANOMALY_SCORE)) {
@@ -224,8 +225,11 @@ fn verdict_of(model: &Model, opts: &SceneEvalOptions) -> Result<(ScoreKind, Opti
         })?,
         (None, None) => ScoreKind::default(),
     };
+    let own_score = meta(keys::ANOMALY_SCORE).map_or(Ok(ScoreKind::default()), |s| s.parse())?;
     let threshold = match (opts.threshold, meta(keys::ANOMALY_THRESHOLD)) {
         (Some(t), _) => Some(t),
+        // the model's threshold is for its own score
+        (None, Some(_)) if score != own_score => None,
         (None, Some(t)) => Some(t.parse::<f32>().with_context(|| {
             format!(
                 "{}: its {} {t:?}",
@@ -274,7 +278,7 @@ pub fn evaluate(opts: &SceneEvalOptions) -> Result<SceneReport> {
     let mut per_kind = Vec::new();
     for entry in &manifest.kinds {
         let m = measure_kind(&mut backend, &layout, entry.kind, score_kind, s)?;
-        log::info!("{}: {} frames scored", entry.kind, m.len());
+        log::debug!("{}: {} frames scored", entry.kind, m.len());
         per_kind.push((entry.kind, m));
     }
     Ok(report(
