@@ -173,7 +173,7 @@ fn draw_once(
             let alpha = ellipse(s, pixels, 0.5, rng);
             let depth = rng.random_range(SHADOW_DEPTH.0..SHADOW_DEPTH.1);
             for plane in image.chunks_mut(s * s) {
-                for (v, &a) in plane.iter_mut().zip(&alpha) {
+                for (v, &a) in plane.iter_mut().zip(&alpha).filter(|(_, &a)| a > 0.0) {
                     *v = (*v + 1.0) * (1.0 - depth * a) - 1.0;
                 }
             }

@@ -47,11 +47,12 @@ pub const BUILT_IN: &[(&str, &str)] = &[
         "ign-mnist",
         include_str!("../../../models/recipes/ign-mnist.toml"),
     ),
-    ("scene", include_str!("../../../models/recipes/scene.toml")),
+    // in the order of the files' paths: `scene-ae.toml` sorts before `scene.toml`
     (
         "scene-ae",
         include_str!("../../../models/recipes/scene-ae.toml"),
     ),
+    ("scene", include_str!("../../../models/recipes/scene.toml")),
 ];
 
 /// Flags that the command line gives a recipe's run, or that a stage's own keys set: never a
