@@ -45,6 +45,7 @@ pub mod eval;
 pub mod export;
 pub mod model;
 pub mod ops;
+pub mod scene;
 pub mod train;
 pub mod z;
 

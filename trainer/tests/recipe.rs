@@ -56,7 +56,8 @@ fn every_recipe_file_is_built_in_and_valid() {
         let text = std::fs::read_to_string(file).unwrap();
         let r = Recipe::parse(&text, &file.display().to_string()).unwrap();
         assert_eq!(&r.name, name, "{}", file.display());
-        assert!(r.stages.len() >= 2 && !r.description.is_empty(), "{name}");
+        // a baseline (scene-ae: reconstruction alone) may be one stage
+        assert!(!r.stages.is_empty() && !r.description.is_empty(), "{name}");
         assert_eq!(r.stages[0].from, None, "{name}");
         // the built-in copy is the file, and a name finds it
         let built = Recipe::load(name).unwrap();

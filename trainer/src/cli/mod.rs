@@ -3,6 +3,7 @@
 pub mod bench_step;
 pub mod eval;
 pub mod export;
+pub mod scene;
 pub mod train;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
@@ -22,6 +23,7 @@ pub enum Command {
     Export(export::ExportCmd),
     Eval(eval::EvalCmd),
     BenchStep(bench_step::BenchStepCmd),
+    Scene(scene::SceneCmd),
 }
 
 /// Run the parsed command.
@@ -31,6 +33,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(c) => c.run(),
         Command::Eval(c) => c.run(),
         Command::BenchStep(c) => c.run(),
+        Command::Scene(c) => c.run(),
     }
 }
 

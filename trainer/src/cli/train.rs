@@ -28,8 +28,8 @@ use crate::z::noise::NoiseKind;
 #[derive(Args, Debug)]
 pub struct TrainCmd {
     /// Run the stages of a recipe in --out (each in --out/STAGE), resuming where it stopped
-    /// when run again: a built-in name (ign-mnist, ign-fashion, scene: models/recipes/) or a
-    /// .toml file. Takes --data, --out, --threads, --minutes, --sample-every and
+    /// when run again: a built-in name (ign-mnist, ign-fashion, scene, scene-ae:
+    /// models/recipes/) or a .toml file. Takes --data, --out, --threads, --minutes, --sample-every and
     /// --checkpoint-every; the rest is the recipe's.
     #[arg(long, value_name = "NAME|FILE", conflicts_with_all = ["resume", "from", "steps"])]
     pub recipe: Option<String>,

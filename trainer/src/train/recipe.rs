@@ -47,6 +47,11 @@ pub const BUILT_IN: &[(&str, &str)] = &[
         "ign-mnist",
         include_str!("../../../models/recipes/ign-mnist.toml"),
     ),
+    // in the order of the files' paths: `scene-ae.toml` sorts before `scene.toml`
+    (
+        "scene-ae",
+        include_str!("../../../models/recipes/scene-ae.toml"),
+    ),
     ("scene", include_str!("../../../models/recipes/scene.toml")),
 ];
 
