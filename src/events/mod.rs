@@ -11,9 +11,11 @@
 //!   drops (counted) rather than waits, retries with exponential backoff, counters for
 //!   `/stats.json` and `/metrics`, a bounded stop.
 
+pub mod detector;
 pub mod event;
 pub mod outlet;
 pub mod sink;
+pub mod snapshots;
 
 pub use event::{Event, Phase, Snapshot};
 pub use outlet::{Delivery, Outlet, OutletOptions, OutletReport};
