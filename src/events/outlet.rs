@@ -186,11 +186,17 @@ impl Outlet {
         move || report(&name, &shared.counters)
     }
 
+    /// Ask the output to stop (no more retries; the queue ends once drained) without waiting
+    /// for it: several outputs stop side by side this way.
+    pub fn begin_stop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        self.tx = None;
+    }
+
     /// Stop: what is queued gets one try each, then the output closes; waits until
     /// `deadline` at most. False when the thread was still busy then (it is left behind).
     pub fn stop(&mut self, deadline: Instant) -> bool {
-        self.shared.stop.store(true, Ordering::Relaxed);
-        self.tx = None; // the queue ends once drained
+        self.begin_stop();
         let Some(thread) = self.thread.take() else {
             return true;
         };

@@ -14,6 +14,7 @@
 
 pub mod jsonl;
 pub mod mqtt;
+pub mod webhook;
 
 use anyhow::{bail, Result};
 use std::time::Duration;
@@ -94,6 +95,12 @@ pub const OUTPUTS: &[OutputKind] = &[
         usage: "jsonl:<file>|-",
         about: "one JSON line per event phase, appended (- : stdout)",
         open: jsonl::open_spec,
+    },
+    OutputKind {
+        name: "webhook",
+        usage: "webhook:http://<host>[:<port>]/<path>",
+        about: "a POST per event phase: JSON, and the snapshot as multipart",
+        open: webhook::open_spec,
     },
     OutputKind {
         name: "mqtt",
