@@ -11,10 +11,12 @@ use std::time::SystemTime;
 use super::event::Snapshot;
 
 /// How snapshots are encoded.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SnapshotFormat {
     /// JPEG, quality 85 (a 480×200 canvas: some 20 to 40 kB).
     #[default]
+    #[serde(alias = "jpg")]
     Jpeg,
     /// PNG: lossless, several times larger.
     Png,
@@ -24,6 +26,15 @@ pub enum SnapshotFormat {
 
 impl SnapshotFormat {
     pub const NAMES: &'static [&'static str] = &["jpeg", "png", "none"];
+
+    /// Its name, as `--events-snapshot` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SnapshotFormat::Jpeg => "jpeg",
+            SnapshotFormat::Png => "png",
+            SnapshotFormat::None => "none",
+        }
+    }
 
     /// The file extension and MIME type (none for [`SnapshotFormat::None`]).
     fn kind(self) -> Option<(&'static str, &'static str)> {
