@@ -198,3 +198,65 @@ impl Drop for Events {
         self.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::telemetry::Telemetry;
+
+    fn frame(score: f32) -> Telemetry {
+        Telemetry {
+            anomaly_score: Some(score),
+            anomaly_threshold: Some(0.5),
+            anomaly_peak: Some((3, 4)),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_start_waits_for_its_picture_and_stopping_ends_the_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("e.jsonl");
+        let mut events = Events::start(&EventsOptions {
+            outputs: vec![format!("jsonl:{}", file.display())],
+            dir: Some(dir.path().join("snaps")),
+            detector: DetectorSettings {
+                min_duration: 0.0,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .unwrap();
+        let w = events.watcher();
+        w.telemetry(&frame(0.1));
+        assert!(!w.wants_picture(), "nothing rising: no picture composed");
+        w.telemetry(&frame(0.9)); // starts at once: waits for the next picture
+        assert!(w.wants_picture());
+        w.picture(&image::RgbImage::new(8, 4), 7);
+        assert!(!w.wants_picture(), "one picture per event");
+        w.telemetry(&frame(0.45)); // above the clear level (0.4): still on
+        events.stop();
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&file)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(
+            (&lines[0]["phase"], &lines[1]["phase"]),
+            (&"start".into(), &"end".into())
+        );
+        assert_eq!(lines[0]["peak"], serde_json::json!([3, 4]));
+        let snap = lines[0]["snapshot"].as_str().unwrap();
+        assert!(dir.path().join("snaps").join(snap).is_file());
+        let r = events.status().report();
+        assert_eq!(
+            (r.started, r.ended, r.snapshots, r.active),
+            (1, 1, 1, false)
+        );
+        assert_eq!((r.outputs[0].sent, r.outputs[0].queued), (2, 2));
+        // stopped: frames after it make nothing
+        w.telemetry(&frame(0.9));
+        assert_eq!(events.status().report().started, 1);
+    }
+}
