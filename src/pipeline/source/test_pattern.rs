@@ -176,3 +176,27 @@ pub fn open_spec(arg: &str, opts: &super::SourceOptions) -> anyhow::Result<Box<d
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_patch_covers_its_frames_only() {
+        let opts = crate::pipeline::source::SourceOptions::default();
+        let mut src = open_spec("patch=1..2", &opts).unwrap();
+        let frames: Vec<RgbImage> = (0..3)
+            .map(|_| src.next_frame().unwrap().unwrap().rgb)
+            .collect();
+        // (2..8, 20..26) of the 120-pixel centred square of 160x120: x 28..54, y 85..111
+        let white =
+            |f: &RgbImage| (28..54).all(|x| (86..111).all(|y| f.get_pixel(x, y).0 == [250; 3]));
+        assert_eq!(
+            frames.iter().map(white).collect::<Vec<_>>(),
+            [false, true, false]
+        );
+        for bad in ["patch=3", "patch=a..b", "x"] {
+            assert!(open_spec(bad, &opts).is_err(), "{bad}");
+        }
+    }
+}
