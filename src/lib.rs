@@ -17,6 +17,7 @@ pub mod bench;
 pub mod board;
 pub mod cli;
 pub mod cores;
+pub mod events;
 pub mod latent;
 pub mod pipeline;
 pub mod signals;

@@ -78,22 +78,36 @@ const LAYERS: &[(&str, &[&str])] = &[
     // application: everything but the command line
     ("app", &["cli"]),
     // engine
-    ("pipeline", &["cli", "app", "web", "bench"]),
+    ("pipeline", &["cli", "app", "web", "events", "bench"]),
     ("web", &["cli", "app", "bench"]),
-    ("bench", &["cli", "app", "web"]),
-    ("backend", &["cli", "app", "pipeline", "web", "bench"]),
-    ("latent", &["cli", "app", "pipeline", "web", "bench"]),
+    // events watch the loop as the web page does; the page shows their counters
+    ("events", &["cli", "app", "web", "bench"]),
+    ("bench", &["cli", "app", "web", "events"]),
+    (
+        "backend",
+        &["cli", "app", "pipeline", "web", "events", "bench"],
+    ),
+    (
+        "latent",
+        &["cli", "app", "pipeline", "web", "events", "bench"],
+    ),
     (
         "board",
-        &["cli", "app", "pipeline", "web", "bench", "backend"],
+        &[
+            "cli", "app", "pipeline", "web", "events", "bench", "backend",
+        ],
     ),
     (
         "cores",
-        &["cli", "app", "pipeline", "web", "bench", "backend"],
+        &[
+            "cli", "app", "pipeline", "web", "events", "bench", "backend",
+        ],
     ),
     (
         "signals",
-        &["cli", "app", "pipeline", "web", "bench", "backend"],
+        &[
+            "cli", "app", "pipeline", "web", "events", "bench", "backend",
+        ],
     ),
 ];
 

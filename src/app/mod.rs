@@ -4,6 +4,7 @@
 //! - [`model_spec`]: which model to run and how (file, threads, precision, board defaults),
 //!   opening it on the chosen backend, and the bundled model.
 //! - [`run`]: the live loop's configuration (`ign-edge run` and `ign-edge service`).
+//! - [`events`]: the run's event settings (`--events`, ...), checked into the engine's.
 //! - [`project`]: inputs through f, f², … into a grid or `.npy` (`ign-edge project`).
 //! - [`bench`]: what `ign-edge bench` measures ([`bench::BenchPlan`]), board defaults merged
 //!   once, and the regression gate.
@@ -15,6 +16,7 @@
 
 pub mod bench;
 pub mod capture;
+pub mod events;
 pub mod model_spec;
 pub mod project;
 pub mod run;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use crate::app::events::EventsConfig;
 use crate::app::model_spec::ModelSpec;
 use crate::backend::select::{BackendOptions, Opened};
 use crate::backend::Backend;
@@ -69,6 +70,8 @@ pub struct RunConfig {
     pub threshold: Option<f32>,
     /// With `anomaly`: overrides the model's score.
     pub score: Option<crate::anomaly::ScoreKind>,
+    /// With `anomaly`: events when the score crosses the threshold, and where they go.
+    pub events: EventsConfig,
 }
 
 impl Default for RunConfig {
@@ -102,6 +105,7 @@ impl Default for RunConfig {
             anomaly: false,
             threshold: None,
             score: None,
+            events: EventsConfig::default(),
         }
     }
 }
@@ -165,6 +169,18 @@ impl RunConfig {
             sinks.push("null".into());
         }
         Ok((addr, sinks))
+    }
+
+    fn sink_options(&self) -> Result<sink::SinkOptions> {
+        Ok(sink::SinkOptions {
+            size: parse_size(&self.size)?,
+            every: self.every,
+            fb_geometry: self
+                .fb_geometry
+                .as_deref()
+                .map(sink::parse_geometry)
+                .transpose()?,
+        })
     }
 
     fn source_options(&self, stop: &Arc<AtomicBool>) -> Result<source::SourceOptions> {
@@ -239,6 +255,15 @@ pub fn run(mut config: RunConfig) -> Result<Summary> {
     }
     let opened = c.model.open(&c.backend)?;
     let info = opened.info.clone();
+    let name = info
+        .path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let anomaly = anomaly_settings(c, &info)?;
+    let events = c
+        .events
+        .start(c.anomaly, anomaly.and_then(|a| a.threshold), &name)?;
     // Until the source is open, a signal ends the process (opening it may wait for a
     // camera or a pipe); from then on it asks the loop to stop.
     let stop = Arc::new(AtomicBool::new(false));
@@ -251,23 +276,20 @@ pub fn run(mut config: RunConfig) -> Result<Summary> {
     let controls = web.then(|| {
         pipeline::controls::Controls::new(c.steps, c.paper, variants.iter().map(|v| v.0).collect())
     });
-    let sink_opts = sink::SinkOptions {
-        size: parse_size(&c.size)?,
-        every: c.every,
-        fb_geometry: c
-            .fb_geometry
-            .as_deref()
-            .map(sink::parse_geometry)
-            .transpose()?,
-    };
     let (web_addr, sink_specs) = c.split_sinks()?;
-    let snk = sink::open_all(&sink_specs, &sink_opts)?;
+    let snk = sink::open_all(&sink_specs, &c.sink_options()?)?;
     let page = match (&web_addr, &controls) {
-        (Some(addr), Some(ctl)) => Some(start_page(c, addr, &opened, ctl, http_token)?),
+        (Some(addr), Some(ctl)) => {
+            let status = events.as_ref().map(|e| e.status());
+            Some(start_page(c, addr, &opened, ctl, http_token, status)?)
+        }
         _ => None,
     };
-    let watchers: Vec<Arc<dyn pipeline::feed::Watcher>> =
-        page.iter().map(|p| p.watcher()).collect();
+    let watchers: Vec<Arc<dyn pipeline::feed::Watcher>> = page
+        .iter()
+        .map(|p| p.watcher())
+        .chain(events.iter().map(|e| e.watcher()))
+        .collect();
     let pre = Preprocess {
         channels: info.channels,
         height: info.height,
@@ -275,15 +297,14 @@ pub fn run(mut config: RunConfig) -> Result<Summary> {
         roi: c.roi,
         paper: c.paper,
     };
-    let name = info
-        .path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let shown_on = match &page {
-        Some(p) => format!("{} + {}", snk.describe(), p.describe()),
-        None => snk.describe(),
-    };
+    let mut shown_on = snk.describe();
+    for extra in page
+        .iter()
+        .map(|p| p.describe())
+        .chain(events.iter().map(|e| e.describe()))
+    {
+        shown_on = format!("{shown_on} + {extra}");
+    }
     log::info!(
         "running {} -> {} ({}, k={}){}",
         src.describe(),
@@ -302,9 +323,13 @@ pub fn run(mut config: RunConfig) -> Result<Summary> {
         precision: info.precision.to_string(),
         controls,
         watchers,
-        anomaly: anomaly_settings(c, &info)?,
+        anomaly,
     };
     let result = run_variants(c, opened.backend, &variants, src, &pre, snk, &opts);
+    // the event under way ends with the loop; its last phases get a bounded grace
+    if let Some(mut e) = events {
+        e.stop();
+    }
     drop(page); // the page stops serving once the loop has ended
     result
 }
@@ -317,6 +342,7 @@ fn start_page(
     opened: &Opened,
     controls: &Arc<pipeline::controls::Controls>,
     token: Option<String>,
+    events: Option<crate::events::EventsStatus>,
 ) -> Result<crate::web::WebServer> {
     let model = web_model(opened, &opened.info, true)?.expect("loaded for the web page");
     let noise_model = c.model.noise_variant(&model)?;
@@ -329,6 +355,7 @@ fn start_page(
             max_clients: c.http_max_clients.max(1),
             controls: controls.clone(),
             allow_hosts: c.http_allow_hosts.clone(),
+            events,
         },
     )
 }

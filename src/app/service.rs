@@ -4,7 +4,9 @@
 use serde::Deserialize;
 use std::path::PathBuf;
 
+use crate::app::events::EventsConfig;
 use crate::app::run::RunConfig;
+use crate::events::SnapshotFormat;
 use crate::model::Precision;
 
 /// `/etc/ign-edge/config.toml`.
@@ -31,6 +33,16 @@ pub struct ServiceConfig {
     pub threshold: Option<f32>,
     /// Names besides the board's own that browsers may reach the web page by.
     pub http_allow_hosts: Option<Vec<String>>,
+    /// With `anomaly`: event outputs (`--events`), the snapshots' folder and its cap, the
+    /// snapshot format, the detector's timing and the network outputs' timeout.
+    pub events: Option<Vec<String>>,
+    pub events_dir: Option<PathBuf>,
+    pub events_max_mb: Option<u64>,
+    pub events_snapshot: Option<SnapshotFormat>,
+    pub event_min_seconds: Option<f64>,
+    pub event_clear_seconds: Option<f64>,
+    pub event_hysteresis: Option<f32>,
+    pub events_timeout: Option<f64>,
 }
 
 impl ServiceConfig {
@@ -57,7 +69,23 @@ impl ServiceConfig {
         c.anomaly = self.anomaly.unwrap_or(false);
         c.http_allow_hosts = self.http_allow_hosts.clone().unwrap_or_default();
         c.threshold = self.threshold;
+        c.events = self.events_config();
         c
+    }
+
+    /// The events' keys over `run`'s defaults.
+    fn events_config(&self) -> EventsConfig {
+        let d = EventsConfig::default();
+        EventsConfig {
+            outputs: self.events.clone().unwrap_or_default(),
+            dir: self.events_dir.clone(),
+            max_mb: self.events_max_mb.unwrap_or(d.max_mb),
+            snapshot: self.events_snapshot.unwrap_or(d.snapshot),
+            min_seconds: self.event_min_seconds.unwrap_or(d.min_seconds),
+            clear_seconds: self.event_clear_seconds.unwrap_or(d.clear_seconds),
+            hysteresis: self.event_hysteresis.unwrap_or(d.hysteresis),
+            timeout: self.events_timeout.unwrap_or(d.timeout),
+        }
     }
 
     /// The `ign-edge run` command line this configuration stands for (`--print`).
@@ -97,6 +125,22 @@ impl ServiceConfig {
         for s in self.sinks.iter().flatten() {
             opt("sink", Some(s.clone()));
         }
+        for e in self.events.iter().flatten() {
+            opt("events", Some(e.clone()));
+        }
+        let dir = self.events_dir.as_ref();
+        opt("events-dir", dir.map(|p| p.display().to_string()));
+        opt("events-max-mb", self.events_max_mb.map(|v| v.to_string()));
+        let snapshot = self.events_snapshot.map(|f| f.name().to_string());
+        opt("events-snapshot", snapshot);
+        let (min, clear) = (self.event_min_seconds, self.event_clear_seconds);
+        opt("event-min-seconds", min.map(|v| v.to_string()));
+        opt("event-clear-seconds", clear.map(|v| v.to_string()));
+        opt(
+            "event-hysteresis",
+            self.event_hysteresis.map(|v| v.to_string()),
+        );
+        opt("events-timeout", self.events_timeout.map(|v| v.to_string()));
         if self.paper == Some(true) {
             a.push("--paper".into());
         }
@@ -149,6 +193,40 @@ mod tests {
         // an empty file is run's defaults
         let empty: ServiceConfig = toml::from_str("").unwrap();
         assert_eq!(format!("{:?}", empty.run_config()), format!("{d:?}"));
+    }
+
+    #[test]
+    fn the_events_keys_become_the_run_s_events() {
+        let cfg: ServiceConfig = toml::from_str(
+            "anomaly = true\nthreshold = 0.2\nevents = [\"jsonl:/var/log/ign-edge/events.jsonl\", \"webhook:http://hass.lan:8123/api/webhook/cam\"]\n\
+             events_dir = \"/var/lib/ign-edge/events\"\nevents_max_mb = 50\nevents_snapshot = \"png\"\n\
+             event_min_seconds = 1.5\nevent_clear_seconds = 4.0\nevent_hysteresis = 0.3\nevents_timeout = 2.0\n",
+        )
+        .unwrap();
+        let e = cfg.run_config().events;
+        assert_eq!(e.outputs.len(), 2);
+        assert_eq!(
+            e.dir.as_deref(),
+            Some(std::path::Path::new("/var/lib/ign-edge/events"))
+        );
+        assert_eq!((e.max_mb, e.snapshot), (50, SnapshotFormat::Png));
+        assert_eq!(
+            (e.min_seconds, e.clear_seconds, e.hysteresis, e.timeout),
+            (1.5, 4.0, 0.3, 2.0)
+        );
+        let args = cfg.run_args().join(" ");
+        assert!(
+            args.contains("--events webhook:http://hass.lan:8123/api/webhook/cam"),
+            "{args}"
+        );
+        assert!(
+            args.contains("--events-snapshot png --event-min-seconds 1.5"),
+            "{args}"
+        );
+        // and the command line it prints parses
+        use clap::Parser;
+        let back = crate::cli::Cli::try_parse_from(cfg.run_args());
+        assert!(back.is_ok(), "{args}");
     }
 
     #[test]

@@ -5,7 +5,9 @@ use clap::Args;
 use std::path::PathBuf;
 
 use super::args::{choice, BackendArgs, ModelArgs};
+use crate::app::events::EventsConfig;
 use crate::app::run::RunConfig;
+use crate::events::SnapshotFormat;
 use crate::pipeline::preprocess::Rect;
 use crate::pipeline::source::CameraFormat;
 
@@ -25,6 +27,7 @@ use crate::pipeline::source::CameraFormat;
 ///   ign-edge run --source rpicam --sink fb:/dev/fb0 --steps 2
 ///   ign-edge run --source 'gst:libcamerasrc ! video/x-raw,width=640,height=480' --sink drm
 ///   ign-edge run --source v4l2:/dev/video0 --sink fb:/dev/fb0 --sink http:0.0.0.0:8080 --http-token-file /etc/ign-edge/http-token
+///   ign-edge run --source v4l2:/dev/video0 --model scene.onnx --anomaly --events jsonl:events.jsonl --events webhook:http://192.168.1.10:1880/ign --events-dir /var/lib/ign-edge/events
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct RunCmd {
@@ -132,6 +135,71 @@ pub struct RunArgs {
     /// With --anomaly: smooth-max (default), mean or idem (needs --steps 2).
     #[arg(long, value_parser = choice::<crate::anomaly::ScoreKind>(&crate::anomaly::ScoreKind::NAMES))]
     pub score: Option<crate::anomaly::ScoreKind>,
+    #[command(flatten)]
+    pub events: EventsArgs,
+}
+
+/// The events' options (`--events` and the rest): what makes an event and where it goes.
+#[derive(Args, Debug, Clone)]
+pub struct EventsArgs {
+    /// With --anomaly: send events (the score above the threshold for --event-min-seconds,
+    /// until it stays below it for --event-clear-seconds) to this output; repeat for several.
+    #[arg(long = "events", value_name = "SPEC", long_help = events_help())]
+    pub outputs: Vec<String>,
+    /// Keep each event's snapshot (camera | f | heatmap) in this folder.
+    #[arg(long, value_name = "DIR")]
+    pub events_dir: Option<PathBuf>,
+    /// Most megabytes of snapshots in --events-dir; the oldest are deleted first.
+    #[arg(long, value_name = "N", default_value_t = EventsConfig::default().max_mb)]
+    pub events_max_mb: u64,
+    /// How snapshots are encoded (none: events without pictures).
+    #[arg(long, default_value = "jpeg", value_parser = choice::<SnapshotFormat>(SnapshotFormat::NAMES))]
+    pub events_snapshot: SnapshotFormat,
+    /// Seconds the score must stay above the threshold before an event starts.
+    #[arg(long, value_name = "S", default_value_t = EventsConfig::default().min_seconds)]
+    pub event_min_seconds: f64,
+    /// Seconds the score must stay below the clear level before the event ends.
+    #[arg(long, value_name = "S", default_value_t = EventsConfig::default().clear_seconds)]
+    pub event_clear_seconds: f64,
+    /// The clear level is threshold x (1 - this): a score that flickers around the threshold
+    /// stays one event.
+    #[arg(long, value_name = "F", default_value_t = EventsConfig::default().hysteresis)]
+    pub event_hysteresis: f32,
+    /// Longest a network output (webhook) waits for an answer, seconds; then it retries with
+    /// backoff.
+    #[arg(long, value_name = "S", default_value_t = EventsConfig::default().timeout)]
+    pub events_timeout: f64,
+}
+
+impl From<EventsArgs> for EventsConfig {
+    fn from(a: EventsArgs) -> Self {
+        EventsConfig {
+            outputs: a.outputs,
+            dir: a.events_dir,
+            max_mb: a.events_max_mb,
+            snapshot: a.events_snapshot,
+            min_seconds: a.event_min_seconds,
+            clear_seconds: a.event_clear_seconds,
+            hysteresis: a.event_hysteresis,
+            timeout: a.events_timeout,
+        }
+    }
+}
+
+/// `--events`' long help: the outputs of this build, from their table, and an example.
+fn events_help() -> String {
+    format!(
+        "With --anomaly: send events to this output, repeat for several. An event starts when \
+         the score stays above the threshold for --event-min-seconds and ends when it stays \
+         below threshold x (1 - --event-hysteresis) for --event-clear-seconds; each phase \
+         (start, end) goes out as JSON (id, start, end, peak_score, threshold, peak [x, y], \
+         model, snapshot), a start with its snapshot. An output that is down or slow never \
+         slows the loop: each has its own thread, a bounded queue, retries with backoff, and \
+         counters in /stats.json and /metrics.\n{}\n\nExample:\n  ign-edge run --source \
+         v4l2:/dev/video0 --model scene.onnx --anomaly --events jsonl:events.jsonl --events \
+         webhook:http://192.168.1.10:1880/ign --events-dir events --events-max-mb 200",
+        crate::events::sink::help()
+    )
 }
 
 /// `--source`'s long help: the sources of this build, from their table.
@@ -181,6 +249,7 @@ impl From<RunArgs> for RunConfig {
             anomaly: a.anomaly,
             threshold: a.threshold,
             score: a.score,
+            events: a.events.into(),
         }
     }
 }

@@ -11,7 +11,9 @@ use crate::app::service::ServiceConfig;
 ///
 /// The file's keys are those of `ign-edge run`: board, model, source, sinks, steps, paper,
 /// precision, threads, cores, http_token_file (or http_token; the file is installed 0640
-/// root:ign-edge). Example: boards/package/config.toml.
+/// root:ign-edge), anomaly, threshold, and the events' keys: events (a list of outputs),
+/// events_dir, events_max_mb, events_snapshot, event_min_seconds, event_clear_seconds,
+/// event_hysteresis, events_timeout. Example: boards/package/config.toml.
 #[derive(Args, Debug)]
 pub struct ServiceCmd {
     /// The configuration file.

@@ -149,6 +149,8 @@ impl Outbox {
                 self.hud.anomaly_score = Some(s.score);
                 self.hud.anomaly_threshold = a.threshold;
                 self.hud.anomalous = a.threshold.map(|t| s.score > t);
+                let (x, y) = s.peak(w);
+                self.hud.anomaly_peak = Some((x as u32, y as u32));
                 Some(s.map)
             }
             Err(e) => {

@@ -29,4 +29,6 @@ pub struct Telemetry {
     pub anomaly_score: Option<f32>,
     pub anomaly_threshold: Option<f32>,
     pub anomalous: Option<bool>,
+    /// With `--anomaly`: where the last frame's heatmap peaks, `(x, y)` in the model's pixels.
+    pub anomaly_peak: Option<(u32, u32)>,
 }

@@ -21,7 +21,8 @@
 //!   second): a PNG strip of 8 points decoded between their latents (models with `ign.latent`);
 //! - `/api/control?steps=K&paper=0|1&precision=P` (POST): change the running loop (P among
 //!   the model's variants: fp32 and the `.fp16.onnx` / `.int8.onnx` files beside it);
-//! - `/stats.json` and `/metrics` (Prometheus text format).
+//! - `/stats.json` and `/metrics` (Prometheus text format), with the events' counters
+//!   (`--events`: an `events` key, `ign_edge_events_*` series; [`crate::events::status`]).
 //!
 //! Every POST refuses a cross-origin request (an `Origin` whose host:port is not the `Host`:
 //! 403). The page and pad are embedded in the binary (no build step, no CDN).
@@ -109,6 +110,8 @@ pub struct WebOptions {
     pub controls: Arc<Controls>,
     /// Names besides this machine's that `Host` may carry (`--http-allow-host`).
     pub allow_hosts: Vec<String>,
+    /// The run's events (`--events`), whose counters `/stats.json` and `/metrics` show.
+    pub events: Option<crate::events::EventsStatus>,
 }
 
 /// The figures `/stats.json` and `/metrics` report.
@@ -123,6 +126,9 @@ struct Stats {
     frames: u64,
     clients: usize,
     pad_requests: u64,
+    /// The events' counters (`--events`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<crate::events::EventsReport>,
 }
 
 /// What the sink (on the loop's thread) and the server's tasks share.
@@ -138,6 +144,7 @@ struct Shared {
     token: Option<auth::Token>,
     hosts: auth::AllowedHosts,
     pad: worker::Worker,
+    events: Option<crate::events::EventsStatus>,
 }
 
 /// Serves the live loop over HTTP; [`WebServer::watcher`] is what the loop feeds.
@@ -195,6 +202,7 @@ impl WebServer {
             token,
             hosts: auth::AllowedHosts::for_this_machine(&opts.allow_hosts),
             pad,
+            events: opts.events.clone(),
         });
         let server = server::Server::start(listener, routes::router(shared.clone()))
             .map_err(|e| anyhow!("http:{bound}: cannot start the server: {e:#}"))?;

@@ -279,6 +279,7 @@ fn stats_now(shared: &Shared) -> Stats {
     if let Some(p) = controls.precision() {
         s.live.precision = p.to_string();
     }
+    s.events = shared.events.as_ref().map(|e| e.report());
     s
 }
 
@@ -345,6 +346,9 @@ fn metrics_text(s: &Stats) -> String {
         s.clients as f64,
     );
     g("steps", "Applications of f per frame.", s.live.steps as f64);
+    if let Some(e) = &s.events {
+        m += &e.prometheus();
+    }
     m
 }
 

@@ -92,7 +92,7 @@ pub struct SourceKind {
 pub const SOURCES: &[SourceKind] = &[
     SourceKind {
         name: "test",
-        usage: "test",
+        usage: "test[:patch=A..B]",
         about: "a synthetic moving scene (--fps)",
         open: test_pattern::open_spec,
     },

@@ -1,5 +1,8 @@
 //! `test`: a synthetic moving scene that needs no hardware — thick bright strokes drifting on a
-//! dark background with a little noise, like a digit drawn on a screen.
+//! dark background with a little noise, like a digit drawn on a screen. `test:patch=A..B`
+//! adds, on frames A to B (B excluded), what does not belong to it: a bright square in the
+//! lower left of the model's view (the centred square), which an `--anomaly` score flags, so
+//! that events can be tested without a camera.
 
 use anyhow::Result;
 use image::{Rgb, RgbImage};
@@ -16,6 +19,8 @@ pub struct TestPattern {
     fps: f64,
     start: Option<Instant>,
     backgrounds: Vec<RgbImage>,
+    /// Frames that get the foreign square.
+    patch: std::ops::Range<u64>,
 }
 
 impl TestPattern {
@@ -28,6 +33,25 @@ impl TestPattern {
             fps,
             start: None,
             backgrounds: (0..4).map(|i| background(w, h, i + 1)).collect(),
+            patch: 0..0,
+        }
+    }
+
+    /// The same scene with the foreign square on frames `patch`.
+    pub fn with_patch(self, patch: std::ops::Range<u64>) -> Self {
+        TestPattern { patch, ..self }
+    }
+
+    /// A bright square over the lower left of the centred square (a 28-pixel model's
+    /// (2..8, 20..26)).
+    fn paste_square(&self, img: &mut RgbImage) {
+        let side = self.w.min(self.h);
+        let (x0, y0) = ((self.w - side) / 2, (self.h - side) / 2);
+        let at = |v: u32| v * side / 28;
+        for y in y0 + at(20)..y0 + at(26) {
+            for x in x0 + at(2)..x0 + at(8) {
+                img.put_pixel(x, y, Rgb([250, 250, 250]));
+            }
         }
     }
 
@@ -125,17 +149,54 @@ impl Source for TestPattern {
             }
         }
         let t0 = Instant::now();
-        let rgb = self.render(self.seq);
+        let mut rgb = self.render(self.seq);
+        if self.patch.contains(&self.seq) {
+            self.paste_square(&mut rgb);
+        }
         let f = Frame::ready(rgb, self.seq, t0);
         self.seq += 1;
         Ok(Some(f))
     }
 }
 
-/// `test`: the synthetic moving scene, 160×120 at `--fps`.
+/// `test` or `test:patch=A..B`: the synthetic moving scene, 160×120 at `--fps`.
 pub fn open_spec(arg: &str, opts: &super::SourceOptions) -> anyhow::Result<Box<dyn super::Source>> {
-    if !arg.is_empty() {
-        anyhow::bail!("test:{arg}: the test source takes no argument; use --source test");
+    let pattern = TestPattern::new(160, 120, opts.fps);
+    if arg.is_empty() {
+        return Ok(Box::new(pattern));
     }
-    Ok(Box::new(TestPattern::new(160, 120, opts.fps)))
+    let range = arg
+        .strip_prefix("patch=")
+        .and_then(|r| r.split_once(".."))
+        .and_then(|(a, b)| Some(a.parse::<u64>().ok()?..b.parse::<u64>().ok()?));
+    match range {
+        Some(r) => Ok(Box::new(pattern.with_patch(r))),
+        None => anyhow::bail!(
+            "test:{arg}: use --source test, or test:patch=A..B for a foreign square on frames A to B"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_patch_covers_its_frames_only() {
+        let opts = crate::pipeline::source::SourceOptions::default();
+        let mut src = open_spec("patch=1..2", &opts).unwrap();
+        let frames: Vec<RgbImage> = (0..3)
+            .map(|_| src.next_frame().unwrap().unwrap().rgb)
+            .collect();
+        // (2..8, 20..26) of the 120-pixel centred square of 160x120: x 28..54, y 85..111
+        let white =
+            |f: &RgbImage| (28..54).all(|x| (86..111).all(|y| f.get_pixel(x, y).0 == [250; 3]));
+        assert_eq!(
+            frames.iter().map(white).collect::<Vec<_>>(),
+            [false, true, false]
+        );
+        for bad in ["patch=3", "patch=a..b", "x"] {
+            assert!(open_spec(bad, &opts).is_err(), "{bad}");
+        }
+    }
 }
