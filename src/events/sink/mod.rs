@@ -97,9 +97,16 @@ pub const OUTPUTS: &[OutputKind] = &[
     },
     OutputKind {
         name: "mqtt",
-        usage: "mqtt://<host>[:<port>]/<prefix>",
-        about: "MQTT with Home Assistant discovery (not built yet)",
+        usage: "mqtt://<host>[:<port>]/<prefix>[?<opts>]",
+        about: "MQTT with Home Assistant discovery; opts: user=U&password-file=F \
+                (or IGN_EDGE_MQTT_PASSWORD), device=ID (hostname), discovery=P|off",
         open: mqtt::open_spec,
+    },
+    OutputKind {
+        name: "mqtts",
+        usage: "mqtts://<host>[:<port>]/<prefix>[?<opts>]",
+        about: "the same over TLS (port 8883): ca=FILE (PEM), else the system's CAs",
+        open: mqtt::open_tls_spec,
     },
 ];
 
