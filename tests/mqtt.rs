@@ -49,14 +49,23 @@ fn free_port() -> u16 {
 struct Broker {
     port: u16,
     dir: tempfile::TempDir,
+    /// The listener's settings after its line (anonymous by default).
+    settings: String,
     child: Option<Child>,
 }
 
 impl Broker {
     fn start() -> Broker {
+        Broker::with("allow_anonymous true\n")
+    }
+
+    /// With `settings` for its listener (`user root` keeps a broker started by root able to
+    /// read the test's files).
+    fn with(settings: &str) -> Broker {
         let mut b = Broker {
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
+            settings: settings.to_string(),
             child: None,
         };
         b.spawn();
@@ -69,9 +78,9 @@ impl Broker {
         std::fs::write(
             &conf,
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 log_dest stderr\nlog_type error\nlog_type warning\n",
-                self.port
+                "user root\npersistence false\nlog_dest stderr\nlog_type error\n\
+                 log_type warning\nlistener {} 127.0.0.1\n{}",
+                self.port, self.settings
             ),
         )
         .unwrap();
@@ -493,4 +502,86 @@ fn the_loop_never_waits_on_a_broker_that_is_down_or_hung() {
         o.stop(Instant::now() + Duration::from_secs(2));
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     }
+}
+
+/// Waits out the first connection attempt, then offers one event: the error it failed with.
+fn first_error(out: &Outlet) -> String {
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(out.report().connected, Some(false));
+    assert!(out.offer(delivery("evt-refused", Phase::Start, None)));
+    wait_for("the failure", || out.report().failed == 1);
+    out.report().last_error.unwrap()
+}
+
+#[test]
+fn a_user_and_a_password_file_log_in_and_a_wrong_password_is_refused() {
+    if !have_mosquitto() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    let made = Command::new("/usr/bin/mosquitto_passwd")
+        .args(["-b", "-c"])
+        .arg(&passwd)
+        .args(["cam", "s3cret"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let broker = Broker::with(&format!(
+        "allow_anonymous false\npassword_file {}\n",
+        passwd.display()
+    ));
+    let (good, bad) = (dir.path().join("good"), dir.path().join("bad"));
+    std::fs::write(&good, "s3cret\n").unwrap();
+    std::fs::write(&bad, "guess\n").unwrap();
+    let spec = |f: &Path| {
+        format!(
+            "{}?user=cam&password-file={}",
+            broker.spec("t5"),
+            f.display()
+        )
+    };
+
+    let mut out = outlet(&spec(&good));
+    wait_for("logged in", || out.report().connected == Some(true));
+    assert!(out.offer(delivery("evt-1", Phase::Start, None)));
+    wait_for("acknowledged", || out.report().sent == 1);
+    out.stop(Instant::now() + Duration::from_secs(2));
+
+    let mut refused = outlet(&spec(&bad));
+    let e = first_error(&refused);
+    assert!(e.contains("refused"), "{e}");
+    assert!(!e.contains("guess"), "{e}");
+    refused.stop(Instant::now() + Duration::from_secs(2));
+}
+
+#[test]
+fn mqtts_checks_the_broker_against_the_ca_file() {
+    if !have_mosquitto() {
+        return;
+    }
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mqtt");
+    let f = |name: &str| fixtures.join(name).display().to_string();
+    let broker = Broker::with(&format!(
+        "allow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\n",
+        f("ca.pem"),
+        f("server.pem"),
+        f("server.key")
+    ));
+    let tls = |ca: &str| format!("mqtts://127.0.0.1:{}/t6?ca={}", broker.port, f(ca));
+
+    let mut out = outlet(&tls("ca.pem"));
+    assert_eq!(out.name(), format!("mqtts://127.0.0.1:{}/t6", broker.port));
+    wait_for("connected over TLS", || {
+        out.report().connected == Some(true)
+    });
+    assert!(out.offer(delivery("evt-1", Phase::Start, None)));
+    wait_for("acknowledged", || out.report().sent == 1);
+    out.stop(Instant::now() + Duration::from_secs(2));
+
+    // a broker whose certificate does not chain to the CA given is not talked to
+    let mut stranger = outlet(&tls("server.pem"));
+    let e = first_error(&stranger);
+    assert!(e.to_lowercase().contains("certificate"), "{e}");
+    stranger.stop(Instant::now() + Duration::from_secs(2));
 }
