@@ -265,9 +265,10 @@ fn discovery_and_an_events_messages_in_order() {
         format!("mqtt://127.0.0.1:{}/t1/cam", broker.port)
     );
 
-    // on connect: online, then the three discovery messages
-    let first = sub.under("", 4);
+    // on connect: online, the three discovery messages, the state (no event under way)
+    let first = sub.under("", 5);
     assert_eq!(first[0], ("t1/cam/status".into(), b"online".to_vec()));
+    assert_eq!(first[4], ("t1/cam/state".into(), b"OFF".to_vec()));
     let config = |component: &str, object: &str| {
         let topic = format!("homeassistant/{component}/cam_1/{object}/config");
         let (_, p) = first.iter().find(|(t, _)| *t == topic).expect(&topic);

@@ -71,7 +71,9 @@ impl Mqtt {
         )?;
         let device = spec::device_id(spec.device.as_deref());
         let topics = Topics::new(&spec.prefix);
-        let mut options = MqttOptions::new(format!("ign-edge-{device}"), &spec.host, spec.port);
+        // an IPv6 address without its brackets, as the socket wants it
+        let host = spec.host.trim_start_matches('[').trim_end_matches(']');
+        let mut options = MqttOptions::new(format!("ign-edge-{device}"), host, spec.port);
         options
             .set_keep_alive(KEEP_ALIVE)
             .set_clean_session(true)
@@ -87,7 +89,8 @@ impl Mqtt {
                 options.set_credentials(user, password.unwrap_or_default());
             }
             (None, Some(_)) => anyhow::bail!(
-                "{}: a password without user=NAME (add user= to the spec)",
+                "{}: a password (password-file= or {PASSWORD_ENV}) without user=NAME: add user= \
+                 to the spec",
                 spec.name()
             ),
             (None, None) => {}
@@ -102,7 +105,9 @@ impl Mqtt {
             .clone()
             .map(|prefix| Discovery { prefix, device });
         let content_type = "image/jpeg";
-        let first = on_connect(&topics, discovery.as_ref(), content_type, None);
+        // a new run has no event under way (a killed one may have left ON retained)
+        let state = Some(false);
+        let first = on_connect(&topics, discovery.as_ref(), content_type, state);
         let link = Link::start(options, opts.timeout, first, &name)
             .context("cannot start the mqtt thread")?;
         Ok(Mqtt {
@@ -112,7 +117,7 @@ impl Mqtt {
             link,
             timeout: opts.timeout,
             content_type,
-            state: None,
+            state,
             last_score: None,
         })
     }
