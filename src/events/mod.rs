@@ -1,7 +1,7 @@
 //! Events out: when the anomaly score (`--anomaly`) crosses its threshold for long enough, an
 //! event starts, and it ends when the score has stayed low for a while; each phase of an
-//! event goes to the outputs named by `--events SPEC` (a JSON-lines file, a webhook; MQTT is
-//! reserved), with a snapshot of what triggered it. An engine module, a peer of the web page:
+//! event goes to the outputs named by `--events SPEC` (a JSON-lines file, a webhook, MQTT
+//! with Home Assistant discovery), with a snapshot of what triggered it. An engine module, a peer of the web page:
 //! it watches the loop through [`crate::pipeline::feed::Watcher`] and never makes it wait.
 //!
 //! ```text

@@ -1,7 +1,7 @@
 //! Event outputs, one file each, chosen by a spec string (`--events SPEC`, several allowed)
 //! through the name → constructor table [`OUTPUTS`], as the loop's sinks are: `jsonl:FILE`
-//! or `jsonl:-`, `webhook:http://HOST[:PORT]/PATH`, `mqtt://HOST[:PORT]/PREFIX` (reserved:
-//! not built yet). Each file parses its own part of the spec.
+//! or `jsonl:-`, `webhook:http://HOST[:PORT]/PATH`, `mqtt[s]://HOST[:PORT]/PREFIX[?options]`
+//! (Home Assistant discovery). Each file parses its own part of the spec.
 //!
 //! An output is an [`EventSink`]: blocking calls on a thread of its own (the
 //! [`super::outlet::Outlet`] that runs it, with its bounded queue, retries and counters), so
@@ -104,9 +104,16 @@ pub const OUTPUTS: &[OutputKind] = &[
     },
     OutputKind {
         name: "mqtt",
-        usage: "mqtt://<host>[:<port>]/<prefix>",
-        about: "MQTT with Home Assistant discovery (not built yet)",
+        usage: "mqtt://<host>[:<port>]/<prefix>[?<opts>]",
+        about: "MQTT with Home Assistant discovery; opts: user=U&password-file=F \
+                (or IGN_EDGE_MQTT_PASSWORD), device=ID (hostname), discovery=P|off",
         open: mqtt::open_spec,
+    },
+    OutputKind {
+        name: "mqtts",
+        usage: "mqtts://<host>[:<port>]/<prefix>[?<opts>]",
+        about: "the same over TLS (port 8883): ca=FILE (PEM), else the system's CAs",
+        open: mqtt::open_tls_spec,
     },
 ];
 
