@@ -5,14 +5,14 @@
 #   benches/soak.sh [MINUTES] [OUT]          (default 60 minutes into runs/soak; CI runs 2)
 #
 # What runs:
-# - the camera: a folder of frames played in a loop (`file:DIR --loop`): normal frames of a
-#   scene, then frames with an object in it, so that events start and end all along. Made by
-#   `ign-train scene make` from PHOTO unless CLIP names a folder;
-# - `ign-edge run --model MODEL --anomaly` with the web page (`--sink http:`), events to a real
-#   mosquitto broker (`--events mqtt://...`), to a JSON-lines file and snapshots to a capped
-#   folder;
+# - the camera: SOURCE, by default the test scene at 30 fps with a foreign square for 3 s of
+#   every 15 (`test:patch=90..180/450`), so that events start and end all along;
+# - `ign-edge run --anomaly` on MODEL (default: the bundled digit model, with THRESHOLD 0.65,
+#   which the square crosses and the clean scene does not) with the web page
+#   (`--sink http:`), events to a real mosquitto broker (`--events mqtt://...`), to a
+#   JSON-lines file, and snapshots to a capped folder;
 # - clients: MJPEG streams that read for 1-5 s and hang up, bare connections that open and
-#   close, the pad posting a frame, `/stats.json` polled;
+#   close, the pad posting an image, `/stats.json` polled;
 # - the broker killed and restarted KILLS times (15 s down each time).
 # First the same loop runs alone (no page, no events) for a baseline frame rate.
 #
@@ -23,22 +23,28 @@
 # 10 s and stayed up for 10 s more is missing from what a subscriber received; the loop's
 # frame rate is within 10% of the baseline's. Exit status 1 when the verdict fails.
 #
-# Needs: a release build (made if missing), Debian's mosquitto and mosquitto-clients, curl.
-# Environment: BIN (ign-edge), TRAIN (ign-train), MODEL, PHOTO, CLIP, KILLS (default 4).
+# Needs: a release build (made if missing; BIN=target/debug/ign-edge takes the test build, as
+# CI does), Debian's mosquitto and mosquitto-clients, curl.
+# Environment: BIN, MODEL, THRESHOLD (empty: the model's own), SOURCE, EXTRA (more run flags,
+# e.g. "--loop" for a file source), KILLS (default 4).
+#   MODEL=models/scene/garden.onnx THRESHOLD= SOURCE=file:frames/ EXTRA=--loop benches/soak.sh 60
 set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=${1:-60}
 out=${2:-runs/soak}
 bin=${BIN:-target/release/ign-edge}
-train=${TRAIN:-target/release/ign-train}
-model=${MODEL:-models/scene/garden.onnx}
-photo=${PHOTO:-models/scene/garden.jpg}
+source=${SOURCE:-test:patch=90..180/450}
+threshold=${THRESHOLD-0.65}
 kills=${KILLS:-4}
+model_args=()
+[ -n "${MODEL:-}" ] && model_args+=(--model "$MODEL")
+[ -n "$threshold" ] && model_args+=(--threshold "$threshold")
+# shellcheck disable=SC2206
+extra=(${EXTRA:-})
 for tool in mosquitto mosquitto_sub curl; do
   command -v "$tool" >/dev/null || { echo "soak: $tool is missing (apt-get install mosquitto mosquitto-clients curl)" >&2; exit 2; }
 done
-[ -x "$bin" ] && [ -x "$train" ] || cargo build --release -p ign-edge -p ign-train
-[ -f "$model" ] || { echo "soak: $model: no such model (MODEL=...)" >&2; exit 2; }
+[ -x "$bin" ] || cargo build --release -p ign-edge
 rm -rf "$out"
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -51,25 +57,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# ---- the camera: 60 normal frames, then 20 with an object, in a loop ----------------------
-clip=${CLIP:-}
-if [ -z "$clip" ]; then
-  "$train" scene make --photos "$photo" --out "$out/bench" --train 60 --test 20 --seed 7 >/dev/null
-  clip="$out/clip"
-  mkdir -p "$clip"
-  i=0
-  for f in "$out"/bench/train/*.png; do cp "$f" "$clip/$(printf %05d $i).png"; i=$((i + 1)); done
-  for f in $(ls "$out"/bench/test/anomalous/*/*.png | head -20); do
-    cp "$f" "$clip/$(printf %05d $i).png"; i=$((i + 1))
-  done
-fi
-frame=$(ls "$clip"/*.png | head -1)
+# an image for the pad to post
+frame=${PAD_IMAGE:-models/scene/view.png}
 
 # ---- the baseline: the same loop, nothing attached ----------------------------------------
 base_secs=$(( secs / 6 < 60 ? (secs / 6 < 20 ? 20 : secs / 6) : 60 ))
 echo "soak: baseline ${base_secs} s" >&2
-timeout -s INT "$base_secs" "$bin" run --model "$model" --source "file:$clip" --loop --anomaly \
-  --sink null --json "$out/baseline.json" >/dev/null 2>"$out/baseline.log" || true
+timeout -s INT "$base_secs" "$bin" run "${model_args[@]}" --source "$source" --fps 30 "${extra[@]}" \
+  --anomaly --sink null --json "$out/baseline.json" >/dev/null 2>"$out/baseline.log" || true
 
 # ---- the broker and a subscriber ----------------------------------------------------------
 free_port() { echo $(( 20000 + RANDOM % 30000 )); }
@@ -96,7 +91,7 @@ mosquitto_sub -h 127.0.0.1 -p "$mqtt_port" -t 'soak/+/event' -F '%p' >"$out/rece
 pids+=($!)
 
 # ---- the loop with everything attached ----------------------------------------------------
-"$bin" run --model "$model" --source "file:$clip" --loop --anomaly \
+"$bin" run "${model_args[@]}" --source "$source" --fps 30 "${extra[@]}" --anomaly \
   --sink "http:127.0.0.1:$http_port" \
   --events "mqtt://127.0.0.1:$mqtt_port/soak" --events "jsonl:$out/events.jsonl" \
   --events-dir "$out/snapshots" --events-max-mb 20 \

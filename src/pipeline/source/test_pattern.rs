@@ -2,7 +2,8 @@
 //! dark background with a little noise, like a digit drawn on a screen. `test:patch=A..B`
 //! adds, on frames A to B (B excluded), what does not belong to it: a bright square in the
 //! lower left of the model's view (the centred square), which an `--anomaly` score flags, so
-//! that events can be tested without a camera.
+//! that events can be tested without a camera. `test:patch=A..B/P` repeats it every P frames
+//! (frame n has it when n mod P is in A..B): events all along, for a soak.
 
 use anyhow::Result;
 use image::{Rgb, RgbImage};
@@ -19,8 +20,9 @@ pub struct TestPattern {
     fps: f64,
     start: Option<Instant>,
     backgrounds: Vec<RgbImage>,
-    /// Frames that get the foreign square.
+    /// Frames that get the foreign square (of each period, with one).
     patch: std::ops::Range<u64>,
+    period: Option<u64>,
 }
 
 impl TestPattern {
@@ -34,12 +36,18 @@ impl TestPattern {
             start: None,
             backgrounds: (0..4).map(|i| background(w, h, i + 1)).collect(),
             patch: 0..0,
+            period: None,
         }
     }
 
-    /// The same scene with the foreign square on frames `patch`.
-    pub fn with_patch(self, patch: std::ops::Range<u64>) -> Self {
-        TestPattern { patch, ..self }
+    /// The same scene with the foreign square on frames `patch`, of every `period` frames
+    /// when one is given.
+    pub fn with_patch(self, patch: std::ops::Range<u64>, period: Option<u64>) -> Self {
+        TestPattern {
+            patch,
+            period,
+            ..self
+        }
     }
 
     /// A bright square over the lower left of the centred square (a 28-pixel model's
@@ -150,7 +158,7 @@ impl Source for TestPattern {
         }
         let t0 = Instant::now();
         let mut rgb = self.render(self.seq);
-        if self.patch.contains(&self.seq) {
+        if self.patch.contains(&self.period.map_or(self.seq, |p| self.seq % p)) {
             self.paste_square(&mut rgb);
         }
         let f = Frame::ready(rgb, self.seq, t0);
@@ -159,20 +167,25 @@ impl Source for TestPattern {
     }
 }
 
-/// `test` or `test:patch=A..B`: the synthetic moving scene, 160×120 at `--fps`.
+/// `test`, `test:patch=A..B` or `test:patch=A..B/P`: the synthetic moving scene, 160×120 at
+/// `--fps`.
 pub fn open_spec(arg: &str, opts: &super::SourceOptions) -> anyhow::Result<Box<dyn super::Source>> {
     let pattern = TestPattern::new(160, 120, opts.fps);
     if arg.is_empty() {
         return Ok(Box::new(pattern));
     }
-    let range = arg
-        .strip_prefix("patch=")
-        .and_then(|r| r.split_once(".."))
-        .and_then(|(a, b)| Some(a.parse::<u64>().ok()?..b.parse::<u64>().ok()?));
-    match range {
-        Some(r) => Ok(Box::new(pattern.with_patch(r))),
+    let parse = |r: &str| -> Option<(std::ops::Range<u64>, Option<u64>)> {
+        let (range, period) = match r.split_once('/') {
+            Some((range, p)) => (range, Some(p.parse::<u64>().ok().filter(|&p| p > 0)?)),
+            None => (r, None),
+        };
+        let (a, b) = range.split_once("..")?;
+        Some((a.parse().ok()?..b.parse().ok()?, period))
+    };
+    match arg.strip_prefix("patch=").and_then(parse) {
+        Some((r, period)) => Ok(Box::new(pattern.with_patch(r, period))),
         None => anyhow::bail!(
-            "test:{arg}: use --source test, or test:patch=A..B for a foreign square on frames A to B"
+            "test:{arg}: use --source test, test:patch=A..B for a foreign square on frames A to B, or test:patch=A..B/P for the same in every P frames"
         ),
     }
 }
@@ -195,7 +208,14 @@ mod tests {
             frames.iter().map(white).collect::<Vec<_>>(),
             [false, true, false]
         );
-        for bad in ["patch=3", "patch=a..b", "x"] {
+        // every 4 frames: frames 1, 5, 9
+        let mut src = open_spec("patch=1..2/4", &opts).unwrap();
+        let marked: Vec<bool> = (0..10)
+            .map(|_| white(&src.next_frame().unwrap().unwrap().rgb))
+            .collect();
+        let want: Vec<bool> = (0..10).map(|n| n % 4 == 1).collect();
+        assert_eq!(marked, want);
+        for bad in ["patch=3", "patch=a..b", "x", "patch=1..2/0", "patch=1..2/x"] {
             assert!(open_spec(bad, &opts).is_err(), "{bad}");
         }
     }
