@@ -159,6 +159,9 @@ pub struct DataOptions {
     pub test_fraction: f64,
     /// Use at most this many training images (0 = all).
     pub limit: usize,
+    /// Keep only the images of these classes, in both splits (`None`: all): the one-class
+    /// protocol trains on one class ([`crate::eval::one_class`]). Needs labelled data.
+    pub classes: Option<Vec<u8>>,
 }
 
 impl Default for DataOptions {
@@ -169,6 +172,7 @@ impl Default for DataOptions {
             channels: None,
             test_fraction: 0.1,
             limit: 0,
+            classes: None,
         }
     }
 }
@@ -199,10 +203,50 @@ pub fn load(path: &Path, opts: &DataOptions) -> Result<Split> {
         DataKind::Idx => load_idx_split(path, opts)?,
         DataKind::Folder => load_folder_split(path, opts)?,
     };
+    if let Some(classes) = &opts.classes {
+        split.train = keep_classes(split.train, classes, "training", path)?;
+        split.test = keep_classes(split.test, classes, "test", path)?;
+        split.description += &format!(", classes {}", class_list(classes));
+    }
     if opts.limit > 0 && split.train.len() > opts.limit {
         split.train = split.train.take(opts.limit);
     }
     Ok(split)
+}
+
+/// `classes` as `0,3,7`.
+pub fn class_list(classes: &[u8]) -> String {
+    classes
+        .iter()
+        .map(u8::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The images of `set` whose label is one of `classes`, in order; an error when the set has
+/// no labels or a class has no image in it (`which` split of the data at `path`).
+pub fn keep_classes(set: Dataset, classes: &[u8], which: &str, path: &Path) -> Result<Dataset> {
+    let Some(labels) = &set.labels else {
+        bail!(
+            "{}: the data has no labels, so no class can be kept; give IDX images with their labels file beside them, or an image folder with one sub-folder per class",
+            path.display()
+        );
+    };
+    if let Some(c) = classes.iter().find(|c| !labels.contains(c)) {
+        bail!(
+            "{}: no image of class {c} in the {which} split (its classes are 0 to {})",
+            path.display(),
+            set.num_classes().unwrap_or(0).saturating_sub(1)
+        );
+    }
+    let idx: Vec<usize> = (0..set.len())
+        .filter(|&i| classes.contains(&labels[i]))
+        .collect();
+    Ok(Dataset {
+        images: set.gather(&idx),
+        labels: Some(idx.iter().map(|&i| labels[i]).collect()),
+        ..set
+    })
 }
 
 /// The kind of data at `path` (an existing file or folder): an image file or a folder without
