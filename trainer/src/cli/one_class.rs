@@ -51,10 +51,11 @@ pub struct OneClassArgs {
     /// recipe with both IGN weights 0: reconstruction alone, for the same time) or both.
     #[arg(long, requires = "one_class", value_parser = choice::<Methods>(Methods::NAMES), default_value = "both")]
     pub method: Methods,
-    /// With --one-class: the score of the table's figures (mean: the mean of |x − f(x)|;
-    /// smooth-max: its 5×5-smoothed maximum; idem: that of |f(x) − f(f(x))|). Every score is
-    /// measured and kept in the JSON; mean was chosen on one class (models/MODELS.md).
-    #[arg(long, requires = "one_class", value_parser = choice::<ScoreKind>(&ScoreKind::NAMES), default_value = "mean")]
+    /// With --one-class: the score of the table's figures (smooth-max: the 5×5-smoothed
+    /// maximum of |x − f(x)|, as ign-edge score; mean: its mean; idem: the smoothed maximum of
+    /// |f(x) − f(f(x))|). Every score is measured and kept in the JSON; smooth-max was chosen
+    /// on one class (models/MODELS.md).
+    #[arg(long, requires = "one_class", value_parser = choice::<ScoreKind>(&ScoreKind::NAMES), default_value = "smooth-max")]
     pub score: ScoreKind,
 }
 

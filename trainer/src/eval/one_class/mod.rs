@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::data::{self, DataOptions, Dataset, Split};
-use crate::train::bnstats::{recalibrate, BnStats};
+use crate::train::bnstats::{recalibrate_with, BnStats, PASSES};
 use crate::train::recipe::{self, Recipe, RecipeOptions};
 use crate::z::noise::Noise;
 
@@ -69,6 +69,9 @@ pub struct OneClassConfig {
     pub score: ScoreKind,
     /// Train each stage at most this many steps (tests).
     pub step_cap: Option<u64>,
+    /// Batches of the class's training images that set the BatchNorm statistics before
+    /// scoring ([`PASSES`]; fewer in tests).
+    pub bn_passes: usize,
     /// Hide the training progress bars.
     pub quiet: bool,
 }
@@ -81,8 +84,9 @@ impl Default for OneClassConfig {
             classes: None,
             minutes: 1.5,
             methods: vec![Method::Ign, Method::Autoencoder],
-            score: ScoreKind::Mean,
+            score: ScoreKind::SmoothMax,
             step_cap: None,
+            bn_passes: PASSES,
             quiet: false,
         }
     }
@@ -263,13 +267,14 @@ fn run_class(
     let (model, ck) = crate::train::checkpoint::load_model(dir)?;
     let noise = Noise::new(ck.config.noise, &train);
     // eval mode with the statistics of the class's training images (as export folds them)
-    recalibrate(
+    recalibrate_with(
         &model,
         BnStats::Data,
         &train,
         &noise,
         ck.config.batch,
         ck.config.seed,
+        cfg.bn_passes,
     )?;
     let scores = score_all(&model, &split.test)?;
     let labels = split.test.labels.as_ref().expect("checked labelled");
