@@ -280,16 +280,7 @@ fn run_class(
     let labels = split.test.labels.as_ref().expect("checked labelled");
     let mut auroc = BTreeMap::new();
     for (kind, s) in &scores {
-        let (normal, anomal): (Vec<(f32, u8)>, Vec<(f32, u8)>) = s
-            .iter()
-            .copied()
-            .zip(labels.iter().copied())
-            .partition(|&(_, l)| l == class);
-        let (normal, anomal): (Vec<f32>, Vec<f32>) = (
-            normal.into_iter().map(|p| p.0).collect(),
-            anomal.into_iter().map(|p| p.0).collect(),
-        );
-        auroc.insert(kind.as_str().to_string(), anomaly::auroc(&normal, &anomal));
+        auroc.insert(kind.as_str().to_string(), class_auroc(s, labels, class));
     }
     let normal = labels.iter().filter(|&&l| l == class).count();
     let result = ClassResult {
@@ -309,6 +300,20 @@ fn run_class(
         serde_json::to_string_pretty(&result)?.as_bytes(),
     )?;
     Ok(result)
+}
+
+/// The AUROC of `scores` with the images of `class` (by `labels`) normal and the rest
+/// anomalous.
+pub fn class_auroc(scores: &[f32], labels: &[u8], class: u8) -> f64 {
+    let pick = |normal: bool| -> Vec<f32> {
+        scores
+            .iter()
+            .zip(labels)
+            .filter(|&(_, &l)| (l == class) == normal)
+            .map(|(&v, _)| v)
+            .collect()
+    };
+    anomaly::auroc(&pick(true), &pick(false))
 }
 
 /// The step at which the recipe's first stage handed over.
