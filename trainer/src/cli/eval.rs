@@ -17,10 +17,14 @@ use ign_core::backend::Projector;
 /// half-masked and sketched test images).
 ///
 /// Example: ign-train eval --model models/ign-mnist.onnx --data ../shared/data/mnist-10k --out-dir models/ign-mnist
+///
+/// With --one-class, the one-class anomaly protocol instead (no model given: it trains one per
+/// class): ign-train eval --one-class --data ../shared/data/mnist-10k --minutes-per-class 1.5
+/// --threads 1 --out-dir runs/one-class-mnist --json one-class.json
 #[derive(Args, Debug)]
 pub struct EvalCmd {
     /// A checkpoint file, a run folder, or the run folder of a recipe (its last stage).
-    #[arg(long, conflicts_with = "model", required_unless_present = "model")]
+    #[arg(long, conflicts_with = "model", required_unless_present_any = ["model", "one_class"])]
     pub checkpoint: Option<PathBuf>,
     /// An exported .onnx model.
     #[arg(long)]
@@ -42,8 +46,9 @@ pub struct EvalCmd {
     /// Cache file of the evaluation classifier (default under runs/).
     #[arg(long)]
     pub classifier: Option<PathBuf>,
-    /// Folder for samples.png and projections.png.
-    #[arg(long)]
+    /// Folder for samples.png and projections.png; with --one-class, the folder of the
+    /// per-class runs (default runs/one-class-<data folder's name>).
+    #[arg(long, visible_alias = "out")]
     pub out_dir: Option<PathBuf>,
     /// Write the figures as JSON to this file.
     #[arg(long)]
@@ -61,11 +66,18 @@ pub struct EvalCmd {
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub one_class: crate::cli::one_class::OneClassArgs,
 }
 
 impl EvalCmd {
     pub fn run(self) -> Result<()> {
         crate::set_threads(self.threads);
+        if self.one_class.one_class {
+            return self
+                .one_class
+                .run(self.data, self.out_dir, self.json.as_deref());
+        }
         let (mut projector, name, shape, noise) = match (&self.checkpoint, &self.model) {
             (Some(ck), _) => {
                 let (m, c) = crate::train::checkpoint::load_model(ck)?;

@@ -3,6 +3,7 @@
 pub mod bench_step;
 pub mod eval;
 pub mod export;
+pub mod one_class;
 pub mod scene;
 pub mod train;
 

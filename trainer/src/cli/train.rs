@@ -249,6 +249,7 @@ impl TrainCmd {
             channels: self.channels,
             test_fraction: self.test_fraction,
             limit: self.limit,
+            classes: None,
         };
         // The model's shape comes from the data; peek at it with a cheap load of the settings.
         let (channels, image_size) = crate::data::peek_shape(&self.data, &data_opts)?;

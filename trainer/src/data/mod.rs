@@ -5,6 +5,9 @@
 //! training image goes through before reconstruction sees it (`--augment`).
 
 pub mod augment;
+mod classes;
+
+pub use classes::{class_list, keep_classes};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
@@ -159,6 +162,9 @@ pub struct DataOptions {
     pub test_fraction: f64,
     /// Use at most this many training images (0 = all).
     pub limit: usize,
+    /// Keep only the images of these classes, in both splits (`None`: all): the one-class
+    /// protocol trains on one class ([`crate::eval::one_class`]). Needs labelled data.
+    pub classes: Option<Vec<u8>>,
 }
 
 impl Default for DataOptions {
@@ -169,6 +175,7 @@ impl Default for DataOptions {
             channels: None,
             test_fraction: 0.1,
             limit: 0,
+            classes: None,
         }
     }
 }
@@ -199,6 +206,11 @@ pub fn load(path: &Path, opts: &DataOptions) -> Result<Split> {
         DataKind::Idx => load_idx_split(path, opts)?,
         DataKind::Folder => load_folder_split(path, opts)?,
     };
+    if let Some(classes) = &opts.classes {
+        split.train = keep_classes(split.train, classes, "training", path)?;
+        split.test = keep_classes(split.test, classes, "test", path)?;
+        split.description += &format!(", classes {}", class_list(classes));
+    }
     if opts.limit > 0 && split.train.len() > opts.limit {
         split.train = split.train.take(opts.limit);
     }

@@ -1,9 +1,11 @@
 //! How good a model is: the figures of `ign-train eval` ([`metrics`]), the inputs other than
 //! noise of `eval --ood` ([`ood`]), the classifier whose features and classes they use
-//! ([`classifier`]), and the pictures of a run ([`samples`]).
+//! ([`classifier`]), the pictures of a run ([`samples`]), and the one-class protocol of
+//! `eval --one-class` ([`one_class`]).
 
 pub mod classifier;
 pub mod metrics;
+pub mod one_class;
 pub mod ood;
 pub mod samples;
 

@@ -45,7 +45,7 @@ impl BnStats {
 /// hold the new inputs' statistics to 0.9^100 ≈ 3e-5.
 pub const PASSES: usize = 100;
 
-/// Replace the running statistics of `model` by those of `stats` inputs.
+/// Replace the running statistics of `model` by those of `stats` inputs ([`PASSES`] batches).
 pub fn recalibrate(
     model: &Ign,
     stats: BnStats,
@@ -54,8 +54,22 @@ pub fn recalibrate(
     batch: usize,
     seed: u64,
 ) -> Result<()> {
+    recalibrate_with(model, stats, train, noise, batch, seed, PASSES)
+}
+
+/// [`recalibrate`] with `passes` batches (fewer: statistics that keep some of the old, for
+/// tests).
+pub fn recalibrate_with(
+    model: &Ign,
+    stats: BnStats,
+    train: &Dataset,
+    noise: &Noise,
+    batch: usize,
+    seed: u64,
+    passes: usize,
+) -> Result<()> {
     let dev = Device::Cpu;
-    for i in 0..PASSES as u64 {
+    for i in 0..passes as u64 {
         let x = match stats {
             BnStats::Running => return Ok(()),
             BnStats::Data => {

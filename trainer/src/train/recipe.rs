@@ -47,6 +47,10 @@ pub const BUILT_IN: &[(&str, &str)] = &[
         "ign-mnist",
         include_str!("../../../models/recipes/ign-mnist.toml"),
     ),
+    (
+        "one-class",
+        include_str!("../../../models/recipes/one-class.toml"),
+    ),
     // in the order of the files' paths: `scene-ae.toml` sorts before `scene.toml`
     (
         "scene-ae",
@@ -153,6 +157,12 @@ pub struct RecipeOptions {
     pub minutes: Option<f64>,
     /// Hide progress bars.
     pub quiet: bool,
+    /// Train every stage on the images of these classes only (`None`: all), as the one-class
+    /// protocol does ([`crate::eval::one_class`]).
+    pub classes: Option<Vec<u8>>,
+    /// Train every stage on reconstruction alone (both IGN weights 0): the autoencoder of the
+    /// same network, data and schedule.
+    pub reconstruction_only: bool,
 }
 
 impl Recipe {
@@ -499,7 +509,18 @@ fn run_stage(recipe: &Recipe, i: usize, opts: &RecipeOptions, extra: &[OsString]
     if let Some(fonts) = &opts.fonts {
         cmd.z_fonts = ZFonts::Dir(fonts.clone());
     }
-    let (mut config, data_opts, mut run_opts) = cmd.settings()?;
+    if opts.reconstruction_only {
+        (cmd.lambda_idem, cmd.lambda_tight) = (Some(0.0), Some(0.0));
+    }
+    let (mut config, mut data_opts, mut run_opts) = cmd.settings()?;
+    if let Some(classes) = &opts.classes {
+        config.dataset_name = format!(
+            "{}-class-{}",
+            config.dataset_name,
+            crate::data::class_list(classes)
+        );
+        data_opts.classes = Some(classes.clone());
+    }
     config.recipe = Some(RecipeStage {
         recipe: recipe.name.clone(),
         hash: recipe.hash.clone(),
