@@ -9,9 +9,35 @@
 # samples.png, projections.png, ood.png), docs/ign-demo.png, docs/ign-live.gif and
 # docs/ign-morph.png and, with chromium installed, docs/web-live.png and docs/web-pad.png (the
 # pad with a drawn 7). Needs ../shared/data/mnist-10k and a release build (made here).
+#
+#   models/ship.sh --scene           the scene model's loop as a GIF: docs/scene-live.gif
+#
+# draws camera | f | heatmap of models/scene/garden.onnx on the scene benchmark's test frames
+# (Debian's mate-backgrounds, the photo and seed the model trained on, models/scene/README.md):
+# 16 normal frames, 8 with a foreign patch, 8 normal, 8 with a small object, 8 normal.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-run=${1:?usage: models/ship.sh RUN_FOLDER}
+if [ "${1:-}" = "--scene" ]; then
+  cargo build --release -p ign-edge -p ign-train
+  photos=/usr/share/backgrounds/mate/nature
+  [ -f "$photos/Garden.jpg" ] || { echo "error: $photos/Garden.jpg: apt-get install mate-backgrounds" >&2; exit 2; }
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  target/release/ign-train scene make --photos "$photos/Garden.jpg" "$photos" --out "$tmp/bench" >/dev/null
+  t="$tmp/bench/test"
+  mkdir "$tmp/clip"
+  i=0
+  for f in $(ls "$t"/normal/*.png | head -16) $(ls "$t"/anomalous/foreign/*.png | head -8) \
+      $(ls "$t"/normal/*.png | sed -n 17,24p) $(ls "$t"/anomalous/object/*.png | head -8) \
+      $(ls "$t"/normal/*.png | sed -n 25,32p); do
+    cp "$f" "$tmp/clip/$(printf %03d $i).png"
+    i=$((i + 1))
+  done
+  target/release/ign-edge run --model models/scene/garden.onnx --source "file:$tmp/clip" \
+      --anomaly --sink gif:docs/scene-live.gif --frames 48
+  exit 0
+fi
+run=${1:?usage: models/ship.sh RUN_FOLDER | --scene}
 data=${DATA:-../shared/data/mnist-10k}
 [ -f "$run/checkpoint.safetensors" ] || { echo "error: $run/checkpoint.safetensors: no such run" >&2; exit 2; }
 cargo build --release --workspace
