@@ -73,6 +73,7 @@ http_port=$(free_port)
 cat >"$out/mosquitto.conf" <<EOF
 listener $mqtt_port 127.0.0.1
 allow_anonymous true
+user root
 persistence false
 EOF
 broker_up() {
@@ -87,7 +88,7 @@ broker_down() {
 }
 broker_up
 sleep 1
-mosquitto_sub -h 127.0.0.1 -p "$mqtt_port" -t 'soak/+/event' -F '%p' >"$out/received.jsonl" 2>/dev/null &
+mosquitto_sub -h 127.0.0.1 -p "$mqtt_port" -t 'soak/event' -F '%p' >"$out/received.jsonl" 2>/dev/null &
 pids+=($!)
 
 # ---- the loop with everything attached ----------------------------------------------------
@@ -144,7 +145,7 @@ stop_ms=$(( ($(date +%s%N) - stopped) / 1000000 ))
 sleep 1
 
 # ---- the verdict --------------------------------------------------------------------------
-fps_of() { grep -o '"fps":[0-9.e+-]*' "$1" | head -1 | cut -d: -f2; }
+fps_of() { grep -o '"fps": *[0-9.e+-]*' "$1" | head -1 | cut -d: -f2 | tr -d ' '; }
 base_fps=$(fps_of "$out/baseline.json")
 soak_fps=$(fps_of "$out/summary.json")
 # events that started while the broker had been up 10 s and stayed up 10 s more (an event's

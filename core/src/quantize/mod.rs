@@ -144,7 +144,8 @@ pub fn quantize_bytes(path: &Path, bytes: &[u8], opts: &QuantizeOptions) -> Resu
             model.info.precision
         )));
     }
-    let proto = pb::ModelProto::decode(bytes).context("decode")?;
+    // the graph as it runs: BatchNormalization already folded into the convolutions
+    let proto = pb::ModelProto::decode(model.bytes()).context("decode")?;
     let out_path = path.with_extension(format!("{}.onnx", opts.precision));
     let v = match opts.precision {
         Precision::Fp32 => bail!("--precision fp32: the model already is fp32; pick fp16 or int8"),

@@ -272,8 +272,9 @@ mod tests {
         let t = Instant::now();
         let e = m.deliver(&ev, None).unwrap_err().to_string();
         assert!(e.contains("not connected"), "{e}");
+        // at once, not after the output's 5 s timeout (a margin for emulated CI runs)
         assert!(
-            t.elapsed() < Duration::from_millis(100),
+            t.elapsed() < Duration::from_millis(500),
             "{:?}",
             t.elapsed()
         );
@@ -281,7 +282,7 @@ mod tests {
         let t = Instant::now();
         m.close(Duration::from_millis(500));
         assert!(
-            t.elapsed() < Duration::from_millis(700),
+            t.elapsed() < Duration::from_millis(1500),
             "{:?}",
             t.elapsed()
         );

@@ -158,7 +158,10 @@ impl Source for TestPattern {
         }
         let t0 = Instant::now();
         let mut rgb = self.render(self.seq);
-        if self.patch.contains(&self.period.map_or(self.seq, |p| self.seq % p)) {
+        if self
+            .patch
+            .contains(&self.period.map_or(self.seq, |p| self.seq % p))
+        {
             self.paste_square(&mut rgb);
         }
         let f = Frame::ready(rgb, self.seq, t0);
