@@ -72,7 +72,7 @@ fn anomaly_score(c: &mut Criterion) {
         ign_edge::anomaly::ScoreKind::SmoothMax,
         ign_edge::anomaly::ScoreKind::Mean,
     ] {
-        c.bench_function(&format!("anomaly score {kind} 3x64x64"), |b| {
+        c.bench_function(&format!("anomaly score {kind:?} 3x64x64"), |b| {
             b.iter(|| {
                 ign_edge::anomaly::score(kind, black_box(&x), black_box(&fx), None, (3, 64, 64))
                     .unwrap()

@@ -245,3 +245,58 @@ mod tests {
         assert_eq!(std::fs::read(&b).unwrap(), b"new b");
     }
 }
+
+/// Longest file a secret (a token, a password) is read from: it is one line.
+pub const MAX_SECRET_FILE: u64 = 64 << 10;
+
+/// A secret read from a file or the environment (`what`: "http token", "mqtt password";
+/// `noun`: "token", "password"), for messages.
+#[derive(Clone, Copy, Debug)]
+pub struct SecretKind {
+    pub what: &'static str,
+    pub noun: &'static str,
+}
+
+/// The secret on the first line of `path` (trimmed), for [`SecretKind`] `kind`: refused when the
+/// file is larger than [`MAX_SECRET_FILE`] or the line is empty, with a warning when every user
+/// may read it.
+pub fn secret_from_file(path: &Path, kind: SecretKind) -> Result<String> {
+    let p = path.display();
+    let SecretKind { what, noun } = kind;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("{p}: cannot read the {what} file"))?;
+    if meta.len() > MAX_SECRET_FILE {
+        anyhow::bail!(
+            "{p}: {} bytes, not a {what} file (the {noun} is its first line)",
+            meta.len()
+        );
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o004 != 0 {
+            log::warn!("{p} is readable by every user; chmod o-r it");
+        }
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{p}: cannot read the {what} file"))?;
+    let secret = text.lines().next().unwrap_or_default().trim();
+    if secret.is_empty() {
+        anyhow::bail!(
+            "{p}: the first line is empty; the {what} file holds the {noun} on its first line"
+        );
+    }
+    Ok(secret.to_string())
+}
+
+/// The secret in the environment variable `name` (its value `v`): refused when empty or not
+/// UTF-8.
+pub fn secret_from_env(v: std::ffi::OsString, name: &str, kind: SecretKind) -> Result<String> {
+    let v = v
+        .into_string()
+        .map_err(|_| anyhow::anyhow!("{name} is not valid UTF-8"))?;
+    if v.is_empty() {
+        anyhow::bail!("{name} is set but empty: give a {}, or unset it", kind.noun);
+    }
+    Ok(v)
+}

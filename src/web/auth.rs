@@ -1,14 +1,11 @@
 //! The token (where it comes from, how it is compared), query decoding and the origin check.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::ffi::OsString;
 use std::path::Path;
 
 /// The environment variable that may hold the token (so it stays out of `ps`).
 pub const TOKEN_ENV: &str = "IGN_EDGE_HTTP_TOKEN";
-
-/// Largest token file read.
-const MAX_TOKEN_FILE: u64 = 64 << 10;
 
 /// The token every request must carry; compared in constant time.
 #[derive(Clone)]
@@ -93,43 +90,15 @@ pub fn resolve_token(
         }
         return Ok(Some(t.to_string()));
     }
+    const TOKEN: ign_core::fsio::SecretKind = ign_core::fsio::SecretKind {
+        what: "http token",
+        noun: "token",
+    };
     if let Some(path) = file {
-        let p = path.display();
-        let meta = std::fs::metadata(path)
-            .with_context(|| format!("{p}: cannot read the http token file"))?;
-        if meta.len() > MAX_TOKEN_FILE {
-            bail!(
-                "{p}: {} bytes, not a token file (the token is its first line)",
-                meta.len()
-            );
-        }
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            if meta.permissions().mode() & 0o004 != 0 {
-                log::warn!("{p} is readable by every user; chmod o-r it");
-            }
-        }
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("{p}: cannot read the http token file"))?;
-        let token = text.lines().next().unwrap_or_default().trim();
-        if token.is_empty() {
-            bail!("{p}: the first line is empty; the http token file holds the token on its first line");
-        }
-        return Ok(Some(token.to_string()));
+        return ign_core::fsio::secret_from_file(path, TOKEN).map(Some);
     }
-    match env {
-        None => Ok(None),
-        Some(v) => {
-            let v = v
-                .into_string()
-                .map_err(|_| anyhow::anyhow!("{TOKEN_ENV} is not valid UTF-8"))?;
-            if v.is_empty() {
-                bail!("{TOKEN_ENV} is set but empty: give a token, or unset it");
-            }
-            Ok(Some(v))
-        }
-    }
+    env.map(|v| ign_core::fsio::secret_from_env(v, TOKEN_ENV, TOKEN))
+        .transpose()
 }
 
 /// The names this server answers to in `Host`: a page from another name that resolves to

@@ -246,9 +246,6 @@ mod tests {
             c1.push(w.initializer_f32("b1", &[mid], &rnd(mid)));
             c2.push(w.initializer_f32("b2", &[cout], &rnd(cout)));
         }
-        let refs = |v: &Vec<String>| v.iter().map(|s| s.clone()).collect::<Vec<_>>();
-        let c1 = refs(&c1);
-        let c2 = refs(&c2);
         let p = (k / 2) as i64;
         w.node(
             "Conv",

@@ -17,8 +17,6 @@ pub const PASSWORD_ENV: &str = "IGN_EDGE_MQTT_PASSWORD";
 pub const DEFAULT_DISCOVERY: &str = "homeassistant";
 /// The options the query takes, as errors list them.
 const KEYS: &str = "user, password-file, ca, device, discovery";
-/// Largest password file read.
-const MAX_PASSWORD_FILE: u64 = 64 << 10;
 
 /// `mqtt[s]://HOST[:PORT]/PREFIX[?OPTIONS]`, parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,43 +125,15 @@ pub fn resolve_password(
     file: Option<&Path>,
     env: Option<std::ffi::OsString>,
 ) -> Result<Option<String>> {
+    const PASSWORD: ign_core::fsio::SecretKind = ign_core::fsio::SecretKind {
+        what: "mqtt password",
+        noun: "password",
+    };
     if let Some(path) = file {
-        let p = path.display();
-        let meta = std::fs::metadata(path)
-            .with_context(|| format!("{p}: cannot read the mqtt password file"))?;
-        if meta.len() > MAX_PASSWORD_FILE {
-            bail!(
-                "{p}: {} bytes, not a password file (the password is its first line)",
-                meta.len()
-            );
-        }
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            if meta.permissions().mode() & 0o004 != 0 {
-                log::warn!("{p} is readable by every user; chmod o-r it");
-            }
-        }
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("{p}: cannot read the mqtt password file"))?;
-        let password = text.lines().next().unwrap_or_default().trim();
-        if password.is_empty() {
-            bail!("{p}: the first line is empty; the mqtt password file holds the password on its first line");
-        }
-        return Ok(Some(password.to_string()));
+        return ign_core::fsio::secret_from_file(path, PASSWORD).map(Some);
     }
-    match env {
-        None => Ok(None),
-        Some(v) => {
-            let v = v
-                .into_string()
-                .map_err(|_| anyhow::anyhow!("{PASSWORD_ENV} is not valid UTF-8"))?;
-            if v.is_empty() {
-                bail!("{PASSWORD_ENV} is set but empty: give a password, or unset it");
-            }
-            Ok(Some(v))
-        }
-    }
+    env.map(|v| ign_core::fsio::secret_from_env(v, PASSWORD_ENV, PASSWORD))
+        .transpose()
 }
 
 /// The device id: `given`, else this machine's hostname, else `ign-edge`; sanitised for Home
