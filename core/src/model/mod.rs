@@ -357,17 +357,17 @@ fn known_operators(
     Ok(ops)
 }
 
-/// The graph with its BatchNormalization nodes folded into the convolutions before them, and
-/// its bytes (`None` when nothing was folded).
+/// The graph with its BatchNormalization nodes (and Mul/Add by per-channel constants) folded
+/// into the convolutions before them, and its bytes (`None` when nothing was folded).
 fn fold_for_running(
     path: &Path,
     proto: &pb::ModelProto,
 ) -> Result<Option<(pb::ModelProto, Vec<u8>)>> {
-    let has_bn = proto
+    let foldable = proto
         .graph
         .as_ref()
-        .is_some_and(|g| g.node.iter().any(|n| n.op_type == "BatchNormalization"));
-    if !has_bn {
+        .is_some_and(crate::quantize::bnfold::has_foldable);
+    if !foldable {
         return Ok(None);
     }
     let mut folded = proto.clone();
@@ -377,7 +377,7 @@ fn fold_for_running(
         return Ok(None);
     }
     log::debug!(
-        "{}: {n} BatchNormalization folded into the convolutions before them",
+        "{}: {n} BatchNormalization or affine nodes folded into the convolutions before them",
         path.display()
     );
     let bytes = folded.encode_to_vec();

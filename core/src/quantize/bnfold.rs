@@ -6,11 +6,14 @@
 //! the weight's second axis). Folded, the graph has one op per layer fewer to run and the
 //! int8 pass sees plain convolutions it can make integer.
 //!
+//! A standalone `Mul` or `Add` by a constant (a scalar, or one value per output channel: shape
+//! `[C,1,1]` or `[1,C,1,1]`) after a convolution is the same affine and folds the same way.
+//!
 //! [`fold_batchnorm`] runs on the ONNX graph: at load (`Model::from_bytes`: the plan tract
 //! makes and the graph the quantizer starts from are the folded one) and on any graph given.
-//! A BatchNormalization is left alone (and runs as it is) unless its input comes from a Conv
-//! or ConvTranspose that nothing else reads, and its statistics and the convolution's weights
-//! are float initializers.
+//! An affine node is left alone (and runs as it is) unless its input comes from a Conv or
+//! ConvTranspose that nothing else reads, and its constants and the convolution's weights are
+//! float initializers.
 
 use anyhow::{Context, Result};
 use std::collections::{HashMap, HashSet};
@@ -21,13 +24,17 @@ use super::graph::{f32_tensor, float_initializer, graph_mut, node_label, FloatTe
 /// The default of BatchNormalization's `epsilon`.
 const DEFAULT_EPSILON: f32 = 1e-5;
 
-/// Fold every BatchNormalization that follows a Conv or ConvTranspose into it; returns how
-/// many were folded. Initializers nothing reads any more are dropped.
+/// Whether `graph` has an affine node (BatchNormalization, or Mul/Add by a per-channel
+/// constant) that [`fold_batchnorm`] would fold.
+pub fn has_foldable(graph: &pb::GraphProto) -> bool {
+    matches!(next_pair(graph), Ok(Some(_)))
+}
+
+/// Fold every BatchNormalization, and every Mul or Add by a per-channel constant, that follows
+/// a Conv or ConvTranspose into it; returns how many were folded. Initializers nothing reads
+/// any more are dropped.
 pub fn fold_batchnorm(model: &mut pb::ModelProto) -> Result<usize> {
     let graph = graph_mut(model)?;
-    if !graph.node.iter().any(|n| n.op_type == "BatchNormalization") {
-        return Ok(0);
-    }
     let mut names = Names::of(graph);
     let mut folded = 0;
     loop {
@@ -35,8 +42,8 @@ pub fn fold_batchnorm(model: &mut pb::ModelProto) -> Result<usize> {
             break;
         };
         let label = node_label(&graph.node[bn]).to_string();
-        fold_pair(graph, &mut names, conv, bn)
-            .with_context(|| format!("BatchNormalization node '{label}'"))?;
+        let op = graph.node[bn].op_type.clone();
+        fold_pair(graph, &mut names, conv, bn).with_context(|| format!("{op} node '{label}'"))?;
         graph.node.remove(bn);
         folded += 1;
     }
@@ -60,14 +67,9 @@ fn next_pair(graph: &pb::GraphProto) -> Result<Option<(usize, usize)>> {
         .flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i)))
         .collect();
     for (bn, node) in graph.node.iter().enumerate() {
-        if node.op_type != "BatchNormalization" || node.input.len() != 5 {
+        let Some(x) = affine_input(graph, node) else {
             continue;
-        }
-        // training-mode outputs (running statistics) must not be read
-        if node.output.iter().skip(1).any(|o| !o.is_empty()) {
-            continue;
-        }
-        let x = node.input[0].as_str();
+        };
         let Some(&conv) = producer.get(x) else {
             continue;
         };
@@ -76,23 +78,90 @@ fn next_pair(graph: &pb::GraphProto) -> Result<Option<(usize, usize)>> {
         if !is_conv || readers.get(x) != Some(&1) || outputs.contains(x) || c.output.len() != 1 {
             continue;
         }
-        let stats_are_constant = node.input[1..]
-            .iter()
-            .all(|n| float_initializer(graph, n).ok().flatten().is_some());
         let weights_are_constant = c
             .input
             .iter()
             .skip(1)
             .all(|n| n.is_empty() || float_initializer(graph, n).ok().flatten().is_some());
-        if stats_are_constant && weights_are_constant && c.input.len() >= 2 {
+        let fits = out_channels(graph, c).is_some_and(|cout| affine(graph, node, cout).is_ok());
+        if weights_are_constant && c.input.len() >= 2 && fits {
             return Ok(Some((conv, bn)));
         }
     }
     Ok(None)
 }
 
+/// The tensor an affine node applies to: a BatchNormalization's input (its training outputs
+/// unread), or the non-constant side of a Mul or Add whose other side is an initializer.
+fn affine_input<'g>(graph: &'g pb::GraphProto, node: &'g pb::NodeProto) -> Option<&'g str> {
+    match node.op_type.as_str() {
+        "BatchNormalization" if node.input.len() == 5 => {
+            let unread = node.output.iter().skip(1).all(|o| o.is_empty());
+            unread.then_some(node.input[0].as_str())
+        }
+        "Mul" | "Add" if node.input.len() == 2 => {
+            let konst = |n: &str| float_initializer(graph, n).ok().flatten().is_some();
+            match (konst(&node.input[0]), konst(&node.input[1])) {
+                (false, true) => Some(node.input[0].as_str()),
+                (true, false) => Some(node.input[1].as_str()),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// The output channels of a Conv (`W[0]`) or ConvTranspose (`W[1]·group`).
+fn out_channels(graph: &pb::GraphProto, conv: &pb::NodeProto) -> Option<usize> {
+    let w = float_initializer(graph, conv.input.get(1)?).ok()??;
+    let group = conv
+        .attribute
+        .iter()
+        .find(|a| a.name == "group")
+        .map_or(1, |a| a.i.max(1) as usize);
+    match conv.op_type.as_str() {
+        "ConvTranspose" => Some(*w.dims.get(1)? * group),
+        _ => w.dims.first().copied(),
+    }
+}
+
+/// The per-channel scale and shift (`cout` channels) of an affine node: a BatchNormalization,
+/// or a Mul or Add by a scalar or per-channel constant (`[C]` along the channel axis of NCHW:
+/// shape `[C,1,1]` or `[1,C,1,1]`).
+fn affine(
+    graph: &pb::GraphProto,
+    node: &pb::NodeProto,
+    cout: usize,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    if node.op_type != "BatchNormalization" {
+        let k = node
+            .input
+            .iter()
+            .find_map(|n| float_initializer(graph, n).ok().flatten())
+            .context("no constant side")?;
+        let per_channel = matches!(k.dims.as_slice(), [c, 1, 1] | [1, c, 1, 1] if *c == cout);
+        let v: Vec<f32> = match k.data.len() {
+            1 if k.dims.len() <= 4 => vec![k.data[0]; cout],
+            n if n == cout && per_channel => k.data,
+            _ => anyhow::bail!("the constant {:?} is not per output channel", k.dims),
+        };
+        return Ok(if node.op_type == "Mul" {
+            (v, vec![0.0; cout])
+        } else {
+            (vec![1.0; cout], v)
+        });
+    }
+    let (scale, shift) = batchnorm_affine(graph, node)?;
+    anyhow::ensure!(
+        scale.len() == cout,
+        "{} channels, the conv has {cout}",
+        scale.len()
+    );
+    Ok((scale, shift))
+}
+
 /// The per-channel scale and shift of a BatchNormalization node.
-fn affine(graph: &pb::GraphProto, bn: &pb::NodeProto) -> Result<(Vec<f32>, Vec<f32>)> {
+fn batchnorm_affine(graph: &pb::GraphProto, bn: &pb::NodeProto) -> Result<(Vec<f32>, Vec<f32>)> {
     let get = |i: usize| -> Result<Vec<f32>> {
         Ok(float_initializer(graph, &bn.input[i])?
             .context("statistics are not initializers")?
@@ -117,7 +186,8 @@ fn affine(graph: &pb::GraphProto, bn: &pb::NodeProto) -> Result<(Vec<f32>, Vec<f
 /// Fold node `bn` into node `conv`: new weight and bias initializers (fresh names: the old
 /// ones may be shared), the convolution writes the BatchNormalization's output.
 fn fold_pair(graph: &mut pb::GraphProto, names: &mut Names, conv: usize, bn: usize) -> Result<()> {
-    let (scale, shift) = affine(graph, &graph.node[bn])?;
+    let cout = out_channels(graph, &graph.node[conv]).context("the weights' shape")?;
+    let (scale, shift) = affine(graph, &graph.node[bn], cout)?;
     let c = &graph.node[conv];
     let transpose = c.op_type == "ConvTranspose";
     let group = c
@@ -127,7 +197,6 @@ fn fold_pair(graph: &mut pb::GraphProto, names: &mut Names, conv: usize, bn: usi
         .map_or(1, |a| a.i.max(1) as usize);
     let mut w: FloatTensor =
         float_initializer(graph, &c.input[1])?.context("the weights are not an initializer")?;
-    let cout = scale.len();
     anyhow::ensure!(w.dims.len() >= 2, "weights of rank {}", w.dims.len());
     let per_out: usize = w.dims[2..].iter().product();
     if transpose {
@@ -348,6 +417,88 @@ mod tests {
                     "bias {bias} k {k} group {group} batch {batch}: {err}"
                 );
             }
+        }
+    }
+
+    /// A constant: its shape and values.
+    type Konst<'a> = (&'a [usize], Vec<f32>);
+
+    /// x → Conv → Mul by `mul` → Add by `add` → y (per-channel or scalar constants).
+    fn affine_model(mul: Konst, add: Konst) -> Vec<u8> {
+        let mut w = OnnxWriter::new("affine");
+        w.input_f32(
+            "x",
+            &[Dim::param("N"), Dim::Fixed(2), Dim::Fixed(6), Dim::Fixed(6)],
+        );
+        let wd: Vec<f32> = (0..3 * 2 * 9)
+            .map(|i| ((i * 37 % 19) as f32 - 9.0) / 10.0)
+            .collect();
+        let wn = w.initializer_f32("w", &[3, 2, 3, 3], &wd);
+        let bn = w.initializer_f32("b", &[3], &[0.1, -0.2, 0.3]);
+        let k = |i: i64| attr_ints("kernel_shape", &[i, i]);
+        w.node("Conv", &["x", &wn, &bn], &["c"], vec![k(3)]);
+        let m = w.initializer_f32("m", mul.0, &mul.1);
+        w.node("Mul", &["c", &m], &["cm"], vec![]);
+        let a = w.initializer_f32("a", add.0, &add.1);
+        w.node("Add", &[&a, "cm"], &["y"], vec![]);
+        w.output_f32_any_shape("y");
+        w.to_bytes()
+    }
+
+    #[test]
+    fn mul_and_add_by_per_channel_constants_fold_exactly_and_others_stay() {
+        let x = Tensor::from_shape(
+            &[2, 2, 6, 6],
+            &(0..144)
+                .map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let cases: [(Konst, Konst, usize); 3] = [
+            (
+                (&[1, 3, 1, 1], vec![0.5, 2.0, -1.0]),
+                (&[3, 1, 1], vec![1.0, 0.0, -3.0]),
+                2,
+            ),
+            ((&[], vec![1.5]), (&[1], vec![0.25]), 2),
+            // a per-pixel constant is no per-channel affine: the Mul stays, and so the Add
+            // (its input no longer comes from a conv)
+            (
+                (&[1, 1, 4, 4], vec![2.0; 16]),
+                (&[3, 1, 1], vec![1.0, 2.0, 3.0]),
+                0,
+            ),
+        ];
+        for (mul, add, want) in cases {
+            let dims = (mul.0.to_vec(), add.0.to_vec());
+            let bytes = affine_model(mul, add);
+            let (n, folded) = fold(&bytes);
+            assert_eq!(n, want, "{dims:?}");
+            if n == 0 {
+                continue;
+            }
+            let g = folded.graph.as_ref().unwrap();
+            assert_eq!(g.node.len(), 1, "only the conv is left");
+            let a = run(&bytes, &x);
+            let b = run(&folded.encode_to_vec(), &x);
+            let (a, b) = (
+                a.to_plain_array_view::<f32>()
+                    .unwrap()
+                    .iter()
+                    .copied()
+                    .collect::<Vec<_>>(),
+                b.to_plain_array_view::<f32>()
+                    .unwrap()
+                    .iter()
+                    .copied()
+                    .collect::<Vec<_>>(),
+            );
+            let err = a
+                .iter()
+                .zip(&b)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0f32, f32::max);
+            assert!(err < 1e-5, "{dims:?}: {err}");
         }
     }
 
