@@ -360,6 +360,20 @@ mod tests {
             .into_tensor()
     }
 
+    /// The largest difference between the outputs of `bytes` and of `folded` on `x`.
+    fn max_diff(bytes: &[u8], folded: &pb::ModelProto, x: &Tensor) -> f32 {
+        let (want, got) = (run(bytes, x), run(&folded.encode_to_vec(), x));
+        assert_eq!(want.shape(), got.shape());
+        let (a, b) = (
+            want.to_plain_array_view::<f32>().unwrap(),
+            got.to_plain_array_view::<f32>().unwrap(),
+        );
+        a.iter()
+            .zip(b.iter())
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max)
+    }
+
     fn fold(bytes: &[u8]) -> (usize, pb::ModelProto) {
         let mut m = pb::ModelProto::decode(bytes).unwrap();
         let n = fold_batchnorm(&mut m).unwrap();
@@ -392,26 +406,7 @@ mod tests {
                     .map(|_| rng.random_range(-1.0..1.0))
                     .collect();
                 let x = Tensor::from_shape(&[batch, 3, 8, 8], &data).unwrap();
-                let want = run(&bytes, &x);
-                let got = run(&folded.encode_to_vec(), &x);
-                assert_eq!(want.shape(), got.shape());
-                let (a, b) = (
-                    want.to_plain_array_view::<f32>()
-                        .unwrap()
-                        .iter()
-                        .copied()
-                        .collect::<Vec<_>>(),
-                    got.to_plain_array_view::<f32>()
-                        .unwrap()
-                        .iter()
-                        .copied()
-                        .collect::<Vec<_>>(),
-                );
-                let err = a
-                    .iter()
-                    .zip(b)
-                    .map(|(p, q)| (p - q).abs())
-                    .fold(0f32, f32::max);
+                let err = max_diff(&bytes, &folded, &x);
                 assert!(
                     err < 1e-5,
                     "bias {bias} k {k} group {group} batch {batch}: {err}"
@@ -479,25 +474,7 @@ mod tests {
             }
             let g = folded.graph.as_ref().unwrap();
             assert_eq!(g.node.len(), 1, "only the conv is left");
-            let a = run(&bytes, &x);
-            let b = run(&folded.encode_to_vec(), &x);
-            let (a, b) = (
-                a.to_plain_array_view::<f32>()
-                    .unwrap()
-                    .iter()
-                    .copied()
-                    .collect::<Vec<_>>(),
-                b.to_plain_array_view::<f32>()
-                    .unwrap()
-                    .iter()
-                    .copied()
-                    .collect::<Vec<_>>(),
-            );
-            let err = a
-                .iter()
-                .zip(&b)
-                .map(|(p, q)| (p - q).abs())
-                .fold(0f32, f32::max);
+            let err = max_diff(&bytes, &folded, &x);
             assert!(err < 1e-5, "{dims:?}: {err}");
         }
     }
