@@ -135,7 +135,9 @@ struct Sub {
 }
 
 impl Sub {
-    /// Subscribed to `filters` once this returns.
+    /// Subscribed to `filters` once this returns. A connection error before the SUBACK (a
+    /// broker slow to take its first client on a loaded machine) is retried until [`WAIT`]:
+    /// rumqttc reconnects when its event loop is polled again and resends what was pending.
     fn new(port: u16, filters: &[&str]) -> Sub {
         let mut o = MqttOptions::new(format!("sub-{}", free_port()), "127.0.0.1", port);
         o.set_max_packet_size(8 << 20, 64 << 10);
@@ -147,6 +149,8 @@ impl Sub {
         let (acked_tx, acked) = mpsc::channel();
         let mut left = filters.len();
         std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut errors = Vec::new();
             for e in connection.iter() {
                 match e {
                     Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
@@ -158,15 +162,29 @@ impl Sub {
                     Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
                         left -= 1;
                         if left == 0 {
-                            let _ = acked_tx.send(());
+                            let _ = acked_tx.send(Ok(()));
                         }
                     }
                     Ok(_) => {}
-                    Err(_) => break,
+                    Err(e) if left > 0 && start.elapsed() < WAIT => {
+                        errors.push(e.to_string());
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Err(e) => {
+                        errors.push(e.to_string());
+                        if left > 0 {
+                            let _ = acked_tx.send(Err(errors.join("; ")));
+                        }
+                        break;
+                    }
                 }
             }
         });
-        acked.recv_timeout(WAIT).expect("no SUBACK from mosquitto");
+        match acked.recv_timeout(WAIT + WAIT) {
+            Ok(Ok(())) => {}
+            Ok(Err(errors)) => panic!("no SUBACK from mosquitto on port {port}: {errors}"),
+            Err(e) => panic!("no SUBACK from mosquitto on port {port}: {e}"),
+        }
         Sub {
             _client: client,
             rx,
