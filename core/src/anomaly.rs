@@ -183,15 +183,26 @@ pub fn score(
     Ok(Scored { score, map })
 }
 
-/// The threshold above which a score is anomalous, such that at most `false_alarm_rate` of
-/// `normal` scores lie above it: the `(1 − rate)` quantile of the normal scores, nudged just
-/// above it so that the stated share holds on `normal` itself.
+/// The threshold above which a score is anomalous, such that a *new* normal frame lies above
+/// it with probability at most `false_alarm_rate`: the split-conformal quantile of the
+/// held-out `normal` scores.
+///
+/// Of n held-out scores, the threshold is the j-th largest with j = ⌊rate · (n + 1)⌋: a new
+/// score from the same distribution exceeds it with probability j / (n + 1) ≤ rate, whatever
+/// that distribution is (the held-out frames and the new one are exchangeable). The share of
+/// the held-out scores above it is (j − 1) / n, a little under the rate: the plain empirical
+/// quantile would match the held-out frames exactly and overshoot on new ones.
+///
+/// Fewer than [`frames_for_rate`] frames cannot promise the rate: the threshold is then their
+/// maximum, and [`expected_false_alarm_rate`] says what it gives (1 / (n + 1)).
 ///
 /// ```
-/// use ign_core::anomaly::threshold_for;
-/// let normal: Vec<f32> = (1..=100).map(|i| i as f32).collect();
+/// use ign_core::anomaly::{expected_false_alarm_rate, threshold_for};
+/// let normal: Vec<f32> = (1..=199).map(|i| i as f32).collect();
+/// // j = ⌊0.05 · 200⌋ = 10: the 10th largest, 190, with 9 of the 199 above it
 /// let t = threshold_for(&normal, 0.05).unwrap();
-/// assert_eq!(normal.iter().filter(|&&s| s > t).count(), 5);
+/// assert_eq!(t, 190.0);
+/// assert_eq!(expected_false_alarm_rate(199, 0.05), 0.05);
 /// ```
 pub fn threshold_for(normal: &[f32], false_alarm_rate: f64) -> Result<f32> {
     if normal.is_empty() {
@@ -205,10 +216,28 @@ pub fn threshold_for(normal: &[f32], false_alarm_rate: f64) -> Result<f32> {
         bail!("every normal score is NaN or infinite: the model's outputs are broken");
     }
     s.sort_by(f32::total_cmp);
-    // how many may lie above: floor(rate · n); the threshold is the largest score below them
-    let above = (false_alarm_rate * s.len() as f64).floor() as usize;
-    let t = s[s.len() - 1 - above.min(s.len() - 1)];
-    Ok(t)
+    let j = conformal_rank(s.len(), false_alarm_rate);
+    Ok(s[s.len() - j])
+}
+
+/// The rank from the top, j ≥ 1, of the conformal threshold among `n` held-out scores.
+fn conformal_rank(n: usize, false_alarm_rate: f64) -> usize {
+    // a hair of slack so that 0.05 · 200 counts as 10 despite binary fractions
+    let j = (false_alarm_rate * (n + 1) as f64 + 1e-9).floor() as usize;
+    j.clamp(1, n.max(1))
+}
+
+/// The false-alarm rate on new normal frames that [`threshold_for`] gives when it calibrates
+/// `false_alarm_rate` on `n` held-out frames: at most the rate, or 1 / (n + 1) when `n` is
+/// under [`frames_for_rate`].
+pub fn expected_false_alarm_rate(n: usize, false_alarm_rate: f64) -> f64 {
+    conformal_rank(n, false_alarm_rate) as f64 / (n + 1) as f64
+}
+
+/// The fewest held-out frames that let [`threshold_for`] promise `false_alarm_rate`
+/// (99 for 1%); `None` for a rate of 0, which no finite count promises.
+pub fn frames_for_rate(false_alarm_rate: f64) -> Option<usize> {
+    (false_alarm_rate > 0.0).then(|| ((1.0 / false_alarm_rate) - 1.0 - 1e-9).ceil() as usize)
 }
 
 /// The area under the ROC curve of separating `anomal` (positive) from `normal` scores: the
@@ -292,7 +321,7 @@ mod tests {
     }
 
     #[test]
-    fn the_threshold_gives_the_stated_false_alarm_rate() {
+    fn the_threshold_gives_the_stated_false_alarm_rate_on_its_own_frames() {
         let normal: Vec<f32> = (0..1000)
             .map(|i| ((i * 7919) % 1000) as f32 / 10.0)
             .collect();
@@ -306,6 +335,49 @@ mod tests {
         }
         assert!(threshold_for(&[], 0.01).is_err());
         assert!(threshold_for(&[1.0], 1.0).is_err());
+        assert_eq!(frames_for_rate(0.01), Some(99));
+        assert_eq!(frames_for_rate(0.05), Some(19));
+        assert_eq!(frames_for_rate(0.0), None);
+        assert_eq!(expected_false_alarm_rate(80, 0.01), 1.0 / 81.0);
+        assert_eq!(expected_false_alarm_rate(99, 0.01), 0.01);
+    }
+
+    /// Calibrated on 250 of a pool of scores and judged on the rest, again and again: the
+    /// share of new normal scores above the threshold is at most the rate on average (the
+    /// empirical quantile of the 250 would give 3 / 251 = 1.2% for 1%).
+    #[test]
+    fn the_threshold_keeps_the_rate_on_new_frames() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        // a skewed distribution, like reconstruction errors: the exponential of a normal-ish sum
+        let pool: Vec<f32> = (0..5000)
+            .map(|_| ((next() + next() + next() - 1.5) * 0.8).exp() as f32)
+            .collect();
+        let (n, trials) = (250, 400);
+        let mut sum = 0.0;
+        for _ in 0..trials {
+            let mut idx: Vec<usize> = (0..pool.len()).collect();
+            for i in 0..n {
+                let j = i + (next() * (pool.len() - i) as f64) as usize;
+                idx.swap(i, j.min(pool.len() - 1));
+            }
+            let cal: Vec<f32> = idx[..n].iter().map(|&i| pool[i]).collect();
+            let t = threshold_for(&cal, 0.01).unwrap();
+            let rest = &idx[n..];
+            sum += rest.iter().filter(|&&i| pool[i] > t).count() as f64 / rest.len() as f64;
+        }
+        let mean = sum / trials as f64;
+        let promised = expected_false_alarm_rate(n, 0.01);
+        assert!((promised - 2.0 / 251.0).abs() < 1e-12);
+        assert!(
+            mean <= 0.01 && (mean - promised).abs() < 0.002,
+            "mean false-alarm rate on new frames {mean}, promised {promised}"
+        );
     }
 
     #[test]

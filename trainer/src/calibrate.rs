@@ -18,9 +18,6 @@ use crate::data::Dataset;
 /// The default false-alarm rate: 1% of normal frames above the threshold.
 pub const DEFAULT_FALSE_ALARM_RATE: f64 = 0.01;
 
-/// Fewer held-out frames than this make a rough threshold (a warning says so).
-pub const FEW_FRAMES: usize = 50;
-
 /// Frames per call of the backend.
 const CHUNK: usize = 16;
 
@@ -56,6 +53,10 @@ pub struct Calibration {
     pub observed_rate: f64,
     /// How many held-out frames were scored.
     pub frames: usize,
+    /// The false-alarm rate the threshold gives on new normal frames, on average
+    /// ([`anomaly::expected_false_alarm_rate`]): the rate asked for, or more when too few
+    /// frames were held out to promise it.
+    pub expected_rate: f64,
     /// Whether the threshold was given (`--threshold`) rather than calibrated.
     pub given: bool,
 }
@@ -83,13 +84,20 @@ impl Calibration {
                 (self.false_alarm_rate * 100.0 * 1e6).round() / 1e6
             )
         };
-        format!(
+        let mut line = format!(
             "anomaly threshold {} on the {} score ({origin}): {:.1}% of the {} held-out normal frames lie above it",
             self.threshold,
             self.score.as_str(),
             self.observed_rate * 100.0,
             self.frames
-        )
+        );
+        if !self.given {
+            line += &format!(
+                ", {:.2}% of new normal frames expected",
+                self.expected_rate * 100.0
+            );
+        }
+        line
     }
 }
 
@@ -130,7 +138,8 @@ pub fn scores(model: &Model, images: &Dataset, kind: ScoreKind) -> Result<Vec<f3
 
 /// Calibrate the threshold of `model` on the held-out normal frames `normal`.
 ///
-/// The threshold is [`anomaly::threshold_for`] of their scores, raised by a relative 1e-5
+/// The threshold is [`anomaly::threshold_for`] of their scores (the conformal quantile: a
+/// new normal frame lies above it with at most the stated probability), raised by a relative 1e-5
 /// so that a frame at the threshold stays below it when the runtime's batch size rounds its
 /// score differently in the last bits.
 pub fn calibrate(
@@ -141,11 +150,18 @@ pub fn calibrate(
     if normal.is_empty() {
         bail!("no held-out frames to calibrate the anomaly threshold on; give --threshold");
     }
-    if normal.len() < FEW_FRAMES {
-        log::warn!(
-            "only {} held-out frames to calibrate the anomaly threshold on (fewer than {FEW_FRAMES}): it is rough; capture more frames, or train with a larger --test-fraction",
-            normal.len()
-        );
+    if opts.threshold.is_none() {
+        if let Some(need) = anomaly::frames_for_rate(opts.false_alarm_rate) {
+            if normal.len() < need {
+                log::warn!(
+                    "{} held-out frames can promise a false-alarm rate of {:.2}% at best (1 in {}), not {}%: hold out at least {need} (capture more frames, or train with a larger --test-fraction)",
+                    normal.len(),
+                    100.0 / (normal.len() + 1) as f64,
+                    normal.len() + 1,
+                    opts.false_alarm_rate * 100.0
+                );
+            }
+        }
     }
     let s = scores(model, normal, opts.score).context("scoring the held-out frames")?;
     let threshold = match opts.threshold {
@@ -173,6 +189,7 @@ pub fn calibrate(
         },
         observed_rate,
         frames: s.len(),
+        expected_rate: anomaly::expected_false_alarm_rate(s.len(), opts.false_alarm_rate),
         given: opts.threshold.is_some(),
     })
 }

@@ -361,8 +361,8 @@ fn the_scene_recipe_runs_its_stages_on_a_budget() {
     assert!(last.config.loss.lambda_idem > 0.0 && last.config.loss.lambda_tight > 0.0);
     assert_eq!(last.config.augment, Augment::Camera);
     assert_eq!(
-        last.config.test_fraction, 0.2,
-        "a fifth of the frames for calibration"
+        last.config.test_fraction, 0.5,
+        "half of the frames for calibration: 99 held out promise 1% (the conformal rank)"
     );
     assert!(last.step > first.step);
 }
@@ -379,7 +379,7 @@ fn export_calibrates_the_threshold_on_the_held_out_frames() {
     c.data = data.display().to_string();
     run(c, &data, &data_opts(), &opts(&out, 3, false)).unwrap();
     let model = dir.path().join("scene.onnx");
-    let rate = 0.1;
+    let rate = 0.2;
     let export = |threshold: Option<f32>, calibrate: Calibrate| {
         let opts = ExportOptions {
             calibrate,
@@ -396,12 +396,14 @@ fn export_calibrates_the_threshold_on_the_held_out_frames() {
     let cal = exported.calibration.unwrap();
     assert_eq!(cal.frames, 12, "every 5th of 60 frames is held out");
     assert!(cal.observed_rate <= rate, "{cal:?}");
+    // the conformal rank: the 2nd largest of 12 for 20% (⌊0.2 · 13⌋), 2 in 13 on new frames
+    assert_eq!(cal.expected_rate, 2.0 / 13.0, "{cal:?}");
     let m = ign_core::model::Model::load(&model).unwrap();
     let meta = &m.info.metadata;
     let t: f32 = meta["ign.anomaly.threshold"].parse().unwrap();
     assert_eq!(t, cal.threshold);
     assert_eq!(meta["ign.anomaly.score"], "smooth-max");
-    assert_eq!(meta["ign.anomaly.false_alarm_rate"], "0.1");
+    assert_eq!(meta["ign.anomaly.false_alarm_rate"], "0.2");
     assert!(
         !ign_core::model::Model::load(&dir.path().join("scene.noise.onnx"))
             .unwrap()
@@ -435,7 +437,7 @@ fn export_calibrates_the_threshold_on_the_held_out_frames() {
     );
     assert_eq!(
         above, 1,
-        "10% of 12 frames: one may lie above, {scores:?} against {t}"
+        "20% of 12 frames: the 2nd largest, one lies above, {scores:?} against {t}"
     );
     // a given threshold is written as given, with the rate it gives
     let given = export(Some(1e-6), Calibrate::Auto).calibration.unwrap();
@@ -449,7 +451,7 @@ fn export_calibrates_the_threshold_on_the_held_out_frames() {
 }
 
 /// Through the binary: the threshold, the rate it gives and the frame count are printed, with
-/// a warning under 50 frames; a run on IDX digits gets no threshold by default.
+/// a warning when too few frames are held out to promise the rate; a run on IDX digits gets no threshold by default.
 #[test]
 fn the_export_command_reports_the_calibration() {
     let dir = tempfile::tempdir().unwrap();
@@ -494,7 +496,8 @@ fn the_export_command_reports_the_calibration() {
         "anomaly threshold ",
         "on the smooth-max score (calibrated for a false-alarm rate of 5%)",
         "of the 2 held-out normal frames lie above it",
-        "warning: only 2 held-out frames",
+        ", 33.33% of new normal frames expected",
+        "warning: 2 held-out frames can promise a false-alarm rate of 33.33% at best (1 in 3), not 5%: hold out at least 19",
     ] {
         assert!(err.contains(want), "{want:?} not in {err}");
     }

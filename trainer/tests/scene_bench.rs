@@ -35,6 +35,7 @@ fn options(photos: Vec<PathBuf>, seed: u64) -> MakeOptions {
         photos,
         size: 32,
         train: 6,
+        normal: 7,
         test: 5,
         seed,
         kinds: Kind::ALL.to_vec(),
@@ -83,7 +84,7 @@ fn the_generator_is_deterministic_and_writes_the_stated_frames() {
     let layout = Layout::new(&a);
     let count = |d: &Path| std::fs::read_dir(d).unwrap().count();
     assert_eq!(count(&layout.train), 6);
-    assert_eq!(count(&layout.normal), 5);
+    assert_eq!(count(&layout.normal), 7);
     for kind in Kind::ALL {
         for d in [
             layout.anomalous(kind),
@@ -98,7 +99,10 @@ fn the_generator_is_deterministic_and_writes_the_stated_frames() {
     assert_eq!(t0.dimensions(), (32, 32));
     assert_ne!(t0, rgb(&layout.train.join("frame-000001.png")));
     assert_eq!(read_manifest(&a).unwrap(), m);
-    assert_eq!((m.seed, m.size, m.train, m.test), (3, 32, 6, 5));
+    assert_eq!(
+        (m.seed, m.size, m.train, m.normal, m.test),
+        (3, 32, 6, 7, 5)
+    );
     assert_eq!(m.objects.len(), 20);
     assert_eq!(m.foreign_photos.len(), 1);
     // a folder in use is refused; so is a foreign patch without a second photo

@@ -51,6 +51,11 @@ pub struct OneClassArgs {
     /// recipe with both IGN weights 0: reconstruction alone, for the same time) or both.
     #[arg(long, requires = "one_class", value_parser = choice::<Methods>(Methods::NAMES), default_value = "both")]
     pub method: Methods,
+    /// With --one-class: the recipe that trains each class, a built-in name or a TOML file
+    /// (models/recipes/one-class.toml is the built-in one; copy it to try another width or
+    /// schedule). The autoencoder baseline is the same recipe with both IGN weights 0.
+    #[arg(long, requires = "one_class", default_value = one_class::RECIPE)]
+    pub one_class_recipe: String,
     /// With --one-class: the score of the table's figures (smooth-max: the 5×5-smoothed
     /// maximum of |x − f(x)|, as ign-edge score; mean: its mean; idem: the smoothed maximum of
     /// |f(x) − f(f(x))|). Every score is measured and kept in the JSON; smooth-max was chosen
@@ -84,6 +89,7 @@ impl OneClassArgs {
             classes: self.classes.clone(),
             minutes: self.minutes_per_class,
             methods: self.method.list(),
+            recipe: self.one_class_recipe.clone(),
             score: self.score,
             ..Default::default()
         };

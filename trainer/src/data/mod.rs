@@ -439,9 +439,10 @@ fn load_folder_split(path: &Path, opts: &DataOptions) -> Result<Split> {
     }
     Ok(Split {
         description: format!(
-            "{} ({} images, every {k}th held out{})",
+            "{} ({} images, every {} held out{})",
             path.display(),
             files.len(),
+            ordinal(k),
             if labelled {
                 ", labels from sub-folders"
             } else {
@@ -542,9 +543,36 @@ pub fn peek_shape(path: &Path, opts: &DataOptions) -> Result<(usize, usize)> {
     }
 }
 
+/// `2nd`, `3rd`, `5th`, `11th`, `22nd`: `k` as an English ordinal.
+fn ordinal(k: usize) -> String {
+    let suffix = match (k % 10, k % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{k}{suffix}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ordinals_read_as_english() {
+        let got: Vec<String> = [1, 2, 3, 4, 5, 11, 12, 13, 21, 22, 23, 111]
+            .into_iter()
+            .map(ordinal)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "1st", "2nd", "3rd", "4th", "5th", "11th", "12th", "13th", "21st", "22nd", "23rd",
+                "111th"
+            ]
+        );
+    }
 
     fn idx_bytes(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {
         let mut v = magic.to_be_bytes().to_vec();

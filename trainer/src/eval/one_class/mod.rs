@@ -65,6 +65,9 @@ pub struct OneClassConfig {
     /// The training budget of each class and method, in minutes.
     pub minutes: f64,
     pub methods: Vec<Method>,
+    /// The recipe that trains each class: a built-in name or a TOML file ([`RECIPE`] by
+    /// default). The autoencoder is the same recipe with both IGN weights 0.
+    pub recipe: String,
     /// The score of the headline figures (every kind is measured and kept).
     pub score: ScoreKind,
     /// Train each stage at most this many steps (tests).
@@ -84,6 +87,7 @@ impl Default for OneClassConfig {
             classes: None,
             minutes: 1.5,
             methods: vec![Method::Ign, Method::Autoencoder],
+            recipe: RECIPE.to_string(),
             score: ScoreKind::SmoothMax,
             step_cap: None,
             bn_passes: PASSES,
@@ -98,8 +102,8 @@ pub fn class_dir(out: &Path, method: Method, class: u8) -> PathBuf {
 }
 
 /// The recipe and how it loads the data (its split: the warm-up stage's test fraction).
-fn recipe_and_data(data: &Path) -> Result<(Recipe, DataOptions)> {
-    let recipe = Recipe::load(RECIPE)?;
+fn recipe_and_data(recipe: &str, data: &Path) -> Result<(Recipe, DataOptions)> {
+    let recipe = Recipe::load(recipe)?;
     let (_, data_opts, _) = recipe
         .stage_cmd(0, data, Path::new("RUN"), &[])?
         .settings()?;
@@ -148,7 +152,7 @@ pub fn run(cfg: &OneClassConfig) -> Result<OneClassReport> {
     if cfg.methods.is_empty() {
         bail!("no method to run; give --method ign, autoencoder or both");
     }
-    let (recipe, data_opts) = recipe_and_data(&cfg.data)?;
+    let (recipe, data_opts) = recipe_and_data(&cfg.recipe, &cfg.data)?;
     let split = data::load(&cfg.data, &data_opts)?;
     let classes = resolve_classes(cfg.classes.as_deref(), &split, &cfg.data)?;
     std::fs::create_dir_all(&cfg.out)
