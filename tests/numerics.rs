@@ -52,6 +52,33 @@ fn rgb_64_fixed_batch_matches_onnxruntime() {
     check("tiny64rgb.onnx", "x64.npy", "y64_k1.npy", "y64_k2.npy", 1);
 }
 
+/// Real `torch.onnx.export` files of the 64x64 DCGAN IGN (benches/torch_dcgan64.py at width 2):
+/// the default exporter's, with its weights in `torch64-dynamo.onnx.data` and `batch`-named
+/// shape hints on inner tensors, and the legacy exporter's, with a BatchNormalization left
+/// after each normalised ConvTranspose. Both give PyTorch's own outputs.
+#[test]
+fn pytorch_exports_give_pytorchs_outputs() {
+    // the counts differ by how much BatchNorm each exporter folded itself (into the Convs alone,
+    // or into every conv)
+    for (file, external, params) in [
+        ("torch64-dynamo.onnx", true, 13_839),
+        ("torch64-torchscript.onnx", false, 13_929),
+    ] {
+        let model = Model::load(&fixture(file)).unwrap();
+        let on_disk = std::fs::metadata(fixture(file)).unwrap().len();
+        assert_eq!(model.info.file_bytes > on_disk, external, "{file}");
+        assert_eq!(model.info.params, params, "{file}");
+        for threads in [1, 2] {
+            let mut cpu = CpuBackend::pinned(&model, threads).unwrap();
+            let x = npy("torch64_x.npy", &model);
+            let got = cpu.run(&x).unwrap();
+            let want = npy("torch64_y.npy", &model);
+            let d = got.max_abs_diff(&want);
+            assert!(d < 1e-5, "{file}, {threads} threads: max diff {d}");
+        }
+    }
+}
+
 #[test]
 fn batch_one_equals_the_rows_of_a_batch() {
     let model = Model::load(&fixture("tiny28.onnx")).unwrap();

@@ -187,7 +187,43 @@ fn pytorch_style_graphs_quantize_too() {
         &opts(Precision::Int8, Some("noise:32")),
     )
     .unwrap();
+    assert!(!ops(&q.bytes).iter().any(|o| o == "BatchNormalization"));
     assert!(q.report.unwrap().noise.psnr_f_db > 25.0);
+}
+
+/// Real PyTorch exports of the 64x64 DCGAN IGN (tests/numerics.rs says what each is): once the
+/// BatchNorm is folded, every conv but the first and the two dense layers (the 4x4 conv to the
+/// latent and the transposed conv out of it, float on int8 weights) is an integer conv, on
+/// noise alone; the default exporter's weights, kept in a file beside the model, end up inside
+/// the int8 file, which loads on its own anywhere.
+#[test]
+fn pytorch_exports_quantize_to_int8_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["torch64-torchscript.onnx", "torch64-dynamo.onnx"] {
+        let path = Path::new("tests/fixtures").join(file);
+        let q = quantize::quantize(&path, &opts(Precision::Int8, Some("noise:32"))).unwrap();
+        let ops = ops(&q.bytes);
+        assert!(!ops.iter().any(|o| o == "BatchNormalization"), "{ops:?}");
+        let report = q.report.unwrap();
+        let summary = report.int8.unwrap();
+        assert_eq!(
+            (summary.integer_convs, summary.float_convs),
+            (7, 3),
+            "{file}"
+        );
+        assert!(
+            report.noise.psnr_f_db > 40.0,
+            "{file}: {:.1} dB",
+            report.noise.psnr_f_db
+        );
+        let alone = dir.path().join(file.replace(".onnx", ".int8.onnx"));
+        std::fs::write(&alone, &q.bytes).unwrap();
+        let proto = pb::ModelProto::decode(q.bytes.as_slice()).unwrap();
+        let g = proto.graph.unwrap();
+        assert!(g.initializer.iter().all(|t| t.external_data.is_empty()));
+        let m = Model::load(&alone).unwrap();
+        assert_eq!(m.info.precision, Precision::Int8);
+    }
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! Stages, as in tract: bytes → protobuf (validated here) → inference model → typed model
 //! (shapes checked) → optimized plan (built per batch size by a [`crate::backend::Backend`]).
 
+pub mod external;
 pub mod metadata;
 pub mod writer;
 
@@ -188,9 +189,10 @@ impl Model {
         check_output_dims(path, output, fixed_batch, (channels, height, width))?;
 
         let model_dir = path.parent().and_then(|p| p.to_str()).map(str::to_owned);
-        // What runs (and what the quantizer starts from): BatchNormalization folded into the
-        // convolutions before it; `info` keeps describing the file as it is.
-        let folded = fold_for_running(path, &proto)?;
+        // What runs (and what the quantizer starts from): external weights read in, shape hints
+        // on a named batch dropped, BatchNormalization folded into the convolutions before it;
+        // `info` keeps describing the file as it is.
+        let (folded, external_bytes) = prepare_for_running(path, &proto)?;
         let parsed = register
             .parse(
                 folded.as_ref().map_or(&proto, |f| &f.0),
@@ -211,7 +213,7 @@ impl Model {
             .unwrap_or(0);
         let mut info = ModelInfo {
             path: path.to_path_buf(),
-            file_bytes: bytes.len() as u64,
+            file_bytes: bytes.len() as u64 + external_bytes,
             input_name: input.name.clone(),
             output_name: output.name.clone(),
             channels,
@@ -357,31 +359,63 @@ fn known_operators(
     Ok(ops)
 }
 
-/// The graph with its BatchNormalization nodes (and Mul/Add by per-channel constants) folded
-/// into the convolutions before them, and its bytes (`None` when nothing was folded).
-fn fold_for_running(
+/// The graph as it runs, and its bytes (`None` when it is the file's as it is), with the bytes
+/// of external data read in:
+/// - initializers kept in files beside the model read into the graph ([`external`]);
+/// - shape hints (`value_info`) on inner tensors that name a symbolic dimension dropped: PyTorch
+///   writes `batch` there, which would not unify with the batch the runtime fixes (the shapes
+///   are inferred again from the input);
+/// - BatchNormalization nodes (and Mul/Add by per-channel constants) folded into the
+///   convolutions before them.
+fn prepare_for_running(
     path: &Path,
     proto: &pb::ModelProto,
-) -> Result<Option<(pb::ModelProto, Vec<u8>)>> {
+) -> Result<(Option<(pb::ModelProto, Vec<u8>)>, u64)> {
+    let symbolic_hints = proto
+        .graph
+        .as_ref()
+        .is_some_and(|g| g.value_info.iter().any(has_symbolic_dim));
+    let external = external::has_external(proto);
     let foldable = proto
         .graph
         .as_ref()
         .is_some_and(crate::quantize::bnfold::has_foldable);
-    if !foldable {
-        return Ok(None);
+    if !(symbolic_hints || external || foldable) {
+        return Ok((None, 0));
     }
-    let mut folded = proto.clone();
-    let n = crate::quantize::bnfold::fold_batchnorm(&mut folded)
-        .map_err(|e| model_err(path, format!("cannot fold BatchNormalization: {e:#}")))?;
-    if n == 0 {
-        return Ok(None);
+    let mut prepared = proto.clone();
+    let external_bytes = if external {
+        external::inline(path, &mut prepared).map_err(|e| model_err(path, format!("{e:#}")))?
+    } else {
+        0
+    };
+    if let Some(g) = prepared.graph.as_mut() {
+        g.value_info.retain(|v| !has_symbolic_dim(v));
     }
-    log::debug!(
-        "{}: {n} BatchNormalization or affine nodes folded into the convolutions before them",
-        path.display()
-    );
-    let bytes = folded.encode_to_vec();
-    Ok(Some((folded, bytes)))
+    if foldable {
+        let n = crate::quantize::bnfold::fold_batchnorm(&mut prepared)
+            .map_err(|e| model_err(path, format!("cannot fold BatchNormalization: {e:#}")))?;
+        log::debug!(
+            "{}: {n} BatchNormalization or affine nodes folded into the convolutions before them",
+            path.display()
+        );
+    }
+    let bytes = prepared.encode_to_vec();
+    Ok((Some((prepared, bytes)), external_bytes))
+}
+
+/// Whether a tensor's declared shape names a dimension by a symbol (`batch`).
+fn has_symbolic_dim(v: &pb::ValueInfoProto) -> bool {
+    use pb::tensor_shape_proto::dimension::Value;
+    use pb::type_proto::Value as T;
+    let Some(T::TensorType(t)) = v.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+        return false;
+    };
+    t.shape.as_ref().is_some_and(|s| {
+        s.dim
+            .iter()
+            .any(|d| matches!(d.value, Some(Value::DimParam(_))))
+    })
 }
 
 /// The one image input (initializers excluded) and the one output.

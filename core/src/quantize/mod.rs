@@ -165,7 +165,8 @@ pub fn quantize_bytes(path: &Path, bytes: &[u8], opts: &QuantizeOptions) -> Resu
         &v.set,
         opts,
         report::Measured {
-            fp32_file_bytes: bytes.len() as u64,
+            // with the external data of a PyTorch export: what the fp32 model takes on disk
+            fp32_file_bytes: model.info.file_bytes,
             file_bytes: v.bytes.len() as u64,
             calibration: v.calibration,
             method: v.method,
