@@ -228,8 +228,20 @@ fn bench_writes_json_csv_and_flags_a_regression() {
         "{text}"
     );
     assert!(text.contains("profile of tiny28.onnx"), "{text}");
+    assert!(text.contains("GFLOP/s"), "{text}");
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("b.json")).unwrap()).unwrap();
+    // the profile's operations add up to the model's (its FLOPs per application, once at
+    // --steps 1): the work of every multiply-add is placed on an operator
+    let profile = v["results"][0]["profile"].as_array().unwrap();
+    let ops: f64 = profile.iter().filter_map(|o| o["flops"].as_f64()).sum();
+    let info = ign(&["info", &m, "--json"], d);
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    let model_flops = info["flops"].as_f64().unwrap();
+    assert!(
+        (ops / model_flops - 1.0).abs() < 0.05,
+        "profile {ops} FLOP against the model's {model_flops}: {profile:?}"
+    );
     assert_eq!(v["schema"], 1);
     let results = v["results"].as_array().unwrap();
     assert_eq!(results.len(), 2);

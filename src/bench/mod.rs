@@ -308,12 +308,16 @@ pub fn profile_table(r: &ModelResult) -> String {
         r.model, r.precision, r.threads, total
     );
     for o in p {
+        let rate = o
+            .gflops()
+            .map_or_else(|| "-".to_string(), |g| format!("{g:.1}"));
         s += &format!(
-            "  {:<28} {:>3} nodes {:>9.1} us {:>5.1}%\n",
+            "  {:<28} {:>3} nodes {:>9.1} us {:>5.1}% {:>8} GFLOP/s\n",
             o.op,
             o.nodes,
             o.total_us,
-            100.0 * o.total_us / total.max(1e-9)
+            100.0 * o.total_us / total.max(1e-9),
+            rate
         );
     }
     s

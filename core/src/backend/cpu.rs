@@ -271,7 +271,21 @@ impl Threads {
 pub struct OpTime {
     pub op: String,
     pub nodes: usize,
+    /// µs per call, over the operator's nodes.
     pub total_us: f64,
+    /// Floating-point or integer operations per call of its nodes (2 per multiply-add, from
+    /// tract's cost model; `None` where tract states none: copies, activations, tables).
+    #[serde(default)]
+    pub flops: Option<f64>,
+}
+
+impl OpTime {
+    /// GFLOP/s (or integer GOP/s) the operator reaches, where its work is known.
+    pub fn gflops(&self) -> Option<f64> {
+        self.flops
+            .filter(|_| self.total_us > 0.0)
+            .map(|f| f / self.total_us / 1e3)
+    }
 }
 
 impl CpuBackend {
@@ -283,6 +297,9 @@ impl CpuBackend {
         let (state, threads) = self.states.get_mut(&n).expect("prepared");
         let executor = threads.executor.clone();
         let t = input_tensor(state, input)?;
+        let fmas: HashMap<usize, u64> = crate::model::node_fmas_by_id(state.model())?
+            .into_iter()
+            .collect();
         let mut by_op: HashMap<String, (std::collections::HashSet<usize>, f64)> = HashMap::new();
         for _ in 0..iterations.max(1) {
             multithread_tract_scope(executor.clone(), || {
@@ -298,10 +315,14 @@ impl CpuBackend {
         }
         let mut out: Vec<OpTime> = by_op
             .into_iter()
-            .map(|(op, (nodes, us))| OpTime {
-                op,
-                nodes: nodes.len(),
-                total_us: us / iterations.max(1) as f64,
+            .map(|(op, (nodes, us))| {
+                let fma: u64 = nodes.iter().filter_map(|n| fmas.get(n)).sum();
+                OpTime {
+                    op,
+                    nodes: nodes.len(),
+                    total_us: us / iterations.max(1) as f64,
+                    flops: (fma > 0).then_some(2.0 * fma as f64),
+                }
             })
             .collect();
         out.sort_by(|a, b| b.total_us.partial_cmp(&a.total_us).unwrap());

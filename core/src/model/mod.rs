@@ -305,6 +305,15 @@ pub fn count_flops(model: &TypedModel) -> Result<u64> {
 
 /// Multiply-adds of each node of a typed model, by node name (nodes without any left out).
 pub fn node_fmas(model: &TypedModel) -> Result<Vec<(String, u64)>> {
+    Ok(node_fmas_by_id(model)?
+        .into_iter()
+        .map(|(id, fma)| (model.node(id).name.clone(), fma))
+        .collect())
+}
+
+/// Multiply-adds of each node of a typed model (plain or optimized), by node id (nodes without
+/// any left out).
+pub fn node_fmas_by_id(model: &TypedModel) -> Result<Vec<(usize, u64)>> {
     let mut out = Vec::new();
     for node in model.nodes() {
         let inputs = model.node_input_facts(node.id)?;
@@ -323,7 +332,7 @@ pub fn node_fmas(model: &TypedModel) -> Result<Vec<(String, u64)>> {
             }
         }
         if fma > 0 {
-            out.push((node.name.clone(), fma));
+            out.push((node.id, fma));
         }
     }
     Ok(out)
