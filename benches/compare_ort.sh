@@ -13,6 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
+# bytes on disk, with the external data file a PyTorch export keeps beside the model
+size() { local s; s=$(stat -c%s "$1"); [ -f "$1.data" ] && s=$((s + $(stat -c%s "$1.data"))); echo "$s"; }
 BIN=${BIN:-target/release/ign-edge}
 if [ "${1:-}" = "--int8" ]; then
   shift
@@ -27,7 +29,7 @@ for x in json.load(open(sys.argv[1]))["results"]:
     q="${m%.onnx}.int8.onnx"; mkdir -p runs/ort; ortq="runs/ort/$(basename "${m%.onnx}").ort-qdq.onnx"
     [ -f "$q" ] || "$BIN" quantize -m "$m" --precision int8 --calib noise:128 --latency-runs 5 >/dev/null
     [ "$ortq" -nt "$m" ] || "$PY" benches/ort_int8.py qdq "$m" "$ortq" 2>/dev/null
-    echo "== $m  (files: fp32 $(stat -c%s "$m") B, ign-edge int8 $(stat -c%s "$q") B = $(( 100 * $(stat -c%s "$q") / $(stat -c%s "$m") ))%, onnxruntime QDQ $(stat -c%s "$ortq") B)"
+    echo "== $m  (files: fp32 $(size "$m") B, ign-edge int8 $(size "$q") B = $(( 100 * $(size "$q") / $(size "$m") ))%, onnxruntime QDQ $(size "$ortq") B)"
     for round in 1 2 3; do
       "$BIN" bench --model "$m" --precision fp32 --precision int8 --threads 1 --threads 2 \
           --iterations 200 --no-peak --json /tmp/ign-bench.json >/dev/null 2>&1

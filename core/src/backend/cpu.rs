@@ -224,39 +224,13 @@ impl Threads {
         let x = crate::inputs::noise_batch(info, batch, 7);
         let t = input_tensor(state, &x)?;
         let executors = [Executor::SingleThread, Executor::multithread(asked)];
-        let mut times: [Vec<f64>; 2] = [vec![], vec![]];
-        let start = std::time::Instant::now();
-        // Blocks of runs on each executor in turn, the first run of a block not counted: a
-        // pool whose threads slept through the other executor's runs wakes up slowly, which
-        // a plan running on it call after call does not pay.
-        for round in 0..12 {
-            for (e, ts) in executors.iter().zip(times.iter_mut()) {
-                for i in 0..BLOCK {
-                    let t0 = std::time::Instant::now();
-                    multithread_tract_scope(e.clone(), || state.run(tvec!(t.clone().into())))?;
-                    if i > 0 {
-                        ts.push(t0.elapsed().as_secs_f64() * 1e6);
-                    }
-                }
-            }
-            if round >= 2 && start.elapsed().as_secs_f64() > 0.3 {
-                break;
-            }
-        }
-        // The first quartile: what each executor reaches when the machine leaves it alone. On
-        // a shared host the other cores are sometimes busy, which slows the multi-threaded
-        // runs by up to 1.7x at random (bimodal samples); the median then follows the noise.
-        let quartile = |v: &mut Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 4]
-        };
-        let measured_us = [quartile(&mut times[0]), quartile(&mut times[1])];
-        log::debug!(
-            "threads: first quartile {measured_us:?} us on 1 and {asked} threads; samples {:?} / {:?}",
-            times[0],
-            times[1]
-        );
-        let multi = measured_us[1] < measured_us[0];
+        let times = alternate(|e| {
+            let t0 = std::time::Instant::now();
+            multithread_tract_scope(executors[e].clone(), || state.run(tvec!(t.clone().into())))?;
+            Ok(t0.elapsed().as_secs_f64() * 1e6)
+        })?;
+        let (multi, measured_us) = many_is_faster(times);
+        log::debug!("threads: first quartile {measured_us:?} us on 1 and {asked} threads");
         let [single, many] = executors;
         Ok(Threads {
             executor: if multi { many } else { single },
@@ -264,6 +238,42 @@ impl Threads {
             measured_us,
         })
     }
+}
+
+/// Samples of `run(0)` (one thread) and `run(1)` (more), in blocks of [`BLOCK`] calls on each
+/// in turn, for about 0.3 s (at least 3 rounds, at most 12); the first call of a block is not
+/// counted: a pool whose threads slept through the other executor's calls wakes up slowly,
+/// which a plan running on it call after call does not pay.
+fn alternate(mut run: impl FnMut(usize) -> Result<f64>) -> Result<[Vec<f64>; 2]> {
+    let mut times: [Vec<f64>; 2] = [vec![], vec![]];
+    let start = std::time::Instant::now();
+    for round in 0..12 {
+        for (e, ts) in times.iter_mut().enumerate() {
+            for i in 0..BLOCK {
+                let us = run(e)?;
+                if i > 0 {
+                    ts.push(us);
+                }
+            }
+        }
+        if round >= 2 && start.elapsed().as_secs_f64() > 0.3 {
+            break;
+        }
+    }
+    Ok(times)
+}
+
+/// Whether the multi-threaded samples are faster, judged on the first quartiles (returned, µs):
+/// what each executor reaches when the machine leaves it alone. On a shared host the other
+/// cores are sometimes busy, which slows the multi-threaded calls by up to 1.7× at random
+/// (bimodal samples); the median then follows the noise. A tie keeps one thread.
+fn many_is_faster(mut times: [Vec<f64>; 2]) -> (bool, [f64; 2]) {
+    let quartile = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 4).copied().unwrap_or(f64::INFINITY)
+    };
+    let measured = [quartile(&mut times[0]), quartile(&mut times[1])];
+    (measured[1] < measured[0], measured)
 }
 
 /// Time spent in one kind of operator, from [`CpuBackend::profile`].
@@ -392,5 +402,54 @@ impl Backend for CpuBackend {
             None => view.iter().copied().collect(),
         };
         ImageBatch::new(data, input.shape)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The thread choice on forced timings: `single` and `many` give the µs of the n-th call
+    /// on each executor.
+    fn choose(
+        mut single: impl FnMut(usize) -> f64,
+        mut many: impl FnMut(usize) -> f64,
+    ) -> (bool, [f64; 2]) {
+        let mut calls = [0usize; 2];
+        let times = alternate(|e| {
+            calls[e] += 1;
+            Ok(if e == 0 {
+                single(calls[0])
+            } else {
+                many(calls[1])
+            })
+        })
+        .unwrap();
+        assert_eq!(times[0].len(), times[1].len());
+        assert!(times[0].len() >= 3 * (BLOCK - 1), "{}", times[0].len());
+        many_is_faster(times)
+    }
+
+    #[test]
+    fn a_second_thread_is_kept_only_where_it_is_faster() {
+        // one thread faster (a small model: the workers cost more than they share)
+        assert!(!choose(|_| 100.0, |_| 150.0).0);
+        // two faster
+        assert_eq!(choose(|_| 100.0, |_| 60.0), (true, [100.0, 60.0]));
+        // a tie keeps one
+        assert!(!choose(|_| 100.0, |_| 100.0).0);
+        // two faster when left alone, 1.7x slower on 3 calls in 5 (the other core busy): the
+        // median (102) would keep one thread, the first quartile sees the 60
+        let busy = |n: usize| if n % 5 < 3 { 102.0 } else { 60.0 };
+        assert_eq!(choose(|_| 100.0, busy), (true, [100.0, 60.0]));
+        // one faster, and its own calls sometimes slowed: still one
+        let spiky = |n: usize| if n % 4 == 0 { 170.0 } else { 100.0 };
+        assert!(!choose(spiky, |_| 130.0).0);
+        // the slower count is never chosen, whatever the ratio
+        for ratio in [0.5, 0.9, 0.99, 1.01, 1.1, 2.0] {
+            let (multi, [one, two]) = choose(|_| 100.0, |_| 100.0 * ratio);
+            assert_eq!(multi, ratio < 1.0, "{ratio}");
+            assert_eq!(multi, two < one);
+        }
     }
 }
