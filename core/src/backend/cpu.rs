@@ -443,7 +443,7 @@ mod tests {
         let busy = |n: usize| if n % 5 < 3 { 102.0 } else { 60.0 };
         assert_eq!(choose(|_| 100.0, busy), (true, [100.0, 60.0]));
         // one faster, and its own calls sometimes slowed: still one
-        let spiky = |n: usize| if n % 4 == 0 { 170.0 } else { 100.0 };
+        let spiky = |n: usize| if n.is_multiple_of(4) { 170.0 } else { 100.0 };
         assert!(!choose(spiky, |_| 130.0).0);
         // the slower count is never chosen, whatever the ratio
         for ratio in [0.5, 0.9, 0.99, 1.01, 1.1, 2.0] {

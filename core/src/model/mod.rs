@@ -368,6 +368,9 @@ fn known_operators(
     Ok(ops)
 }
 
+/// A graph changed for running, and its encoded bytes.
+type Prepared = (pb::ModelProto, Vec<u8>);
+
 /// The graph as it runs, and its bytes (`None` when it is the file's as it is), with the bytes
 /// of external data read in:
 /// - initializers kept in files beside the model read into the graph ([`external`]);
@@ -376,10 +379,7 @@ fn known_operators(
 ///   are inferred again from the input);
 /// - BatchNormalization nodes (and Mul/Add by per-channel constants) folded into the
 ///   convolutions before them.
-fn prepare_for_running(
-    path: &Path,
-    proto: &pb::ModelProto,
-) -> Result<(Option<(pb::ModelProto, Vec<u8>)>, u64)> {
+fn prepare_for_running(path: &Path, proto: &pb::ModelProto) -> Result<(Option<Prepared>, u64)> {
     let symbolic_hints = proto
         .graph
         .as_ref()

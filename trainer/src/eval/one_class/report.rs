@@ -155,7 +155,7 @@ impl OneClassReport {
             }
             mean_auroc.insert(m.to_string(), by_kind);
         }
-        let recipe = crate::train::recipe::Recipe::load(super::RECIPE)
+        let recipe = crate::train::recipe::Recipe::load(&cfg.recipe)
             .map(|r| format!("{}@{}", r.name, r.hash))
             .unwrap_or_default();
         OneClassReport {
