@@ -4,7 +4,7 @@
 use ign_edge::backend::{cpu::CpuBackend, Backend};
 use ign_edge::inputs;
 use ign_edge::model::{Model, Precision};
-use ign_edge::quantize::{self, fidelity::psnr, QuantizeOptions};
+use ign_edge::quantize::{self, fidelity::psnr, int8::FloatReason, QuantizeOptions};
 use prost::Message;
 use std::path::Path;
 use tract_onnx::pb;
@@ -129,6 +129,10 @@ fn int8_runs_every_conv_on_integer_kernels_and_stays_close() {
     if worst(&report) < 40.0 {
         // (39.8 dB on this calibration: one conv moves, 41.3 dB.)
         assert!(convs(&r) < convs(&report) && worst(&r) >= 40.0, "{what}");
+        // the report names the convs the floor moved, and says so
+        let moved = r.int8.as_ref().unwrap().in_float.iter();
+        let moved = moved.filter(|f| f.why == FloatReason::FidelityFloor).count();
+        assert_eq!(moved, convs(&report) - convs(&r), "{what}");
     } else {
         assert_eq!(floored.bytes, q.bytes, "{what}");
     }
@@ -210,6 +214,18 @@ fn pytorch_exports_quantize_to_int8_end_to_end() {
             (summary.integer_convs, summary.float_convs),
             (7, 3),
             "{file}"
+        );
+        // which, and why: the conv on the input and the two dense layers, nothing by the floor
+        let why: Vec<FloatReason> = summary.in_float.iter().map(|f| f.why).collect();
+        assert_eq!(
+            why,
+            [
+                FloatReason::ReadsTheInput,
+                FloatReason::Dense,
+                FloatReason::Dense
+            ],
+            "{file}: {:?}",
+            summary.in_float
         );
         assert!(
             report.noise.psnr_f_db > 40.0,

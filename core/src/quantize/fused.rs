@@ -25,7 +25,7 @@ use std::collections::{HashMap, HashSet};
 use tract_onnx::pb;
 
 use super::graph::{f32_tensor, float_initializer, graph_mut, node_label, Names};
-use super::int8::Int8Summary;
+use super::int8::{FloatConv, FloatReason, Int8Summary};
 use super::int8_common::Ranges;
 use crate::model::writer::attr_int;
 
@@ -280,6 +280,15 @@ impl Pass<'_> {
         self.float.insert(n.output[0].clone());
         self.nodes.push(n);
         self.summary.float_convs += 1;
+        let reads_input = self.graph.input.iter().any(|i| i.name == node.input[0]);
+        self.summary.in_float.push(FloatConv {
+            conv: node.output[0].clone(),
+            why: if reads_input {
+                FloatReason::ReadsTheInput
+            } else {
+                FloatReason::Dense
+            },
+        });
         Ok(())
     }
 

@@ -83,6 +83,40 @@ pub struct Int8Summary {
     /// schemes).
     #[serde(skip_serializing_if = "is_zero")]
     pub float_convs: usize,
+    /// Which convs compute in float, and why (fused scheme).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub in_float: Vec<FloatConv>,
+}
+
+/// A conv the fused scheme keeps in float arithmetic (on int8 weights), and why.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct FloatConv {
+    /// The conv's output tensor (how the fidelity floor names it).
+    pub conv: String,
+    pub why: FloatReason,
+}
+
+/// Why a conv computes in float in the fused scheme.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FloatReason {
+    /// It reads the model's input, whose int8 steps cost the most fidelity for the least time.
+    ReadsTheInput,
+    /// A dense layer: a matrix-vector product at batch 1, bound by reading its weights, which
+    /// are int8 either way.
+    Dense,
+    /// The fidelity floor (`--min-psnr`) moved it.
+    FidelityFloor,
+}
+
+impl std::fmt::Display for FloatReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FloatReason::ReadsTheInput => "reads the input",
+            FloatReason::Dense => "dense",
+            FloatReason::FidelityFloor => "fidelity floor",
+        })
+    }
 }
 
 fn is_zero(n: &usize) -> bool {

@@ -138,6 +138,14 @@ pub fn table(r: &Report) -> String {
                 q.integer_convs, q.float_convs, q.folded_relus, q.quantize_nodes, q.dequantize_nodes
             ),
         );
+        if !q.in_float.is_empty() {
+            let list: Vec<String> = q
+                .in_float
+                .iter()
+                .map(|f| format!("{} ({})", f.conv, f.why))
+                .collect();
+            line(&mut s, "in float", list.join(", "));
+        }
     }
     s.push_str(&format!(
         "  {:<12} {:>7} {:>10} {:>10} {:>11} {:>11} {:>10} {:>10}\n",

@@ -200,7 +200,12 @@ fn with_floor(
     if floats.len() <= floor.dense.len() {
         return Ok(None);
     }
-    let (qb, s) = build_with(choice, &floats)?;
+    let (qb, mut s) = build_with(choice, &floats)?;
+    for f in s.in_float.iter_mut() {
+        if floats[floor.dense.len()..].contains(&f.conv) {
+            f.why = int8::FloatReason::FidelityFloor;
+        }
+    }
     let added: Vec<&str> = floats[floor.dense.len()..]
         .iter()
         .map(String::as_str)
