@@ -8,6 +8,7 @@
 #          issue in one run: int8 against fp32 in ign-edge, ign-edge against onnxruntime, 2
 #          threads against 1, onnxruntime's own QDQ int8 as the anchor, file sizes, and whether
 #          onnxruntime runs ign-edge's int8 file to the same numbers as tract.
+#          Ends with the table of docs/performance.md: each ratio's range over the rounds.
 # Needs a release build (cargo build --release) and python3 with numpy and onnxruntime:
 #   python3 -m venv venv && venv/bin/pip install numpy onnxruntime onnx && PY=venv/bin/python benches/compare_ort.sh
 set -euo pipefail
@@ -20,6 +21,7 @@ if [ "${1:-}" = "--int8" ]; then
   shift
   models=("$@")
   [ ${#models[@]} -gt 0 ] || models=(models/ign-mnist.onnx "$(benches/bench64.sh)")
+  rounds=$(mktemp); trap 'rm -f "$rounds"' EXIT
   p50() { "$PY" -c 'import json,sys
 for x in json.load(open(sys.argv[1]))["results"]:
     print("%.1f:%s" % (x["latency"]["p50_us"], x.get("threads_used") or x["threads"]), end=" ")' "$1"; }
@@ -36,11 +38,15 @@ for x in json.load(open(sys.argv[1]))["results"]:
       read -r f1 f2 i1 i2 <<<"$(p50 /tmp/ign-bench.json)"
       o1=$("$PY" benches/ort_int8.py time "$m" 1 200); o2=$("$PY" benches/ort_int8.py time "$m" 2 200)
       oq=$("$PY" benches/ort_int8.py time "$ortq" 1 200); oi=$("$PY" benches/ort_int8.py time "$q" 1 200)
-      "$PY" - "$round" "$f1" "$f2" "$i1" "$i2" "$o1" "$o2" "$oq" "$oi" <<'PYEOF'
-import sys
+      "$PY" - "$round" "$f1" "$f2" "$i1" "$i2" "$o1" "$o2" "$oq" "$oi" "$m" "$rounds" "$(( 100 * $(size "$q") / $(size "$m") ))" <<'PYEOF'
+import json, sys
 r = sys.argv[1]
 (f1, t1), (f2, t2), (i1, _), (i2, _) = [(float(a), b) for a, b in (x.split(":") for x in sys.argv[2:6])]
-o1, o2, oq, oi = map(float, sys.argv[6:])
+o1, o2, oq, oi = map(float, sys.argv[6:10])
+with open(sys.argv[11], "a") as out:
+    out.write(json.dumps({"model": sys.argv[10], "fp32_us": f1, "int8_fp32": i1 / f1,
+                          "fp32_ort": f1 / o1, "int8_ort": i1 / o1, "two_one": f1 / f2,
+                          "two_used": t2, "file_pct": int(sys.argv[12])}) + "\n")
 print(f"round {r}: ign-edge fp32 {f1:.0f} us (1 thr), {f2:.0f} us (2 asked, {t2} used), int8 {i1:.0f} us | "
       f"onnxruntime fp32 {o1:.0f} / {o2:.0f} us, its QDQ int8 {oq:.0f} us, ign-edge's int8 file {oi:.0f} us")
 print(f"  ratios: ign-edge int8/fp32 {i1/f1:.2f}x (target <= 0.6 at 64x64, <= 1.0 on ign-mnist) | "
@@ -54,6 +60,19 @@ PYEOF
     echo "  onnxruntime runs ign-edge's int8 file; against tract's f on 8 noise inputs (max |diff|, PSNR dB):" \
       "$("$PY" benches/ort_int8.py match "$q" /tmp/ign-xin.npy /tmp/ign-y.npy)"
   done
+  # the table of docs/performance.md: each ratio's range over the rounds, per model
+  "$PY" - "$rounds" <<'PYEOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print("\n| model | fp32, 1 thread | int8 / fp32 | int8 file | fp32 / onnxruntime fp32 | int8 / onnxruntime fp32 | 2 threads / 1 (fp32) |")
+print("|---|---|---|---|---|---|---|")
+for m in dict.fromkeys(r["model"] for r in rows):
+    rs = [r for r in rows if r["model"] == m]
+    span = lambda k, f="{:.2f}": "-".join(f.format(v) for v in sorted({min(x[k] for x in rs), max(x[k] for x in rs)}))
+    used = "" if all(r["two_used"] == "2" for r in rs) else " (kept 1 thread)"
+    print(f"| {m} | {span('fp32_us', '{:.0f}')} µs | {span('int8_fp32')}× | {rs[0]['file_pct']}% | "
+          f"{span('fp32_ort')}× | {span('int8_ort')}× | {span('two_one')}×{used} |")
+PYEOF
   exit 0
 fi
 models=("$@")

@@ -55,7 +55,8 @@ fn rgb_64_fixed_batch_matches_onnxruntime() {
 /// Real `torch.onnx.export` files of the 64x64 DCGAN IGN (benches/torch_dcgan64.py at width 2):
 /// the default exporter's, with its weights in `torch64-dynamo.onnx.data` and `batch`-named
 /// shape hints on inner tensors, and the legacy exporter's, with a BatchNormalization left
-/// after each normalised ConvTranspose. Both give PyTorch's own outputs.
+/// after each normalised ConvTranspose. Both give PyTorch's own outputs (within 1e-4, as the
+/// other fixtures; under 1e-5 on x86).
 #[test]
 fn pytorch_exports_give_pytorchs_outputs() {
     // the counts differ by how much BatchNorm each exporter folded itself (into the Convs alone,
@@ -74,7 +75,7 @@ fn pytorch_exports_give_pytorchs_outputs() {
             let got = cpu.run(&x).unwrap();
             let want = npy("torch64_y.npy", &model);
             let d = got.max_abs_diff(&want);
-            assert!(d < 1e-5, "{file}, {threads} threads: max diff {d}");
+            assert!(d < 1e-4, "{file}, {threads} threads: max diff {d}");
         }
     }
 }

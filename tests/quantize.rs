@@ -131,7 +131,9 @@ fn int8_runs_every_conv_on_integer_kernels_and_stays_close() {
         assert!(convs(&r) < convs(&report) && worst(&r) >= 40.0, "{what}");
         // the report names the convs the floor moved, and says so
         let moved = r.int8.as_ref().unwrap().in_float.iter();
-        let moved = moved.filter(|f| f.why == FloatReason::FidelityFloor).count();
+        let moved = moved
+            .filter(|f| f.why == FloatReason::FidelityFloor)
+            .count();
         assert_eq!(moved, convs(&report) - convs(&r), "{what}");
     } else {
         assert_eq!(floored.bytes, q.bytes, "{what}");

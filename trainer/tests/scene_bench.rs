@@ -237,7 +237,7 @@ fn scene_eval_reports_a_tiny_model() {
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(
         (r.normal_frames, r.anomalous_frames, r.kinds.len()),
-        (5, 20, 4)
+        (7, 20, 4)
     );
     assert!(r.threshold.is_some() && r.false_alarm_rate.is_some());
     let unit = |v: f64| (0.0..=1.0).contains(&v);

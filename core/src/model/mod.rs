@@ -211,7 +211,7 @@ impl Model {
             .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
             .map(|o| o.version)
             .unwrap_or(0);
-        let mut info = ModelInfo {
+        let info = ModelInfo {
             path: path.to_path_buf(),
             file_bytes: bytes.len() as u64 + external_bytes,
             input_name: input.name.clone(),
@@ -233,24 +233,28 @@ impl Model {
             inference,
             bytes: folded.map_or_else(|| bytes.into(), |f| f.1.into()),
         };
-        // Type the graph at batch 1: checks shapes end to end and counts FLOPs.
-        let typed = model.typed(1)?;
+        model.check_output_and_count_flops()?;
+        Ok(model)
+    }
+
+    /// Type the graph at batch 1: checks the output's shape end to end and counts the FLOPs.
+    fn check_output_and_count_flops(&mut self) -> Result<()> {
+        let typed = self.typed(1)?;
         let out_fact = typed.output_fact(0)?;
         let out_shape: Option<Vec<usize>> = out_fact.shape.as_concrete().map(|s| s.to_vec());
-        let want = vec![1, channels, height, width];
+        let info = &self.info;
+        let want = vec![1, info.channels, info.height, info.width];
         if out_shape.as_ref() != Some(&want) {
             bail!(ModelError(format!(
                 "{}: output '{}' has shape {:?} but the input is {:?}; an IGN model maps an image to an image of the same shape",
-                path.display(),
-                model.info.output_name,
+                info.path.display(),
+                info.output_name,
                 out_fact.shape,
                 want
             )));
         }
-        info = model.info.clone();
-        info.flops = count_flops(&typed)?;
-        model.info = info;
-        Ok(model)
+        self.info.flops = count_flops(&typed)?;
+        Ok(())
     }
 
     /// The decluttered typed model for a concrete batch size.

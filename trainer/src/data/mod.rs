@@ -6,6 +6,7 @@
 
 pub mod augment;
 mod classes;
+mod folder;
 
 pub use classes::{class_list, keep_classes};
 
@@ -204,7 +205,7 @@ pub fn load(path: &Path, opts: &DataOptions) -> Result<Split> {
     let kind = data_kind(path, opts)?;
     let mut split = match kind {
         DataKind::Idx => load_idx_split(path, opts)?,
-        DataKind::Folder => load_folder_split(path, opts)?,
+        DataKind::Folder => folder::load_folder_split(path, opts)?,
     };
     if let Some(classes) = &opts.classes {
         split.train = keep_classes(split.train, classes, "training", path)?;
@@ -373,87 +374,6 @@ pub fn load_idx_images(path: &Path, opts: &DataOptions) -> Result<Dataset> {
     })
 }
 
-fn load_folder_split(path: &Path, opts: &DataOptions) -> Result<Split> {
-    let files = if path.is_file() {
-        vec![path.to_path_buf()]
-    } else {
-        imaging::list_images(path)?
-    };
-    if files.is_empty() {
-        bail!(
-            "{}: no PNG or JPEG image in this folder (searched recursively)",
-            path.display()
-        );
-    }
-    let size = opts.image_size.unwrap_or(64);
-    let channels = opts.channels.unwrap_or(3);
-    // labels: one direct sub-folder per class, when every file sits in one and there are >= 2
-    let class_of = |p: &Path| -> Option<String> {
-        let parent = p.parent()?;
-        (parent.parent()? == path).then(|| parent.file_name()?.to_str().map(str::to_owned))?
-    };
-    let classes: Option<Vec<String>> = files.iter().map(|p| class_of(p)).collect();
-    let class_names = classes.as_ref().map(|c| {
-        let mut u = c.clone();
-        u.sort();
-        u.dedup();
-        u
-    });
-    let labelled = class_names
-        .as_ref()
-        .map(|u| u.len() >= 2 && u.len() <= 256)
-        .unwrap_or(false);
-
-    let k = (1.0 / opts.test_fraction.max(1e-6)).round().max(2.0) as usize;
-    let mut train = Dataset {
-        images: Vec::new(),
-        labels: labelled.then(Vec::new),
-        channels,
-        height: size,
-        width: size,
-    };
-    let mut test = train.clone();
-    let bar = indicatif::ProgressBar::new(files.len() as u64).with_style(
-        indicatif::ProgressStyle::with_template("loading images {bar:30} {pos}/{len} {eta}")
-            .unwrap(),
-    );
-    for (i, f) in files.iter().enumerate() {
-        let img = imaging::open_image(f)?;
-        let chw = imaging::image_to_chw(&img, channels, size, size);
-        let target = if files.len() >= 2 && i % k == k - 1 {
-            &mut test
-        } else {
-            &mut train
-        };
-        target.images.extend(chw);
-        if labelled {
-            let c = class_of(f).unwrap();
-            let idx = class_names.as_ref().unwrap().binary_search(&c).unwrap() as u8;
-            target.labels.as_mut().unwrap().push(idx);
-        }
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    if test.is_empty() {
-        test = train.clone();
-    }
-    Ok(Split {
-        description: format!(
-            "{} ({} images, every {} held out{})",
-            path.display(),
-            files.len(),
-            ordinal(k),
-            if labelled {
-                ", labels from sub-folders"
-            } else {
-                ""
-            }
-        ),
-        train,
-        test,
-    })
-}
-
 /// A deterministic sampler: the order of training images is a pure function of
 /// `(seed, step)`, so that a resumed run sees exactly the batches an uninterrupted one would.
 pub struct BatchSampler {
@@ -543,36 +463,9 @@ pub fn peek_shape(path: &Path, opts: &DataOptions) -> Result<(usize, usize)> {
     }
 }
 
-/// `2nd`, `3rd`, `5th`, `11th`, `22nd`: `k` as an English ordinal.
-fn ordinal(k: usize) -> String {
-    let suffix = match (k % 10, k % 100) {
-        (_, 11..=13) => "th",
-        (1, _) => "st",
-        (2, _) => "nd",
-        (3, _) => "rd",
-        _ => "th",
-    };
-    format!("{k}{suffix}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ordinals_read_as_english() {
-        let got: Vec<String> = [1, 2, 3, 4, 5, 11, 12, 13, 21, 22, 23, 111]
-            .into_iter()
-            .map(ordinal)
-            .collect();
-        assert_eq!(
-            got,
-            [
-                "1st", "2nd", "3rd", "4th", "5th", "11th", "12th", "13th", "21st", "22nd", "23rd",
-                "111th"
-            ]
-        );
-    }
 
     fn idx_bytes(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {
         let mut v = magic.to_be_bytes().to_vec();
