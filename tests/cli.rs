@@ -242,6 +242,14 @@ fn bench_writes_json_csv_and_flags_a_regression() {
         (ops / model_flops - 1.0).abs() < 0.05,
         "profile {ops} FLOP against the model's {model_flops}: {profile:?}"
     );
+    // and node by node: every node once, slowest first, adding up to the operators' times
+    let nodes = v["results"][0]["profile_nodes"].as_array().unwrap();
+    let us = |x: &serde_json::Value, k: &str| x[k].as_f64().unwrap();
+    assert!(nodes.windows(2).all(|w| us(&w[0], "us") >= us(&w[1], "us")));
+    let by_node: f64 = nodes.iter().map(|n| us(n, "us")).sum();
+    let by_op: f64 = profile.iter().map(|o| us(o, "total_us")).sum();
+    assert!((by_node - by_op).abs() < 1e-6 * by_op.max(1.0), "{by_node} {by_op}");
+    assert!(text.contains("slowest nodes"), "{text}");
     assert_eq!(v["schema"], 1);
     let results = v["results"].as_array().unwrap();
     assert_eq!(results.len(), 2);

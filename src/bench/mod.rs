@@ -85,6 +85,9 @@ pub struct ModelResult {
     /// Per-operator time of one call, with `--profile`.
     #[serde(default)]
     pub profile: Option<Vec<crate::backend::cpu::OpTime>>,
+    /// Every node's time of one call, largest first, with `--profile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_nodes: Option<Vec<crate::backend::cpu::NodeTime>>,
     /// The NPU's own figures, for `--backend rknn`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub npu: Option<NpuFigures>,
@@ -136,7 +139,8 @@ pub fn run_case(case: &ModelCase, budget: &Budget) -> Result<ModelResult> {
     r.threads_used = Some(backend.threads_for(case.batch));
     if budget.profile {
         let x = noise_batch(&model.info, case.batch, 1);
-        r.profile = Some(backend.profile(&x, 20)?);
+        let (ops, nodes) = backend.profile_nodes(&x, 20)?;
+        (r.profile, r.profile_nodes) = (Some(ops), Some(nodes));
     }
     Ok(r)
 }
@@ -197,6 +201,7 @@ pub fn measure(
         fraction_of_peak: None,
         peak_rss_bytes: machine::peak_rss_bytes(),
         profile: None,
+        profile_nodes: None,
         npu: None,
         samples_us: samples.iter().map(|s| s * 1e6).collect(),
     })
@@ -297,7 +302,10 @@ pub fn cdf_plot(results: &[ModelResult]) -> image::RgbImage {
     )
 }
 
-/// The per-operator breakdown as text.
+/// Nodes the profile table lists (the JSON has them all).
+const PROFILE_NODES: usize = 12;
+
+/// The `--profile` table of `r`: each operator's share and rate, then the slowest nodes.
 pub fn profile_table(r: &ModelResult) -> String {
     let Some(p) = &r.profile else {
         return String::new();
@@ -319,6 +327,22 @@ pub fn profile_table(r: &ModelResult) -> String {
             100.0 * o.total_us / total.max(1e-9),
             rate
         );
+    }
+    if let Some(nodes) = &r.profile_nodes {
+        s += &format!("  the {} slowest nodes:\n", PROFILE_NODES.min(nodes.len()));
+        for n in nodes.iter().take(PROFILE_NODES) {
+            let rate = n
+                .gflops()
+                .map_or_else(|| "-".to_string(), |g| format!("{g:.1}"));
+            s += &format!(
+                "  {:<48} {:<16} {:>9.1} us {:>5.1}% {:>8} GFLOP/s\n",
+                n.node,
+                n.op,
+                n.us,
+                100.0 * n.us / total.max(1e-9),
+                rate
+            );
+        }
     }
     s
 }

@@ -298,10 +298,41 @@ impl OpTime {
     }
 }
 
+/// Time spent in one node of the optimized plan, from [`CpuBackend::profile_nodes`].
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct NodeTime {
+    /// The node's name in tract's plan (the ONNX node's name, with tract's suffixes).
+    pub node: String,
+    pub op: String,
+    /// µs per call.
+    pub us: f64,
+    /// Operations per call (2 per multiply-add; `None` where tract states none).
+    #[serde(default)]
+    pub flops: Option<f64>,
+}
+
+impl NodeTime {
+    /// GFLOP/s the node reaches, where its work is known.
+    pub fn gflops(&self) -> Option<f64> {
+        self.flops
+            .filter(|_| self.us > 0.0)
+            .map(|f| f / self.us / 1e3)
+    }
+}
+
 impl CpuBackend {
     /// Per-operator time of the optimized plan over `iterations` runs on `input`, grouped by
     /// operator type, largest first.
     pub fn profile(&mut self, input: &ImageBatch, iterations: usize) -> Result<Vec<OpTime>> {
+        Ok(self.profile_nodes(input, iterations)?.0)
+    }
+
+    /// [`CpuBackend::profile`], and the time of every node, largest first.
+    pub fn profile_nodes(
+        &mut self,
+        input: &ImageBatch,
+        iterations: usize,
+    ) -> Result<(Vec<OpTime>, Vec<NodeTime>)> {
         let n = input.shape[0];
         self.prepare(n)?;
         let (state, threads) = self.states.get_mut(&n).expect("prepared");
@@ -310,33 +341,50 @@ impl CpuBackend {
         let fmas: HashMap<usize, u64> = crate::model::node_fmas_by_id(state.model())?
             .into_iter()
             .collect();
-        let mut by_op: HashMap<String, (std::collections::HashSet<usize>, f64)> = HashMap::new();
+        // by node id: (name, op, µs summed over the iterations)
+        let mut by_node: HashMap<usize, (String, String, f64)> = HashMap::new();
         for _ in 0..iterations.max(1) {
             multithread_tract_scope(executor.clone(), || {
                 state.run_plan_with_eval(tvec!(t.clone().into()), |ctx, st, node, inputs| {
                     let t0 = std::time::Instant::now();
                     let r = tract_onnx::tract_core::plan::eval(ctx, st, node, inputs);
-                    let e = by_op.entry(node.op().name().to_string()).or_default();
-                    e.0.insert(node.id);
-                    e.1 += t0.elapsed().as_secs_f64() * 1e6;
+                    let e = by_node
+                        .entry(node.id)
+                        .or_insert_with(|| (node.name.clone(), node.op().name().to_string(), 0.0));
+                    e.2 += t0.elapsed().as_secs_f64() * 1e6;
                     r
                 })
             })?;
         }
-        let mut out: Vec<OpTime> = by_op
-            .into_iter()
-            .map(|(op, (nodes, us))| {
-                let fma: u64 = nodes.iter().filter_map(|n| fmas.get(n)).sum();
-                OpTime {
-                    op,
-                    nodes: nodes.len(),
-                    total_us: us / iterations.max(1) as f64,
-                    flops: (fma > 0).then_some(2.0 * fma as f64),
-                }
+        let runs = iterations.max(1) as f64;
+        let flops_of = |id: &usize| fmas.get(id).map(|&f| 2.0 * f as f64);
+        let mut nodes: Vec<NodeTime> = by_node
+            .iter()
+            .map(|(id, (name, op, us))| NodeTime {
+                node: name.clone(),
+                op: op.clone(),
+                us: us / runs,
+                flops: flops_of(id),
             })
             .collect();
-        out.sort_by(|a, b| b.total_us.partial_cmp(&a.total_us).unwrap());
-        Ok(out)
+        nodes.sort_by(|a, b| b.us.total_cmp(&a.us));
+        let mut by_op: HashMap<String, OpTime> = HashMap::new();
+        for n in &nodes {
+            let o = by_op.entry(n.op.clone()).or_insert_with(|| OpTime {
+                op: n.op.clone(),
+                nodes: 0,
+                total_us: 0.0,
+                flops: None,
+            });
+            o.nodes += 1;
+            o.total_us += n.us;
+            if let Some(f) = n.flops {
+                o.flops = Some(o.flops.unwrap_or(0.0) + f);
+            }
+        }
+        let mut ops: Vec<OpTime> = by_op.into_values().collect();
+        ops.sort_by(|a, b| b.total_us.total_cmp(&a.total_us));
+        Ok((ops, nodes))
     }
 }
 
