@@ -248,7 +248,10 @@ fn bench_writes_json_csv_and_flags_a_regression() {
     assert!(nodes.windows(2).all(|w| us(&w[0], "us") >= us(&w[1], "us")));
     let by_node: f64 = nodes.iter().map(|n| us(n, "us")).sum();
     let by_op: f64 = profile.iter().map(|o| us(o, "total_us")).sum();
-    assert!((by_node - by_op).abs() < 1e-6 * by_op.max(1.0), "{by_node} {by_op}");
+    assert!(
+        (by_node - by_op).abs() < 1e-6 * by_op.max(1.0),
+        "{by_node} {by_op}"
+    );
     assert!(text.contains("slowest nodes"), "{text}");
     assert_eq!(v["schema"], 1);
     let results = v["results"].as_array().unwrap();

@@ -13,6 +13,9 @@ pub const MAX_IMAGE_SIDE: u32 = 16_384;
 pub const MAX_IMAGE_ALLOC: u64 = 1 << 30;
 /// Largest data an IDX or `.npy` file may declare (MNIST's training set is 47 MB).
 pub const MAX_ARRAY_BYTES: u64 = 1 << 30;
+/// Most external weight data read in for one model (`model.onnx.data`; the paper's 64×64
+/// network is 56 MB).
+pub const MAX_EXTERNAL_DATA: u64 = 4 << 30;
 /// Widest or tallest model input (the paper's models are 28 to 64 pixels).
 pub const MAX_MODEL_SIDE: usize = 4096;
 /// Widest or tallest video frame (8K is 7680×4320).

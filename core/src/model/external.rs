@@ -101,6 +101,13 @@ pub fn inline(path: &Path, model: &mut pb::ModelProto) -> Result<u64> {
                 );
             }
         }
+        if total.saturating_add(length) > crate::limits::MAX_EXTERNAL_DATA {
+            bail!(
+                "initializer '{}': the external data would pass {} GiB, more than this runtime reads for one model",
+                t.name,
+                crate::limits::MAX_EXTERNAL_DATA >> 30
+            );
+        }
         let mut buf = vec![0u8; length as usize];
         file.seek(SeekFrom::Start(offset))?;
         file.read_exact(&mut buf)
@@ -219,6 +226,11 @@ mod tests {
         assert!(err(tensor("f", &[1], "/etc/passwd", 0, 4)).contains("inside the model's folder"));
         assert!(err(tensor("g", &[1], "gone.data", 0, 4)).contains("no such external data file"));
         assert!(err(tensor("h", &[1], "m.onnx.data", u64::MAX, 4)).contains("runs past the end"));
+        // a 5 GiB data file (sparse: no disk used) is refused before anything is allocated
+        let big = std::fs::File::create(dir.path().join("big.data")).unwrap();
+        big.set_len(5 << 30).unwrap();
+        let huge = tensor("j", &[5 << 28], "big.data", 0, 5 << 30);
+        assert!(err(huge).contains("would pass 4 GiB"));
         #[cfg(unix)]
         {
             let outside = tempfile::tempdir().unwrap();
