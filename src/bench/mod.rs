@@ -315,33 +315,25 @@ pub fn profile_table(r: &ModelResult) -> String {
         "profile of {} {} threads={} (per call, {:.1} us in operators)\n",
         r.model, r.precision, r.threads, total
     );
+    // one row: a name column, µs, the share of the total, GFLOP/s
+    let row = |name: String, us: f64, gflops: Option<f64>| {
+        let rate = gflops.map_or_else(|| "-".to_string(), |g| format!("{g:.1}"));
+        format!(
+            "  {name} {us:>9.1} us {:>5.1}% {rate:>8} GFLOP/s\n",
+            100.0 * us / total.max(1e-9)
+        )
+    };
     for o in p {
-        let rate = o
-            .gflops()
-            .map_or_else(|| "-".to_string(), |g| format!("{g:.1}"));
-        s += &format!(
-            "  {:<28} {:>3} nodes {:>9.1} us {:>5.1}% {:>8} GFLOP/s\n",
-            o.op,
-            o.nodes,
+        s += &row(
+            format!("{:<28} {:>3} nodes", o.op, o.nodes),
             o.total_us,
-            100.0 * o.total_us / total.max(1e-9),
-            rate
+            o.gflops(),
         );
     }
     if let Some(nodes) = &r.profile_nodes {
         s += &format!("  the {} slowest nodes:\n", PROFILE_NODES.min(nodes.len()));
         for n in nodes.iter().take(PROFILE_NODES) {
-            let rate = n
-                .gflops()
-                .map_or_else(|| "-".to_string(), |g| format!("{g:.1}"));
-            s += &format!(
-                "  {:<48} {:<16} {:>9.1} us {:>5.1}% {:>8} GFLOP/s\n",
-                n.node,
-                n.op,
-                n.us,
-                100.0 * n.us / total.max(1e-9),
-                rate
-            );
+            s += &row(format!("{:<48} {:<16}", n.node, n.op), n.us, n.gflops());
         }
     }
     s

@@ -292,10 +292,13 @@ pub struct OpTime {
 impl OpTime {
     /// GFLOP/s (or integer GOP/s) the operator reaches, where its work is known.
     pub fn gflops(&self) -> Option<f64> {
-        self.flops
-            .filter(|_| self.total_us > 0.0)
-            .map(|f| f / self.total_us / 1e3)
+        gflops(self.flops, self.total_us)
     }
+}
+
+/// `flops` done in `us` microseconds, in GFLOP/s (`None` when either is unknown or zero).
+fn gflops(flops: Option<f64>, us: f64) -> Option<f64> {
+    flops.filter(|_| us > 0.0).map(|f| f / us / 1e3)
 }
 
 /// Time spent in one node of the optimized plan, from [`CpuBackend::profile_nodes`].
@@ -314,9 +317,7 @@ pub struct NodeTime {
 impl NodeTime {
     /// GFLOP/s the node reaches, where its work is known.
     pub fn gflops(&self) -> Option<f64> {
-        self.flops
-            .filter(|_| self.us > 0.0)
-            .map(|f| f / self.us / 1e3)
+        gflops(self.flops, self.us)
     }
 }
 
