@@ -153,10 +153,11 @@ pub fn calibrate(
     if opts.threshold.is_none() {
         if let Some(need) = anomaly::frames_for_rate(opts.false_alarm_rate) {
             if normal.len() < need {
+                let best = anomaly::expected_false_alarm_rate(normal.len(), opts.false_alarm_rate);
                 log::warn!(
                     "{} held-out frames can promise a false-alarm rate of {:.2}% at best (1 in {}), not {}%: hold out at least {need} (capture more frames, or train with a larger --test-fraction)",
                     normal.len(),
-                    100.0 / (normal.len() + 1) as f64,
+                    100.0 * best,
                     normal.len() + 1,
                     opts.false_alarm_rate * 100.0
                 );

@@ -266,6 +266,7 @@ fn drop_unread_initializers(graph: &mut pb::GraphProto) {
 mod tests {
     use super::*;
     use crate::model::writer::{attr_float, attr_int, attr_ints, Dim, OnnxWriter};
+    use crate::quantize::deconv::tests::run;
     use prost::Message;
     use rand::{Rng, SeedableRng};
     use tract_onnx::prelude::*;
@@ -342,22 +343,6 @@ mod tests {
         bn(&mut w, "bn2", "c2", cout, "y");
         w.output_f32_any_shape("y");
         w.to_bytes()
-    }
-
-    fn run(bytes: &[u8], x: &Tensor) -> Tensor {
-        tract_onnx::onnx()
-            .model_for_read(&mut &bytes[..])
-            .unwrap()
-            .with_input_fact(0, f32::fact(x.shape()).into())
-            .unwrap()
-            .into_optimized()
-            .unwrap()
-            .into_runnable()
-            .unwrap()
-            .run(tvec!(x.clone().into()))
-            .unwrap()
-            .remove(0)
-            .into_tensor()
     }
 
     /// The largest difference between the outputs of `bytes` and of `folded` on `x`.

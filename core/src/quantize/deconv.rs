@@ -339,7 +339,7 @@ fn subpixel_nodes(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::model::writer::{Dim, OnnxWriter};
     use prost::Message;
@@ -390,7 +390,8 @@ mod tests {
         w.to_bytes()
     }
 
-    fn run(bytes: &[u8], x: &Tensor) -> Tensor {
+    /// `x` through the ONNX model `bytes`, optimized by tract (also the BatchNorm fold's tests).
+    pub(in crate::quantize) fn run(bytes: &[u8], x: &Tensor) -> Tensor {
         let plan = tract_onnx::onnx()
             .model_for_read(&mut &bytes[..])
             .unwrap()

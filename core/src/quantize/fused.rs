@@ -72,9 +72,10 @@ struct Pass<'a> {
     quantized: HashMap<String, QTensor>,
     float: HashSet<String>,
     summary: Int8Summary,
-    /// Outputs of the convs kept in float arithmetic on int8 weights: the dense layers and the
-    /// convs that read the model's input.
-    float_convs: HashSet<String>,
+    /// Outputs of the convs kept in float arithmetic on int8 weights, and why: the dense layers
+    /// (and those the fidelity floor adds, which come in the same list) and the convs that read
+    /// the model's input.
+    float_convs: HashMap<String, FloatReason>,
     /// For a conv output whose Relu is folded into it: that Relu's output (whose range it takes).
     relu_of: HashMap<String, String>,
     /// Relu nodes folded into their conv (by output name).
@@ -104,10 +105,13 @@ pub fn quantize(
     // The dense layers, and the convs that read the model's input: the input (noise, a camera
     // frame) is the one tensor whose int8 steps cost the most fidelity (held-out noise 38.8 →
     // 40.0 dB on ign-mnist) for the least time (its conv has K = C·kh·kw, 16 on ign-mnist).
-    let mut float_convs: HashSet<String> = dense.iter().cloned().collect();
+    let mut float_convs: HashMap<String, FloatReason> = dense
+        .iter()
+        .map(|d| (d.clone(), FloatReason::Dense))
+        .collect();
     for n in nodes.iter().filter(|n| n.op_type == "Conv") {
         if graph.input.iter().any(|i| i.name == n.input[0]) {
-            float_convs.insert(n.output[0].clone());
+            float_convs.insert(n.output[0].clone(), FloatReason::ReadsTheInput);
         }
     }
     let consumers = consumers(&nodes);
@@ -280,14 +284,9 @@ impl Pass<'_> {
         self.float.insert(n.output[0].clone());
         self.nodes.push(n);
         self.summary.float_convs += 1;
-        let reads_input = self.graph.input.iter().any(|i| i.name == node.input[0]);
         self.summary.in_float.push(FloatConv {
             conv: node.output[0].clone(),
-            why: if reads_input {
-                FloatReason::ReadsTheInput
-            } else {
-                FloatReason::Dense
-            },
+            why: self.float_convs[&node.output[0]],
         });
         Ok(())
     }
@@ -343,7 +342,7 @@ impl Pass<'_> {
 
     /// `Conv` → `QLinearConv` (int8 in, int8 out).
     fn conv(&mut self, node: &pb::NodeProto) -> Result<()> {
-        if self.float_convs.contains(&node.output[0]) {
+        if self.float_convs.contains_key(&node.output[0]) {
             return self.float_conv(node);
         }
         if self.last.contains(&node.output[0]) {
@@ -439,12 +438,12 @@ fn foldable_relus(
     nodes: &[pb::NodeProto],
     consumers: &Consumers,
     outputs: &[String],
-    float_convs: &HashSet<String>,
+    float_convs: &HashMap<String, FloatReason>,
 ) -> HashMap<String, String> {
     let mut out = HashMap::new();
     for conv in nodes.iter().filter(|n| n.op_type == "Conv") {
         let y = &conv.output[0];
-        if float_convs.contains(y) {
+        if float_convs.contains_key(y) {
             continue;
         }
         let mut t = y;
