@@ -276,7 +276,7 @@ fn many_is_faster(mut times: [Vec<f64>; 2]) -> (bool, [f64; 2]) {
     (measured[1] < measured[0], measured)
 }
 
-/// Time spent in one kind of operator, from [`CpuBackend::profile`].
+/// Time spent in one kind of operator, from [`CpuBackend::profile_nodes`].
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct OpTime {
     pub op: String,
@@ -322,13 +322,8 @@ impl NodeTime {
 }
 
 impl CpuBackend {
-    /// Per-operator time of the optimized plan over `iterations` runs on `input`, grouped by
-    /// operator type, largest first.
-    pub fn profile(&mut self, input: &ImageBatch, iterations: usize) -> Result<Vec<OpTime>> {
-        Ok(self.profile_nodes(input, iterations)?.0)
-    }
-
-    /// [`CpuBackend::profile`], and the time of every node, largest first.
+    /// Time of the optimized plan over `iterations` runs on `input`: per operator type, and per
+    /// node, each largest first.
     pub fn profile_nodes(
         &mut self,
         input: &ImageBatch,

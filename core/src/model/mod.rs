@@ -304,7 +304,10 @@ fn root_cause(e: &anyhow::Error) -> String {
 
 /// Floating-point operations of a typed model (2 per multiply-add, as tract counts them).
 pub fn count_flops(model: &TypedModel) -> Result<u64> {
-    Ok(2 * node_fmas(model)?.iter().map(|(_, fma)| fma).sum::<u64>())
+    Ok(2 * node_fmas_by_id(model)?
+        .iter()
+        .map(|(_, fma)| fma)
+        .sum::<u64>())
 }
 
 /// Multiply-adds of each node of a typed model, by node name (nodes without any left out).
