@@ -76,6 +76,10 @@ const CASES: &[Case] = &[
     (true, 2, 8, 3, 32, 4, 2, 1),
     (false, 2, 8, 16, 32, 4, 2, 1),
     (true, 2, 16, 8, 8, 4, 2, 1),
+    // more than 64 output channels of the underlying convolution: the weight gradient's
+    // product keeps its plain layout there (conv_kernels::WeightGradLayout)
+    (false, 3, 8, 72, 8, 4, 2, 1),
+    (true, 3, 72, 8, 4, 4, 2, 1),
     // odd sizes
     (false, 1, 2, 3, 9, 3, 1, 1),
     (true, 1, 3, 2, 5, 3, 1, 1),

@@ -381,30 +381,63 @@ fn forward_chunk<T: Float>(w: &[T], cols: &[T], g: &Geom, nb: usize, buf: &mut [
     }
 }
 
-/// The weight-gradient product of one chunk: acc (co × r) = dyw (co × nb·n) · colsᵀ.
+/// The weight-gradient product of one chunk into `acc`, laid out as [`WeightGradLayout::of`]
+/// says: `co × r` (dyw · colsᵀ) or its transpose `r × co` (cols · dywᵀ).
 fn weight_grad_chunk<T: Float>(dyw: &[T], cols: &[T], g: &Geom, nb: usize, acc: &mut [T]) {
-    let (r, n) = (g.cols_rows(), g.small());
-    matmul(
-        g.co,
-        r,
-        nb * n,
-        acc,
-        false,
-        dyw,
-        (nb * n) as isize,
-        1,
-        cols,
-        1,
-        (nb * n) as isize,
-    );
+    let (r, k) = (g.cols_rows(), nb * g.small());
+    match WeightGradLayout::of(g) {
+        WeightGradLayout::Plain => {
+            matmul(g.co, r, k, acc, false, dyw, k as isize, 1, cols, 1, k as isize)
+        }
+        WeightGradLayout::Transposed => {
+            matmul(r, g.co, k, acc, false, cols, k as isize, 1, dyw, 1, k as isize)
+        }
+    }
 }
 
-/// Sum the per-chunk weight gradients.
-fn sum_parts<T: Float>(parts: Vec<Vec<T>>, len: usize) -> Vec<T> {
-    let mut out = vec![T::default(); len];
+/// How [`weight_grad_chunk`] lays out its product. gemm packs the operand that gives the rows
+/// of its (column-major) result: in the plain layout that is all of `cols` (r × nb·n, r = 16·ci
+/// on the DCGAN layers), in the transposed one only `dyw` (co × nb·n, 8× smaller), but there
+/// gemm reads `cols` unpacked once per 64 output channels, so it pays only up to 64 of them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WeightGradLayout {
+    Plain,
+    Transposed,
+}
+
+impl WeightGradLayout {
+    fn of(g: &Geom) -> Self {
+        if g.co <= 64 {
+            WeightGradLayout::Transposed
+        } else {
+            WeightGradLayout::Plain
+        }
+    }
+}
+
+/// Sum the per-chunk weight gradients of [`weight_grad_chunk`] into one `co × r` gradient.
+fn sum_parts<T: Float>(parts: Vec<Vec<T>>, g: &Geom) -> Vec<T> {
+    let (co, r) = (g.co, g.cols_rows());
+    let mut out = vec![T::default(); co * r];
+    let transposed = WeightGradLayout::of(g) == WeightGradLayout::Transposed;
     for p in parts {
-        for (o, v) in out.iter_mut().zip(p) {
-            *o += v;
+        if !transposed {
+            for (o, v) in out.iter_mut().zip(p) {
+                *o += v;
+            }
+            continue;
+        }
+        // in tiles, so that neither the reads nor the strided writes leave the cache
+        const TILE: usize = 32;
+        for j0 in (0..r).step_by(TILE) {
+            for c0 in (0..co).step_by(TILE) {
+                for j in j0..(j0 + TILE).min(r) {
+                    let row = &p[j * co..(j + 1) * co];
+                    for c in c0..(c0 + TILE).min(co) {
+                        out[c * r + j] += row[c];
+                    }
+                }
+            }
         }
     }
     out
@@ -520,7 +553,7 @@ pub fn bwd_weight_from_cols<T: Float>(cols: &[T], dy: &[T], g: &Geom) -> Vec<T> 
             acc
         })
         .collect();
-    sum_parts(partial, g.co * r)
+    sum_parts(partial, g)
 }
 
 /// Convolution weight gradient: `x [b, ci, h, w]`, `dy [b, co, oh, ow]` → `[co, ci, k, k]`.
@@ -545,7 +578,7 @@ pub fn bwd_weight<T: Float>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
             acc
         })
         .collect();
-    sum_parts(partial, g.co * r)
+    sum_parts(partial, g)
 }
 
 /// [`fwd`] of `x` and [`bwd_weight`] of `x` with `dy`, sharing one im2col of `x`: a
@@ -580,5 +613,5 @@ pub fn fwd_and_bwd_weight<T: Float>(x: &[T], w: &[T], dy: &[T], g: &Geom) -> (Ve
             acc
         })
         .collect();
-    (y, sum_parts(partial, g.co * r))
+    (y, sum_parts(partial, g))
 }
