@@ -386,12 +386,12 @@ fn forward_chunk<T: Float>(w: &[T], cols: &[T], g: &Geom, nb: usize, buf: &mut [
 fn weight_grad_chunk<T: Float>(dyw: &[T], cols: &[T], g: &Geom, nb: usize, acc: &mut [T]) {
     let (r, k) = (g.cols_rows(), nb * g.small());
     match WeightGradLayout::of(g) {
-        WeightGradLayout::Plain => {
-            matmul(g.co, r, k, acc, false, dyw, k as isize, 1, cols, 1, k as isize)
-        }
-        WeightGradLayout::Transposed => {
-            matmul(r, g.co, k, acc, false, cols, k as isize, 1, dyw, 1, k as isize)
-        }
+        WeightGradLayout::Plain => matmul(
+            g.co, r, k, acc, false, dyw, k as isize, 1, cols, 1, k as isize,
+        ),
+        WeightGradLayout::Transposed => matmul(
+            r, g.co, k, acc, false, cols, k as isize, 1, dyw, 1, k as isize,
+        ),
     }
 }
 
