@@ -6,6 +6,7 @@ pub mod cpu;
 pub mod deconv_sum;
 pub mod fold;
 pub mod packed_im2col;
+pub mod pad;
 pub mod projector;
 pub mod quantize_linear;
 
@@ -16,13 +17,13 @@ use anyhow::{bail, Result};
 use crate::tensor::ImageBatch;
 
 /// Put this project's own ops into an optimized tract plan where they compute the same bytes
-/// faster: the int8 im2col ([`packed_im2col`]) and `QuantizeLinear` ([`quantize_linear`]); the
-/// fp32 scatter of transposed convs ([`deconv_sum`]) needs the model before optimization and is
-/// put in by [`optimize`]. Returns how many nodes were replaced. `IGN_EDGE_TRACT_OPS=1` in the
+/// faster: the int8 im2col ([`packed_im2col`]), `QuantizeLinear` ([`quantize_linear`]) and
+/// constant padding ([`pad`]); the fp32 scatter of transposed convs ([`deconv_sum`]) needs the
+/// model before optimization and is put in by [`optimize`]. Returns how many nodes were replaced. `IGN_EDGE_TRACT_OPS=1` in the
 /// environment keeps tract's own ops and folding (to compare speed, or to rule these out).
 ///
-/// Each op is named once: tract's profile prints `IgnPackedIm2col`, `IgnQuantizeLinear` and
-/// `IgnDeconvSum`, the names of their structs, in the files of the same name
+/// Each op is named once: tract's profile prints `IgnPackedIm2col`, `IgnQuantizeLinear`,
+/// `IgnPad` and `IgnDeconvSum`, the names of their structs, in the files of the same name
 /// (`packed_im2col.rs`, ...).
 pub fn own_ops(
     plan: &mut tract_onnx::prelude::TypedModel,
@@ -30,7 +31,9 @@ pub fn own_ops(
     if tract_only() {
         return Ok(0);
     }
-    Ok(packed_im2col::replace_im2col(plan)? + quantize_linear::replace_quantize(plan)?)
+    Ok(packed_im2col::replace_im2col(plan)?
+        + quantize_linear::replace_quantize(plan)?
+        + pad::replace_pad(plan)?)
 }
 
 fn tract_only() -> bool {
@@ -168,6 +171,11 @@ mod tests {
         check(
             &deconv_sum::IgnDeconvSum::new(deconv, None),
             module_and_name::<deconv_sum::IgnDeconvSum>(),
+        );
+        let pad = tract_onnx::tract_core::ops::array::Pad::new(vec![(1, 1)], Default::default());
+        check(
+            &pad::IgnPad::of(&pad, DatumType::F32).unwrap().unwrap(),
+            module_and_name::<pad::IgnPad>(),
         );
     }
 }
