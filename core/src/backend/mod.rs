@@ -4,6 +4,7 @@
 
 pub mod cpu;
 pub mod deconv_sum;
+pub mod direct_conv;
 pub mod fold;
 pub mod packed_im2col;
 pub mod pad;
@@ -18,8 +19,9 @@ use crate::tensor::ImageBatch;
 
 /// Put this project's own ops into an optimized tract plan where they compute the same bytes
 /// faster: the int8 im2col ([`packed_im2col`]), `QuantizeLinear` ([`quantize_linear`]) and
-/// constant padding ([`pad`]); the fp32 scatter of transposed convs ([`deconv_sum`]) needs the
-/// model before optimization and is put in by [`optimize`]. Returns how many nodes were replaced. `IGN_EDGE_TRACT_OPS=1` in the
+/// constant padding ([`pad`]); the fp32 scatter of transposed convs ([`deconv_sum`]) and the
+/// fp32 convs with few input channels ([`direct_conv`], within rounding of tract's) need the
+/// model before optimization and are put in by [`optimize`]. Returns how many nodes were replaced. `IGN_EDGE_TRACT_OPS=1` in the
 /// environment keeps tract's own ops and folding (to compare speed, or to rule these out).
 ///
 /// Each op is named once: tract's profile prints `IgnPackedIm2col`, `IgnQuantizeLinear`,
@@ -49,6 +51,7 @@ pub fn optimize(
     let mut typed = typed;
     if !tract_only() {
         fold::fold_constants(&mut typed)?;
+        direct_conv::replace_thin_convs(&mut typed)?;
     }
     let deconvs = deconv_sum::geometries(&typed)?;
     let mut plan = typed.into_optimized()?;
@@ -171,6 +174,19 @@ mod tests {
         check(
             &deconv_sum::IgnDeconvSum::new(deconv, None),
             module_and_name::<deconv_sum::IgnDeconvSum>(),
+        );
+        let geometry = direct_conv::DirectGeometry {
+            input: [1, 1, 4, 4],
+            out_channels: 1,
+            kernel: [1, 1],
+            strides: [1, 1],
+            pad_before: [0, 0],
+            pad_after: [0, 0],
+            output: [4, 4],
+        };
+        check(
+            &direct_conv::IgnDirectConv::new(geometry, vec![1.0], vec![0.0]).unwrap(),
+            module_and_name::<direct_conv::IgnDirectConv>(),
         );
         let pad = tract_onnx::tract_core::ops::array::Pad::new(vec![(1, 1)], Default::default());
         check(

@@ -236,7 +236,8 @@ mod tests {
 
     #[test]
     fn equals_tracts_pad_byte_for_byte() {
-        let cases: &[(&[usize], &[(usize, usize)])] = &[
+        type Case<'a> = (&'a [usize], &'a [(usize, usize)]);
+        let cases: &[Case] = &[
             // a padded conv's input: NCHW, 1 on each side of the plane
             (&[1, 3, 64, 64], &[(0, 0), (0, 0), (1, 1), (1, 1)]),
             (&[3, 16, 7, 7], &[(0, 0), (0, 0), (1, 1), (1, 1)]),
