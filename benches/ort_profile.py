@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Per-node times of onnxruntime on one model, 1 thread, batch 1: the other side of issue 18's
-fp32 comparison, next to tract's per-node profile (core/examples/profile_nodes.rs).
+fp32 comparison, next to ign-edge's per-node profile (`ign-edge bench --profile --json F`,
+its `profile_nodes`; docs/performance.md has both side by side).
 
 Usage: <venv with numpy onnxruntime>/bin/python benches/ort_profile.py MODEL.onnx [RUNS]
 Profiling adds about 1-2 us per node.
