@@ -258,6 +258,14 @@ impl EvalOp for IgnDirectConv {
 }
 
 impl TypedOp for IgnDirectConv {
+    /// One multiply-add per weight and output position (what tract counts for its `Conv`), so
+    /// that `bench --profile` still places all of the model's work.
+    fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let g = &self.geometry;
+        let fmas = g.input[0] * g.output[0] * g.output[1] * self.weights.len();
+        Ok(tvec!((Cost::FMA(f32::datum_type()), fmas.to_dim())))
+    }
+
     fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let g = &self.geometry;
         Ok(tvec!(f32::fact([
