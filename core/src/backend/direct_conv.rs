@@ -359,20 +359,13 @@ pub fn replace_thin_convs(model: &mut TypedModel) -> TractResult<usize> {
     if !fused_multiply_add() {
         return Ok(0);
     }
-    let mut done = 0;
-    for id in model.eval_order()? {
-        let node = model.node(id);
+    // the weights and bias go into the op: only the image stays an input
+    super::replace_nodes(model, |model, node| {
         let Some(op) = node.op_as::<Conv>() else {
-            continue;
+            return Ok(None);
         };
-        let Some(new) = direct(model, node, op)? else {
-            continue;
-        };
-        let patch = TypedModelPatch::replace_single_op(model, node, &node.inputs[..1], new)?;
-        patch.apply(model)?;
-        done += 1;
-    }
-    Ok(done)
+        Ok(direct(model, node, op)?.map(|new| (new, 1)))
+    })
 }
 
 #[cfg(test)]

@@ -38,6 +38,30 @@ pub fn own_ops(
         + pad::replace_pad(plan)?)
 }
 
+/// Replace, in evaluation order, each node of `model` for which `new_op` gives an op: the op
+/// and how many of the node's first inputs it keeps. Returns how many nodes were replaced.
+/// The loop that puts each of this project's ops in place.
+pub(crate) fn replace_nodes<O: tract_onnx::tract_core::internal::TypedOp>(
+    model: &mut tract_onnx::prelude::TypedModel,
+    mut new_op: impl FnMut(
+        &tract_onnx::prelude::TypedModel,
+        &tract_onnx::prelude::TypedNode,
+    ) -> tract_onnx::prelude::TractResult<Option<(O, usize)>>,
+) -> tract_onnx::prelude::TractResult<usize> {
+    use tract_onnx::tract_core::internal::TypedModelPatch;
+    let mut done = 0;
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let Some((op, inputs)) = new_op(model, node)? else {
+            continue;
+        };
+        let patch = TypedModelPatch::replace_single_op(model, node, &node.inputs[..inputs], op)?;
+        patch.apply(model)?;
+        done += 1;
+    }
+    Ok(done)
+}
+
 fn tract_only() -> bool {
     std::env::var_os("IGN_EDGE_TRACT_OPS").is_some()
 }

@@ -304,20 +304,12 @@ impl TypedOp for IgnPackedIm2col {
 /// Replace every int8 `Im2col` of an optimized plan that packs for `PackedI8K4` kernels by
 /// [`IgnPackedIm2col`] (same output, byte for byte). Returns how many were replaced.
 pub fn replace_im2col(model: &mut TypedModel) -> TractResult<usize> {
-    let mut done = 0;
-    for id in model.eval_order()? {
-        let node = model.node(id);
+    super::replace_nodes(model, |model, node| {
         let Some(op) = node.op_as::<Im2Col>() else {
-            continue;
+            return Ok(None);
         };
-        let Some(new) = replacement(model, node, op)? else {
-            continue;
-        };
-        let patch = TypedModelPatch::replace_single_op(model, node, &node.inputs, new)?;
-        patch.apply(model)?;
-        done += 1;
-    }
-    Ok(done)
+        Ok(replacement(model, node, op)?.map(|new| (new, node.inputs.len())))
+    })
 }
 
 /// The [`IgnPackedIm2col`] that replaces tract's `Im2col` `op` at `node`, when it packs one-byte

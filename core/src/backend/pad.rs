@@ -189,24 +189,16 @@ impl TypedOp for IgnPad {
 /// Replace each constant `Pad` of the optimized `plan` on a plain tensor by [`IgnPad`].
 /// Returns how many were replaced.
 pub fn replace_pad(plan: &mut TypedModel) -> TractResult<usize> {
-    let mut done = 0;
-    for id in plan.eval_order()? {
-        let node = plan.node(id);
+    super::replace_nodes(plan, |plan, node| {
         let Some(pad) = node.op_as::<Pad>() else {
-            continue;
+            return Ok(None);
         };
         let fact = plan.outlet_fact(node.inputs[0])?;
         if fact.exotic_fact().is_some() {
-            continue;
+            return Ok(None);
         }
-        let Some(op) = IgnPad::of(pad, fact.datum_type)? else {
-            continue;
-        };
-        let patch = TypedModelPatch::replace_single_op(plan, node, &node.inputs, op)?;
-        patch.apply(plan)?;
-        done += 1;
-    }
-    Ok(done)
+        Ok(IgnPad::of(pad, fact.datum_type)?.map(|op| (op, 1)))
+    })
 }
 
 #[cfg(test)]

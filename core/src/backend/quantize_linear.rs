@@ -161,14 +161,7 @@ pub fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<I
 /// Replace every f32 `QuantizeLinear` of an optimized plan by [`IgnQuantizeLinear`]; returns how
 /// many.
 pub fn replace_quantize(model: &mut TypedModel) -> TractResult<usize> {
-    let mut done = 0;
-    for id in model.eval_order()? {
-        let node = model.node(id);
-        if let Some(op) = replacement(model, node)? {
-            let patch = TypedModelPatch::replace_single_op(model, node, &node.inputs, op)?;
-            patch.apply(model)?;
-            done += 1;
-        }
-    }
-    Ok(done)
+    super::replace_nodes(model, |model, node| {
+        Ok(replacement(model, node)?.map(|op| (op, node.inputs.len())))
+    })
 }
