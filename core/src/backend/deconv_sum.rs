@@ -314,7 +314,8 @@ pub fn geometries(model: &TypedModel) -> TractResult<HashMap<String, DeconvGeome
     Ok(out)
 }
 
-fn geometry(
+/// The [`DeconvGeometry`] of one `Deconv` node, when [`IgnDeconvSum`] (or `IgnDirectDeconv`) handles it.
+pub(crate) fn geometry(
     model: &TypedModel,
     node: &TypedNode,
     op: &Deconv,

@@ -41,6 +41,21 @@ pub struct DirectGeometry {
 }
 
 impl DirectGeometry {
+    /// Whether the kernels this op computes can run on this geometry: strides no larger than
+    /// the kernel (so that the stride phases stay within the padded image's size), output rows
+    /// of at least [`MIN_OUTPUT_WIDTH`], and every window inside the padded image.
+    pub fn supported(&self) -> bool {
+        let [_, c, h, w] = self.input;
+        (0..2).all(|a| {
+            let size = [h, w][a] + self.pad_before[a] + self.pad_after[a];
+            self.strides[a] > 0
+                && self.strides[a] <= self.kernel[a]
+                && self.output[a] > 0
+                && (self.output[a] - 1) * self.strides[a] + self.kernel[a] <= size
+        }) && self.output[1] >= MIN_OUTPUT_WIDTH
+            && c > 0
+    }
+
     /// Rows and columns of one stride phase of the padded image.
     fn phase_hw(&self) -> [usize; 2] {
         let [_, _, h, w] = self.input;
@@ -53,11 +68,21 @@ impl DirectGeometry {
 }
 
 /// A convolution `[N, C, H, W] → [N, O, OH, OW]` with its weights (`O × C × KH × KW`) and bias.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct IgnDirectConv {
     pub geometry: DirectGeometry,
     weights: Vec<f32>,
     bias: Vec<f32>,
+}
+
+/// Equal when bit for bit the same (as [`Hash`] sees them).
+impl PartialEq for IgnDirectConv {
+    fn eq(&self, other: &Self) -> bool {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        self.geometry == other.geometry
+            && bits(&self.weights) == bits(&other.weights)
+            && bits(&self.bias) == bits(&other.bias)
+    }
 }
 
 impl Eq for IgnDirectConv {}
@@ -75,9 +100,9 @@ impl IgnDirectConv {
     pub fn new(geometry: DirectGeometry, weights: Vec<f32>, bias: Vec<f32>) -> TractResult<Self> {
         let g = &geometry;
         ensure!(
-            weights.len() == g.out_channels * g.input[1] * g.kernel[0] * g.kernel[1]
-                && bias.len() == g.out_channels
-                && g.strides.iter().all(|&s| s > 0),
+            g.supported()
+                && weights.len() == g.out_channels * g.input[1] * g.kernel[0] * g.kernel[1]
+                && bias.len() == g.out_channels,
             "IgnDirectConv: {} weights and {} biases for {g:?}",
             weights.len(),
             bias.len()
@@ -169,7 +194,7 @@ impl IgnDirectConv {
         // steps of L positions along a row; a last, overlapping step covers the rest (ow ≥ L)
         let steps: Vec<usize> = (0..ow / L)
             .map(|i| i * L)
-            .chain((ow % L != 0).then_some(ow - L))
+            .chain((!ow.is_multiple_of(L)).then_some(ow - L))
             .collect();
         // four output channels at a time, their weights side by side per tap
         for o0 in (0..o).step_by(4) {
@@ -311,13 +336,17 @@ fn direct(model: &TypedModel, node: &TypedNode, op: &Conv) -> TractResult<Option
         || xs[1] > MAX_INPUT_CHANNELS
         || kt.rank() != 4
         || kt.shape()[1] != xs[1]
+        || kt.shape()[2..] != ps.kernel_shape[..]
     {
         return Ok(None);
     }
     let o = kt.shape()[0];
     let bias: Vec<f32> = match bt.len() {
         1 => vec![bt.cast_to_scalar::<f32>()?; o],
-        l if l == o => bt.try_as_plain_ram()?.as_slice::<f32>()?.to_vec(),
+        l if l == o => match bt.try_as_plain_ram() {
+            Ok(b) => b.as_slice::<f32>()?.to_vec(),
+            Err(_) => return Ok(None), // not plain storage: tract's conv
+        },
         _ => return Ok(None),
     };
     let padding = ps.computed_padding(&xs[2..]);
@@ -332,18 +361,20 @@ fn direct(model: &TypedModel, node: &TypedNode, op: &Conv) -> TractResult<Option
         output: [padding[0].convoluted, padding[1].convoluted],
     };
     let out = node.outputs[0].fact.shape.as_concrete();
-    if geometry.output[1] < MIN_OUTPUT_WIDTH
-        || out != Some(&[xs[0], o, geometry.output[0], geometry.output[1]][..])
+    if !geometry.supported() || out != Some(&[xs[0], o, geometry.output[0], geometry.output[1]][..])
     {
         return Ok(None);
     }
-    let weights = kt.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+    let Ok(weights) = kt.try_as_plain_ram() else {
+        return Ok(None); // not plain storage: tract's conv
+    };
+    let weights = weights.as_slice::<f32>()?.to_vec();
     Ok(Some(IgnDirectConv::new(geometry, weights, bias)?))
 }
 
 /// Whether this CPU has a fused multiply-add instruction for `f32::mul_add` (x86-64 with AVX2
 /// and FMA, every aarch64); elsewhere `mul_add` is a library call and tract's conv stays.
-fn fused_multiply_add() -> bool {
+pub(crate) fn fused_multiply_add() -> bool {
     #[cfg(target_arch = "x86_64")]
     return std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("fma");

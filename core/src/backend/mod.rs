@@ -5,6 +5,7 @@
 pub mod cpu;
 pub mod deconv_sum;
 pub mod direct_conv;
+pub mod direct_deconv;
 pub mod fold;
 pub mod packed_im2col;
 pub mod pad;
@@ -20,8 +21,9 @@ use crate::tensor::ImageBatch;
 /// Put this project's own ops into an optimized tract plan where they compute the same bytes
 /// faster: the int8 im2col ([`packed_im2col`]), `QuantizeLinear` ([`quantize_linear`]) and
 /// constant padding ([`pad`]); the fp32 scatter of transposed convs ([`deconv_sum`]) and the
-/// fp32 convs with few input channels ([`direct_conv`], within rounding of tract's) need the
-/// model before optimization and are put in by [`optimize`]. Returns how many nodes were replaced. `IGN_EDGE_TRACT_OPS=1` in the
+/// fp32 convs with few input channels and transposed convs with few output channels
+/// ([`direct_conv`], [`direct_deconv`], within rounding of tract's) need the model before
+/// optimization and are put in by [`optimize`]. Returns how many nodes were replaced. `IGN_EDGE_TRACT_OPS=1` in the
 /// environment keeps tract's own ops and folding (to compare speed, or to rule these out).
 ///
 /// Each op is named once: tract's profile prints `IgnPackedIm2col`, `IgnQuantizeLinear`,
@@ -76,6 +78,7 @@ pub fn optimize(
     if !tract_only() {
         fold::fold_constants(&mut typed)?;
         direct_conv::replace_thin_convs(&mut typed)?;
+        direct_deconv::replace_thin_deconvs(&mut typed)?;
     }
     let deconvs = deconv_sum::geometries(&typed)?;
     let mut plan = typed.into_optimized()?;
@@ -200,17 +203,28 @@ mod tests {
             module_and_name::<deconv_sum::IgnDeconvSum>(),
         );
         let geometry = direct_conv::DirectGeometry {
-            input: [1, 1, 4, 4],
+            input: [1, 1, 8, 8],
             out_channels: 1,
             kernel: [1, 1],
             strides: [1, 1],
             pad_before: [0, 0],
             pad_after: [0, 0],
-            output: [4, 4],
+            output: [8, 8],
         };
         check(
             &direct_conv::IgnDirectConv::new(geometry, vec![1.0], vec![0.0]).unwrap(),
             module_and_name::<direct_conv::IgnDirectConv>(),
+        );
+        let deconv = deconv_sum::DeconvGeometry {
+            input_hw: [8, 8],
+            kernel: [2, 2],
+            strides: [2, 2],
+            pad_before: [0, 0],
+            output: [1, 2, 16, 16],
+        };
+        check(
+            &direct_deconv::IgnDirectDeconv::new(deconv, 1, vec![1.0; 8], vec![0.0; 2]).unwrap(),
+            module_and_name::<direct_deconv::IgnDirectDeconv>(),
         );
         let pad = tract_onnx::tract_core::ops::array::Pad::new(vec![(1, 1)], Default::default());
         check(

@@ -21,6 +21,8 @@ use tract_onnx::tract_core::ops::array::{Pad, PadMode};
 pub struct IgnPad {
     /// Values added before and after, per axis.
     pub pads: Vec<(usize, usize)>,
+    /// The input's datum type (without its quantization), checked at each call.
+    dt: DatumType,
     /// The pad value's bytes in the input's datum type (one element).
     value: Vec<u8>,
     /// Whether they are all zero (then a fill is a `memset`).
@@ -34,8 +36,16 @@ impl IgnPad {
         let PadMode::Constant(value) = &pad.mode else {
             return Ok(None);
         };
-        if pad.pads.is_empty() {
-            return Ok(None); // a scalar: nothing to pad
+        // a scalar (nothing to pad), a value that is not one element, or pads no tensor can
+        // have (ONNX's negative pads arrive wrapped around): tract's op decides
+        if pad.pads.is_empty()
+            || value.len() != 1
+            || pad
+                .pads
+                .iter()
+                .any(|&(a, b)| a.max(b) > isize::MAX as usize / 2)
+        {
+            return Ok(None);
         }
         let value = match dt.unquantized() {
             DatumType::F32 => value.cast_to_scalar::<f32>()?.to_ne_bytes().to_vec(),
@@ -52,6 +62,7 @@ impl IgnPad {
         };
         Ok(Some(IgnPad {
             pads: pad.pads.clone(),
+            dt: dt.unquantized(),
             zero: value.iter().all(|&b| b == 0),
             value,
         }))
@@ -140,18 +151,29 @@ impl EvalOp for IgnPad {
         let dt = input.datum_type();
         let es = dt.size_of();
         ensure!(
-            input.rank() == self.pads.len() && es == self.value.len(),
-            "IgnPad: input {:?} {:?} for pads {:?}",
+            input.rank() == self.pads.len()
+                && es == self.value.len()
+                && dt.unquantized() == self.dt,
+            "IgnPad: input {:?} {:?} for pads {:?} on {:?}",
             dt,
             input.shape(),
-            self.pads
+            self.pads,
+            self.dt
         );
         let shape = input.shape().to_vec();
         let out_shape: Vec<usize> = shape
             .iter()
             .zip(&self.pads)
-            .map(|(&d, &(a, b))| d + a + b)
-            .collect();
+            .map(|(&d, &(a, b))| d.checked_add(a)?.checked_add(b))
+            .collect::<Option<_>>()
+            .context("IgnPad: the padded shape overflows")?;
+        ensure!(
+            out_shape
+                .iter()
+                .try_fold(es, |n, &d| n.checked_mul(d))
+                .is_some_and(|n| n <= isize::MAX as usize),
+            "IgnPad: the padded tensor {out_shape:?} is too large"
+        );
         // SAFETY: pad_axis writes every byte of the output (fills and copies that tile it).
         let mut out = unsafe { Tensor::uninitialized_dt(dt, &out_shape)? };
         if out.len() > 0 {
