@@ -23,7 +23,7 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 pub const MAX_INPUT_CHANNELS: usize = 4;
 
 /// Output rows shorter than this keep tract's product (too short to vectorize along).
-const MIN_OUTPUT_WIDTH: usize = 8;
+pub const MIN_OUTPUT_WIDTH: usize = 8;
 
 /// Sizes of one 2-D convolution, batch and channels included.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]

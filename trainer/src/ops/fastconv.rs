@@ -1,5 +1,5 @@
 //! Fast CPU convolutions for training, as candle ops: [`conv2d`] and [`conv_transpose2d`] run
-//! the kernels of [`crate::ops::conv_kernels`] forward and backward; [`reference`] holds
+//! the kernels of [`crate::ops::conv_kernels`] forward and backward; [`reference`](mod@reference) holds
 //! candle's own, which they are checked against and which `bench-step --conv candle` times.
 //!
 //! candle's CPU `conv_transpose2d` is a direct loop parallelised over output channels only,
