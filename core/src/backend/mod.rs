@@ -132,6 +132,50 @@ pub trait Backend {
     }
 }
 
+/// For the tests of the ops that replace nodes before optimization: a shipped model (under
+/// `models/`, batch 2) through tract's plan as it is and after `replace`, on the same noise.
+/// Returns how many nodes `replace` replaced and the largest difference between the outputs.
+#[cfg(test)]
+pub(crate) fn shipped_model_with_and_without(
+    file: &str,
+    replace: impl FnOnce(&mut tract_onnx::prelude::TypedModel) -> usize,
+) -> (usize, f32) {
+    use rand::{Rng, SeedableRng};
+    use tract_onnx::prelude::*;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../models")
+        .join(file);
+    let typed = crate::model::Model::load(&path).unwrap().typed(2).unwrap();
+    let mut ours = typed.clone();
+    let replaced = replace(&mut ours);
+    let shape = typed
+        .input_fact(0)
+        .unwrap()
+        .shape
+        .as_concrete()
+        .unwrap()
+        .to_vec();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let v: Vec<f32> = (0..shape.iter().product())
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let x = Tensor::from_shape(&shape, &v).unwrap();
+    let run = |m: TypedModel| {
+        let plan = m.into_optimized().unwrap().into_runnable().unwrap();
+        plan.run(tvec!(x.clone().into_tvalue())).unwrap().remove(0)
+    };
+    let (a, b) = (run(typed), run(ours));
+    let (a, b) = (a.try_as_plain_ram().unwrap(), b.try_as_plain_ram().unwrap());
+    let worst = a
+        .as_slice::<f32>()
+        .unwrap()
+        .iter()
+        .zip(b.as_slice::<f32>().unwrap())
+        .map(|(p, q)| (p - q).abs())
+        .fold(0f32, f32::max);
+    (replaced, worst)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
