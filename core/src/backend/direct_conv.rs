@@ -19,6 +19,8 @@ use tract_onnx::tract_core::ops::cnn::conv::KernelFormat;
 use tract_onnx::tract_core::ops::cnn::Conv;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
+use super::tap_sums::{four, fused_multiply_add, hash_bits, same_bits, step_starts, sum_taps};
+
 /// Convs with at most this many input channels are computed directly.
 pub const MAX_INPUT_CHANNELS: usize = 4;
 
@@ -78,10 +80,9 @@ pub struct IgnDirectConv {
 /// Equal when bit for bit the same (as [`Hash`] sees them).
 impl PartialEq for IgnDirectConv {
     fn eq(&self, other: &Self) -> bool {
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         self.geometry == other.geometry
-            && bits(&self.weights) == bits(&other.weights)
-            && bits(&self.bias) == bits(&other.bias)
+            && same_bits(&self.weights, &other.weights)
+            && same_bits(&self.bias, &other.bias)
     }
 }
 
@@ -90,8 +91,8 @@ impl Eq for IgnDirectConv {}
 impl std::hash::Hash for IgnDirectConv {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.geometry.hash(state);
-        self.weights.iter().for_each(|w| w.to_bits().hash(state));
-        self.bias.iter().for_each(|b| b.to_bits().hash(state));
+        hash_bits(&self.weights, state);
+        hash_bits(&self.bias, state);
     }
 }
 
@@ -115,14 +116,15 @@ impl IgnDirectConv {
     }
 
     /// Split one image (`C × H × W`) into the stride phases of its zero-padded form:
-    /// `q[((a·sw + b)·C + c)·ph·pw + i·pw + j] = padded[c][i·sh + a][j·sw + b]`.
+    /// `q[((a·sw + b)·C + c)·ph·pw + i·pw + j] = padded[c][i·sh + a][j·sw + b]`. It writes the
+    /// image's values only, at the same places for every image: the rest of `q` must be zero,
+    /// as a fresh buffer is.
     fn split(&self, x: &[f32], q: &mut [f32]) {
         let g = &self.geometry;
         let [_, c, h, w] = g.input;
         let [sh, sw] = g.strides;
         let [pt, pl] = g.pad_before;
         let [ph, pw] = g.phase_hw();
-        q.fill(0.0);
         for ch in 0..c {
             for y in 0..h {
                 let (a, i) = ((y + pt) % sh, (y + pt) / sh);
@@ -191,41 +193,17 @@ impl IgnDirectConv {
                 })
             })
             .collect();
-        // steps of L positions along a row; a last, overlapping step covers the rest (ow ≥ L)
-        let steps: Vec<usize> = (0..ow / L)
-            .map(|i| i * L)
-            .chain((!ow.is_multiple_of(L)).then_some(ow - L))
-            .collect();
+        let steps: Vec<usize> = step_starts(ow, L).collect();
         // four output channels at a time, their weights side by side per tap
         for o0 in (0..o).step_by(4) {
             let n = (o - o0).min(4);
             let w4: Vec<[f32; 4]> = (0..taps.len())
-                .map(|t| {
-                    std::array::from_fn(|j| {
-                        if j < n {
-                            self.weights[(o0 + j) * taps.len() + t]
-                        } else {
-                            0.0
-                        }
-                    })
-                })
+                .map(|t| four(n, |j| self.weights[(o0 + j) * taps.len() + t]))
                 .collect();
-            let b4: [f32; 4] = std::array::from_fn(|j| if j < n { self.bias[o0 + j] } else { 0.0 });
+            let b4 = four(n, |j| self.bias[o0 + j]);
             for oy in 0..oh {
                 for &ox in &steps {
-                    let mut acc = [[0f32; L]; 4];
-                    for (a, &b) in acc.iter_mut().zip(&b4) {
-                        *a = [b; L];
-                    }
-                    let at = oy * pw + ox;
-                    for (&tap, w) in taps.iter().zip(&w4) {
-                        let src: &[f32; L] = q[tap + at..][..L].try_into().unwrap();
-                        for (a, &wj) in acc.iter_mut().zip(w) {
-                            for (d, &v) in a.iter_mut().zip(src) {
-                                *d = wj.mul_add(v, *d);
-                            }
-                        }
-                    }
+                    let acc = sum_taps::<L>(q, &taps, &w4, b4, oy * pw + ox);
                     for (j, a) in acc.iter().enumerate().take(n) {
                         out[(o0 + j) * plane + oy * ow + ox..][..L].copy_from_slice(a);
                     }
@@ -370,18 +348,6 @@ fn direct(model: &TypedModel, node: &TypedNode, op: &Conv) -> TractResult<Option
     };
     let weights = weights.as_slice::<f32>()?.to_vec();
     Ok(Some(IgnDirectConv::new(geometry, weights, bias)?))
-}
-
-/// Whether this CPU has a fused multiply-add instruction for `f32::mul_add` (x86-64 with AVX2
-/// and FMA, every aarch64); elsewhere `mul_add` is a library call and tract's conv stays.
-pub(crate) fn fused_multiply_add() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma");
-    #[cfg(target_arch = "aarch64")]
-    return true;
-    #[allow(unreachable_code)]
-    false
 }
 
 /// Replace each fp32 `Conv` of a typed model (before optimization) with few input channels by

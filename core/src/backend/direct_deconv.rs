@@ -19,6 +19,7 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::Deconv;
 
 use super::deconv_sum::DeconvGeometry;
+use super::tap_sums::{four, fused_multiply_add, hash_bits, same_bits, step_starts, sum_taps};
 
 /// Transposed convs with 2 to 4 output channels are computed directly. With one, three of the
 /// four channel lanes would be wasted: ign-mnist's last layer took 36 µs against tract's 15.
@@ -40,11 +41,10 @@ pub struct IgnDirectDeconv {
 /// Equal when bit for bit the same (as [`Hash`] sees them).
 impl PartialEq for IgnDirectDeconv {
     fn eq(&self, other: &Self) -> bool {
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         self.geometry == other.geometry
             && self.in_channels == other.in_channels
-            && bits(&self.weights) == bits(&other.weights)
-            && bits(&self.bias) == bits(&other.bias)
+            && same_bits(&self.weights, &other.weights)
+            && same_bits(&self.bias, &other.bias)
     }
 }
 
@@ -54,13 +54,14 @@ impl std::hash::Hash for IgnDirectDeconv {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.geometry.hash(state);
         self.in_channels.hash(state);
-        self.weights.iter().for_each(|w| w.to_bits().hash(state));
-        self.bias.iter().for_each(|b| b.to_bits().hash(state));
+        hash_bits(&self.weights, state);
+        hash_bits(&self.bias, state);
     }
 }
 
-/// One (row phase, column phase) of the output: its first column, how many columns it has, and
-/// its taps' start offsets and weights (for the phase's first row).
+/// One (row phase, column phase) of the output at one row: its first column, how many columns
+/// it has, and per kernel tap where its run starts in the padded input and its weight for each
+/// of the four output channels.
 struct RowPhase {
     x0: usize,
     n: usize,
@@ -68,11 +69,10 @@ struct RowPhase {
     w: Vec<[f32; 4]>,
 }
 
-/// One kernel tap of one output row phase: where its run starts in the padded input (for the
-/// phase's first position) and its weight for each of the four output channels.
-struct Tap {
-    at: usize,
-    w: [f32; 4],
+/// Whether [`IgnDirectDeconv`] computes this geometry: strides no larger than the kernel and
+/// padding inside it (which keep the input's margins small).
+fn supported(g: &DeconvGeometry) -> bool {
+    (0..2).all(|a| g.strides[a] > 0 && g.strides[a] <= g.kernel[a] && g.pad_before[a] < g.kernel[a])
 }
 
 impl IgnDirectDeconv {
@@ -85,15 +85,11 @@ impl IgnDirectDeconv {
     ) -> TractResult<Self> {
         let g = &geometry;
         let o = g.output[1];
-        // strides no larger than the kernel and padding inside it keep the margins small
         ensure!(
             o <= *OUTPUT_CHANNELS.end()
-                && (0..2).all(|a| {
-                    g.strides[a] > 0 && g.strides[a] <= g.kernel[a] && g.pad_before[a] < g.kernel[a]
-                })
+                && supported(g)
                 && weights.len() == o * in_channels * g.kernel[0] * g.kernel[1]
-                && bias.len() == o
-                && g.strides.iter().all(|&s| s > 0),
+                && bias.len() == o,
             "IgnDirectDeconv: {} weights, {} biases, {in_channels} channels in for {g:?}",
             weights.len(),
             bias.len()
@@ -128,9 +124,8 @@ impl IgnDirectDeconv {
         ]
     }
 
-    /// For output row `y` and column phase `b`: the first column `x0` of the phase, how many
-    /// columns it has, and its taps.
-    fn row_phase(&self, y: usize, b: usize) -> Option<(usize, usize, Vec<Tap>)> {
+    /// Output row `y`'s column phase `b` (`None` when the row has no such column).
+    fn row_phase(&self, y: usize, b: usize) -> Option<RowPhase> {
         let g = &self.geometry;
         let ([kh, kw], [sh, sw], [pt, pl]) = (g.kernel, g.strides, g.pad_before);
         let ow = g.output[3];
@@ -139,30 +134,27 @@ impl IgnDirectDeconv {
         if x0 >= ow {
             return None;
         }
-        let n = (ow - x0).div_ceil(sw);
         let (i, o) = (self.in_channels, g.output[1]);
-        let mut taps = vec![];
+        let (mut at, mut w) = (vec![], vec![]);
         for ky in ((y + pt) % sh..kh).step_by(sh) {
             // input row (y + pt - ky) / sh, shifted by the margin
             let iy = (y + pt + my * sh - ky) / sh;
             for kx in ((x0 + pl) % sw..kw).step_by(sw) {
                 let ix = (x0 + pl + mx * sw - kx) / sw;
                 for ch in 0..i {
-                    let w = std::array::from_fn(|j| {
-                        if j < o {
-                            self.weights[((j * i + ch) * kh + ky) * kw + kx]
-                        } else {
-                            0.0
-                        }
-                    });
-                    taps.push(Tap {
-                        at: (ch * hp + iy) * wp + ix,
-                        w,
-                    });
+                    at.push((ch * hp + iy) * wp + ix);
+                    w.push(four(o, |j| {
+                        self.weights[((j * i + ch) * kh + ky) * kw + kx]
+                    }));
                 }
             }
         }
-        Some((x0, n, taps))
+        Some(RowPhase {
+            x0,
+            n: (ow - x0).div_ceil(sw),
+            at,
+            w,
+        })
     }
 
     /// One image: `xp` its padded input, `out` its `O × OH × OW` output.
@@ -186,7 +178,7 @@ impl IgnDirectDeconv {
     fn image_generic(&self, xp: &[f32], out: &mut [f32]) {
         let g = &self.geometry;
         let ([_, o, oh, ow], sw) = (g.output, g.strides[1]);
-        let bias: [f32; 4] = std::array::from_fn(|j| if j < o { self.bias[j] } else { 0.0 });
+        let bias = four(o, |j| self.bias[j]);
         // one row phase's sums, channel after channel (4 × its positions)
         let mut buf = vec![0f32; 4 * ow.div_ceil(sw)];
         // the taps of each (row phase, column phase), read at the first row of that row phase;
@@ -197,13 +189,7 @@ impl IgnDirectDeconv {
             .flat_map(|a| (0..sw).map(move |b| (a, b)))
             .map(|(a, b)| {
                 let y = first_row(a);
-                (y < oh)
-                    .then(|| self.row_phase(y, b))
-                    .flatten()
-                    .map(|(x0, n, taps)| {
-                        let (at, w) = taps.iter().map(|t| (t.at, t.w)).unzip();
-                        RowPhase { x0, n, at, w }
-                    })
+                (y < oh).then(|| self.row_phase(y, b)).flatten()
             })
             .collect();
         for y in 0..oh {
@@ -243,8 +229,7 @@ impl IgnDirectDeconv {
     }
 }
 
-/// The sums of one row phase of `n ≥ L` positions into `buf` (`4 × n`, channel by channel),
-/// `L` positions of four channels a step: tap `t` adds `w[t][c] × xp[at[t] + j]`.
+/// The sums of one row phase of `n ≥ L` positions into `buf` (`4 × n`, channel by channel).
 #[inline(always)]
 fn phase_steps<const L: usize>(
     xp: &[f32],
@@ -254,23 +239,8 @@ fn phase_steps<const L: usize>(
     n: usize,
     buf: &mut [f32],
 ) {
-    // steps of L positions; a last, overlapping step covers the rest
-    let steps = (0..n / L)
-        .map(|i| i * L)
-        .chain((!n.is_multiple_of(L)).then_some(n - L));
-    for j0 in steps {
-        let mut acc = [[0f32; L]; 4];
-        for (a, &b) in acc.iter_mut().zip(&bias) {
-            *a = [b; L];
-        }
-        for (&t, wt) in at.iter().zip(w) {
-            let src: &[f32; L] = xp[t + j0..][..L].try_into().unwrap();
-            for (a, &wj) in acc.iter_mut().zip(wt) {
-                for (d, &v) in a.iter_mut().zip(src) {
-                    *d = wj.mul_add(v, *d);
-                }
-            }
-        }
+    for j0 in step_starts(n, L) {
+        let acc = sum_taps::<L>(xp, at, w, bias, j0);
         for (c, a) in acc.iter().enumerate() {
             buf[c * n + j0..][..L].copy_from_slice(a);
         }
@@ -360,7 +330,7 @@ fn direct(
     };
     if node.inputs.len() != 3
         || !OUTPUT_CHANNELS.contains(&g.output[1])
-        || (0..2).any(|a| g.strides[a] > g.kernel[a] || g.pad_before[a] >= g.kernel[a])
+        || !supported(&g)
         || g.output[3] / g.strides[1] < L
     {
         return Ok(None);
@@ -402,7 +372,7 @@ fn direct(
 /// Replace each fp32 `Deconv` of a typed model (before optimization) with few output channels
 /// by [`IgnDirectDeconv`], on CPUs with a fused multiply-add. Returns how many were replaced.
 pub fn replace_thin_deconvs(model: &mut TypedModel) -> TractResult<usize> {
-    if !super::direct_conv::fused_multiply_add() {
+    if !fused_multiply_add() {
         return Ok(0);
     }
     // the weights and bias go into the op: only the image stays an input

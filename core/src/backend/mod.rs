@@ -11,6 +11,7 @@ pub mod packed_im2col;
 pub mod pad;
 pub mod projector;
 pub mod quantize_linear;
+mod tap_sums;
 
 pub use projector::Projector;
 
@@ -20,15 +21,16 @@ use crate::tensor::ImageBatch;
 
 /// Put this project's own ops into an optimized tract plan where they compute the same bytes
 /// faster: the int8 im2col ([`packed_im2col`]), `QuantizeLinear` ([`quantize_linear`]) and
-/// constant padding ([`pad`]); the fp32 scatter of transposed convs ([`deconv_sum`]) and the
+/// constant padding ([`pad`]). The fp32 scatter of transposed convs ([`deconv_sum`]), and the
 /// fp32 convs with few input channels and transposed convs with few output channels
 /// ([`direct_conv`], [`direct_deconv`], within rounding of tract's) need the model before
-/// optimization and are put in by [`optimize`]. Returns how many nodes were replaced. `IGN_EDGE_TRACT_OPS=1` in the
-/// environment keeps tract's own ops and folding (to compare speed, or to rule these out).
+/// optimization and are put in by [`optimize`]. Returns how many nodes were replaced.
+/// `IGN_EDGE_TRACT_OPS=1` in the environment keeps tract's own ops and folding (to compare
+/// speed, or to rule these out).
 ///
 /// Each op is named once: tract's profile prints `IgnPackedIm2col`, `IgnQuantizeLinear`,
-/// `IgnPad` and `IgnDeconvSum`, the names of their structs, in the files of the same name
-/// (`packed_im2col.rs`, ...).
+/// `IgnPad`, `IgnDeconvSum`, `IgnDirectConv` and `IgnDirectDeconv`, the names of their
+/// structs, in the files of the same name (`packed_im2col.rs`, ...).
 pub fn own_ops(
     plan: &mut tract_onnx::prelude::TypedModel,
 ) -> tract_onnx::prelude::TractResult<usize> {
