@@ -621,3 +621,36 @@ fn anomaly_scores_every_frame_and_shows_the_heatmap_as_the_third_panel() {
         "f's panel is gray: {f_px:?}"
     );
 }
+
+/// The page can ask for one application of f; a score that compares f(x) with f(f(x)) keeps
+/// its second, and every frame still gets a score (not the last one's, repeated).
+#[test]
+fn a_score_that_needs_f_twice_keeps_two_applications_when_the_page_asks_for_one() {
+    use ign_edge::anomaly::ScoreKind;
+    use ign_edge::pipeline::controls::Controls;
+    let model = Model::load(&fixture("tiny28.onnx")).unwrap();
+    let mut backend = CpuBackend::new(&model, None).unwrap();
+    let src = source::open("test", &source::SourceOptions::default()).unwrap();
+    let figures = Arc::default();
+    let snk = Box::new(Figures {
+        figures: Arc::clone(&figures),
+        last: Arc::default(),
+    });
+    let controls = Controls::new(2, false, vec![ign_edge::model::Precision::Fp32]);
+    controls.steps.store(1, Ordering::Relaxed);
+    let mut o = opts(5, 2);
+    o.controls = Some(controls);
+    o.anomaly = Some(ign_edge::pipeline::AnomalySettings {
+        kind: ScoreKind::Sum,
+        threshold: None,
+    });
+    let s = run_loop(src, &mut backend, &pre(&model), snk, &o).unwrap();
+    assert_eq!(s.frames, 5);
+    let figures = Arc::try_unwrap(figures).unwrap().into_inner().unwrap();
+    assert_eq!(figures.len(), 5);
+    for f in &figures {
+        assert_eq!(f.steps, 2);
+        let score = f.anomaly_score.expect("a score per frame");
+        assert!(score.is_finite() && score > 0.0, "{score}");
+    }
+}

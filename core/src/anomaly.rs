@@ -10,7 +10,12 @@
 //!   single pixels, which the filter averages away;
 //! - `mean`: the mean of the heatmap (what an autoencoder's reconstruction error is);
 //! - `idem`: the smoothed maximum of `|f(x) − f(f(x))|`, the idempotence gap, which needs a
-//!   second application of f.
+//!   second application of f;
+//! - `sum`: `smooth-max` + `idem`, the two distances an IGN is trained on (reconstruction and
+//!   idempotence), with f applied twice. On the one-class digits and garments it leads once
+//!   the IGN has trained some 1,300 steps or more (models/MODELS.md, "One-class anomaly
+//!   detection"); scene models keep `smooth-max`, which the live loop gets from one
+//!   application of f.
 
 use anyhow::{bail, Result};
 
@@ -24,18 +29,42 @@ pub enum ScoreKind {
     SmoothMax,
     Mean,
     Idem,
+    Sum,
 }
 
 impl ScoreKind {
     /// The names the command lines and the model's metadata use.
-    pub const NAMES: [&'static str; 3] = ["smooth-max", "mean", "idem"];
+    pub const NAMES: [&'static str; 4] = ["smooth-max", "mean", "idem", "sum"];
 
-    /// The name (`smooth-max`, `mean`, `idem`).
+    /// Every kind, in the order of [`ScoreKind::NAMES`].
+    pub const ALL: [ScoreKind; 4] = [
+        ScoreKind::SmoothMax,
+        ScoreKind::Mean,
+        ScoreKind::Idem,
+        ScoreKind::Sum,
+    ];
+
+    /// The name (`smooth-max`, `mean`, `idem`, `sum`).
     pub fn as_str(self) -> &'static str {
         match self {
             ScoreKind::SmoothMax => "smooth-max",
             ScoreKind::Mean => "mean",
             ScoreKind::Idem => "idem",
+            ScoreKind::Sum => "sum",
+        }
+    }
+
+    /// How many times f is applied to score an image: 2 where the score needs `f(f(x))`.
+    ///
+    /// ```
+    /// use ign_core::anomaly::ScoreKind;
+    /// assert_eq!(ScoreKind::SmoothMax.applications(), 1);
+    /// assert_eq!(ScoreKind::Sum.applications(), 2);
+    /// ```
+    pub fn applications(self) -> usize {
+        match self {
+            ScoreKind::SmoothMax | ScoreKind::Mean => 1,
+            ScoreKind::Idem | ScoreKind::Sum => 2,
         }
     }
 }
@@ -48,7 +77,8 @@ impl std::str::FromStr for ScoreKind {
             "smooth-max" => Ok(ScoreKind::SmoothMax),
             "mean" => Ok(ScoreKind::Mean),
             "idem" => Ok(ScoreKind::Idem),
-            _ => bail!("{s}: not a score; use smooth-max, mean or idem"),
+            "sum" => Ok(ScoreKind::Sum),
+            _ => bail!("{s}: not a score; use smooth-max, mean, idem or sum"),
         }
     }
 }
@@ -151,7 +181,10 @@ impl Scored {
 }
 
 /// The score of `kind` for one `C×H×W` image `x` with its projection `fx` (and `ffx`, f
-/// applied twice, for [`ScoreKind::Idem`]).
+/// applied twice, for the kinds whose [`ScoreKind::applications`] is 2).
+///
+/// `sum`'s score is the sum of the `smooth-max` and `idem` scores, and its map the sum of
+/// their maps (whose peak can lie elsewhere than either's).
 pub fn score(
     kind: ScoreKind,
     x: &[f32],
@@ -159,28 +192,42 @@ pub fn score(
     ffx: Option<&[f32]>,
     (c, h, w): (usize, usize, usize),
 ) -> Result<Scored> {
-    let (map, reduce_max) = match kind {
-        ScoreKind::SmoothMax => (
-            box_smooth(&heatmap(x, fx, c, h, w), h, w, SMOOTH_RADIUS),
-            true,
-        ),
-        ScoreKind::Mean => (heatmap(x, fx, c, h, w), false),
-        ScoreKind::Idem => {
-            let Some(ffx) = ffx else {
-                bail!("the idem score needs f applied twice");
-            };
-            (
-                box_smooth(&heatmap(fx, ffx, c, h, w), h, w, SMOOTH_RADIUS),
-                true,
-            )
+    let smooth = |a: &[f32], b: &[f32]| box_smooth(&heatmap(a, b, c, h, w), h, w, SMOOTH_RADIUS);
+    let peak = |map: &[f32]| map.iter().copied().fold(0.0f32, f32::max);
+    let second = || match ffx {
+        Some(ffx) => Ok(ffx),
+        None => bail!("the {} score needs f applied twice", kind.as_str()),
+    };
+    Ok(match kind {
+        ScoreKind::SmoothMax => {
+            let map = smooth(x, fx);
+            Scored {
+                score: peak(&map),
+                map,
+            }
         }
-    };
-    let score = if reduce_max {
-        map.iter().copied().fold(0.0f32, f32::max)
-    } else {
-        map.iter().sum::<f32>() / map.len().max(1) as f32
-    };
-    Ok(Scored { score, map })
+        ScoreKind::Mean => {
+            let map = heatmap(x, fx, c, h, w);
+            Scored {
+                score: map.iter().sum::<f32>() / map.len().max(1) as f32,
+                map,
+            }
+        }
+        ScoreKind::Idem => {
+            let map = smooth(fx, second()?);
+            Scored {
+                score: peak(&map),
+                map,
+            }
+        }
+        ScoreKind::Sum => {
+            let (rec, idem) = (smooth(x, fx), smooth(fx, second()?));
+            Scored {
+                score: peak(&rec) + peak(&idem),
+                map: rec.iter().zip(&idem).map(|(a, b)| a + b).collect(),
+            }
+        }
+    })
 }
 
 /// The threshold above which a score is anomalous, such that a *new* normal frame lies above
@@ -318,6 +365,41 @@ mod tests {
         assert!((10..13).contains(&px) && (4..7).contains(&py), "{px},{py}");
         assert!(sm.score > 5.0 * mean.score, "{} {}", sm.score, mean.score);
         assert!(score(ScoreKind::Idem, &x, &fx, None, (c, h, w)).is_err());
+        assert!(score(ScoreKind::Sum, &x, &fx, None, (c, h, w)).is_err());
+    }
+
+    #[test]
+    fn sum_adds_the_reconstruction_and_idempotence_scores_and_maps() {
+        let (c, h, w) = (1, 16, 16);
+        let x = vec![0.0f32; h * w];
+        // f moved a pixel at (4, 5); f applied again moved one at (11, 10)
+        let mut fx = x.clone();
+        fx[5 * w + 4] = 1.0;
+        let mut ffx = fx.clone();
+        ffx[10 * w + 11] = -0.5;
+        let get = |k| score(k, &x, &fx, Some(&ffx), (c, h, w)).unwrap();
+        let (rec, idem, sum) = (
+            get(ScoreKind::SmoothMax),
+            get(ScoreKind::Idem),
+            get(ScoreKind::Sum),
+        );
+        assert!(rec.score > 0.0 && idem.score > 0.0);
+        assert_eq!(sum.score, rec.score + idem.score);
+        for i in 0..h * w {
+            assert_eq!(sum.map[i], rec.map[i] + idem.map[i]);
+        }
+        // the two bumps are apart: each half of the map peaks within the filter's radius of its
+        // own pixel (on the first cell of the 5×5 plateau)
+        let near = |(px, py): (usize, usize), (x, y): (usize, usize)| {
+            px.abs_diff(x) <= SMOOTH_RADIUS && py.abs_diff(y) <= SMOOTH_RADIUS
+        };
+        assert!(near(rec.peak(w), (4, 5)), "{:?}", rec.peak(w));
+        assert!(near(idem.peak(w), (11, 10)), "{:?}", idem.peak(w));
+        assert!(!near(rec.peak(w), (11, 10)));
+        for (k, name) in ScoreKind::ALL.iter().zip(ScoreKind::NAMES) {
+            assert_eq!(k.as_str(), name);
+            assert_eq!(name.parse::<ScoreKind>().unwrap(), *k);
+        }
     }
 
     #[test]

@@ -400,8 +400,8 @@ fn anomaly_settings(c: &RunConfig, info: &ModelInfo) -> Result<Option<pipeline::
         return Ok(None);
     }
     let (threshold, _, kind) = crate::app::score::calibration(c.threshold, c.score, info)?;
-    if kind == crate::anomaly::ScoreKind::Idem && c.steps < 2 {
-        bail!("the idem score compares f(x) with f(f(x)): add --steps 2");
+    if kind.applications() > c.steps {
+        bail!("the {} score needs f(f(x)): add --steps 2", kind.as_str());
     }
     if threshold.is_none() {
         log::warn!(

@@ -119,7 +119,7 @@ pub fn score(c: &ScoreConfig) -> Result<ScoreReport> {
     let mut results = Vec::with_capacity(n);
     for start in (0..n).step_by(chunk) {
         let x = inp.batch.slice(start, (start + chunk).min(n));
-        let outs = backend.project(&x, if kind == ScoreKind::Idem { 2 } else { 1 })?;
+        let outs = backend.project(&x, kind.applications())?;
         for i in 0..x.len() {
             let ffx = outs.get(1).map(|o| o.image(i));
             let s = anomaly::score(kind, x.image(i), outs[0].image(i), ffx, shape)?;

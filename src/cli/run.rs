@@ -132,7 +132,7 @@ pub struct RunArgs {
     /// With --anomaly: a score above this is anomalous (default: the model's calibrated one).
     #[arg(long)]
     pub threshold: Option<f32>,
-    /// With --anomaly: smooth-max (default), mean or idem (needs --steps 2).
+    /// With --anomaly: smooth-max (default), mean, idem or sum (idem and sum need --steps 2).
     #[arg(long, value_parser = choice::<crate::anomaly::ScoreKind>(&crate::anomaly::ScoreKind::NAMES))]
     pub score: Option<crate::anomaly::ScoreKind>,
     #[command(flatten)]

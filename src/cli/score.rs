@@ -17,8 +17,8 @@ use crate::app::score::{score, ScoreConfig};
 /// of input | f(input) | heatmap.
 ///
 /// Scores: smooth-max (default: the largest value of the 5x5-averaged per-pixel |x - f(x)|,
-/// for small objects), mean (the mean |x - f(x)|, an autoencoder's error) and idem (the
-/// smoothed maximum of |f(x) - f(f(x))|).
+/// for small objects), mean (the mean |x - f(x)|, an autoencoder's error), idem (the
+/// smoothed maximum of |f(x) - f(f(x))|) and sum (smooth-max + idem, f applied twice).
 ///
 /// Examples:
 ///   ign-edge score --model scene.onnx frames/ --json scores.json

@@ -155,6 +155,10 @@ impl Outbox {
             }
             Err(e) => {
                 log::debug!("anomaly score: {e:#}");
+                // no figure rather than the last frame's
+                self.hud.anomaly_score = None;
+                self.hud.anomalous = None;
+                self.hud.anomaly_peak = None;
                 None
             }
         }
@@ -316,7 +320,9 @@ fn feed(
             return Ok(());
         }
         if let Some(c) = plan.controls {
-            steps = c.steps.load(Ordering::Relaxed).max(1);
+            // a score that compares f(x) with f(f(x)) keeps its second application
+            let needs = out.anomaly.map_or(1, |a| a.kind.applications());
+            steps = c.steps.load(Ordering::Relaxed).max(needs);
             out.hud.steps = steps;
             if let Some(p) = c.precision() {
                 out.hud.precision = p.to_string();

@@ -119,7 +119,7 @@ pub fn scores(model: &Model, images: &Dataset, kind: ScoreKind) -> Result<Vec<f3
         );
     }
     let mut backend = CpuBackend::new(model, Some(1))?;
-    let applications = if kind == ScoreKind::Idem { 2 } else { 1 };
+    let applications = kind.applications();
     let mut out = Vec::with_capacity(images.len());
     let ids: Vec<usize> = (0..images.len()).collect();
     for chunk in ids.chunks(CHUNK) {

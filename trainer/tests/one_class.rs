@@ -1,7 +1,9 @@
 //! `ign-train eval --one-class`: the class filter and the split, the report's shape, the
-//! autoencoder as the same network without the IGN terms, a rerun that skips finished classes,
+//! autoencoder as the same network without the IGN terms, a rerun that skips finished classes
+//! (and scores again, without training, one that lacks a score kind),
 //! and clear errors for a bad class list. Training is capped at a few steps per stage.
 
+use ign_core::anomaly::ScoreKind;
 use ign_train::data::{self, DataOptions};
 use ign_train::eval::one_class::{self, class_dir, Method, OneClassConfig, RESULT_FILE};
 use ign_train::train::checkpoint;
@@ -96,7 +98,7 @@ fn each_class_and_method_is_reported_and_a_rerun_skips_finished_classes() {
         assert_eq!(r.normal + r.anomalous, 60, "the whole test split is scored");
         let normal = labels.iter().filter(|&&l| l == r.class).count();
         assert_eq!(r.normal, normal);
-        assert_eq!(r.auroc.len(), 3, "{:?}", r.auroc);
+        assert_eq!(r.auroc.len(), ScoreKind::NAMES.len(), "{:?}", r.auroc);
         assert!(r.auroc.values().all(|a| (0.0..=1.0).contains(a)));
         assert_eq!((r.steps, r.warm_up_steps), (4, 2));
         assert!(class_dir(dir.path(), r.method, r.class)
@@ -107,7 +109,7 @@ fn each_class_and_method_is_reported_and_a_rerun_skips_finished_classes() {
         let mean = report.mean(m).unwrap();
         let by_class: Vec<f64> = [0, 1]
             .iter()
-            .map(|&c| report.result(m, c).unwrap().auroc["smooth-max"])
+            .map(|&c| report.result(m, c).unwrap().auroc["sum"])
             .collect();
         assert!((mean - (by_class[0] + by_class[1]) / 2.0).abs() < 1e-12);
     }
@@ -148,7 +150,25 @@ fn each_class_and_method_is_reported_and_a_rerun_skips_finished_classes() {
     let cut = class_dir(dir.path(), Method::Autoencoder, 1);
     let before = std::fs::read_to_string(cut.join(RESULT_FILE)).unwrap();
     std::fs::remove_file(cut.join(RESULT_FILE)).unwrap();
+    // one written before the sum score existed: the kind it lacks is scored from its
+    // checkpoint and added, the figures it has are kept, nothing is trained again
+    let old = class_dir(dir.path(), Method::Ign, 0).join(RESULT_FILE);
+    let first_ign: one_class::ClassResult =
+        serde_json::from_str(&std::fs::read_to_string(&old).unwrap()).unwrap();
+    let mut r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&old).unwrap()).unwrap();
+    r["auroc"].as_object_mut().unwrap().remove("sum");
+    r["auroc"]["smooth-max"] = 0.125.into();
+    std::fs::write(&old, r.to_string()).unwrap();
     let again = one_class::run(&cfg).unwrap();
+    let filled = again.result(Method::Ign, 0).unwrap();
+    assert_eq!(filled.steps, first_ign.steps);
+    assert_eq!(filled.auroc["sum"], first_ign.auroc["sum"]);
+    assert_eq!(filled.auroc["smooth-max"], 0.125);
+    assert_eq!(filled.auroc["mean"], first_ign.auroc["mean"]);
+    let on_disk: one_class::ClassResult =
+        serde_json::from_str(&std::fs::read_to_string(&old).unwrap()).unwrap();
+    assert_eq!(&on_disk.auroc, &filled.auroc);
     assert_eq!(
         again.result(Method::Ign, 1).unwrap().auroc["smooth-max"],
         0.125

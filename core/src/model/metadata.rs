@@ -21,7 +21,8 @@ pub mod keys {
     /// A scene model's anomaly threshold (a score above it is anomalous), calibrated by
     /// `ign-train export` on held-out normal frames ([`crate::anomaly`]).
     pub const ANOMALY_THRESHOLD: &str = "ign.anomaly.threshold";
-    /// The score the threshold is for (`smooth-max`, `mean`, `idem`).
+    /// The score the threshold is for (`smooth-max`, `mean`, `idem`, `sum`; ign-edge before
+    /// `sum` existed refuses a model calibrated for it).
     pub const ANOMALY_SCORE: &str = "ign.anomaly.score";
     /// The false-alarm rate the threshold was calibrated for, on the held-out normal frames.
     pub const ANOMALY_FALSE_ALARM_RATE: &str = "ign.anomaly.false_alarm_rate";

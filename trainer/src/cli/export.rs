@@ -52,7 +52,7 @@ pub struct ExportCmd {
     #[arg(long, value_name = "T", conflicts_with = "no_threshold")]
     pub threshold: Option<f32>,
     /// The anomaly score the threshold is for: smooth-max (the largest 5x5 mean of |x - f(x)|),
-    /// mean, or idem (of |f(x) - f(f(x))|) [default: smooth-max].
+    /// mean, idem (of |f(x) - f(f(x))|) or sum (smooth-max + idem) [default: smooth-max].
     #[arg(long, value_parser = choice::<ScoreKind>(&ScoreKind::NAMES), conflicts_with = "no_threshold")]
     pub score: Option<ScoreKind>,
     /// Store no anomaly threshold, even for a run on a folder of images.

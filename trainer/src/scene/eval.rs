@@ -200,7 +200,7 @@ fn project_and_score(
     s: usize,
 ) -> Result<Vec<(anomaly::Scored, Vec<f32>)>> {
     let shape = (3, s, s);
-    let applications = if kind == ScoreKind::Idem { 2 } else { 1 };
+    let applications = kind.applications();
     let mut out = Vec::with_capacity(frames.len());
     for chunk in frames.chunks(CHUNK) {
         let x = ImageBatch::new(chunk.concat(), [chunk.len(), 3, s, s])?;

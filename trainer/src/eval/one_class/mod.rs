@@ -12,8 +12,10 @@
 //! published anchors beside the means.
 //!
 //! Scores: every score kind of [`ign_core::anomaly`] is measured for every class (the
-//! distance `x ↔ f(x)` as its mean or as its smoothed maximum, and the idempotence gap
-//! `f(x) ↔ f(f(x))`); the report's headline uses one ([`OneClassConfig::score`]).
+//! distance `x ↔ f(x)` as its mean or as its smoothed maximum, the idempotence gap
+//! `f(x) ↔ f(f(x))`, and `sum`, the smoothed maxima of both added); the report's headline
+//! uses one ([`OneClassConfig::score`], `sum` by default; models/MODELS.md compares them). A finished class whose `result.json` lacks a kind is scored again from its
+//! checkpoint, without training.
 
 pub mod report;
 
@@ -88,7 +90,7 @@ impl Default for OneClassConfig {
             minutes: 1.5,
             methods: vec![Method::Ign, Method::Autoencoder],
             recipe: RECIPE.to_string(),
-            score: ScoreKind::SmoothMax,
+            score: ScoreKind::Sum,
             step_cap: None,
             bn_passes: PASSES,
             quiet: false,
@@ -174,7 +176,8 @@ pub fn run(cfg: &OneClassConfig) -> Result<OneClassReport> {
     let mut results = Vec::new();
     for (k, &(method, class)) in units.iter().enumerate() {
         let dir = class_dir(&cfg.out, method, class);
-        if let Some(done) = finished(&dir, cfg.minutes)? {
+        if let Some(done) = finished(&dir, cfg.minutes, &recipe)? {
+            let done = with_every_score(cfg, &split, &dir, done)?;
             log::info!(
                 "[{}/{}] {method} class {class}: done ({} AUROC {:.4}), skipped",
                 k + 1,
@@ -223,12 +226,23 @@ fn eta_minutes(elapsed: f64, ran: usize, left: usize, budget: f64) -> f64 {
     per * left as f64
 }
 
-/// The result a finished class left in `dir`, when it was trained on this budget.
-fn finished(dir: &Path, minutes: f64) -> Result<Option<ClassResult>> {
+/// The result a finished class left in `dir`, when it was trained on this budget (with a
+/// warning when another recipe than `recipe` trained it: its figures are that recipe's).
+fn finished(dir: &Path, minutes: f64, recipe: &Recipe) -> Result<Option<ClassResult>> {
     let path = dir.join(RESULT_FILE);
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok(None);
     };
+    let copy = dir.join(crate::train::recipe::RECIPE_FILE);
+    if std::fs::read_to_string(&copy).is_ok_and(|t| t != recipe.text) {
+        log::warn!(
+            "{}: trained by another recipe than {}@{} (its copy is {}): its figures are that recipe's; delete the folder to train it again",
+            dir.display(),
+            recipe.name,
+            recipe.hash,
+            copy.display()
+        );
+    }
     let r: ClassResult = serde_json::from_str(&text)
         .with_context(|| format!("{}: not a one-class result; delete it", path.display()))?;
     if (r.minutes - minutes).abs() > 1e-9 {
@@ -267,10 +281,87 @@ fn run_class(
     };
     recipe::run(recipe, &opts)?;
     let t0 = Instant::now();
+    let (auroc, train_images, steps) = score_class(cfg, split, class, dir)?;
+    let labels = split.test.labels.as_ref().expect("checked labelled");
+    let normal = labels.iter().filter(|&&l| l == class).count();
+    let result = ClassResult {
+        class,
+        method,
+        minutes: cfg.minutes,
+        steps,
+        warm_up_steps: warm_up_steps(recipe, dir)?,
+        train_images,
+        normal,
+        anomalous: labels.len() - normal,
+        auroc,
+        score_seconds: t0.elapsed().as_secs_f64(),
+    };
+    write_result(dir, &result)?;
+    Ok(result)
+}
+
+/// A finished class's result with every score kind: the kinds that one written before they
+/// existed lacks are scored from its checkpoint (no training) and added; the figures it has
+/// stay. Without its checkpoint it is kept as it is (the missing kinds then read NaN).
+fn with_every_score(
+    cfg: &OneClassConfig,
+    split: &Split,
+    dir: &Path,
+    mut done: ClassResult,
+) -> Result<ClassResult> {
+    if ScoreKind::NAMES.iter().all(|k| done.auroc.contains_key(*k)) {
+        return Ok(done);
+    }
+    let t0 = Instant::now();
+    let (auroc, _, steps) = match score_class(cfg, split, done.class, dir) {
+        Ok(scored) => scored,
+        Err(e) => {
+            log::warn!(
+                "{}: lacks score kinds and cannot be scored again ({e:#}); kept as it is",
+                dir.display()
+            );
+            return Ok(done);
+        }
+    };
+    if steps != done.steps {
+        log::warn!(
+            "{}: its checkpoint is at step {steps}, its result at {}; the added scores are the checkpoint's",
+            dir.display(),
+            done.steps
+        );
+    }
+    for (kind, a) in auroc {
+        done.auroc.entry(kind).or_insert(a);
+    }
+    log::info!(
+        "{}: scored the kinds it lacked from its checkpoint in {:.1} s",
+        dir.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    write_result(dir, &done)?;
+    Ok(done)
+}
+
+/// Write `result` as the class's `result.json` (atomically: a crash leaves the old one).
+fn write_result(dir: &Path, result: &ClassResult) -> Result<()> {
+    ign_core::fsio::atomic_write(
+        &dir.join(RESULT_FILE),
+        serde_json::to_string_pretty(result)?.as_bytes(),
+    )
+}
+
+/// The AUROC of every score kind on the test split, by the model trained in `dir` on `class`
+/// (in eval mode, with the BatchNorm statistics of the class's training images, as export
+/// folds them), the number of those training images and the steps the model was trained.
+fn score_class(
+    cfg: &OneClassConfig,
+    split: &Split,
+    class: u8,
+    dir: &Path,
+) -> Result<(BTreeMap<String, f64>, usize, u64)> {
     let train = data::keep_classes(split.train.clone(), &[class], "training", &cfg.data)?;
     let (model, ck) = crate::train::checkpoint::load_model(dir)?;
     let noise = Noise::new(ck.config.noise, &train);
-    // eval mode with the statistics of the class's training images (as export folds them)
     recalibrate_with(
         &model,
         BnStats::Data,
@@ -286,24 +377,7 @@ fn run_class(
     for (kind, s) in &scores {
         auroc.insert(kind.as_str().to_string(), class_auroc(s, labels, class));
     }
-    let normal = labels.iter().filter(|&&l| l == class).count();
-    let result = ClassResult {
-        class,
-        method,
-        minutes: cfg.minutes,
-        steps: ck.step,
-        warm_up_steps: warm_up_steps(recipe, dir)?,
-        train_images: train.len(),
-        normal,
-        anomalous: labels.len() - normal,
-        auroc,
-        score_seconds: t0.elapsed().as_secs_f64(),
-    };
-    ign_core::fsio::atomic_write(
-        &dir.join(RESULT_FILE),
-        serde_json::to_string_pretty(&result)?.as_bytes(),
-    )?;
-    Ok(result)
+    Ok((auroc, train.len(), ck.step))
 }
 
 /// The AUROC of `scores` with the images of `class` (by `labels`) normal and the rest
@@ -330,8 +404,7 @@ fn warm_up_steps(recipe: &Recipe, dir: &Path) -> Result<u64> {
 
 /// Every score kind of every image of `test` by `model` (eval mode): f applied twice.
 pub fn score_all(model: &crate::model::Ign, test: &Dataset) -> Result<Vec<(ScoreKind, Vec<f32>)>> {
-    let kinds = [ScoreKind::Mean, ScoreKind::SmoothMax, ScoreKind::Idem];
-    let mut out: Vec<(ScoreKind, Vec<f32>)> = kinds
+    let mut out: Vec<(ScoreKind, Vec<f32>)> = ScoreKind::ALL
         .iter()
         .map(|&k| (k, Vec::with_capacity(test.len())))
         .collect();

@@ -29,7 +29,7 @@ pub struct ClassResult {
     /// The test images of the class (normal) and of the others (anomalous).
     pub normal: usize,
     pub anomalous: usize,
-    /// AUROC by score kind (`mean`, `smooth-max`, `idem`).
+    /// AUROC by score kind (`mean`, `smooth-max`, `idem`, `sum`).
     pub auroc: BTreeMap<String, f64>,
     /// Seconds spent scoring the test split.
     pub score_seconds: f64,
