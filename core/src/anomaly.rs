@@ -73,13 +73,12 @@ impl std::str::FromStr for ScoreKind {
     type Err = anyhow::Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "smooth-max" => Ok(ScoreKind::SmoothMax),
-            "mean" => Ok(ScoreKind::Mean),
-            "idem" => Ok(ScoreKind::Idem),
-            "sum" => Ok(ScoreKind::Sum),
-            _ => bail!("{s}: not a score; use smooth-max, mean, idem or sum"),
+        // the names are as_str's: one table, not two
+        if let Some(k) = ScoreKind::ALL.into_iter().find(|k| k.as_str() == s) {
+            return Ok(k);
         }
+        let (last, rest) = ScoreKind::NAMES.split_last().expect("NAMES is not empty");
+        bail!("{s}: not a score; use {} or {last}", rest.join(", "))
     }
 }
 
@@ -400,6 +399,10 @@ mod tests {
             assert_eq!(k.as_str(), name);
             assert_eq!(name.parse::<ScoreKind>().unwrap(), *k);
         }
+        assert_eq!(
+            "max".parse::<ScoreKind>().unwrap_err().to_string(),
+            "max: not a score; use smooth-max, mean, idem or sum"
+        );
     }
 
     #[test]

@@ -14,8 +14,9 @@
 //! Scores: every score kind of [`ign_core::anomaly`] is measured for every class (the
 //! distance `x ↔ f(x)` as its mean or as its smoothed maximum, the idempotence gap
 //! `f(x) ↔ f(f(x))`, and `sum`, the smoothed maxima of both added); the report's headline
-//! uses one ([`OneClassConfig::score`], `sum` by default; models/MODELS.md compares them). A finished class whose `result.json` lacks a kind is scored again from its
-//! checkpoint, without training.
+//! uses one ([`OneClassConfig::score`], `sum` by default; models/MODELS.md compares them).
+//! A finished class whose `result.json` lacks a kind is scored again from its checkpoint,
+//! without training.
 
 pub mod report;
 
