@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test file uses its own part
 
 use std::io::BufRead;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -33,6 +34,15 @@ pub fn http_run(extra: &[&str]) -> Command {
 /// Start `cmd` (an `ign-edge run ... --sink http:127.0.0.1:0`) with stderr piped, and wait (at
 /// most 60 s) for the line that says where it serves: the child and that `host:port`.
 pub fn spawn_http(mut cmd: Command) -> (Child, String) {
+    // The server goes with the test: SIGTERM when the thread that started it ends, so a test
+    // that panics before it stops the server does not leave `ign-edge run` behind at 30 fps.
+    // SAFETY: prctl is async-signal-safe and touches only the child's own state.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
     let mut child = cmd
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
