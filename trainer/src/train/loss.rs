@@ -84,6 +84,17 @@ impl Default for LossConfig {
     }
 }
 
+impl LossConfig {
+    /// Whether a term that reads `z` has weight: idempotence, tightness, or restoration when
+    /// the step's `z` brings restoration targets (`restoring`). Without one a step is
+    /// reconstruction alone (an autoencoder), and `z` need not be drawn.
+    pub fn reads_z(&self, restoring: bool) -> bool {
+        self.lambda_idem != 0.0
+            || self.lambda_tight != 0.0
+            || (self.lambda_restore != 0.0 && restoring)
+    }
+}
+
 /// The terms of one step, as plain numbers for logging.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct LossTerms {
@@ -197,10 +208,7 @@ pub fn ign_loss_planned(
     cfg: &LossConfig,
     plan: ZPlan,
 ) -> Result<(Tensor, LossTerms)> {
-    if cfg.lambda_idem == 0.0
-        && cfg.lambda_tight == 0.0
-        && (cfg.lambda_restore == 0.0 || plan.restore.is_none())
-    {
+    if !cfg.reads_z(plan.restore.is_some()) {
         return reconstruction_only(model, x, cfg);
     }
     let tight_samples = plan.tight_samples;

@@ -192,14 +192,13 @@ impl Trainer {
         let (augment, shape) = (self.config.augment, self.train.shape());
         augment_batch(augment, &mut pixels, shape, self.config.seed, self.step)?;
         let x = self.train.tensor(pixels, &Device::Cpu)?;
-        let l = &self.config.loss;
         // reconstruction alone (an autoencoder) never reads z: none is drawn or corrupted
-        let (z, sources) =
-            if l.lambda_idem == 0.0 && l.lambda_tight == 0.0 && l.lambda_restore == 0.0 {
-                (x.clone(), None)
-            } else {
-                self.z_batch(self.step, self.config.batch)?
-            };
+        // (drawn, z may bring restoration targets, hence `true`)
+        let (z, sources) = if self.config.loss.reads_z(true) {
+            self.z_batch(self.step, self.config.batch)?
+        } else {
+            (x.clone(), None)
+        };
         let noise = self.noise_count(self.config.batch);
         let plan = ZPlan {
             tight_samples: match self.config.z_tight {
